@@ -1,0 +1,288 @@
+"""The `semseg` command line: train, predict, evaluate, simulate, suggest, demo.
+
+Exit codes: 0 ok, 2 bad input (message on stderr), 1 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+
+def _parse_indices(text: str | None, n: int) -> list[int]:
+    """'1,11,21' (1-based image numbers) -> 0-based indices; default: 3 images evenly spread."""
+    if not text:
+        return sorted({int(round(v)) for v in np.linspace(0, n - 1, min(3, n) + 2)[1:-1]}) or [0]
+    try:
+        idx = [int(t) - 1 for t in text.split(",") if t.strip()]
+    except ValueError as e:
+        raise InputError(f"--images {text!r}: give 1-based image numbers separated by commas, e.g. 1,11,21.") from e
+    bad = [i + 1 for i in idx if not 0 <= i < n]
+    if bad:
+        raise InputError(f"--images: image numbers {bad} are outside 1..{n}.")
+    return idx
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from .model_file import SemSegModel
+    from .stack_io import read_labels, read_stack
+    from .training import TrainConfig, train
+
+    stack = read_stack(args.images)
+    labels = read_labels(args.labels, stack, args.classes)
+    init = SemSegModel.load(args.init) if args.init else None
+    if init is not None:
+        init.check_stack(stack.channels, str(args.images))
+    config = TrainConfig(seed=args.seed, device=args.device, correction_weight=args.correction_weight)
+    if args.iterations is not None:
+        config.iterations, config.seconds = args.iterations, None
+    elif args.seconds is not None:
+        config.seconds = args.seconds
+    total = config.iterations or int(config.seconds)
+    unit = "it" if config.iterations else "s"
+    bar = tqdm(total=total, unit=unit, desc="train", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(p) -> None:
+        bar.n = p.iteration if config.iterations else min(int(p.seconds), total)
+        bar.set_postfix(loss=f"{p.loss:.4f}", it=p.iteration, left=f"{p.remaining_seconds:.0f}s")
+        if p.message:
+            bar.write(p.message)
+
+    n_labeled = int((labels.labels > 0).sum())
+    print(f"training on {len(labels.labeled_names)} labeled image(s), {n_labeled} labeled pixels, "
+          f"{len(labels.classes)} classes", file=sys.stderr)
+    result = train(stack.images, labels.labels, labels.classes, config, init_model=init, names=stack.names,
+                   progress=progress)
+    bar.close()
+    result.model.save(args.model)
+    print(f"model written to {args.model} ({result.iterations} iterations, {result.seconds:.1f} s on "
+          f"{result.device}, final loss {result.final_loss:.4f})")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from .model_file import SemSegModel
+    from .prediction import PredictConfig, predict_stack
+    from .stack_io import check_output_dir, read_stack, write_tiff
+
+    model = SemSegModel.load(args.model)
+    stack = read_stack(args.images)
+    model.check_stack(stack.channels, str(args.images))
+    out = check_output_dir(args.out, [args.images])
+    config = PredictConfig(tta=args.tta, device=args.device)
+    times = []
+    for i, pred in tqdm(predict_stack(model, stack.images, config, with_probabilities=args.probabilities),
+                        total=len(stack), desc="predict", unit="img", file=sys.stderr):
+        name = stack.names[i]
+        write_tiff(out / f"{name}.tif", pred.labels)
+        if args.uncertainty:
+            write_tiff(out / f"{name}_uncertainty.tif", pred.uncertainty)
+        if args.probabilities:
+            write_tiff(out / f"{name}_probabilities.tif", pred.probabilities.astype(np.float32))
+        times.append(pred.seconds)
+    print(f"{len(times)} label maps written to {out} ({np.mean(times):.2f} s per image)")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .classes import default_classes, read_classes_csv
+    from .metrics import evaluate
+    from .stack_io import read_labels, read_stack
+
+    reference = read_stack(args.reference)
+    if reference.channels != 1 or not np.issubdtype(reference.images.dtype, np.integer):
+        raise InputError(f"{args.reference}: reference label maps must be 2D integer images.")
+    ref = reference.images[:, 0]
+    pred = read_labels(args.pred, reference).labels
+    missing = [n for i, n in enumerate(reference.names) if not pred[i].any()]
+    if missing:
+        raise InputError(f"{args.pred}: no prediction for {', '.join(missing[:5])}"
+                         f"{' ...' if len(missing) > 5 else ''} (same file names as the reference expected).")
+    if args.classes:
+        classes = read_classes_csv(args.classes)
+    elif (Path(args.reference).parent / "classes.csv").exists():
+        classes = read_classes_csv(Path(args.reference).parent / "classes.csv")
+    else:
+        classes = default_classes(int(max(ref.max(), pred.max())))
+    m = evaluate(pred, ref, [c.name for c in classes])
+    if args.json:
+        print(json.dumps(m.to_dict(), indent=2))
+    else:
+        print(m.format_table())
+
+
+def cmd_simulate(args: argparse.Namespace) -> None:
+    from .classes import read_classes_csv, write_classes_csv
+    from .simulate import simulate_corrections, simulate_strokes
+    from .stack_io import check_output_dir, read_labels, read_stack, write_tiff
+
+    reference = read_stack(args.reference)
+    ref = reference.images[:, 0]
+    if reference.channels != 1 or not np.issubdtype(ref.dtype, np.integer):
+        raise InputError(f"{args.reference}: reference label maps must be 2D integer images.")
+    csv = Path(args.classes) if args.classes else Path(args.reference).parent / "classes.csv"
+    k = len(read_classes_csv(csv)) if csv.exists() else int(ref.max())
+    out = check_output_dir(args.out, [args.reference, args.labels, args.correct_from])
+    rng = np.random.default_rng(args.seed)
+    if args.correct_from:
+        if not args.labels:
+            raise InputError("--correct-from needs --labels OLD_LABELS_DIR (the strokes to add corrections to).")
+        old = read_labels(args.labels, reference, csv if csv.exists() else None).labels
+        pred = read_labels(args.correct_from, reference, csv if csv.exists() else None).labels
+        indices = [i for i in range(len(ref)) if old[i].any()]
+        new = {i: simulate_corrections(ref[i], pred[i], old[i], k, args.strokes, rng=rng) for i in indices}
+    else:
+        indices = _parse_indices(args.images, len(ref))
+        new = {i: simulate_strokes(ref[i], k, args.strokes, rng=rng) for i in indices}
+    for i, lab in new.items():
+        write_tiff(out / f"{reference.names[i]}.tif", lab.astype(np.uint8 if k < 256 else np.uint16))
+    if csv.exists():
+        write_classes_csv(out / "classes.csv", read_classes_csv(csv))
+    total = sum(int((v > 0).sum()) for v in new.values())
+    print(f"{len(new)} label image(s) written to {out} ({total} labeled pixels)")
+
+
+def cmd_suggest(args: argparse.Namespace) -> None:
+    from .model_file import SemSegModel
+    from .prediction import PredictConfig
+    from .stack_io import read_stack
+    from .suggest import suggest_slices
+
+    model = SemSegModel.load(args.model)
+    stack = read_stack(args.images)
+    model.check_stack(stack.channels, str(args.images))
+    result = suggest_slices(model, stack.images, stack.names, top=args.top, config=PredictConfig(device=args.device))
+    print(json.dumps(result, indent=2))
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    """The whole loop on the bundled sample: simulate strokes -> train -> predict -> evaluate."""
+    from .metrics import evaluate
+    from .prediction import PredictConfig, predict_stack
+    from .sample_data import SAMPLE_CLASSES, write_sample_stack
+    from .simulate import simulate_strokes
+    from .stack_io import read_stack, write_tiff
+    from .training import TrainConfig, train
+
+    out = Path(args.out)
+    sample = write_sample_stack(out / "sample", seed=args.seed)
+    print(f"sample stack written to {sample} (images/, reference/, classes.csv)")
+    if args.sample_only:
+        return
+    stack, ref = read_stack(sample / "images"), read_stack(sample / "reference").images[:, 0]
+    rng = np.random.default_rng(args.seed)
+    labels = np.zeros_like(ref, dtype=np.uint16)
+    painted = _parse_indices(None, len(stack))
+    for i in painted:
+        labels[i] = simulate_strokes(ref[i], len(SAMPLE_CLASSES), 10, rng=rng)
+        write_tiff(out / "strokes" / f"{stack.names[i]}.tif", labels[i].astype(np.uint8))
+    print(f"simulated 10 strokes per class on images {[i + 1 for i in painted]} "
+          f"({int((labels > 0).sum())} labeled pixels, {100 * (labels > 0).mean():.2f}% of the stack)")
+    result = train(stack.images, labels, SAMPLE_CLASSES, TrainConfig(seconds=args.seconds, seed=args.seed),
+                   names=stack.names)
+    result.model.save(out / "model.pt")
+    print(f"trained {result.iterations} iterations in {result.seconds:.1f} s -> {out / 'model.pt'}")
+    pred = np.zeros_like(ref)
+    start = time.perf_counter()
+    for i, p in predict_stack(result.model, stack.images, PredictConfig()):
+        pred[i] = p.labels
+        write_tiff(out / "predictions" / f"{stack.names[i]}.tif", p.labels)
+    print(f"predicted {len(stack)} images in {time.perf_counter() - start:.1f} s -> {out / 'predictions'}")
+    unpainted = [i for i in range(len(stack)) if i not in painted]
+    m = evaluate(pred[unpainted], ref[unpainted], [c.name for c in SAMPLE_CLASSES])
+    print("metrics on the images without strokes:")
+    print(m.format_table())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="semseg", description="Sparse-label U-Net segmentation of image stacks.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model on painted strokes")
+    t.add_argument("--images", required=True, help="folder of ordered images, or a multi-page TIFF")
+    t.add_argument("--labels", required=True, help="folder of sparse label images (same file names; 0 = unlabeled)")
+    t.add_argument("--model", required=True, help="output model file (.pt)")
+    t.add_argument("--init", help="start from this model (fine-tuning / correction round)")
+    budget = t.add_mutually_exclusive_group()
+    budget.add_argument("--seconds", type=float, help="training budget in seconds (default 120)")
+    budget.add_argument("--iterations", type=int, help="training budget in iterations (deterministic)")
+    t.add_argument("--classes", help="classes.csv (value,name,r,g,b); default: LABELS/classes.csv or values present")
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--correction-weight", type=float, default=3.0,
+                   help="weight of pixels labeled since the --init model was trained (default 3)")
+    t.set_defaults(func=cmd_train)
+
+    pr = sub.add_parser("predict", help="label every pixel of a stack")
+    pr.add_argument("--images", required=True)
+    pr.add_argument("--model", required=True)
+    pr.add_argument("--out", required=True, help="output folder for <name>.tif label maps")
+    pr.add_argument("--probabilities", action="store_true", help="also write <name>_probabilities.tif (float)")
+    pr.add_argument("--uncertainty", action="store_true", help="also write <name>_uncertainty.tif (0..1)")
+    pr.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x slower)")
+    pr.add_argument("--device", default="auto")
+    pr.set_defaults(func=cmd_predict)
+
+    e = sub.add_parser("evaluate", help="compare label maps with a reference")
+    e.add_argument("--pred", required=True)
+    e.add_argument("--reference", required=True)
+    e.add_argument("--classes")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("simulate", help="simulate brush strokes (or corrections) from reference labels")
+    s.add_argument("--reference", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--images", help="1-based image numbers, e.g. 1,11,21 (default: 3 evenly spread)")
+    s.add_argument("--strokes", type=int, default=10, help="strokes per class and image (default 10)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--classes")
+    s.add_argument("--correct-from", help="prediction folder: place correction strokes on its largest errors")
+    s.add_argument("--labels", help="the existing stroke folder the corrections are added to")
+    s.set_defaults(func=cmd_simulate)
+
+    g = sub.add_parser("suggest", help="rank images by uncertainty: where to paint next (JSON)")
+    g.add_argument("--images", required=True)
+    g.add_argument("--model", required=True)
+    g.add_argument("--top", type=int, default=5)
+    g.add_argument("--device", default="auto")
+    g.set_defaults(func=cmd_suggest)
+
+    d = sub.add_parser("demo", help="run the whole loop on the bundled sample stack")
+    d.add_argument("--out", default="semseg-demo", help="output folder (default ./semseg-demo)")
+    d.add_argument("--seconds", type=float, default=60.0, help="training budget (default 60)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--sample-only", action="store_true", help="only write the sample stack")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except InputError as e:
+        print(f"semseg {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 1
+    except Exception:  # noqa: BLE001 - report, then exit 1
+        traceback.print_exc()
+        print(f"semseg {args.command}: internal error (see above); please report it.", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

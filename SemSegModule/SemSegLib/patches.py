@@ -1,0 +1,124 @@
+"""Training patches from sparse labels: sampling around strokes, and augmentation on tensors.
+
+Patches are centered on labeled pixels (class chosen uniformly, so a class with few strokes is seen as
+often as a big one) or placed at random for context diversity. Augmentation happens on the sampled batch in
+torch: flips, 90-degree rotations, mild scale, intensity/contrast jitter and noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IGNORE = -1  # target value of unlabeled pixels
+
+
+@dataclass
+class PatchSource:
+    """Normalized images (N, C, H, W), targets (N, H, W) with IGNORE for unlabeled, pixel weights (N, H, W)."""
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    weights: torch.Tensor
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        flat = self.targets.reshape(-1)
+        # Positions of labeled pixels per class; sampling picks a class first, then one of its pixels.
+        self.class_positions = [torch.nonzero(flat == c).squeeze(1) for c in range(self.num_classes)]
+        self.present_classes = [c for c in range(self.num_classes) if len(self.class_positions[c])]
+        self.labeled_images = torch.unique(torch.nonzero(flat != IGNORE).squeeze(1) // self.pixels_per_image)
+
+    @property
+    def pixels_per_image(self) -> int:
+        return self.targets.shape[1] * self.targets.shape[2]
+
+    @staticmethod
+    def pad_to(images: np.ndarray, targets: np.ndarray, weights: np.ndarray, size: int):
+        """Reflect-pad images (IGNORE-pad targets) so a patch of `size` fits everywhere."""
+        h, w = images.shape[-2:]
+        ph, pw = max(0, size - h), max(0, size - w)
+        if ph == 0 and pw == 0:
+            return images, targets, weights
+        pad = ((0, 0), (0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2))
+        mode = "reflect" if min(h, w) > max(ph, pw) else "edge"
+        images = np.pad(images, pad, mode=mode)
+        targets = np.pad(targets, pad[1:], constant_values=IGNORE)
+        weights = np.pad(weights, pad[1:], constant_values=0)
+        return images, targets, weights
+
+
+class PatchSampler:
+    def __init__(self, source: PatchSource, generator: torch.Generator, labeled_fraction: float = 0.75,
+                 max_scale: float = 1.25, augment: bool = True):
+        self.source = source
+        self.g = generator
+        self.labeled_fraction = labeled_fraction
+        self.max_scale = max_scale if augment else 1.0
+        self.augment = augment
+
+    def _rand(self, *size) -> torch.Tensor:
+        return torch.rand(*size, generator=self.g)
+
+    def _randint(self, high: int) -> int:
+        return int(torch.randint(high, (1,), generator=self.g))
+
+    def sample(self, batch_size: int, patch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        src = self.source
+        _, _, h, w = src.images.shape
+        scale = 1.0
+        if self.augment:
+            log_s = (self._rand(1).item() * 2 - 1) * np.log(self.max_scale)
+            scale = float(np.exp(log_s))
+        crop = int(round(patch_size * scale))
+        crop = min(crop, h, w)
+        xs, ys, ws = [], [], []
+        for _ in range(batch_size):
+            if self._rand(1).item() < self.labeled_fraction:
+                c = src.present_classes[self._randint(len(src.present_classes))]
+                pos = src.class_positions[c]
+                flat = int(pos[self._randint(len(pos))])
+                n, rem = divmod(flat, src.pixels_per_image)
+                cy, cx = divmod(rem, w)
+                # Jitter so the stroke is not always at the center of the patch.
+                cy += int((self._rand(1).item() - 0.5) * crop / 2)
+                cx += int((self._rand(1).item() - 0.5) * crop / 2)
+            else:
+                n = int(src.labeled_images[self._randint(len(src.labeled_images))])
+                cy, cx = self._randint(h), self._randint(w)
+            y0 = min(max(cy - crop // 2, 0), h - crop)
+            x0 = min(max(cx - crop // 2, 0), w - crop)
+            xs.append(src.images[n, :, y0:y0 + crop, x0:x0 + crop])
+            ys.append(src.targets[n, y0:y0 + crop, x0:x0 + crop])
+            ws.append(src.weights[n, y0:y0 + crop, x0:x0 + crop])
+        x, y, wt = torch.stack(xs), torch.stack(ys), torch.stack(ws)
+        if crop != patch_size:
+            x = F.interpolate(x, size=(patch_size, patch_size), mode="bilinear", align_corners=False)
+            y = F.interpolate(y[:, None].float(), size=(patch_size, patch_size), mode="nearest")[:, 0].long()
+            wt = F.interpolate(wt[:, None], size=(patch_size, patch_size), mode="nearest")[:, 0]
+        if self.augment:
+            x, y, wt = self._augment(x, y, wt)
+        return x, y, wt
+
+    def _augment(self, x: torch.Tensor, y: torch.Tensor, wt: torch.Tensor):
+        out_x, out_y, out_w = [], [], []
+        for i in range(x.shape[0]):
+            xi, yi, wi = x[i], y[i], wt[i]
+            k = self._randint(4)
+            if k:
+                xi, yi, wi = torch.rot90(xi, k, (1, 2)), torch.rot90(yi, k, (0, 1)), torch.rot90(wi, k, (0, 1))
+            if self._rand(1).item() < 0.5:
+                xi, yi, wi = xi.flip(2), yi.flip(1), wi.flip(1)
+            contrast = 0.75 + 0.5 * self._rand(1).item()
+            brightness = (self._rand(1).item() - 0.5) * 0.3
+            mean = xi.mean()
+            xi = (xi - mean) * contrast + mean + brightness
+            noise = 0.05 * self._rand(1).item()
+            xi = xi + noise * torch.randn(xi.shape, generator=self.g)
+            out_x.append(xi)
+            out_y.append(yi)
+            out_w.append(wi)
+        return torch.stack(out_x).contiguous(), torch.stack(out_y).contiguous(), torch.stack(out_w).contiguous()

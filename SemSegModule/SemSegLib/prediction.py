@@ -1,0 +1,111 @@
+"""Sliding-window prediction with Gaussian blending, optional flip TTA, and an entropy uncertainty map.
+
+Tiles go through the network a few at a time (MONAI's `sliding_window_inference`), so network memory is a
+few tiles' worth whatever the image size; only the class-probability map of the image itself is full size.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .devices import resolve_device
+from .model_file import SemSegModel
+from .normalization import normalize_image
+from .stack_io import label_dtype
+
+
+@dataclass
+class PredictConfig:
+    tile_size: int = 512
+    overlap: float = 0.125
+    tile_batch: int = 2
+    tta: bool = False
+    device: str = "auto"
+    blend: str = "gaussian"  # "constant" averages overlapping tiles uniformly
+
+
+@dataclass
+class Prediction:
+    labels: np.ndarray  # (H, W) class values 1..K
+    uncertainty: np.ndarray  # (H, W) normalized entropy, 0 = certain, 1 = uniform
+    probabilities: np.ndarray | None  # (K, H, W) float32, if requested
+    seconds: float
+
+
+def normalized_entropy(prob: torch.Tensor) -> torch.Tensor:
+    """(K, H, W) probabilities -> (H, W) entropy divided by log K, in [0, 1]."""
+    k = prob.shape[0]
+    ent = -(prob * torch.log(prob.clamp_min(1e-8))).sum(0)
+    return (ent / math.log(k)).clamp(0, 1) if k > 1 else torch.zeros_like(ent)
+
+
+def _round_up(v: int, m: int) -> int:
+    return int(math.ceil(v / m) * m)
+
+
+def predict_probabilities(model: SemSegModel, image: np.ndarray, config: PredictConfig | None = None,
+                          device: torch.device | None = None) -> torch.Tensor:
+    """(C, H, W) raw image -> (K, H, W) float32 class probabilities on the CPU."""
+    from monai.inferers import sliding_window_inference
+
+    config = config or PredictConfig()
+    device = device or resolve_device(config.device)
+    model.check_stack(image.shape[0])
+    x = torch.from_numpy(normalize_image(image, model.normalization))[None]
+    h, w = x.shape[-2:]
+    m = model.network_config.size_multiple
+    roi = (min(_round_up(config.tile_size, m), _round_up(h, m)), min(_round_up(config.tile_size, m), _round_up(w, m)))
+    net = model.network.to(device).eval()
+    use_amp = device.type == "cuda"
+
+    def predictor(tiles: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            return torch.softmax(net(tiles.to(device)).float(), dim=1)
+
+    flips = [(), (-1,), (-2,), (-2, -1)] if config.tta else [()]
+    total = None
+    with torch.inference_mode():
+        for dims in flips:
+            xi = x.flip(dims) if dims else x
+            prob = sliding_window_inference(
+                xi, roi, config.tile_batch, predictor, overlap=config.overlap, mode=config.blend,
+                padding_mode="reflect", sw_device=device, device=torch.device("cpu"),
+            )
+            prob = prob.flip(dims) if dims else prob
+            total = prob if total is None else total + prob
+    prob = (total / len(flips))[0]
+    return prob / prob.sum(0, keepdim=True).clamp_min(1e-8)
+
+
+def predict_image(model: SemSegModel, image: np.ndarray, config: PredictConfig | None = None,
+                  with_probabilities: bool = False, device: torch.device | None = None) -> Prediction:
+    start = time.perf_counter()
+    prob = predict_probabilities(model, image, config, device)
+    labels = (prob.argmax(0) + 1).numpy().astype(label_dtype(model.num_classes))
+    uncertainty = normalized_entropy(prob).numpy().astype(np.float32)
+    return Prediction(labels, uncertainty, prob.numpy() if with_probabilities else None,
+                      time.perf_counter() - start)
+
+
+def predict_stack(model: SemSegModel, images: np.ndarray, config: PredictConfig | None = None,
+                  indices: list[int] | None = None, with_probabilities: bool = False,
+                  progress: Callable[[int, int, float], None] | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> Iterator[tuple[int, Prediction]]:
+    """Yield (index, Prediction) for each image of an (N, C, H, W) stack; `progress(done, total, seconds)`."""
+    config = config or PredictConfig()
+    device = resolve_device(config.device)
+    model.check_stack(images.shape[1])
+    indices = list(range(len(images))) if indices is None else list(indices)
+    for done, i in enumerate(indices, start=1):
+        if should_stop is not None and should_stop():
+            return
+        pred = predict_image(model, images[i], config, with_probabilities, device)
+        if progress is not None:
+            progress(done, len(indices), pred.seconds)
+        yield i, pred

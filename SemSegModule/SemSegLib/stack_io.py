@@ -1,0 +1,258 @@
+"""Reading image stacks and sparse label folders; writing label maps and float maps.
+
+An image stack is a folder of 2D images (TIFF or PNG) in natural number order, or one multi-page TIFF.
+Arrays are returned channel-first, `(N, C, H, W)`, in their original dtype; nothing is ever written to the
+input locations.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import write_atomic
+from .classes import ClassInfo, default_classes, read_classes_csv
+from .errors import InputError
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
+SUPPORTED_DTYPES = (np.uint8, np.uint16, np.float32, np.int16, np.float64)
+
+
+def natural_key(name: str) -> list:
+    """Sort key that puts img_2 before img_10."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def list_image_files(folder: Path) -> list[Path]:
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+             and not p.name.startswith(".")]
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+@dataclass
+class ImageStack:
+    """Images `(N, C, H, W)` with their names (file stems, or `page_0001` for a multi-page TIFF)."""
+
+    images: np.ndarray
+    names: list[str]
+    source: str = ""
+    spacing: tuple[float, float] = (1.0, 1.0)  # (row, column) pixel size if the files carry one
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return self.images.shape
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+@dataclass
+class LabelSet:
+    """Sparse labels `(N, H, W)` uint16 aligned with a stack (0 = unlabeled) and the class table."""
+
+    labels: np.ndarray
+    classes: list[ClassInfo]
+    labeled_names: list[str] = field(default_factory=list)
+
+
+def _read_file(path: Path) -> np.ndarray:
+    try:
+        if path.suffix.lower() == ".png":
+            from PIL import Image
+
+            with Image.open(path) as im:
+                return np.asarray(im)
+        import tifffile
+
+        return tifffile.imread(path)
+    except Exception as e:  # noqa: BLE001 - any decoder failure means "this file is unreadable"
+        raise InputError(f"{path}: cannot read this image ({type(e).__name__}: {e}). "
+                         "Is the file complete and a valid TIFF/PNG?") from e
+
+
+def _to_chw(arr: np.ndarray, path: Path, channel_axis: int | None) -> np.ndarray:
+    """One 2D image (gray, RGB(A), or multi-channel) -> (C, H, W)."""
+    if channel_axis is not None and arr.ndim == 3:
+        return np.moveaxis(arr, channel_axis, 0)
+    if arr.ndim == 2:
+        return arr[None]
+    if arr.ndim == 3:
+        if arr.shape[-1] <= 4 and arr.shape[0] > 4:  # YXS: RGB / RGBA, channels last
+            if arr.shape[-1] == 4:
+                arr = arr[..., :3]  # alpha carries no image content
+            return np.moveaxis(arr, -1, 0)
+        if arr.shape[0] <= 8 and arr.shape[-1] > 8:  # CYX
+            return arr
+    raise InputError(f"{path}: image has shape {arr.shape}; expected a 2D gray image, RGB(A), or a "
+                     "multi-channel image. Give the channel axis explicitly (--channel-axis) if it is unusual.")
+
+
+def _check_dtype(arr: np.ndarray, path: Path) -> np.ndarray:
+    if arr.dtype == bool:
+        return arr.astype(np.uint8)
+    if not any(arr.dtype == d for d in SUPPORTED_DTYPES):
+        raise InputError(f"{path}: pixel type {arr.dtype} is not supported; use uint8, uint16 or float32.")
+    return arr
+
+
+def read_stack(source: str | Path, channel_axis: int | None = None) -> ImageStack:
+    """Read a folder of images or a multi-page TIFF. Fails before loading everything if sizes differ."""
+    source = Path(source)
+    if not source.exists():
+        raise InputError(f"{source}: no such file or folder. Give a folder of TIFF/PNG images or a multi-page TIFF.")
+    if source.is_file():
+        return _read_multipage(source, channel_axis)
+    files = list_image_files(source)
+    if not files:
+        raise InputError(f"{source}: no .tif/.tiff/.png images in this folder.")
+    images, names = [], []
+    for f in files:
+        arr = _to_chw(_check_dtype(_read_file(f), f), f, channel_axis)
+        images.append(arr)
+        names.append(f.stem)
+    ref = images[0].shape
+    bad = [(f, im.shape) for f, im in zip(files, images) if im.shape != ref]
+    if bad:
+        listing = "; ".join(f"{f.name}: {s[1]}x{s[2]}x{s[0]}ch" for f, s in bad[:10])
+        raise InputError(
+            f"{source}: all images of a stack must have the same height, width and channels. "
+            f"{files[0].name} is {ref[1]}x{ref[2]}x{ref[0]}ch but {listing}"
+            f"{' ...' if len(bad) > 10 else ''}. Crop/pad or convert those files, or move them elsewhere."
+        )
+    dtypes = {im.dtype for im in images}
+    stack = np.stack(images).astype(np.result_type(*dtypes)) if len(dtypes) > 1 else np.stack(images)
+    return ImageStack(stack, names, str(source), _read_spacing(files[0]))
+
+
+def _read_spacing(path: Path) -> tuple[float, float]:
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return (1.0, 1.0)
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            tags = tif.pages[0].tags
+            xr, yr = tags.get("XResolution"), tags.get("YResolution")
+            if xr is None or yr is None:
+                return (1.0, 1.0)
+            x = xr.value[1] / xr.value[0] if xr.value[0] else 1.0
+            y = yr.value[1] / yr.value[0] if yr.value[0] else 1.0
+            return (float(y), float(x)) if x > 0 and y > 0 else (1.0, 1.0)
+    except Exception:  # noqa: BLE001 - spacing is a nicety; never fail a load over it
+        return (1.0, 1.0)
+
+
+def _read_multipage(path: Path, channel_axis: int | None) -> ImageStack:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes = series.axes
+            arr = series.asarray()
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"{path}: cannot read this TIFF ({type(e).__name__}: {e}).") from e
+    arr = _check_dtype(arr, path)
+    if channel_axis is not None:
+        arr = np.moveaxis(arr, channel_axis, 1) if arr.ndim == 4 else arr[:, None]
+    elif arr.ndim == 2:
+        arr = arr[None, None]
+    elif arr.ndim == 3:
+        if axes.endswith("S") or (arr.shape[-1] <= 4 and arr.shape[0] > 4 and "S" in axes):
+            arr = np.moveaxis(arr, -1, 0)[None]  # a single RGB image
+        else:
+            arr = arr[:, None]
+    elif arr.ndim == 4:
+        if axes[-1] in "SC" or arr.shape[-1] <= 4:
+            arr = np.moveaxis(arr, -1, 1)
+        # else already (N, C, H, W)
+    else:
+        raise InputError(f"{path}: TIFF has shape {arr.shape} (axes {axes}); expected pages of 2D images.")
+    if arr.shape[1] == 4 and (axes.endswith("S")):
+        arr = arr[:, :3]
+    names = [f"{path.stem}_{i + 1:04d}" for i in range(arr.shape[0])]
+    return ImageStack(np.ascontiguousarray(arr), names, str(path), _read_spacing(path))
+
+
+def _find_label_file(folder: Path, name: str) -> Path | None:
+    for suffix in IMAGE_SUFFIXES:
+        p = folder / f"{name}{suffix}"
+        if p.exists():
+            return p
+    return None
+
+
+def read_labels(folder: str | Path, stack: ImageStack, classes_csv: str | Path | None = None) -> LabelSet:
+    """Sparse labels for `stack`: one 2D integer image per image name; missing files mean unlabeled."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: labels must be a folder with one label image per image (same file names).")
+    n, _, h, w = stack.shape
+    labels = np.zeros((n, h, w), np.uint16)
+    found = []
+    for i, name in enumerate(stack.names):
+        p = _find_label_file(folder, name)
+        if p is None:
+            continue
+        lab = _read_file(p)
+        if lab.ndim == 3 and lab.shape[-1] in (3, 4) and np.all(lab[..., :1] == lab[..., 1:3]):
+            lab = lab[..., 0]  # a gray label saved as RGB
+        if lab.shape != (h, w):
+            raise InputError(f"{p}: label image is {lab.shape} but its image {name} is {h}x{w}. "
+                             "A label file must be a 2D image of the same size as its image.")
+        if not np.issubdtype(lab.dtype, np.integer) or lab.dtype.itemsize > 2 or lab.min() < 0:
+            raise InputError(f"{p}: label pixels must be uint8/uint16 class values (0 = unlabeled), got {lab.dtype}.")
+        labels[i] = lab
+        found.append(name)
+    if not found:
+        raise InputError(f"{folder}: no label file matches an image name of {stack.source} "
+                         f"(e.g. {stack.names[0]}.tif). Label files must have the same names as the images.")
+    classes_csv = Path(classes_csv) if classes_csv else (folder / "classes.csv")
+    present = sorted(int(v) for v in np.unique(labels) if v > 0)
+    if classes_csv.exists():
+        classes = read_classes_csv(classes_csv)
+    else:
+        if not present:
+            raise InputError(f"{folder}: the label files contain only 0 (unlabeled). Paint at least one class.")
+        classes = default_classes(list(range(1, max(present) + 1)))
+    k = len(classes)
+    if present and present[-1] > k:
+        bad = [name for i, name in enumerate(stack.names) if labels[i].max() > k]
+        raise InputError(f"{folder}: label value {present[-1]} found in {', '.join(bad[:5])} but only {k} classes "
+                         f"are defined ({classes_csv if classes_csv.exists() else 'values present'}). "
+                         "Fix the label files or add the class to classes.csv.")
+    return LabelSet(labels, classes, found)
+
+
+def check_output_dir(out: str | Path, protected: list[str | Path | None]) -> Path:
+    """Refuse to write results into a folder that holds the user's inputs (labels, images)."""
+    out = Path(out)
+    for p in protected:
+        if p is None:
+            continue
+        p = Path(p)
+        if p.exists() and out.exists() and out.resolve() == (p if p.is_dir() else p.parent).resolve():
+            raise InputError(f"{out}: this is an input folder ({p}); choose another output folder so your "
+                             "files are not overwritten.")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def write_tiff(path: str | Path, array: np.ndarray) -> None:
+    """Write one TIFF atomically (compressed when the array is a label map)."""
+    import tifffile
+
+    array = np.ascontiguousarray(array)
+    compression = "zlib" if np.issubdtype(array.dtype, np.integer) else None
+    write_atomic(Path(path), lambda tmp: tifffile.imwrite(tmp, array, compression=compression))
+
+
+def label_dtype(num_classes: int) -> type:
+    return np.uint8 if num_classes < 256 else np.uint16

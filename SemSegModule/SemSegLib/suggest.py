@@ -1,0 +1,71 @@
+"""Where to paint next: images ranked by mean uncertainty, and their most uncertain regions.
+
+A region is a connected area of high normalized entropy (smoothed first so it is a place a brush can go,
+not salt noise); regions are ranked by total uncertainty, i.e. size times how unsure the model is there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .model_file import SemSegModel
+from .prediction import PredictConfig, predict_stack
+
+
+@dataclass
+class UncertainRegion:
+    row: int  # centroid
+    column: int
+    bbox: tuple[int, int, int, int]  # row0, col0, row1, col1 (exclusive)
+    area: int
+    mean_uncertainty: float
+
+
+def uncertain_regions(uncertainty: np.ndarray, threshold: float = 0.5, top: int = 5, min_area: int = 16,
+                      smoothing: float = 2.0) -> list[UncertainRegion]:
+    smooth = ndi.gaussian_filter(uncertainty.astype(np.float32), smoothing) if smoothing else uncertainty
+    components, n = ndi.label(smooth >= threshold)
+    if n == 0:
+        return []
+    index = np.arange(1, n + 1)
+    areas = ndi.sum_labels(np.ones_like(smooth), components, index)
+    totals = ndi.sum_labels(uncertainty, components, index)
+    centroids = ndi.center_of_mass(uncertainty, components, index)
+    slices = ndi.find_objects(components)
+    regions = []
+    for j in np.argsort(-totals):
+        if areas[j] < min_area:
+            continue
+        sl = slices[j]
+        regions.append(UncertainRegion(int(round(centroids[j][0])), int(round(centroids[j][1])),
+                                       (sl[0].start, sl[1].start, sl[0].stop, sl[1].stop), int(areas[j]),
+                                       round(float(totals[j] / areas[j]), 4)))
+        if len(regions) >= top:
+            break
+    return regions
+
+
+def rank_by_uncertainty(mean_uncertainty: dict[int, float], top: int) -> list[int]:
+    return sorted(mean_uncertainty, key=lambda i: -mean_uncertainty[i])[:top]
+
+
+def suggest_slices(model: SemSegModel, images: np.ndarray, names: list[str], top: int = 5,
+                   regions_per_image: int = 3, config: PredictConfig | None = None) -> dict:
+    """Predict the stack and return the `top` most uncertain images with their most uncertain regions."""
+    maps: dict[int, np.ndarray] = {}
+    means: dict[int, float] = {}
+    for i, pred in predict_stack(model, images, config):
+        maps[i] = pred.uncertainty
+        means[i] = float(pred.uncertainty.mean())
+    ranked = rank_by_uncertainty(means, top)
+    return {
+        "images": [
+            {"index": i, "number": i + 1, "name": names[i], "mean_uncertainty": round(means[i], 4),
+             "regions": [asdict(r) for r in uncertain_regions(maps[i], top=regions_per_image)]}
+            for i in ranked
+        ],
+        "stack_mean_uncertainty": round(float(np.mean(list(means.values()))), 4),
+    }

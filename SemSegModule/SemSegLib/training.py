@@ -1,0 +1,255 @@
+"""Training a U-Net on sparse labels (painted strokes).
+
+The loss sees only labeled pixels (masked, class-balanced cross-entropy); unlabeled pixels contribute
+nothing. Budget by iterations (deterministic with a seed) or by wall-clock seconds (what a person waiting at
+the screen wants). Progress goes to a callback, cancellation is a flag checked between iterations.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .classes import ClassInfo
+from .devices import resolve_device
+from .errors import InputError
+from .model_file import SemSegModel
+from .normalization import normalize_image
+from .patches import IGNORE, PatchSampler, PatchSource
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SECONDS = 120.0
+
+
+@dataclass
+class TrainConfig:
+    seconds: float | None = DEFAULT_SECONDS  # wall-clock budget; used when iterations is None
+    iterations: int | None = None  # fixed budget (deterministic); wins over seconds
+    patch_size: int = 128
+    batch_size: int = 8
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.05
+    labeled_fraction: float = 0.75
+    correction_weight: float = 3.0  # extra weight of pixels labeled since the init model was trained
+    augment: bool = True
+    seed: int = 0
+    device: str = "auto"
+    base_width: int = 16
+    levels: int = 4
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainProgress:
+    iteration: int
+    total_iterations: int | None  # known for an iteration budget, estimated for a seconds budget
+    loss: float
+    seconds: float
+    remaining_seconds: float
+    message: str = ""
+
+
+@dataclass
+class TrainResult:
+    model: SemSegModel
+    iterations: int
+    seconds: float
+    final_loss: float
+    cancelled: bool
+    device: str
+    losses: list[float] = field(default_factory=list)
+
+
+def _class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
+    counts = np.bincount(targets[targets != IGNORE].ravel(), minlength=num_classes).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(num_classes)
+    # Median-frequency balancing: a class painted with few strokes weighs as much as a big one.
+    weights[present] = np.median(counts[present]) / counts[present]
+    weights[present] /= weights[present].mean()
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def prepare_training_arrays(images: np.ndarray, labels: np.ndarray, model: SemSegModel, names: list[str] | None,
+                            correction_weight: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """Keep labeled images; normalize; targets 0..K-1 with IGNORE; weights > 1 on corrections."""
+    keep = [i for i in range(len(labels)) if labels[i].any()]
+    if not keep:
+        raise InputError("no labeled pixels: paint at least one stroke per class before training.")
+    norm = np.stack([normalize_image(images[i], model.normalization) for i in keep])
+    lab = labels[keep].astype(np.int64)
+    if lab.max() > model.num_classes:
+        raise InputError(f"label value {lab.max()} but the model has {model.num_classes} classes.")
+    targets = lab - 1  # 0 (unlabeled) becomes IGNORE
+    weights = (lab > 0).astype(np.float32)
+    if names is not None and correction_weight != 1.0:
+        for j, i in enumerate(keep):
+            previous = model.previous_labeled_mask(names[i], lab.shape[1:])
+            if previous is not None:
+                weights[j][(lab[j] > 0) & ~previous] = correction_weight
+    return norm, targets, weights, keep
+
+
+def _lr_factor(progress: float, warmup: float) -> float:
+    if progress < warmup:
+        return max(progress / warmup, 0.01)
+    p = (progress - warmup) / max(1e-8, 1 - warmup)
+    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0)))
+
+
+def train(
+    images: np.ndarray,
+    labels: np.ndarray,
+    classes: list[ClassInfo],
+    config: TrainConfig | None = None,
+    init_model: SemSegModel | None = None,
+    names: list[str] | None = None,
+    progress: Callable[[TrainProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train on `images` (N, C, H, W) with sparse `labels` (N, H, W), 0 = unlabeled, 1..K = classes.
+
+    `init_model` continues from an earlier model (the correction loop); pixels labeled since it was trained
+    get `config.correction_weight`. `should_stop()` is polled between iterations; when it returns True the
+    loop ends and the best model so far (lowest smoothed loss) is returned with `cancelled=True`.
+    """
+    config = config or TrainConfig()
+    if images.ndim != 4 or labels.shape != (images.shape[0], *images.shape[2:]):
+        raise InputError(f"images {images.shape} and labels {labels.shape} do not line up; expected (N,C,H,W) "
+                         "and (N,H,W).")
+    if config.iterations is None and not config.seconds:
+        raise InputError("give a training budget: iterations or seconds.")
+    device = resolve_device(config.device)
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed % 2**32)
+
+    if init_model is not None:
+        model = copy.deepcopy(init_model)
+        model.check_stack(images.shape[1])
+        if model.num_classes != len(classes):
+            raise InputError(f"the starting model has {model.num_classes} classes but the labels define "
+                             f"{len(classes)}; train a new model when the classes change.")
+        model.classes = list(classes)
+    else:
+        model = SemSegModel.create(images.shape[1], classes, base_width=config.base_width, levels=config.levels)
+
+    norm, targets, weights, keep = prepare_training_arrays(images, labels, model, names, config.correction_weight)
+    norm, targets, weights = PatchSource.pad_to(norm, targets, weights, int(config.patch_size * 1.25) + 1)
+    source = PatchSource(torch.from_numpy(norm), torch.from_numpy(targets), torch.from_numpy(weights),
+                         model.num_classes)
+    sampler = PatchSampler(source, generator, config.labeled_fraction, augment=config.augment)
+    class_weights = _class_weights(targets, model.num_classes).to(device)
+
+    net = model.network.to(device)
+    net.train()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    batch_size, patch_size = config.batch_size, config.patch_size
+
+    start = time.perf_counter()
+    losses: list[float] = []
+    smoothed = best_loss = math.inf
+    best_state = None
+    cancelled = False
+    it = 0
+    while True:
+        elapsed = time.perf_counter() - start
+        if config.iterations is not None:
+            frac = it / config.iterations
+        else:
+            frac = elapsed / config.seconds
+        if frac >= 1.0:
+            break
+        if should_stop is not None and should_stop():
+            cancelled = True
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = config.learning_rate * _lr_factor(frac, config.warmup_fraction)
+        x, y, w = sampler.sample(batch_size, patch_size)
+        x, y, w = x.to(device), y.to(device), w.to(device)
+        try:
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                logits = net(x)
+            loss = masked_cross_entropy(logits.float(), y, w, class_weights)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        except torch.cuda.OutOfMemoryError:
+            optimizer.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+            if batch_size > 1:
+                batch_size //= 2
+            elif patch_size > 64:
+                patch_size //= 2
+            else:
+                raise
+            msg = f"GPU out of memory: retrying with batch {batch_size}, patch {patch_size}"
+            log.warning(msg)
+            if progress:
+                progress(TrainProgress(it, None, float("nan"), elapsed, float("nan"), msg))
+            continue
+        value = float(loss.detach())
+        losses.append(value)
+        smoothed = value if math.isinf(smoothed) else 0.95 * smoothed + 0.05 * value
+        it += 1
+        # Snapshot the best weights now and then; a cancelled run returns them.
+        if it % 20 == 0 and frac > 0.2 and smoothed < best_loss:
+            best_loss = smoothed
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        if progress is not None:
+            elapsed = time.perf_counter() - start
+            if config.iterations is not None:
+                total = config.iterations
+                remaining = elapsed / it * (total - it)
+            else:
+                total = max(it, int(it * config.seconds / max(elapsed, 1e-6)))
+                remaining = max(0.0, config.seconds - elapsed)
+            progress(TrainProgress(it, total, smoothed, elapsed, remaining))
+
+    seconds = time.perf_counter() - start
+    if cancelled and best_state is not None:
+        net.load_state_dict(best_state)
+    net.eval().cpu()
+    model.network = net
+    names = names or [f"image_{i}" for i in range(len(labels))]
+    counts = {names[i]: int((labels[i] > 0).sum()) for i in keep}
+    model.history.append({
+        "round": len(model.history) + 1,
+        "iterations": it,
+        "seconds": round(seconds, 2),
+        "final_loss": round(smoothed, 5) if losses else None,
+        "cancelled": cancelled,
+        "device": device.type,
+        "labeled_pixels": counts,
+        "config": config.to_dict(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    })
+    model.set_labeled_masks(names, labels)
+    return TrainResult(model, it, seconds, smoothed, cancelled, device.type, losses)
+
+
+def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, pixel_weights: torch.Tensor,
+                         class_weights: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over labeled pixels only, weighted per class and per pixel, normalized by total weight."""
+    per_pixel = F.cross_entropy(logits, targets.clamp(min=0), reduction="none")
+    labeled = targets != IGNORE
+    w = pixel_weights * class_weights[targets.clamp(min=0)] * labeled
+    total = w.sum()
+    if total <= 0:
+        return logits.sum() * 0.0  # a batch without labels: keep the graph, add nothing
+    return (per_pixel * w).sum() / total
