@@ -66,9 +66,11 @@ class SemSegModel:
         }
 
     def previous_labeled_mask(self, name: str, shape: tuple[int, int]) -> np.ndarray | None:
+        if not self.labeled_masks or self.image_shape != tuple(shape):
+            return None  # the model does not know what was labeled: no pixel counts as a correction
         packed = self.labeled_masks.get(name)
-        if packed is None or self.image_shape != tuple(shape):
-            return None
+        if packed is None:
+            return np.zeros(shape, bool)  # nothing of this image was labeled then: all of it is new
         bits = np.unpackbits(packed.numpy(), count=shape[0] * shape[1])
         return bits.reshape(shape).astype(bool)
 

@@ -21,6 +21,7 @@ class NetworkConfig:
     levels: int = 4
     residual_units: int = 1
     dropout: float = 0.0
+    input_filters: bool = False  # prepend the fixed multiscale filter bank (filters.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -39,9 +40,16 @@ def build_network(config: NetworkConfig) -> nn.Module:
     from monai.networks.nets import UNet
 
     channels = tuple(config.base_width * 2**i for i in range(config.levels))
-    return UNet(
+    bank = None
+    in_channels = config.in_channels
+    if config.input_filters:
+        from .filters import FilterBank
+
+        bank = FilterBank(config.in_channels)
+        in_channels = bank.out_channels
+    unet = UNet(
         spatial_dims=2,
-        in_channels=config.in_channels,
+        in_channels=in_channels,
         out_channels=config.num_classes,
         channels=channels,
         strides=(2,) * (config.levels - 1),
@@ -49,6 +57,7 @@ def build_network(config: NetworkConfig) -> nn.Module:
         norm="batch",
         dropout=config.dropout,
     )
+    return nn.Sequential(bank, unet) if bank is not None else unet
 
 
 def count_parameters(net: nn.Module) -> int:

@@ -68,13 +68,17 @@ def _read_file(path: Path) -> np.ndarray:
             from PIL import Image
 
             with Image.open(path) as im:
-                return np.asarray(im)
-        import tifffile
+                arr = np.asarray(im)
+        else:
+            import tifffile
 
-        return tifffile.imread(path)
+            arr = tifffile.imread(path)
     except Exception as e:  # noqa: BLE001 - any decoder failure means "this file is unreadable"
         raise InputError(f"{path}: cannot read this image ({type(e).__name__}: {e}). "
                          "Is the file complete and a valid TIFF/PNG?") from e
+    if arr.size == 0:
+        raise InputError(f"{path}: cannot read this image (no pixel data: the file is empty or corrupt).")
+    return arr
 
 
 def _to_chw(arr: np.ndarray, path: Path, channel_axis: int | None) -> np.ndarray:

@@ -46,6 +46,8 @@ class TrainConfig:
     device: str = "auto"
     base_width: int = 16
     levels: int = 4
+    input_filters: bool = False
+    finetune_lr_factor: float = 0.3  # fine-tuning starts from good weights: smaller steps
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,8 +85,12 @@ def _class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
 
 
 def prepare_training_arrays(images: np.ndarray, labels: np.ndarray, model: SemSegModel, names: list[str] | None,
-                            correction_weight: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-    """Keep labeled images; normalize; targets 0..K-1 with IGNORE; weights > 1 on corrections."""
+                            correction_weight: float, correction_mask: np.ndarray | None = None
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """Keep labeled images; normalize; targets 0..K-1 with IGNORE; weights > 1 on corrections.
+
+    Corrections are `correction_mask` if given, else pixels labeled since `model` was trained.
+    """
     keep = [i for i in range(len(labels)) if labels[i].any()]
     if not keep:
         raise InputError("no labeled pixels: paint at least one stroke per class before training.")
@@ -94,7 +100,9 @@ def prepare_training_arrays(images: np.ndarray, labels: np.ndarray, model: SemSe
         raise InputError(f"label value {lab.max()} but the model has {model.num_classes} classes.")
     targets = lab - 1  # 0 (unlabeled) becomes IGNORE
     weights = (lab > 0).astype(np.float32)
-    if names is not None and correction_weight != 1.0:
+    if correction_mask is not None:
+        weights[(correction_mask[keep] > 0) & (lab > 0)] = correction_weight
+    elif names is not None and correction_weight != 1.0:
         for j, i in enumerate(keep):
             previous = model.previous_labeled_mask(names[i], lab.shape[1:])
             if previous is not None:
@@ -118,11 +126,13 @@ def train(
     names: list[str] | None = None,
     progress: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    correction_mask: np.ndarray | None = None,
 ) -> TrainResult:
     """Train on `images` (N, C, H, W) with sparse `labels` (N, H, W), 0 = unlabeled, 1..K = classes.
 
     `init_model` continues from an earlier model (the correction loop); pixels labeled since it was trained
-    get `config.correction_weight`. `should_stop()` is polled between iterations; when it returns True the
+    get `config.correction_weight` (or the pixels of `correction_mask`, when the caller tracks corrections
+    itself, as the Slicer module does). `should_stop()` is polled between iterations; when it returns True the
     loop ends and the best model so far (lowest smoothed loss) is returned with `cancelled=True`.
     """
     config = config or TrainConfig()
@@ -144,9 +154,11 @@ def train(
                              f"{len(classes)}; train a new model when the classes change.")
         model.classes = list(classes)
     else:
-        model = SemSegModel.create(images.shape[1], classes, base_width=config.base_width, levels=config.levels)
+        model = SemSegModel.create(images.shape[1], classes, base_width=config.base_width, levels=config.levels,
+                                    input_filters=config.input_filters)
 
-    norm, targets, weights, keep = prepare_training_arrays(images, labels, model, names, config.correction_weight)
+    norm, targets, weights, keep = prepare_training_arrays(images, labels, model, names, config.correction_weight,
+                                                          correction_mask)
     norm, targets, weights = PatchSource.pad_to(norm, targets, weights, int(config.patch_size * 1.25) + 1)
     source = PatchSource(torch.from_numpy(norm), torch.from_numpy(targets), torch.from_numpy(weights),
                          model.num_classes)
@@ -155,7 +167,8 @@ def train(
 
     net = model.network.to(device)
     net.train()
-    optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    peak_lr = config.learning_rate * (config.finetune_lr_factor if init_model is not None else 1.0)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=peak_lr, weight_decay=config.weight_decay)
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     batch_size, patch_size = config.batch_size, config.patch_size
@@ -178,7 +191,7 @@ def train(
             cancelled = True
             break
         for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate * _lr_factor(frac, config.warmup_fraction)
+            group["lr"] = peak_lr * _lr_factor(frac, config.warmup_fraction)
         x, y, w = sampler.sample(batch_size, patch_size)
         x, y, w = x.to(device), y.to(device), w.to(device)
         try:

@@ -1,0 +1,1350 @@
+"""SemSeg: a 3D Slicer module that trains a U-Net on a few painted strokes and segments a whole image stack.
+
+SemSegLogic moves arrays between MRML nodes and the SemSegLib engine (all heavy work lives there).
+
+Usable from the Python console and from scripts without the GUI, e.g.
+
+    logic = SemSegLogic()
+    volume = logic.loadStack("/data/heart_tiffs")
+    labels = logic.createLabelSegmentation(volume)
+    ...paint...
+    logic.train(volume, labels, seconds=60, waitForCompletion=True)
+    logic.predict(volume, "all", waitForCompletion=True)
+
+The Logic uses only MRML (slicer-core), never Qt or `slicer.app`, so it runs against a real MRML scene in
+CI; Qt is imported inside the Widget's methods only. All torch work runs on one persistent worker thread
+(SemSegLib.worker); arrays are copied out of MRML on the calling (main) thread before a job starts, and
+results are written back on the main thread when the job is polled, because MRML is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import slicer
+import vtk
+from SemSegLib.classes import ClassInfo, read_classes_csv, write_classes_csv
+from SemSegLib.errors import InputError
+from SemSegLib.worker import Job, JobEvent, JobState, Worker
+from slicer.util import VTKObservationMixin
+
+try:  # in the Slicer application
+    from slicer.ScriptedLoadableModule import (
+        ScriptedLoadableModule,
+        ScriptedLoadableModuleLogic,
+        ScriptedLoadableModuleTest,
+        ScriptedLoadableModuleWidget,
+    )
+except ImportError:  # slicer-core (MRML without Qt, as in CI): only the Logic is usable, and it needs no base
+    import unittest
+
+    class ScriptedLoadableModule:
+        pass
+
+    class ScriptedLoadableModuleWidget:
+        pass
+
+    ScriptedLoadableModuleLogic = object
+
+    ScriptedLoadableModuleTest = unittest.TestCase
+
+DEFAULT_CLASSES = [
+    ClassInfo(1, "background", (128, 128, 128)),
+    ClassInfo(2, "cells", (60, 200, 90)),
+    ClassInfo(3, "collagen", (230, 60, 60)),
+]
+
+IMAGE_NAMES_ATTRIBUTE = "SemSeg.ImageNames"
+SOURCE_ATTRIBUTE = "SemSeg.Source"
+PREDICTION_NAME = "SemSeg prediction"
+UNCERTAINTY_NAME = "SemSeg uncertainty"
+BASELINE_NAME = "SemSeg labels at last prediction"
+
+# Parameter node: node reference roles and parameter names (saved with the scene).
+ROLE_VOLUME = "InputVolume"
+ROLE_LABELS = "LabelSegmentation"
+ROLE_PREDICTION = "PredictionSegmentation"
+ROLE_UNCERTAINTY = "UncertaintyVolume"
+ROLE_BASELINE = "CorrectionBaseline"
+DEFAULT_PARAMETERS = {
+    "Classes": json.dumps([c.to_dict() for c in DEFAULT_CLASSES]),
+    "BudgetValue": "60",
+    "BudgetUnit": "seconds",
+    "ContinueTraining": "true",
+    "CorrectionWeight": "3.0",
+    "Device": "auto",
+    "PredictScope": "all",
+    "TTA": "false",
+    "ModelPath": "",
+    "ReferencePath": "",
+    "OutputPath": "",
+}
+
+
+@dataclass
+class SemSegEvent:
+    """What the worker reports, translated for the caller (the widget's progress bar, a script's print)."""
+
+    kind: str  # "progress", "done", "failed", "cancelled"
+    message: str = ""
+    fraction: float | None = None  # 0..1 when known
+    data: Any = None
+
+
+class SemSegTask:
+    """A running job plus what to do with its result on the main thread. Poll it until `finished`."""
+
+    def __init__(self, job: Job, describe: Callable[[Any], SemSegEvent], finish: Callable[[Any], Any]):
+        self.job = job
+        self._describe = describe
+        self._finish = finish
+        self.result: Any = None
+        self.finished = False
+
+    def cancel(self) -> None:
+        self.job.cancel()
+
+    def poll(self, eventCallback: Callable[[SemSegEvent], None] | None = None) -> bool:
+        """Drain events (main thread); on completion apply the result to MRML. Returns True when finished."""
+        if self.finished:
+            return True
+        for event in self.job.poll():
+            self._handle(event, eventCallback)
+        return self.finished
+
+    def _handle(self, event: JobEvent, eventCallback) -> None:
+        if event.kind == "progress":
+            out = self._describe(event.payload)
+        elif event.kind == "failed":
+            self.finished = True
+            out = SemSegEvent("failed", str(event.payload), data=event.payload)
+        else:
+            self.finished = True
+            self.result = self._finish(event.payload)
+            cancelled = self.job.state == JobState.CANCELLED
+            out = SemSegEvent("cancelled" if cancelled else "done", "cancelled" if cancelled else "done",
+                              1.0, self.result)
+        if eventCallback is not None:
+            eventCallback(out)
+
+    def wait(self, eventCallback: Callable[[SemSegEvent], None] | None = None, interval: float = 0.1) -> Any:
+        while not self.poll(eventCallback):
+            self.job.finished.wait(interval)
+        if self.job.state == JobState.FAILED:
+            raise self.job.error
+        return self.result
+
+
+class SemSegLogic(ScriptedLoadableModuleLogic):
+    """The SemSeg loop on MRML nodes: load stack, classes, train, predict, accept, evaluate, export."""
+
+    _worker: Worker | None = None  # shared by all logic instances: one torch thread per application
+
+    def __init__(self, scene=None):
+        if ScriptedLoadableModuleLogic is not object:
+            ScriptedLoadableModuleLogic.__init__(self)
+        self.scene = scene if scene is not None else slicer.mrmlScene
+        self.model = None  # SemSegLib.model_file.SemSegModel, once trained or loaded
+        self.lastTrainResult = None
+        self.lastTimings: dict[str, float] = {}
+
+    # ---------------------------------------------------------------- parameter node
+    def getParameterNode(self):
+        node = self.scene.GetSingletonNode("SemSeg", "vtkMRMLScriptedModuleNode")
+        if node is None:
+            node = self.scene.CreateNodeByClass("vtkMRMLScriptedModuleNode")
+            node.UnRegister(None)
+            node.SetSingletonTag("SemSeg")
+            node.SetName("SemSeg")
+            node.SetAttribute("ModuleName", "SemSeg")
+            node = self.scene.AddNode(node)
+        for key, value in DEFAULT_PARAMETERS.items():
+            if not node.GetParameter(key):
+                node.SetParameter(key, value)
+        return node
+
+    def classes(self) -> list[ClassInfo]:
+        return [ClassInfo.from_dict(d) for d in json.loads(self.getParameterNode().GetParameter("Classes"))]
+
+    def setClasses(self, classes: list[ClassInfo]) -> None:
+        names = [c.name for c in classes]
+        if len(set(names)) != len(names) or any(not n.strip() for n in names):
+            raise InputError(f"class names must be unique and not empty: {names}")
+        if len(classes) < 2:
+            raise InputError("define at least two classes (for example the object and the background).")
+        classes = [ClassInfo(i + 1, c.name, c.color) for i, c in enumerate(classes)]
+        self.getParameterNode().SetParameter("Classes", json.dumps([c.to_dict() for c in classes]))
+
+    def loadClassesCsv(self, path: str) -> list[ClassInfo]:
+        classes = read_classes_csv(path)
+        self.setClasses(classes)
+        return classes
+
+    def saveClassesCsv(self, path: str) -> None:
+        write_classes_csv(path, self.classes())
+
+    # ---------------------------------------------------------------- images <-> volume
+    def loadStack(self, path: str, name: str | None = None, channelAxis: int | None = None):
+        """Load a folder of ordered images or a multi-page TIFF as one volume (one image per slice)."""
+        from SemSegLib.stack_io import read_stack
+
+        stack = read_stack(path, channelAxis)  # raises InputError before anything enters the scene
+        return self.volumeFromStack(stack.images, stack.names, name or Path(path).stem, stack.spacing,
+                                    source=str(path))
+
+    def loadSampleStack(self):
+        """The generated sample stack of the engine; returns (volume node, reference folder)."""
+        from SemSegLib.sample_data import SAMPLE_CLASSES, write_sample_stack
+
+        folder = Path(tempfile.mkdtemp(prefix="SemSegSample-"))
+        write_sample_stack(folder)
+        volume = self.loadStack(str(folder / "images"), name="SemSeg sample")
+        self.setClasses(SAMPLE_CLASSES)
+        self.getParameterNode().SetParameter("ReferencePath", str(folder / "reference"))
+        return volume, str(folder / "reference")
+
+    def volumeFromStack(self, images: np.ndarray, names: list[str], name: str = "SemSeg images",
+                        spacing: tuple[float, float] = (1.0, 1.0), source: str = ""):
+        """(N, C, H, W) -> scalar volume (C == 1) or vector volume (RGB / multi-channel), slice k = image k.
+
+        The IJK-to-RAS directions (-1, -1, 1) are what Slicer uses for 2D image files: the image shows in
+        the Red view as in any image viewer (row 0 at the top, column 0 on the left).
+        """
+        n, c, h, w = images.shape
+        className = "vtkMRMLScalarVolumeNode" if c == 1 else "vtkMRMLVectorVolumeNode"
+        volume = self.scene.AddNewNodeByClass(className, name)
+        try:
+            volume.SetSpacing(float(spacing[1]), float(spacing[0]), 1.0)
+            volume.SetOrigin(0.0, 0.0, 0.0)
+            volume.SetIJKToRASDirections(-1, 0, 0, 0, -1, 0, 0, 0, 1)
+            array = images[:, 0] if c == 1 else np.moveaxis(images, 1, -1)
+            slicer.util.updateVolumeFromArray(volume, np.ascontiguousarray(array))
+            volume.CreateDefaultDisplayNodes()
+            display = volume.GetDisplayNode()
+            if display is not None:
+                display.SetInterpolate(False)  # show pixels as pixels; these are microscopy images
+            volume.SetAttribute(IMAGE_NAMES_ATTRIBUTE, json.dumps(list(names)))
+            volume.SetAttribute(SOURCE_ATTRIBUTE, source)
+        except Exception:
+            self.scene.RemoveNode(volume)  # nothing half-loaded stays in the scene
+            raise
+        self.getParameterNode().SetNodeReferenceID(ROLE_VOLUME, volume.GetID())
+        return volume
+
+    @staticmethod
+    def imagesFromVolume(volume) -> np.ndarray:
+        """Volume -> (N, C, H, W) copy (safe to hand to the worker thread)."""
+        array = slicer.util.arrayFromVolume(volume)
+        if array.ndim == 3:
+            return np.array(array[:, None])
+        return np.ascontiguousarray(np.moveaxis(array, -1, 1))
+
+    @staticmethod
+    def imageNames(volume) -> list[str]:
+        names = volume.GetAttribute(IMAGE_NAMES_ATTRIBUTE)
+        n = slicer.util.arrayFromVolume(volume).shape[0]
+        if names:
+            parsed = json.loads(names)
+            if len(parsed) == n:
+                return parsed
+        return [f"slice_{k + 1:04d}" for k in range(n)]
+
+    # ---------------------------------------------------------------- segmentations
+    def createLabelSegmentation(self, volume, classes: list[ClassInfo] | None = None, segmentation=None,
+                                name: str = "SemSeg labels"):
+        """Create (or reuse) the label segmentation with one segment per class, in class order and color."""
+        classes = classes or self.classes()
+        if segmentation is None:
+            segmentation = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+            segmentation.CreateDefaultDisplayNodes()
+        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+        self._ensureSegments(segmentation, classes)
+        self.getParameterNode().SetNodeReferenceID(ROLE_LABELS, segmentation.GetID())
+        return segmentation
+
+    @staticmethod
+    def _ensureSegments(segmentation, classes: list[ClassInfo]) -> list[str]:
+        seg = segmentation.GetSegmentation()
+        ids = []
+        for c in classes:
+            color = [v / 255.0 for v in c.color]
+            segmentId = seg.GetSegmentIdBySegmentName(c.name)
+            if not segmentId:
+                segmentId = seg.AddEmptySegment("", c.name, color)
+            else:
+                seg.GetSegment(segmentId).SetColor(*color)
+            ids.append(segmentId)
+        # Class order = segment order, so the Segment Editor lists them as the class table does.
+        for index, segmentId in enumerate(ids):
+            if seg.GetSegmentIndex(segmentId) != index:
+                seg.SetSegmentIndex(segmentId, index)
+        return ids
+
+    def _segmentIds(self, segmentation, classes: list[ClassInfo]) -> list[str]:
+        seg = segmentation.GetSegmentation()
+        ids = []
+        for c in classes:
+            segmentId = seg.GetSegmentIdBySegmentName(c.name)
+            if not segmentId:
+                raise InputError(f"segmentation '{segmentation.GetName()}' has no segment named '{c.name}'. "
+                                 "Use 'Start painting' to create the class segments, or rename the segment.")
+            ids.append(segmentId)
+        return ids
+
+    def _newNodesRemoved(self):
+        """Context: remove every node added to the scene inside the block (temporary export nodes)."""
+        scene = self.scene
+
+        class _Cleanup:
+            def __enter__(self_inner):
+                self_inner.before = {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+                return self_inner
+
+            def __exit__(self_inner, *exc):
+                added = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
+                for node in added:
+                    if node is not None and node.GetID() not in self_inner.before:
+                        scene.RemoveNode(node)
+                return False
+
+        return _Cleanup()
+
+    def labelsFromSegmentation(self, segmentation, volume, classes: list[ClassInfo] | None = None) -> np.ndarray:
+        """Painted segments -> (N, H, W) uint16, 0 = unlabeled, k = class k (later classes win on overlap)."""
+        classes = classes or self.classes()
+        shape = slicer.util.arrayFromVolume(volume).shape[:3]
+        labels = np.zeros(shape, np.uint16)
+        ids = self._segmentIds(segmentation, classes)
+        with self._newNodesRemoved():
+            for value, segmentId in enumerate(ids, start=1):
+                if self._segmentIsEmpty(segmentation, segmentId):
+                    continue
+                labelmap = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "SemSeg temp")
+                segmentIds = vtk.vtkStringArray()
+                segmentIds.InsertNextValue(segmentId)
+                ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+                    segmentation, segmentIds, labelmap, volume, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY)
+                if not ok:
+                    raise RuntimeError(f"could not export segment '{classes[value - 1].name}' of "
+                                       f"'{segmentation.GetName()}'")
+                mask = slicer.util.arrayFromVolume(labelmap)
+                if mask.shape != shape:
+                    raise RuntimeError(f"exported segment has shape {mask.shape}, volume {shape}")
+                labels[mask > 0] = value
+        return labels
+
+    @staticmethod
+    def _segmentIsEmpty(segmentation, segmentId: str) -> bool:
+        segment = segmentation.GetSegmentation().GetSegment(segmentId)
+        image = segment.GetRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName())
+        if image is None:
+            return True
+        extent = image.GetExtent()
+        if extent[0] > extent[1] or extent[2] > extent[3] or extent[4] > extent[5]:
+            return True
+        scalars = image.GetPointData().GetScalars()
+        if scalars is None:
+            return True
+        values = vtk.util.numpy_support.vtk_to_numpy(scalars)
+        return not np.any(values == segment.GetLabelValue())
+
+    def setLabelsToSegmentation(self, labels: np.ndarray, segmentation, volume,
+                                classes: list[ClassInfo] | None = None) -> None:
+        """(N, H, W) class values -> one binary labelmap per class segment (replaces their content)."""
+        classes = classes or self.classes()
+        ids = self._ensureSegments(segmentation, classes)
+        with self._newNodesRemoved():
+            labelmap = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "SemSeg temp")
+            labelmap.CopyOrientation(volume)
+            for value, segmentId in enumerate(ids, start=1):
+                slicer.util.updateVolumeFromArray(labelmap, (labels == value).astype(np.uint8))
+                image = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(labelmap)
+                ok = slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+                    image, segmentation, segmentId, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+                if not ok:
+                    raise RuntimeError(f"could not write segment '{classes[value - 1].name}'")
+
+    def predictionSegmentation(self, volume, create: bool = True):
+        node = self.getParameterNode().GetNodeReference(ROLE_PREDICTION)
+        if node is None and create:
+            node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", PREDICTION_NAME)
+            node.CreateDefaultDisplayNodes()
+            node.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+            self.getParameterNode().SetNodeReferenceID(ROLE_PREDICTION, node.GetID())
+        if node is not None:
+            self._ensureSegments(node, self.classes())
+        return node
+
+    def _scalarVolumeLike(self, volume, role: str, name: str, className: str = "vtkMRMLScalarVolumeNode"):
+        node = self.getParameterNode().GetNodeReference(role)
+        if node is None:
+            node = self.scene.AddNewNodeByClass(className, name)
+            self.getParameterNode().SetNodeReferenceID(role, node.GetID())
+        node.CopyOrientation(volume)
+        return node
+
+    def uncertaintyVolume(self, volume):
+        node = self._scalarVolumeLike(volume, ROLE_UNCERTAINTY, UNCERTAINTY_NAME)
+        if node.GetImageData() is None:
+            shape = slicer.util.arrayFromVolume(volume).shape[:3]
+            slicer.util.updateVolumeFromArray(node, np.zeros(shape, np.float32))
+            node.CreateDefaultDisplayNodes()
+            display = node.GetDisplayNode()
+            display.SetAutoWindowLevel(False)
+            display.SetWindowLevelMinMax(0.0, 1.0)
+            display.SetInterpolate(False)
+            colorId = "vtkMRMLColorTableNodeInferno"
+            if self.scene.GetNodeByID(colorId) is None:
+                colorId = "vtkMRMLColorTableNodeRainbow"
+            display.SetAndObserveColorNodeID(colorId)
+        return node
+
+    # ---------------------------------------------------------------- corrections baseline
+    def _baseline(self, volume, create: bool = False):
+        node = self.getParameterNode().GetNodeReference(ROLE_BASELINE)
+        if node is None and create:
+            node = self._scalarVolumeLike(volume, ROLE_BASELINE, BASELINE_NAME, "vtkMRMLLabelMapVolumeNode")
+            node.SetHideFromEditors(True)
+        return node
+
+    def _setBaseline(self, volume, labels: np.ndarray) -> None:
+        """Remember the labels as they are now; pixels that differ later are the person's corrections."""
+        node = self._baseline(volume, create=True)
+        slicer.util.updateVolumeFromArray(node, labels.astype(np.uint16))
+
+    def correctionMask(self, volume, labels: np.ndarray) -> np.ndarray | None:
+        node = self._baseline(volume)
+        if node is None or node.GetImageData() is None:
+            return None
+        baseline = slicer.util.arrayFromVolume(node)
+        if baseline.shape != labels.shape:
+            return None
+        return (labels > 0) & (labels != baseline)
+
+    # ---------------------------------------------------------------- worker
+    @classmethod
+    def worker(cls) -> Worker:
+        if cls._worker is None or not cls._worker.alive:
+            cls._worker = Worker()
+        return cls._worker
+
+    def _start(self, name: str, function, describe, finish, waitForCompletion: bool, eventCallback):
+        task = SemSegTask(self.worker().submit(name, function), describe, finish)
+        if waitForCompletion:
+            task.wait(eventCallback)
+        return task
+
+    # ---------------------------------------------------------------- train
+    def train(self, volume, labelSegmentation, seconds: float | None = None, iterations: int | None = None,
+              continueTraining: bool = True, correctionWeight: float = 3.0, device: str = "auto",
+              seed: int = 0, waitForCompletion: bool = True,
+              eventCallback: Callable[[SemSegEvent], None] | None = None, **trainOptions) -> SemSegTask:
+        """Train on the painted strokes of all slices that have any. Returns the task (finished if waiting)."""
+        from SemSegLib.training import TrainConfig, train
+
+        classes = self.classes()
+        images = self.imagesFromVolume(volume)
+        labels = self.labelsFromSegmentation(labelSegmentation, volume, classes)
+        if not labels.any():
+            raise InputError("nothing is painted yet: paint a few strokes of every class, then train.")
+        missing = [c.name for c in classes if not np.any(labels == c.value)]
+        if missing:
+            raise InputError(f"no strokes for class(es) {', '.join(missing)}: paint at least one stroke of each "
+                             "class so the model knows what they look like.")
+        names = self.imageNames(volume)
+        init = self.model if continueTraining and self._modelFits(images.shape[1], classes) else None
+        corrections = self.correctionMask(volume, labels) if init is not None else None
+        config = TrainConfig(seed=seed, device=device, correction_weight=correctionWeight, **trainOptions)
+        if iterations:
+            config.iterations, config.seconds = int(iterations), None
+        elif seconds:
+            config.seconds = float(seconds)
+
+        def run(job: Job):
+            return train(images, labels, classes, config, init_model=init, names=names, progress=job.report,
+                         should_stop=job.should_stop, correction_mask=corrections)
+
+        def describe(p) -> SemSegEvent:
+            fraction = p.iteration / p.total_iterations if p.total_iterations else None
+            message = p.message or (f"iteration {p.iteration}, loss {p.loss:.3f}, "
+                                    f"{p.remaining_seconds:.0f} s left")
+            return SemSegEvent("progress", message, fraction, p)
+
+        def finish(result):
+            if result is None:
+                return None
+            self.model = result.model
+            self.lastTrainResult = result
+            self._setBaseline(volume, labels)
+            self._autosaveModel()
+            return result
+
+        return self._start("train", run, describe, finish, waitForCompletion, eventCallback)
+
+    def _modelFits(self, channels: int, classes: list[ClassInfo]) -> bool:
+        return (self.model is not None and self.model.in_channels == channels
+                and [c.name for c in self.model.classes] == [c.name for c in classes])
+
+    def _autosaveModel(self) -> None:
+        """Keep the latest model on disk (parameter ModelPath) so a reopened scene can continue."""
+        node = self.getParameterNode()
+        path = node.GetParameter("ModelPath")
+        if not path:
+            folder = Path(tempfile.gettempdir()) / "SemSeg"
+            folder.mkdir(parents=True, exist_ok=True)
+            path = str(folder / f"model-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.pt")
+        self.model.save(path)
+        node.SetParameter("ModelPath", path)
+
+    # ---------------------------------------------------------------- predict
+    def sliceIndices(self, volume, scope: str | int | list[int], labelSegmentation=None) -> list[int]:
+        n = slicer.util.arrayFromVolume(volume).shape[0]
+        if isinstance(scope, int):
+            return [scope]
+        if isinstance(scope, (list, tuple)):
+            return [int(k) for k in scope]
+        if scope == "all":
+            return list(range(n))
+        if scope == "painted":
+            if labelSegmentation is None:
+                raise InputError("'painted slices' needs the label segmentation.")
+            labels = self.labelsFromSegmentation(labelSegmentation, volume)
+            return [k for k in range(n) if labels[k].any()]
+        raise InputError(f"unknown slice scope {scope!r}: use a slice index, 'painted' or 'all'.")
+
+    def predict(self, volume, scope: str | int | list[int] = "all", labelSegmentation=None, tta: bool = False,
+                device: str = "auto", waitForCompletion: bool = True,
+                eventCallback: Callable[[SemSegEvent], None] | None = None) -> SemSegTask:
+        """Predict slices into the 'SemSeg prediction' segmentation and the uncertainty volume."""
+        from SemSegLib.prediction import PredictConfig, predict_stack
+
+        if self.model is None:
+            raise InputError("no model yet: train one (or load a saved model) before predicting.")
+        images = self.imagesFromVolume(volume)
+        self.model.check_stack(images.shape[1], volume.GetName())
+        indices = self.sliceIndices(volume, scope, labelSegmentation)
+        if not indices:
+            raise InputError("no slices to predict (nothing painted yet?).")
+        model = self.model
+        config = PredictConfig(tta=tta, device=device)
+
+        def run(job: Job):
+            out = {}
+            for i, pred in predict_stack(model, images, config, indices,
+                                         progress=lambda done, total, s: job.report((done, total, s)),
+                                         should_stop=job.should_stop):
+                out[i] = (pred.labels, pred.uncertainty, pred.seconds)
+            return out
+
+        def describe(p) -> SemSegEvent:
+            done, total, seconds = p
+            return SemSegEvent("progress", f"slice {done} of {total} ({seconds:.2f} s)", done / total, p)
+
+        def finish(result):
+            if not result:
+                return result
+            self._writePrediction(volume, result)
+            self.lastTimings["predict_seconds_per_slice"] = float(np.mean([r[2] for r in result.values()]))
+            if labelSegmentation is not None:
+                self._setBaseline(volume, self.labelsFromSegmentation(labelSegmentation, volume))
+            return result
+
+        return self._start("predict", run, describe, finish, waitForCompletion, eventCallback)
+
+    def _writePrediction(self, volume, result: dict) -> None:
+        segmentation = self.predictionSegmentation(volume)
+        labels = self.labelsFromSegmentation(segmentation, volume)
+        uncertaintyNode = self.uncertaintyVolume(volume)
+        uncertainty = np.array(slicer.util.arrayFromVolume(uncertaintyNode), dtype=np.float32)
+        for k, (sliceLabels, sliceUncertainty, _) in result.items():
+            labels[k] = sliceLabels
+            uncertainty[k] = sliceUncertainty
+        self.setLabelsToSegmentation(labels, segmentation, volume)
+        slicer.util.updateVolumeFromArray(uncertaintyNode, uncertainty)
+
+    def predictedSlices(self, volume) -> list[int]:
+        segmentation = self.predictionSegmentation(volume, create=False)
+        if segmentation is None:
+            return []
+        labels = self.labelsFromSegmentation(segmentation, volume)
+        return [k for k in range(labels.shape[0]) if labels[k].any()]
+
+    # ---------------------------------------------------------------- accept
+    def acceptPrediction(self, volume, labelSegmentation, sliceIndex: int) -> int:
+        """Copy the prediction of one slice into the label segmentation; painted strokes win.
+
+        Returns the number of pixels that were added. The person's strokes are never overwritten, and the
+        result becomes the new correction baseline: whatever is painted afterwards counts as a correction.
+        """
+        prediction = self.predictionSegmentation(volume, create=False)
+        if prediction is None:
+            raise InputError("no prediction yet: predict this slice first.")
+        predicted = self.labelsFromSegmentation(prediction, volume)[sliceIndex]
+        if not predicted.any():
+            raise InputError(f"slice {sliceIndex + 1} has no prediction: predict it first.")
+        labels = self.labelsFromSegmentation(labelSegmentation, volume)
+        painted = labels[sliceIndex] > 0
+        added = int((~painted & (predicted > 0)).sum())
+        labels[sliceIndex] = np.where(painted, labels[sliceIndex], predicted)
+        self.setLabelsToSegmentation(labels, labelSegmentation, volume)
+        self._setBaseline(volume, labels)
+        return added
+
+    # ---------------------------------------------------------------- where to paint next
+    def suggestSlices(self, volume, top: int = 5) -> list[dict]:
+        """Predicted slices ranked by mean uncertainty, with their most uncertain regions."""
+        from SemSegLib.suggest import rank_by_uncertainty, uncertain_regions
+
+        predicted = self.predictedSlices(volume)
+        if not predicted:
+            raise InputError("no prediction yet: predict first, then ask where to paint next.")
+        uncertainty = slicer.util.arrayFromVolume(self.uncertaintyVolume(volume))
+        means = {k: float(uncertainty[k].mean()) for k in predicted}
+        return [{"slice": k, "mean_uncertainty": means[k],
+                 "regions": uncertain_regions(uncertainty[k], top=3)} for k in rank_by_uncertainty(means, top)]
+
+    # ---------------------------------------------------------------- evaluate
+    def evaluate(self, volume, referencePath: str, tableNode=None):
+        """Prediction vs a folder of reference label maps (same names) on the predicted slices."""
+        from SemSegLib.metrics import evaluate
+        from SemSegLib.stack_io import read_labels, read_stack
+
+        names = self.imageNames(volume)
+        predictionNode = self.predictionSegmentation(volume, create=False)
+        predicted = self.predictedSlices(volume)
+        if predictionNode is None or not predicted:
+            raise InputError("no prediction yet: predict, then evaluate.")
+        classes = self.classes()
+        shape = slicer.util.arrayFromVolume(volume).shape
+        reference = read_stack_like(referencePath, names, shape[1:3], read_stack, read_labels)
+        have = [k for k in predicted if reference[k].any()]
+        if not have:
+            raise InputError(f"{referencePath}: no reference label file matches a predicted slice "
+                             f"(expected names like {names[predicted[0]]}.tif).")
+        prediction = self.labelsFromSegmentation(predictionNode, volume)
+        metrics = evaluate(prediction[have], reference[have], [c.name for c in classes])
+        self.metricsToTable(metrics, tableNode)
+        return metrics
+
+    def metricsToTable(self, metrics, tableNode=None):
+        if tableNode is None:
+            tableNode = self.scene.GetFirstNodeByName("SemSeg metrics")
+            if tableNode is None or not tableNode.IsA("vtkMRMLTableNode"):
+                tableNode = self.scene.AddNewNodeByClass("vtkMRMLTableNode", "SemSeg metrics")
+        table = tableNode.GetTable()
+        table.Initialize()
+        columns = {"class": vtk.vtkStringArray(), "IoU": vtk.vtkDoubleArray(), "Dice": vtk.vtkDoubleArray(),
+                   "reference pixels": vtk.vtkDoubleArray(), "predicted pixels": vtk.vtkDoubleArray()}
+        for name, array in columns.items():
+            array.SetName(name)
+        rows = metrics.to_dict()["classes"]
+        for row in rows:
+            columns["class"].InsertNextValue(row["name"])
+            columns["IoU"].InsertNextValue(row["iou"] if row["iou"] is not None else float("nan"))
+            columns["Dice"].InsertNextValue(row["dice"] if row["dice"] is not None else float("nan"))
+            columns["reference pixels"].InsertNextValue(row["reference_pixels"])
+            columns["predicted pixels"].InsertNextValue(row["predicted_pixels"])
+        columns["class"].InsertNextValue("mean / accuracy")
+        columns["IoU"].InsertNextValue(metrics.mean_iou)
+        columns["Dice"].InsertNextValue(metrics.mean_dice)
+        columns["reference pixels"].InsertNextValue(float(metrics.confusion.sum()))
+        columns["predicted pixels"].InsertNextValue(metrics.pixel_accuracy)
+        for array in columns.values():
+            table.AddColumn(array)
+        tableNode.Modified()
+        self._iouChart(tableNode)
+        return tableNode
+
+    def _iouChart(self, tableNode):
+        """A bar chart of per-class IoU and Dice over the metrics table (shown by the widget)."""
+        chart = self.scene.GetFirstNodeByName("SemSeg IoU chart")
+        if chart is None:
+            chart = self.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", "SemSeg IoU chart")
+            for column in ("IoU", "Dice"):
+                series = self.scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"SemSeg {column}")
+                series.SetAndObserveTableNodeID(tableNode.GetID())
+                series.SetXColumnName("class")
+                series.SetYColumnName(column)
+                series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeBar)
+                chart.AddAndObservePlotSeriesNodeID(series.GetID())
+            chart.SetTitle("SemSeg: per-class IoU and Dice")
+            chart.SetYAxisRange(0, 1)
+        return chart
+
+    # ---------------------------------------------------------------- export / models
+    def finalLabels(self, volume, labelSegmentation) -> np.ndarray:
+        """Prediction where predicted, painted labels win everywhere they exist."""
+        labels = self.labelsFromSegmentation(labelSegmentation, volume)
+        prediction = self.predictionSegmentation(volume, create=False)
+        if prediction is None:
+            return labels
+        predicted = self.labelsFromSegmentation(prediction, volume)
+        return np.where(labels > 0, labels, predicted).astype(np.uint16)
+
+    def export(self, volume, labelSegmentation, folder: str) -> dict[str, str]:
+        """Write labels/<name>.tif, labels.nrrd, strokes/<name>.tif, model.pt, classes.csv into `folder`."""
+        import nrrd
+        from SemSegLib.atomic import write_atomic
+        from SemSegLib.stack_io import check_output_dir, label_dtype, write_tiff
+
+        source = volume.GetAttribute(SOURCE_ATTRIBUTE) or None
+        out = check_output_dir(folder, [source])
+        classes = self.classes()
+        names = self.imageNames(volume)
+        final = self.finalLabels(volume, labelSegmentation).astype(label_dtype(len(classes)))
+        strokes = self.labelsFromSegmentation(labelSegmentation, volume).astype(final.dtype)
+        for k, name in enumerate(names):
+            write_tiff(out / "labels" / f"{name}.tif", final[k])
+            if strokes[k].any():
+                write_tiff(out / "strokes" / f"{name}.tif", strokes[k])
+        spacing = volume.GetSpacing()
+        header = {"space dimension": 3, "space directions": np.diag([spacing[2], spacing[1], spacing[0]]),
+                  "kinds": ["domain", "domain", "domain"], "encoding": "gzip"}
+        # Axis order (slice, row, column) as in the TIFFs, documented in the header for other tools.
+        header["labels"] = ["slice", "row", "column"]
+        write_atomic(out / "labels.nrrd", lambda tmp: nrrd.write(str(tmp), final, header, index_order="C"))
+        write_classes_csv(out / "classes.csv", classes)
+        written = {"labels": str(out / "labels"), "nrrd": str(out / "labels.nrrd"),
+                   "strokes": str(out / "strokes"), "classes": str(out / "classes.csv")}
+        if self.model is not None:
+            self.model.save(out / "model.pt")
+            written["model"] = str(out / "model.pt")
+        self.getParameterNode().SetParameter("OutputPath", str(out))
+        return written
+
+    def saveModel(self, path: str) -> None:
+        if self.model is None:
+            raise InputError("no model to save: train one first.")
+        self.model.save(path)
+
+    def loadModel(self, path: str, volume=None):
+        """Load a saved model; its classes become the module's classes."""
+        from SemSegLib.model_file import SemSegModel
+
+        model = SemSegModel.load(path)
+        if volume is not None:
+            model.check_stack(self.imagesFromVolume(volume).shape[1], volume.GetName())
+        self.model = model
+        self.setClasses(model.classes)
+        self.getParameterNode().SetParameter("ModelPath", str(path))
+        return model
+
+    def restoreModelFromParameterNode(self) -> bool:
+        """After a scene is reopened: reload the autosaved model, if its file is still there."""
+        path = self.getParameterNode().GetParameter("ModelPath")
+        if self.model is None and path and Path(path).is_file():
+            try:
+                self.loadModel(path)
+                return True
+            except InputError as e:
+                logging.warning(f"SemSeg: could not restore the model: {e}")
+        return False
+
+
+def read_stack_like(path: str, names: list[str], shape: tuple[int, int], read_stack, read_labels) -> np.ndarray:
+    """Reference label maps for the volume's images (by name); missing files are all-zero."""
+    from SemSegLib.stack_io import ImageStack
+
+    dummy = ImageStack(np.zeros((len(names), 1, *shape), np.uint8), names, "the loaded images")
+    return read_labels(path, dummy).labels
+
+
+#
+# SemSeg module
+#
+
+
+class SemSeg(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "SemSeg"
+        self.parent.categories = ["Segmentation"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["SemSeg developers"]
+        self.parent.helpText = (
+            "Paint a few strokes per class on a few slices of an image stack; SemSeg trains a U-Net on them, "
+            "predicts every pixel, shows where it is unsure, and lets you correct and retrain. "
+            '<a href="https://github.com/semseg/SlicerSemSeg#use">Documentation</a>.'
+        )
+        self.parent.acknowledgementText = (
+            "SemSeg uses PyTorch (through the SlicerPyTorch extension) and MONAI's sliding-window inference."
+        )
+
+
+#
+# SemSegWidget: a thin panel over SemSegLogic and the parameter node
+#
+
+
+class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._updatingGUI = False
+        self._task = None
+        self._timer = None
+        self._suggestions = []
+
+    def setup(self) -> None:
+        import qt
+
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SemSeg.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = SemSegLogic()
+
+        # The main thread polls the worker; the worker never touches Qt or MRML.
+        self._timer = qt.QTimer()
+        self._timer.setInterval(200)
+        self._timer.timeout.connect(self._pollTask)
+
+        ui = self.ui
+        ui.browseImagesButton.clicked.connect(self.onBrowseImages)
+        ui.loadImagesButton.clicked.connect(self.onLoadImages)
+        ui.loadSampleButton.clicked.connect(self.onLoadSample)
+        ui.inputVolumeSelector.currentNodeChanged.connect(self.updateParameterNodeFromGUI)
+        ui.labelSegmentationSelector.currentNodeChanged.connect(self.updateParameterNodeFromGUI)
+        ui.addClassButton.clicked.connect(self.onAddClass)
+        ui.removeClassButton.clicked.connect(self.onRemoveClass)
+        ui.loadClassesButton.clicked.connect(self.onLoadClasses)
+        ui.saveClassesButton.clicked.connect(self.onSaveClasses)
+        ui.classesTable.itemChanged.connect(lambda item: self.onClassesEdited())
+        ui.classesTable.cellDoubleClicked.connect(self.onClassCellDoubleClicked)
+        ui.startPaintingButton.clicked.connect(self.onStartPainting)
+        ui.budgetSpinBox.valueChanged.connect(self.updateParameterNodeFromGUI)
+        ui.budgetUnitComboBox.currentIndexChanged.connect(self.updateParameterNodeFromGUI)
+        ui.continueCheckBox.toggled.connect(self.updateParameterNodeFromGUI)
+        ui.correctionWeightSpinBox.valueChanged.connect(self.updateParameterNodeFromGUI)
+        ui.deviceComboBox.currentIndexChanged.connect(self.updateParameterNodeFromGUI)
+        ui.trainButton.clicked.connect(self.onTrain)
+        ui.cancelButton.clicked.connect(self.onCancel)
+        ui.predictScopeComboBox.currentIndexChanged.connect(self.updateParameterNodeFromGUI)
+        ui.ttaCheckBox.toggled.connect(self.updateParameterNodeFromGUI)
+        ui.predictButton.clicked.connect(self.onPredict)
+        ui.acceptButton.clicked.connect(self.onAccept)
+        ui.nextSliceButton.clicked.connect(self.onNextSlice)
+        ui.browseReferenceButton.clicked.connect(lambda: self._browseFolder(ui.referencePathLineEdit))
+        ui.evaluateButton.clicked.connect(self.onEvaluate)
+        ui.browseOutputButton.clicked.connect(lambda: self._browseFolder(ui.outputPathLineEdit))
+        ui.exportButton.clicked.connect(self.onExport)
+        ui.saveModelButton.clicked.connect(self.onSaveModel)
+        ui.loadModelButton.clicked.connect(self.onLoadModel)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._timer is not None:
+            self._timer.stop()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode is not None:
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def onSceneEndImport(self, caller, event) -> None:
+        self.initializeParameterNode()
+        self.logic.restoreModelFromParameterNode()
+        self.updateGUIFromParameterNode()
+
+    # ---------------------------------------------------------------- parameter node <-> GUI
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def setParameterNode(self, node) -> None:
+        if self._parameterNode is not None:
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self._parameterNode = node
+        if node is not None:
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self.updateGUIFromParameterNode()
+
+    def updateGUIFromParameterNode(self, caller=None, event=None) -> None:
+        node = self._parameterNode
+        if node is None or self._updatingGUI:
+            return
+        import qt
+
+        self._updatingGUI = True
+        try:
+            ui = self.ui
+            ui.inputVolumeSelector.setCurrentNode(node.GetNodeReference(ROLE_VOLUME))
+            ui.labelSegmentationSelector.setCurrentNode(node.GetNodeReference(ROLE_LABELS))
+            ui.budgetSpinBox.value = int(float(node.GetParameter("BudgetValue")))
+            ui.budgetUnitComboBox.currentText = node.GetParameter("BudgetUnit")
+            ui.continueCheckBox.checked = node.GetParameter("ContinueTraining") == "true"
+            ui.correctionWeightSpinBox.value = float(node.GetParameter("CorrectionWeight"))
+            ui.deviceComboBox.currentText = node.GetParameter("Device")
+            ui.predictScopeComboBox.setCurrentIndex(
+                max(0, ["current", "painted", "all"].index(node.GetParameter("PredictScope"))))
+            ui.ttaCheckBox.checked = node.GetParameter("TTA") == "true"
+            ui.referencePathLineEdit.text = node.GetParameter("ReferencePath")
+            ui.outputPathLineEdit.text = node.GetParameter("OutputPath")
+            table = ui.classesTable
+            classes = self.logic.classes()
+            table.setRowCount(len(classes))
+            for row, c in enumerate(classes):
+                table.setItem(row, 0, qt.QTableWidgetItem(c.name))
+                colorItem = qt.QTableWidgetItem("")
+                colorItem.setBackground(qt.QBrush(qt.QColor(*c.color)))
+                colorItem.setFlags(qt.Qt.ItemIsEnabled)
+                colorItem.setToolTip("Double-click to change the color")
+                table.setItem(row, 1, colorItem)
+            self._updateButtons()
+        finally:
+            self._updatingGUI = False
+
+    def updateParameterNodeFromGUI(self, *args) -> None:
+        node = self._parameterNode
+        if node is None or self._updatingGUI:
+            return
+        ui = self.ui
+        wasModifying = node.StartModify()
+        volume = ui.inputVolumeSelector.currentNode()
+        segmentation = ui.labelSegmentationSelector.currentNode()
+        node.SetNodeReferenceID(ROLE_VOLUME, volume.GetID() if volume else None)
+        node.SetNodeReferenceID(ROLE_LABELS, segmentation.GetID() if segmentation else None)
+        node.SetParameter("BudgetValue", str(ui.budgetSpinBox.value))
+        node.SetParameter("BudgetUnit", ui.budgetUnitComboBox.currentText)
+        node.SetParameter("ContinueTraining", "true" if ui.continueCheckBox.checked else "false")
+        node.SetParameter("CorrectionWeight", str(ui.correctionWeightSpinBox.value))
+        node.SetParameter("Device", ui.deviceComboBox.currentText)
+        node.SetParameter("PredictScope", ["current", "painted", "all"][ui.predictScopeComboBox.currentIndex])
+        node.SetParameter("TTA", "true" if ui.ttaCheckBox.checked else "false")
+        node.SetParameter("ReferencePath", ui.referencePathLineEdit.text)
+        node.SetParameter("OutputPath", ui.outputPathLineEdit.text)
+        node.EndModify(wasModifying)
+
+    def _updateButtons(self) -> None:
+        ui = self.ui
+        busy = self._task is not None
+        volume = self._volume()
+        labels = self._labels()
+        ui.startPaintingButton.enabled = volume is not None and not busy
+        ui.trainButton.enabled = volume is not None and labels is not None and not busy
+        ui.cancelButton.enabled = busy
+        hasModel = self.logic.model is not None
+        ui.predictButton.enabled = volume is not None and hasModel and not busy
+        ui.acceptButton.enabled = volume is not None and labels is not None and not busy
+        ui.evaluateButton.enabled = volume is not None and not busy
+        ui.exportButton.enabled = volume is not None and labels is not None and not busy
+        ui.saveModelButton.enabled = hasModel and not busy
+        ui.nextSliceButton.enabled = bool(self._suggestions)
+        if hasModel:
+            last = self.logic.model.history[-1] if self.logic.model.history else {}
+            ui.modelInfoLabel.text = (f"{len(self.logic.model.classes)} classes, {self.logic.model.in_channels} "
+                                      f"channel(s), {len(self.logic.model.history)} training round(s)"
+                                      + (f", last: {last.get('iterations')} it in {last.get('seconds')} s"
+                                         if last else ""))
+        else:
+            ui.modelInfoLabel.text = "no model yet"
+
+    def _volume(self):
+        return self._parameterNode.GetNodeReference(ROLE_VOLUME) if self._parameterNode else None
+
+    def _labels(self):
+        return self._parameterNode.GetNodeReference(ROLE_LABELS) if self._parameterNode else None
+
+    # ---------------------------------------------------------------- dependencies (asked, never at import)
+    def ensureDependencies(self) -> bool:
+        """torch through PyTorchUtils, the rest through pip, each only after the person agrees."""
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            try:
+                import PyTorchUtils
+            except ImportError:
+                slicer.util.errorDisplay("SemSeg needs PyTorch. Install the 'PyTorch' extension from the "
+                                         "Extensions Manager, restart Slicer, and try again.")
+                return False
+            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+            if not torchLogic.torchInstalled() and torchLogic.installTorch(askConfirmation=True) is None:
+                return False
+        packages = {"tifffile": "tifffile", "nrrd": "pynrrd", "scipy": "scipy", "monai": "monai>=1.3"}
+        missing = [req for module, req in packages.items() if importlib.util.find_spec(module) is None]
+        if not missing:
+            return True
+        if not slicer.util.confirmOkCancelDisplay(
+                f"SemSeg needs these Python packages: {', '.join(missing)}. Install them now?",
+                "SemSeg: missing packages"):
+            return False
+        with slicer.util.tryWithErrorDisplay("Installing Python packages failed.", waitCursor=True):
+            installPackages(missing)
+        return all(importlib.util.find_spec(m) is not None for m in packages)
+
+    # ---------------------------------------------------------------- images
+    def onBrowseImages(self) -> None:
+        import qt
+
+        path = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Folder of ordered images")
+        if path:
+            self.ui.imagesPathLineEdit.text = path
+
+    def _browseFolder(self, lineEdit) -> None:
+        import qt
+
+        path = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Choose a folder")
+        if path:
+            lineEdit.text = path
+            self.updateParameterNodeFromGUI()
+
+    def onLoadImages(self) -> None:
+        path = self.ui.imagesPathLineEdit.text.strip()
+        if not path or not self.ensureDependencies():
+            return
+        with slicer.util.tryWithErrorDisplay("Failed to load the images.", waitCursor=True):
+            volume = self.logic.loadStack(path)
+            self._showVolume(volume)
+
+    def onLoadSample(self) -> None:
+        if not self.ensureDependencies():
+            return
+        with slicer.util.tryWithErrorDisplay("Failed to create the sample stack.", waitCursor=True):
+            volume, _ = self.logic.loadSampleStack()
+            self._showVolume(volume)
+
+    def _showVolume(self, volume) -> None:
+        slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutOneUpRedSliceView)
+        slicer.util.setSliceViewerLayers(background=volume, foreground=None, fit=True)
+        self.updateGUIFromParameterNode()
+
+    def _currentSlice(self) -> int:
+        volume = self._volume()
+        sliceNode = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode()
+        sliceToRAS = sliceNode.GetSliceToRAS()
+        ras = [sliceToRAS.GetElement(i, 3) for i in range(3)] + [1.0]
+        rasToIJK = vtk.vtkMatrix4x4()
+        volume.GetRASToIJKMatrix(rasToIJK)
+        k = int(round(rasToIJK.MultiplyPoint(ras)[2]))
+        n = slicer.util.arrayFromVolume(volume).shape[0]
+        return min(max(k, 0), n - 1)
+
+    def _jumpToSlice(self, k: int) -> None:
+        volume = self._volume()
+        ijkToRAS = vtk.vtkMatrix4x4()
+        volume.GetIJKToRASMatrix(ijkToRAS)
+        ras = ijkToRAS.MultiplyPoint([0, 0, k, 1])
+        slicer.app.layoutManager().sliceWidget("Red").sliceLogic().SetSliceOffset(ras[2])
+
+    # ---------------------------------------------------------------- classes
+    def _classesFromTable(self) -> list:
+        import qt
+
+        table = self.ui.classesTable
+        classes = []
+        for row in range(table.rowCount):
+            nameItem, colorItem = table.item(row, 0), table.item(row, 1)
+            color = colorItem.background().color() if colorItem else qt.QColor(128, 128, 128)
+            classes.append(ClassInfo(row + 1, nameItem.text() if nameItem else "",
+                                     (color.red(), color.green(), color.blue())))
+        return classes
+
+    def onClassesEdited(self) -> None:
+        if self._updatingGUI:
+            return
+        with slicer.util.tryWithErrorDisplay("Invalid classes.", waitCursor=False):
+            self.logic.setClasses(self._classesFromTable())
+
+    def onClassCellDoubleClicked(self, row: int, column: int) -> None:
+        import qt
+
+        if column != 1:
+            return
+        classes = self._classesFromTable()
+        color = qt.QColorDialog.getColor(qt.QColor(*classes[row].color))
+        if color.isValid():
+            classes[row] = ClassInfo(classes[row].value, classes[row].name, (color.red(), color.green(), color.blue()))
+            self.logic.setClasses(classes)
+
+    def onAddClass(self) -> None:
+        from SemSegLib.classes import DEFAULT_COLORS
+
+        classes = self.logic.classes()
+        n = len(classes) + 1
+        classes.append(ClassInfo(n, f"class {n}", DEFAULT_COLORS[(n - 1) % len(DEFAULT_COLORS)]))
+        self.logic.setClasses(classes)
+
+    def onRemoveClass(self) -> None:
+        row = self.ui.classesTable.currentRow()
+        classes = self.logic.classes()
+        if 0 <= row < len(classes):
+            with slicer.util.tryWithErrorDisplay("Cannot remove the class.", waitCursor=False):
+                self.logic.setClasses(classes[:row] + classes[row + 1:])
+
+    def onLoadClasses(self) -> None:
+        import qt
+
+        path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), "classes.csv", "", "CSV (*.csv)")
+        if path:
+            with slicer.util.tryWithErrorDisplay("Failed to read the classes file.", waitCursor=False):
+                self.logic.loadClassesCsv(path)
+
+    def onSaveClasses(self) -> None:
+        import qt
+
+        path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), "classes.csv", "classes.csv", "CSV (*.csv)")
+        if path:
+            with slicer.util.tryWithErrorDisplay("Failed to write the classes file.", waitCursor=False):
+                self.logic.saveClassesCsv(path)
+
+    def onStartPainting(self) -> None:
+        volume = self._volume()
+        with slicer.util.tryWithErrorDisplay("Failed to prepare the label segmentation.", waitCursor=True):
+            segmentation = self.logic.createLabelSegmentation(volume, segmentation=self._labels())
+            slicer.util.selectModule("SegmentEditor")
+            editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+            editor.setSegmentationNode(segmentation)
+            editor.setSourceVolumeNode(volume)  # Slicer >= 5.2 name (formerly master volume)
+            editor.setActiveEffectByName("Paint")
+
+    # ---------------------------------------------------------------- long-running tasks
+    def _startTask(self, task, label) -> None:
+        self._task = task
+        self._taskLabel = label
+        self.ui.progressBar.value = 0
+        self.ui.statusLabel.text = f"{label}..."
+        self._timer.start()
+        self._updateButtons()
+
+    def _pollTask(self) -> None:
+        if self._task is None:
+            self._timer.stop()
+            return
+        try:
+            finished = self._task.poll(self._onTaskEvent)
+        except Exception as e:  # noqa: BLE001 - writing results back failed; show it, keep the GUI alive
+            finished = True
+            slicer.util.errorDisplay(f"{self._taskLabel} failed: {e}")
+        if finished:
+            self._timer.stop()
+            self._task = None
+            self._updateButtons()
+
+    def _onTaskEvent(self, event: SemSegEvent) -> None:
+        if event.fraction is not None:
+            self.ui.progressBar.value = int(100 * event.fraction)
+        self.ui.statusLabel.text = f"{self._taskLabel}: {event.message}"
+        if event.kind == "failed":
+            slicer.util.errorDisplay(f"{self._taskLabel} failed: {event.message}")
+        elif event.kind in ("done", "cancelled"):
+            self._afterTask(event)
+
+    def _afterTask(self, event: SemSegEvent) -> None:
+        if self._taskLabel == "Training" and event.data is not None:
+            r = event.data
+            self.ui.statusLabel.text = (f"Trained {r.iterations} iterations in {r.seconds:.0f} s on {r.device}"
+                                        + (" (cancelled: best model kept)" if r.cancelled else ""))
+        elif self._taskLabel == "Prediction" and event.data:
+            volume = self._volume()
+            prediction = self.logic.predictionSegmentation(volume)
+            prediction.GetDisplayNode().SetOpacity2DFill(0.4)
+            labels = self._labels()
+            if labels is not None and labels.GetDisplayNode():
+                labels.GetDisplayNode().SetVisibility(True)
+            slicer.util.setSliceViewerLayers(background=volume, foreground=self.logic.uncertaintyVolume(volume),
+                                             foregroundOpacity=0.3)
+            self._suggestions = self.logic.suggestSlices(volume, top=5)
+            if self._suggestions:
+                s = self._suggestions[0]
+                self.ui.nextSliceButton.text = f"Next: slice {s['slice'] + 1} (uncertainty {s['mean_uncertainty']:.2f})"
+            seconds = self.logic.lastTimings.get("predict_seconds_per_slice", 0)
+            self.ui.statusLabel.text = f"Predicted {len(event.data)} slice(s), {seconds:.2f} s per slice"
+
+    def onTrain(self) -> None:
+        if not self.ensureDependencies():
+            return
+        self.updateParameterNodeFromGUI()
+        node = self._parameterNode
+        value = float(node.GetParameter("BudgetValue"))
+        byIterations = node.GetParameter("BudgetUnit") == "iterations"
+        with slicer.util.tryWithErrorDisplay("Training could not start.", waitCursor=True):
+            task = self.logic.train(
+                self._volume(), self._labels(),
+                seconds=None if byIterations else value, iterations=int(value) if byIterations else None,
+                continueTraining=node.GetParameter("ContinueTraining") == "true",
+                correctionWeight=float(node.GetParameter("CorrectionWeight")),
+                device=node.GetParameter("Device"), waitForCompletion=False)
+            self._startTask(task, "Training")
+            self.ui.deviceLabel.text = self._deviceDescription(node.GetParameter("Device"))
+
+    @staticmethod
+    def _deviceDescription(name: str) -> str:
+        from SemSegLib.devices import describe_device, resolve_device
+
+        return describe_device(resolve_device(name))
+
+    def onCancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self.ui.statusLabel.text = f"{self._taskLabel}: cancelling..."
+
+    def onPredict(self) -> None:
+        if not self.ensureDependencies():
+            return
+        self.updateParameterNodeFromGUI()
+        node = self._parameterNode
+        scope = node.GetParameter("PredictScope")
+        with slicer.util.tryWithErrorDisplay("Prediction could not start.", waitCursor=True):
+            task = self.logic.predict(self._volume(), self._currentSlice() if scope == "current" else scope,
+                                      labelSegmentation=self._labels(), tta=node.GetParameter("TTA") == "true",
+                                      device=node.GetParameter("Device"), waitForCompletion=False)
+            self._startTask(task, "Prediction")
+
+    def onAccept(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Could not accept the prediction.", waitCursor=True):
+            k = self._currentSlice()
+            added = self.logic.acceptPrediction(self._volume(), self._labels(), k)
+            self.ui.statusLabel.text = (f"Slice {k + 1}: prediction accepted ({added} pixels added, your strokes "
+                                        "kept). Paint over its mistakes, then train again.")
+
+    def onNextSlice(self) -> None:
+        if self._suggestions:
+            s = self._suggestions.pop(0)
+            self._jumpToSlice(s["slice"])
+            if self._suggestions:
+                n = self._suggestions[0]
+                self.ui.nextSliceButton.text = f"Next: slice {n['slice'] + 1} (uncertainty {n['mean_uncertainty']:.2f})"
+            else:
+                self.ui.nextSliceButton.text = "Next: (predict again for new suggestions)"
+            self._updateButtons()
+
+    def onEvaluate(self) -> None:
+        self.updateParameterNodeFromGUI()
+        with slicer.util.tryWithErrorDisplay("Evaluation failed.", waitCursor=True):
+            metrics = self.logic.evaluate(self._volume(), self.ui.referencePathLineEdit.text.strip())
+            self.ui.metricsLabel.text = (f"mean IoU {metrics.mean_iou:.3f}, mean Dice {metrics.mean_dice:.3f}, "
+                                         f"pixel accuracy {metrics.pixel_accuracy:.3f}")
+            chart = slicer.mrmlScene.GetFirstNodeByName("SemSeg IoU chart")
+            if chart is not None:
+                slicer.modules.plots.logic().ShowChartInLayout(chart)
+
+    def onExport(self) -> None:
+        self.updateParameterNodeFromGUI()
+        folder = self.ui.outputPathLineEdit.text.strip()
+        if not folder:
+            slicer.util.errorDisplay("Choose a results folder first.")
+            return
+        with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):
+            written = self.logic.export(self._volume(), self._labels(), folder)
+            slicer.util.infoDisplay("Written:\n" + "\n".join(f"{k}: {v}" for k, v in written.items()))
+
+    def onSaveModel(self) -> None:
+        import qt
+
+        path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), "Save model", "model.pt", "Model (*.pt)")
+        if path:
+            with slicer.util.tryWithErrorDisplay("Saving the model failed.", waitCursor=True):
+                self.logic.saveModel(path)
+
+    def onLoadModel(self) -> None:
+        import qt
+
+        if not self.ensureDependencies():
+            return
+        path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), "Load model", "", "Model (*.pt)")
+        if path:
+            with slicer.util.tryWithErrorDisplay("Loading the model failed.", waitCursor=True):
+                self.logic.loadModel(path, self._volume())
+                self._updateButtons()
+
+
+def installPackages(requirements: list) -> None:
+    """pip_ensure (Slicer >= 5.12 `slicer.packaging`, earlier `slicer.pydeps`) or pip_install; never torch."""
+    import importlib
+
+    for moduleName in ("slicer.packaging", "slicer.pydeps"):
+        try:
+            packaging = importlib.import_module(moduleName)
+        except ImportError:
+            continue
+        if hasattr(packaging, "pip_ensure"):
+            from packaging.requirements import Requirement
+
+            # torch must stay the one PyTorchUtils installed (CUDA-matched), never a pip dependency pull.
+            packaging.pip_ensure([Requirement(r) for r in requirements], skip_packages=["torch"], requester="SemSeg")
+            return
+    plain = [r for r in requirements if not r.startswith("monai")]
+    if plain:
+        slicer.util.pip_install(plain)
+    if len(plain) != len(requirements):
+        slicer.util.pip_install("--no-deps monai>=1.3")  # MONAI's only other dependencies are torch and numpy
+
+
+#
+# SemSegTest: the whole loop inside Slicer (Slicer's test runner; CI runs Testing/ against slicer-core)
+#
+
+
+class SemSegTest(ScriptedLoadableModuleTest):
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_SemSegLoop()
+
+    def test_SemSegLoop(self) -> None:
+        from SemSegLib.sample_data import SAMPLE_CLASSES, write_sample_stack
+        from SemSegLib.simulate import simulate_strokes
+        from SemSegLib.stack_io import read_stack
+
+        self.delayDisplay("Starting the SemSeg loop test")
+        folder = Path(tempfile.mkdtemp(prefix="SemSegTest-"))
+        write_sample_stack(folder, num_images=4, size=(128, 128), seed=1)
+        logic = SemSegLogic()
+        volume = logic.loadStack(str(folder / "images"))
+        self.assertEqual(slicer.util.arrayFromVolume(volume).shape, (4, 128, 128))
+        logic.setClasses(SAMPLE_CLASSES)
+        segmentation = logic.createLabelSegmentation(volume)
+        self.assertEqual(segmentation.GetSegmentation().GetNumberOfSegments(), 3)
+
+        reference = read_stack(folder / "reference").images[:, 0]
+        strokes = np.zeros(reference.shape, np.uint16)
+        rng = np.random.default_rng(0)
+        for k in (0, 2):
+            strokes[k] = simulate_strokes(reference[k], 3, 8, rng=rng)
+        logic.setLabelsToSegmentation(strokes, segmentation, volume)
+        self.assertTrue(np.array_equal(logic.labelsFromSegmentation(segmentation, volume), strokes))
+
+        self.delayDisplay("Training")
+        logic.train(volume, segmentation, iterations=200, patch_size=64, waitForCompletion=True)
+        self.delayDisplay("Predicting")
+        logic.predict(volume, "all", labelSegmentation=segmentation, waitForCompletion=True)
+        self.assertEqual(logic.predictedSlices(volume), [0, 1, 2, 3])
+        added = logic.acceptPrediction(volume, segmentation, 1)
+        self.assertGreater(added, 0)
+        metrics = logic.evaluate(volume, str(folder / "reference"))
+        self.assertGreater(metrics.mean_iou, 0.4)
+        written = logic.export(volume, segmentation, str(folder / "results"))
+        for key in ("labels", "nrrd", "model", "classes"):
+            self.assertTrue(Path(written[key]).exists(), key)
+        self.delayDisplay("SemSeg loop test passed")

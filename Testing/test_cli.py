@@ -1,0 +1,94 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+from SemSegLib import cli
+from SemSegLib.classes import ClassInfo, write_classes_csv
+
+
+def run(*args):
+    return cli.main([str(a) for a in args])
+
+
+def test_full_loop_through_the_cli(disk_stack, capsys, monkeypatch):
+    d = disk_stack
+    write_classes_csv(d / "classes.csv", [ClassInfo(1, "background", (0, 0, 0)), ClassInfo(2, "disk", (255, 0, 0))])
+    assert run("simulate", "--reference", d / "reference", "--out", d / "strokes", "--images", "1,2", "--strokes", 4) == 0
+    assert sorted(p.name for p in (d / "strokes").iterdir()) == ["classes.csv", "img_1.tif", "img_2.tif"]
+    # Small, fast network for the test; the CLI itself uses the defaults.
+    from SemSegLib import training
+
+    monkeypatch.setattr(training.TrainConfig, "__init__", _fast_init(training.TrainConfig.__init__))
+    assert run("train", "--images", d / "images", "--labels", d / "strokes", "--model", d / "m.pt",
+               "--iterations", 120, "--device", "cpu") == 0
+    assert run("predict", "--images", d / "images", "--model", d / "m.pt", "--out", d / "pred",
+               "--uncertainty", "--probabilities") == 0
+    names = sorted(p.name for p in (d / "pred").iterdir())
+    assert "img_3.tif" in names and "img_3_uncertainty.tif" in names and "img_3_probabilities.tif" in names
+    assert tifffile.imread(d / "pred" / "img_3_probabilities.tif").shape == (2, 96, 96)
+    capsys.readouterr()
+    assert run("evaluate", "--pred", d / "pred", "--reference", d / "reference", "--json") == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["mean_iou"] > 0.75 and result["classes"][1]["name"] == "disk"
+    # A correction round: strokes on the largest errors, fine-tuned from the first model.
+    assert run("simulate", "--reference", d / "reference", "--out", d / "strokes2", "--correct-from", d / "pred",
+               "--labels", d / "strokes", "--strokes", 2) == 0
+    old = tifffile.imread(d / "strokes" / "img_1.tif")
+    new = tifffile.imread(d / "strokes2" / "img_1.tif")
+    assert np.all(new[old > 0] == old[old > 0])
+    assert run("train", "--images", d / "images", "--labels", d / "strokes2", "--model", d / "m2.pt",
+               "--init", d / "m.pt", "--iterations", 5) == 0
+    capsys.readouterr()
+    assert run("suggest", "--images", d / "images", "--model", d / "m2.pt", "--top", 2) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert len(s["images"]) == 2 and s["images"][0]["mean_uncertainty"] >= s["images"][1]["mean_uncertainty"]
+
+
+def _fast_init(original):
+    def init(self, *a, **kw):
+        original(self, *a, **kw)
+        self.patch_size, self.batch_size, self.base_width, self.levels = 64, 4, 8, 3
+
+    return init
+
+
+def test_bad_input_exits_2_with_a_message(disk_stack, capsys):
+    d = disk_stack
+    assert run("train", "--images", d / "missing", "--labels", d / "reference", "--model", d / "m.pt") == 2
+    assert "missing: no such file" in capsys.readouterr().err
+    assert run("predict", "--images", d / "images", "--model", d / "nope.pt", "--out", d / "o") == 2
+    # Writing predictions into the image folder would overwrite the user's files: refused.
+    (d / "m.pt").write_bytes(b"junk")
+    assert run("predict", "--images", d / "images", "--model", d / "m.pt", "--out", d / "images") == 2
+    assert run("simulate", "--reference", d / "reference", "--out", d / "s", "--images", "99") == 2
+    assert "outside 1..4" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        run("train", "--images", d / "images")  # missing required arguments
+    assert e.value.code == 2
+
+
+def test_internal_error_exits_1(disk_stack, monkeypatch, capsys):
+    parser_args = ["evaluate", "--pred", disk_stack / "reference", "--reference", disk_stack / "reference"]
+    monkeypatch.setattr(cli, "build_parser", _parser_with(cli.build_parser, "evaluate", lambda a: 1 / 0))
+    assert run(*parser_args) == 1
+    assert "internal error" in capsys.readouterr().err
+
+
+def _parser_with(build, command, func):
+    def patched():
+        p = build()
+        for action in p._subparsers._group_actions:
+            action.choices[command].set_defaults(func=func)
+        return p
+
+    return patched
+
+
+def test_every_command_has_help():
+    for command in ("train", "predict", "evaluate", "simulate", "suggest", "demo"):
+        out = subprocess.run([sys.executable, "-m", "SemSegLib", command, "--help"], capture_output=True, text=True,
+                             cwd=str(__import__("pathlib").Path(cli.__file__).parent.parent))
+        assert out.returncode == 0 and "usage: semseg" in out.stdout

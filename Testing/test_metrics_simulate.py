@@ -1,0 +1,48 @@
+import numpy as np
+from SemSegLib.metrics import evaluate
+from SemSegLib.simulate import simulate_corrections, simulate_strokes
+
+
+def test_metrics_known_values():
+    ref = np.array([[1, 1, 2, 2]])
+    pred = np.array([[1, 2, 2, 2]])
+    m = evaluate(pred, ref, ["a", "b"])
+    assert m.confusion.tolist() == [[1, 1], [0, 2]]
+    assert np.allclose(m.iou, [1 / 2, 2 / 3])
+    assert np.allclose(m.dice, [2 / 3, 4 / 5])
+    assert m.pixel_accuracy == 0.75 and np.isclose(m.mean_iou, 7 / 12)
+    d = m.to_dict()
+    assert d["classes"][1]["reference_pixels"] == 2
+
+
+def test_metrics_skip_unlabeled_reference():
+    m = evaluate(np.array([[1, 2]]), np.array([[0, 2]]), ["a", "b"])
+    assert m.confusion.sum() == 1 and m.pixel_accuracy == 1.0
+
+
+def test_strokes_are_sparse_and_correct():
+    rng = np.random.default_rng(0)
+    ref = np.ones((128, 128), np.uint8)
+    ref[30:90, 30:90] = 2
+    ref[60, :] = 3  # a thin 1-pixel class must still get strokes
+    lab = simulate_strokes(ref, 3, strokes_per_class=5, rng=rng)
+    painted = lab > 0
+    assert np.all(lab[painted] == ref[painted])  # a careful annotator never paints the wrong class
+    assert set(np.unique(lab[painted])) == {1, 2, 3}
+    assert 0.002 < painted.mean() < 0.1
+    again = simulate_strokes(ref, 3, strokes_per_class=5, rng=np.random.default_rng(0))
+    assert np.array_equal(lab, again)
+
+
+def test_corrections_go_to_the_largest_error_and_keep_old_strokes():
+    ref = np.ones((100, 100), np.uint8)
+    ref[10:60, 10:60] = 2
+    pred = np.ones_like(ref)  # the whole class-2 square is wrong
+    pred[80:83, 80:83] = 2  # and a small false positive
+    old = np.zeros_like(ref)
+    old[5, 5] = 1
+    new = simulate_corrections(ref, pred, old, 2, strokes_per_class=1, rng=np.random.default_rng(1))
+    added = (new > 0) & (old == 0)
+    assert added.any() and np.all(new[added] == ref[added])
+    assert np.all(new[added & (ref == 2)] == 2) and (added & (ref == 2)).sum() > 10
+    assert new[5, 5] == 1

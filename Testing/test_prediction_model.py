@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+import torch
+from SemSegLib.classes import default_classes
+from SemSegLib.errors import InputError
+from SemSegLib.model_file import SemSegModel
+from SemSegLib.network import NetworkConfig
+from SemSegLib.prediction import PredictConfig, normalized_entropy, predict_image, predict_probabilities
+
+
+class PixelwiseNet(torch.nn.Module):
+    """A network whose output at a pixel depends only on that pixel: tiling cannot change it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 3, 1)
+
+    def forward(self, x):
+        return self.conv(x) * 3
+
+
+def model_with(network, classes=3, in_channels=1):
+    config = NetworkConfig(in_channels=in_channels, num_classes=classes, base_width=8, levels=3)
+    return SemSegModel(network, config, default_classes(classes))
+
+
+@pytest.mark.parametrize("blend", ["gaussian", "constant"])
+def test_tiled_equals_whole_image_for_a_pixelwise_network(blend):
+    torch.manual_seed(0)
+    m = model_with(PixelwiseNet())
+    image = np.random.default_rng(0).integers(0, 4000, (1, 150, 230)).astype(np.uint16)
+    whole = predict_probabilities(m, image, PredictConfig(tile_size=512, device="cpu"))
+    tiled = predict_probabilities(m, image, PredictConfig(tile_size=48, overlap=0.25, blend=blend, device="cpu"))
+    assert whole.shape == (3, 150, 230)
+    assert torch.allclose(whole, tiled, atol=1e-5)
+
+
+def test_tiled_unet_agrees_with_whole_image():
+    torch.manual_seed(0)
+    m = SemSegModel.create(1, default_classes(3), base_width=8, levels=3)
+    m.network.eval()
+    image = np.random.default_rng(1).normal(100, 20, (1, 200, 200)).astype(np.float32)
+    whole = predict_image(m, image, PredictConfig(tile_size=256, device="cpu"), with_probabilities=True)
+    tiled = predict_image(m, image, PredictConfig(tile_size=96, overlap=0.5, device="cpu"), with_probabilities=True)
+    assert np.abs(whole.probabilities - tiled.probabilities).mean() < 0.01
+    assert (whole.labels == tiled.labels).mean() > 0.95
+
+
+def test_outputs_and_uncertainty_range():
+    m = model_with(PixelwiseNet())
+    image = np.random.default_rng(0).integers(0, 255, (1, 64, 64)).astype(np.uint8)
+    p = predict_image(m, image, PredictConfig(tta=True, device="cpu"), with_probabilities=True)
+    assert p.labels.dtype == np.uint8 and set(np.unique(p.labels)) <= {1, 2, 3}
+    assert p.probabilities.shape == (3, 64, 64) and np.allclose(p.probabilities.sum(0), 1, atol=1e-5)
+    assert p.uncertainty.min() >= 0 and p.uncertainty.max() <= 1
+    assert np.array_equal(p.labels, p.probabilities.argmax(0) + 1)
+    uniform = torch.full((4, 2, 2), 0.25)
+    assert torch.allclose(normalized_entropy(uniform), torch.ones(2, 2))
+    certain = torch.zeros(4, 2, 2)
+    certain[1] = 1
+    assert torch.allclose(normalized_entropy(certain), torch.zeros(2, 2))
+
+
+def test_model_file_round_trip(tmp_path):
+    torch.manual_seed(0)
+    m = SemSegModel.create(1, default_classes(2), base_width=8, levels=3)
+    m.history.append({"round": 1, "iterations": 5})
+    labels = np.zeros((2, 16, 16), np.uint16)
+    labels[1, 3, 4] = 2
+    m.set_labeled_masks(["a", "b"], labels)
+    m.network.eval()
+    m.save(tmp_path / "m.pt")
+    loaded = SemSegModel.load(tmp_path / "m.pt")
+    assert loaded.classes == m.classes and loaded.network_config == m.network_config
+    assert loaded.history == m.history
+    mask = loaded.previous_labeled_mask("b", (16, 16))
+    assert mask.sum() == 1 and mask[3, 4]
+    assert not loaded.previous_labeled_mask("a", (16, 16)).any()
+    assert loaded.previous_labeled_mask("b", (8, 8)) is None  # another stack: unknown
+    image = np.random.default_rng(0).normal(0, 1, (1, 40, 40)).astype(np.float32)
+    a = predict_image(m, image, PredictConfig(device="cpu"), with_probabilities=True).probabilities
+    b = predict_image(loaded, image, PredictConfig(device="cpu"), with_probabilities=True).probabilities
+    assert np.allclose(a, b, atol=1e-6)
+    raw = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert raw["format_version"] == 1 and raw["network"]["in_channels"] == 1
+
+
+def test_model_errors(tmp_path):
+    m = SemSegModel.create(1, default_classes(2), base_width=8, levels=3)
+    with pytest.raises(InputError, match="3 channel"):
+        predict_image(m, np.zeros((3, 32, 32), np.uint8))
+    (tmp_path / "bad.pt").write_bytes(b"not a model")
+    with pytest.raises(InputError, match="bad.pt: not a readable SemSeg model"):
+        SemSegModel.load(tmp_path / "bad.pt")
+    torch.save({"hello": 1}, tmp_path / "other.pt")
+    with pytest.raises(InputError, match="not a SemSeg model"):
+        SemSegModel.load(tmp_path / "other.pt")
+    with pytest.raises(InputError, match="no such model"):
+        SemSegModel.load(tmp_path / "missing.pt")

@@ -1,0 +1,246 @@
+"""SemSegLogic against Slicer's real data model (slicer-core): volumes, segmentations, tables, storage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import vtk
+
+slicer = pytest.importorskip("slicer", reason="slicer-core wheel not installed")
+
+from slicer_scene import make_scene  # noqa: E402
+
+import SemSeg  # noqa: E402
+from SemSegLib.classes import ClassInfo  # noqa: E402
+from SemSegLib.errors import InputError  # noqa: E402
+from SemSegLib.sample_data import SAMPLE_CLASSES, write_sample_stack  # noqa: E402
+from SemSegLib.simulate import simulate_strokes  # noqa: E402
+from SemSegLib.stack_io import read_stack  # noqa: E402
+
+FAST = dict(patch_size=64, batch_size=4, base_width=8, levels=3)
+
+
+@pytest.fixture
+def scene():
+    scene, app, logics = make_scene()
+    yield scene
+    scene.Clear(1)
+
+
+@pytest.fixture
+def logic(scene):
+    return SemSeg.SemSegLogic(scene)
+
+
+def write_numbered(folder: Path, images):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, im in enumerate(images):
+        tifffile.imwrite(folder / f"img_{i + 1}.tif", im)  # img_10 sorts after img_2
+
+
+def test_stack_to_volume_ordering_geometry_and_rgb(tmp_path, logic, scene):
+    images = [np.full((6, 9), i, np.uint8) for i in range(12)]
+    images[3][1, 7] = 200
+    write_numbered(tmp_path / "gray", images)
+    volume = logic.loadStack(str(tmp_path / "gray"))
+    array = slicer.util.arrayFromVolume(volume)
+    assert volume.IsA("vtkMRMLScalarVolumeNode") and array.shape == (12, 6, 9)
+    assert [int(array[k, 0, 0]) for k in range(12)] == list(range(12))  # natural order: img_2 before img_10
+    assert array[3, 1, 7] == 200  # slice k, row r, column c
+    assert logic.imageNames(volume)[9] == "img_10"
+    assert volume.GetSpacing() == (1.0, 1.0, 1.0)
+    assert not volume.GetDisplayNode().GetInterpolate()
+
+    rgb = np.random.default_rng(0).integers(0, 255, (2, 6, 9, 3), dtype=np.uint8)
+    write_numbered(tmp_path / "rgb", rgb)
+    vector = logic.loadStack(str(tmp_path / "rgb"))
+    assert vector.IsA("vtkMRMLVectorVolumeNode")
+    assert np.array_equal(slicer.util.arrayFromVolume(vector), rgb)
+    assert np.array_equal(logic.imagesFromVolume(vector)[1, 2], rgb[1, :, :, 2])
+
+
+def test_bad_stack_leaves_nothing_in_the_scene(tmp_path, logic, scene):
+    write_numbered(tmp_path, [np.zeros((6, 9), np.uint8), np.zeros((7, 9), np.uint8)])
+    before = scene.GetNumberOfNodes()
+    with pytest.raises(InputError, match="img_2.tif"):
+        logic.loadStack(str(tmp_path))
+    assert scene.GetNumberOfNodes() == before
+
+
+def test_segments_have_class_names_colors_and_order(tmp_path, logic):
+    write_numbered(tmp_path, [np.zeros((8, 8), np.uint8)] * 2)
+    volume = logic.loadStack(str(tmp_path))
+    classes = [ClassInfo(1, "background", (10, 20, 30)), ClassInfo(2, "cells", (0, 255, 0)),
+               ClassInfo(3, "collagen", (255, 0, 0))]
+    logic.setClasses(classes)
+    seg = logic.createLabelSegmentation(volume)
+    s = seg.GetSegmentation()
+    assert [s.GetNthSegment(i).GetName() for i in range(3)] == ["background", "cells", "collagen"]
+    assert np.allclose(s.GetNthSegment(0).GetColor(), (10 / 255, 20 / 255, 30 / 255))
+    again = logic.createLabelSegmentation(volume, segmentation=seg)  # reused, not duplicated
+    assert again is seg and s.GetNumberOfSegments() == 3
+    with pytest.raises(InputError, match="unique"):
+        logic.setClasses([ClassInfo(1, "a", (0, 0, 0)), ClassInfo(2, "a", (0, 0, 0))])
+
+
+def test_painted_shape_lands_on_the_right_image_row_and_column(tmp_path, logic):
+    write_numbered(tmp_path, [np.zeros((20, 30), np.uint8)] * 5)
+    volume = logic.loadStack(str(tmp_path))
+    logic.setClasses(SAMPLE_CLASSES)
+    seg = logic.createLabelSegmentation(volume)
+    # Paint like the Paint effect does: a small oriented labelmap with its own extent, in RAS geometry.
+    painted = slicer.vtkOrientedImageData()
+    painted.SetExtent(4, 6, 2, 3, 3, 3)  # columns 4-6, rows 2-3, slice 3 (IJK = column, row, slice)
+    painted.AllocateScalars(3, 1)  # VTK_UNSIGNED_CHAR
+    painted.GetPointData().GetScalars().Fill(1)
+    ijkToRas = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(ijkToRas)
+    painted.SetImageToWorldMatrix(ijkToRas)
+    cells = seg.GetSegmentation().GetSegmentIdBySegmentName("cell")
+    assert slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+        painted, seg, cells, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+    labels = logic.labelsFromSegmentation(seg, volume)
+    expected = np.zeros((5, 20, 30), np.uint16)
+    expected[3, 2:4, 4:7] = 2
+    assert np.array_equal(labels, expected)
+
+
+def _sample_scene(tmp_path, logic, painted=(0, 2), strokes=8):
+    folder = write_sample_stack(tmp_path / "sample", num_images=4, size=(96, 96), seed=3)
+    volume = logic.loadStack(str(folder / "images"))
+    logic.setClasses(SAMPLE_CLASSES)
+    seg = logic.createLabelSegmentation(volume)
+    reference = read_stack(folder / "reference").images[:, 0]
+    labels = np.zeros(reference.shape, np.uint16)
+    rng = np.random.default_rng(0)
+    for k in painted:
+        labels[k] = simulate_strokes(reference[k], 3, strokes, rng=rng)
+    logic.setLabelsToSegmentation(labels, seg, volume)
+    return folder, volume, seg, labels, reference
+
+
+def test_train_predict_accept_evaluate_export(tmp_path, logic, scene):
+    folder, volume, seg, labels, reference = _sample_scene(tmp_path, logic)
+    assert np.array_equal(logic.labelsFromSegmentation(seg, volume), labels)
+    events = []
+    task = logic.train(volume, seg, iterations=60, eventCallback=events.append, **FAST)
+    assert task.finished and task.result.iterations == 60
+    assert any(e.kind == "progress" for e in events) and events[-1].kind == "done"
+    assert logic.model.history[-1]["labeled_pixels"] == {
+        logic.imageNames(volume)[k]: int((labels[k] > 0).sum()) for k in (0, 2)}
+    assert Path(logic.getParameterNode().GetParameter("ModelPath")).is_file()  # autosaved
+
+    logic.predict(volume, "all", labelSegmentation=seg)
+    prediction = logic.predictionSegmentation(volume, create=False)
+    assert prediction.GetName() == "SemSeg prediction"
+    ps = prediction.GetSegmentation()
+    assert [ps.GetNthSegment(i).GetName() for i in range(3)] == [c.name for c in SAMPLE_CLASSES]
+    predicted = logic.labelsFromSegmentation(prediction, volume)
+    assert predicted.shape == (4, 96, 96) and predicted.min() >= 1  # every pixel of every slice labeled
+    uncertainty = logic.uncertaintyVolume(volume)
+    assert slicer.util.arrayFromVolume(uncertainty).shape == (4, 96, 96)
+    for node in (uncertainty,):
+        a, b = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
+        volume.GetIJKToRASMatrix(a)
+        node.GetIJKToRASMatrix(b)
+        assert all(a.GetElement(i, j) == b.GetElement(i, j) for i in range(4) for j in range(4))
+    u = slicer.util.arrayFromVolume(uncertainty)
+    assert 0 <= u.min() and u.max() <= 1 and u.max() > 0
+
+    # Accept on slice 0: prediction fills the unpainted pixels, every stroke stays as painted.
+    added = logic.acceptPrediction(volume, seg, 0)
+    after = logic.labelsFromSegmentation(seg, volume)
+    assert added == int((labels[0] == 0).sum())
+    assert np.array_equal(after[0][labels[0] > 0], labels[0][labels[0] > 0])
+    assert np.array_equal(after[0][labels[0] == 0], predicted[0][labels[0] == 0])
+    assert np.array_equal(after[1:], labels[1:])
+
+    # A correction painted after accepting is tracked for the next round.
+    corrected = after.copy()
+    corrected[0, 10:14, 10:14] = 3 if corrected[0, 10, 10] != 3 else 1
+    logic.setLabelsToSegmentation(corrected, seg, volume)
+    mask = logic.correctionMask(volume, corrected)
+    assert mask.sum() == int((corrected != after).sum()) > 0
+
+    metrics = logic.evaluate(volume, str(folder / "reference"))
+    table = scene.GetFirstNodeByName("SemSeg metrics")
+    assert table.GetNumberOfRows() == 4 and table.GetCellText(1, 0) == "cell"
+    assert float(table.GetCellText(3, 1)) == pytest.approx(metrics.mean_iou, abs=1e-6)
+    chart = scene.GetFirstNodeByName("SemSeg IoU chart")
+    assert chart is not None and chart.GetNumberOfPlotSeriesNodes() == 2
+
+    written = logic.export(volume, seg, str(tmp_path / "results"))
+    final = logic.finalLabels(volume, seg)
+    names = logic.imageNames(volume)
+    for k, name in enumerate(names):
+        assert np.array_equal(tifffile.imread(Path(written["labels"]) / f"{name}.tif"), final[k])
+    import nrrd
+
+    data, header = nrrd.read(written["nrrd"], index_order="C")
+    assert np.array_equal(data, final)
+    assert sorted(p.name for p in Path(written["strokes"]).iterdir()) == sorted(
+        f"{names[k]}.tif" for k in range(4) if corrected[k].any())
+    from SemSegLib.model_file import SemSegModel
+
+    assert SemSegModel.load(written["model"]).classes == SAMPLE_CLASSES
+    with pytest.raises(InputError, match="input folder"):
+        logic.export(volume, seg, str(folder / "images"))
+
+
+def test_cancel_keeps_a_model_and_continue_training_uses_it(tmp_path, logic):
+    _, volume, seg, labels, _ = _sample_scene(tmp_path, logic)
+    seen = []
+
+    def on_event(e):
+        seen.append(e)
+        if len(seen) == 3:
+            task.cancel()
+
+    task = logic.train(volume, seg, iterations=100_000, waitForCompletion=False, **FAST)
+    task.wait(on_event)
+    assert task.result.cancelled and seen[-1].kind == "cancelled"
+    first = logic.model
+    logic.train(volume, seg, iterations=3, **FAST)
+    assert len(logic.model.history) == 2 and logic.model is not first
+
+
+def test_training_errors_are_actionable(tmp_path, logic):
+    _, volume, seg, labels, _ = _sample_scene(tmp_path, logic, painted=())
+    with pytest.raises(InputError, match="nothing is painted"):
+        logic.train(volume, seg, iterations=1)
+    only_background = np.zeros_like(labels)
+    only_background[0, :5, :5] = 1
+    logic.setLabelsToSegmentation(only_background, seg, volume)
+    with pytest.raises(InputError, match="no strokes for class"):
+        logic.train(volume, seg, iterations=1)
+    with pytest.raises(InputError, match="no model yet"):
+        logic.predict(volume, "all")
+
+
+def test_saved_and_reloaded_scene_keeps_the_labels(tmp_path, logic, scene):
+    _, volume, seg, labels, _ = _sample_scene(tmp_path, logic)
+    logic.getParameterNode().SetParameter("BudgetValue", "42")
+    for node in (volume, seg):
+        storage = node.CreateDefaultStorageNode()
+        scene.AddNode(storage)
+        node.SetAndObserveStorageNodeID(storage.GetID())
+        storage.SetFileName(str(tmp_path / f"{node.GetName()}{'.seg.nrrd' if node is seg else '.nrrd'}"))
+        assert storage.WriteData(node)
+    scene.SetURL(str(tmp_path / "scene.mrml"))
+    assert scene.Commit()
+
+    scene2, _, _ = make_scene()
+    scene2.SetURL(str(tmp_path / "scene.mrml"))
+    assert scene2.Import()
+    logic2 = SemSeg.SemSegLogic(scene2)
+    node = logic2.getParameterNode()
+    assert node.GetParameter("BudgetValue") == "42"
+    assert json.loads(node.GetParameter("Classes"))[2]["name"] == "nucleus"
+    volume2 = node.GetNodeReference(SemSeg.ROLE_VOLUME)
+    seg2 = node.GetNodeReference(SemSeg.ROLE_LABELS)
+    assert logic2.imageNames(volume2) == logic.imageNames(volume)
+    assert np.array_equal(logic2.labelsFromSegmentation(seg2, volume2), labels)

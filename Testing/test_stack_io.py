@@ -1,0 +1,116 @@
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+from SemSegLib.classes import ClassInfo, read_classes_csv, write_classes_csv
+from SemSegLib.errors import InputError
+from SemSegLib.stack_io import check_output_dir, read_labels, read_stack, write_tiff
+
+
+def _write(folder, name, arr):
+    folder.mkdir(exist_ok=True)
+    tifffile.imwrite(folder / name, arr)
+
+
+def test_natural_order_and_names(tmp_path):
+    for n in (10, 2, 1):
+        _write(tmp_path, f"img_{n}.tif", np.full((8, 9), n, np.uint8))
+    stack = read_stack(tmp_path)
+    assert stack.names == ["img_1", "img_2", "img_10"]
+    assert stack.shape == (3, 1, 8, 9)
+    assert [int(stack.images[i, 0, 0, 0]) for i in range(3)] == [1, 2, 10]
+
+
+def test_png_and_16bit_and_float(tmp_path):
+    Image.fromarray(np.full((5, 6), 7, np.uint8)).save(tmp_path / "a_1.png")
+    _write(tmp_path, "a_2.tif", np.full((5, 6), 40000, np.uint16))
+    stack = read_stack(tmp_path)
+    assert stack.images.dtype == np.uint16 and stack.images[1, 0, 0, 0] == 40000 and stack.images[0, 0, 0, 0] == 7
+    f = tmp_path / "f"
+    _write(f, "x.tif", np.random.rand(5, 6).astype(np.float32))
+    assert read_stack(f).images.dtype == np.float32
+
+
+def test_multipage_gray_and_rgb(tmp_path):
+    pages = np.arange(4 * 6 * 7, dtype=np.uint16).reshape(4, 6, 7)
+    tifffile.imwrite(tmp_path / "stack.tif", pages)
+    stack = read_stack(tmp_path / "stack.tif")
+    assert stack.shape == (4, 1, 6, 7) and np.array_equal(stack.images[2, 0], pages[2])
+    rgb = np.random.default_rng(0).integers(0, 255, (3, 6, 7, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    s = read_stack(tmp_path / "rgb.tif")
+    assert s.shape == (3, 3, 6, 7) and np.array_equal(s.images[1, 2], rgb[1, :, :, 2])
+
+
+def test_rgb_folder_is_three_channels(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 255, (10, 12, 3), dtype=np.uint8)
+    _write(tmp_path, "c1.tif", rgb)
+    s = read_stack(tmp_path)
+    assert s.shape == (1, 3, 10, 12) and np.array_equal(s.images[0, 1], rgb[:, :, 1])
+
+
+def test_mismatched_sizes_name_the_files(tmp_path):
+    _write(tmp_path, "img_1.tif", np.zeros((8, 8), np.uint8))
+    _write(tmp_path, "img_2.tif", np.zeros((8, 8), np.uint8))
+    _write(tmp_path, "img_3.tif", np.zeros((9, 8), np.uint8))
+    with pytest.raises(InputError, match=r"img_3\.tif: 9x8") as e:
+        read_stack(tmp_path)
+    assert "img_1.tif is 8x8" in str(e.value)
+
+
+def test_corrupt_file_is_named(tmp_path):
+    _write(tmp_path, "img_1.tif", np.zeros((8, 8), np.uint8))
+    (tmp_path / "img_2.tif").write_bytes(b"II*\x00garbage")
+    with pytest.raises(InputError, match="img_2.tif: cannot read"):
+        read_stack(tmp_path)
+
+
+def test_missing_and_empty_inputs(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        read_stack(tmp_path / "nope")
+    with pytest.raises(InputError, match="no .tif"):
+        read_stack(tmp_path)
+
+
+def test_labels_partial_and_bad(tmp_path):
+    imgs, labs = tmp_path / "images", tmp_path / "labels"
+    for i in (1, 2, 3):
+        _write(imgs, f"img_{i}.tif", np.zeros((8, 8), np.uint8))
+    lab = np.zeros((8, 8), np.uint8)
+    lab[2, 3] = 2
+    _write(labs, "img_2.tif", lab)
+    stack = read_stack(imgs)
+    ls = read_labels(labs, stack)
+    assert ls.labeled_names == ["img_2"] and ls.labels[1, 2, 3] == 2 and not ls.labels[0].any()
+    assert [c.value for c in ls.classes] == [1, 2]
+    write_classes_csv(labs / "classes.csv", [ClassInfo(1, "a", (1, 2, 3))])
+    with pytest.raises(InputError, match="label value 2 found in img_2"):
+        read_labels(labs, stack)
+    (labs / "classes.csv").unlink()
+    _write(labs, "img_3.tif", np.zeros((7, 8), np.uint8))
+    with pytest.raises(InputError, match=r"img_3.tif: label image is \(7, 8\)"):
+        read_labels(labs, stack)
+
+
+def test_classes_csv_roundtrip_and_errors(tmp_path):
+    classes = [ClassInfo(1, "collagen", (200, 10, 10)), ClassInfo(2, "cells, nuclei", (1, 2, 3))]
+    write_classes_csv(tmp_path / "c.csv", classes)
+    assert read_classes_csv(tmp_path / "c.csv") == classes
+    (tmp_path / "bad.csv").write_text("value,name,r,g,b\n1,a,1,2,3\n3,b,1,2,3\n")
+    with pytest.raises(InputError, match="1..K with no gaps"):
+        read_classes_csv(tmp_path / "bad.csv")
+    (tmp_path / "bad2.csv").write_text("value,name,r,g,b\none,a,1,2,3\n")
+    with pytest.raises(InputError, match="row 2"):
+        read_classes_csv(tmp_path / "bad2.csv")
+
+
+def test_reading_does_not_modify_inputs_and_outputs_refuse_input_folders(tmp_path):
+    _write(tmp_path / "images", "img_1.tif", np.ones((8, 8), np.uint8))
+    before = (tmp_path / "images" / "img_1.tif").read_bytes()
+    read_stack(tmp_path / "images")
+    assert (tmp_path / "images" / "img_1.tif").read_bytes() == before
+    with pytest.raises(InputError, match="input folder"):
+        check_output_dir(tmp_path / "images", [tmp_path / "images"])
+    out = check_output_dir(tmp_path / "out", [tmp_path / "images"])
+    write_tiff(out / "x.tif", np.ones((4, 4), np.uint8))
+    assert [p.name for p in out.iterdir()] == ["x.tif"]  # no temp files left behind

@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+import torch
+from conftest import disk_task
+from SemSegLib.classes import default_classes
+from SemSegLib.errors import InputError
+from SemSegLib.metrics import evaluate
+from SemSegLib.prediction import PredictConfig, predict_image
+from SemSegLib.simulate import simulate_strokes
+from SemSegLib.training import TrainConfig, masked_cross_entropy, prepare_training_arrays, train
+
+FAST = dict(patch_size=64, batch_size=4, base_width=8, levels=3, device="cpu")
+
+
+def sparse_labels(refs, painted, strokes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(refs.shape, np.uint16)
+    for i in painted:
+        labels[i] = simulate_strokes(refs[i], 2, strokes, rng=rng)
+    return labels
+
+
+def test_loss_ignores_unlabeled_pixels():
+    logits = torch.randn(1, 2, 4, 4)
+    targets = torch.full((1, 4, 4), -1)
+    targets[0, 0, 0] = 1
+    w = torch.ones(1, 4, 4)
+    cw = torch.ones(2)
+    base = masked_cross_entropy(logits, targets, w, cw)
+    changed = logits.clone()
+    changed[0, :, 1:, :] = torch.randn(2, 3, 4) * 100  # only unlabeled pixels change
+    assert torch.isclose(base, masked_cross_entropy(changed, targets, w, cw))
+    expected = torch.nn.functional.cross_entropy(logits[:, :, 0, 0], torch.tensor([1]))
+    assert torch.isclose(base, expected)
+
+
+def test_training_learns_from_sparse_strokes():
+    images, refs = disk_task(n=4)
+    labels = sparse_labels(refs, [0, 1])
+    assert (labels > 0).mean() < 0.1
+    res = train(images[:, None], labels, default_classes(2), TrainConfig(iterations=150, seed=0, **FAST))
+    assert res.iterations == 150 and not res.cancelled
+    preds = np.stack([predict_image(res.model, images[i, None]).labels for i in (2, 3)])
+    m = evaluate(preds, refs[2:], ["bg", "disk"])
+    assert m.mean_iou > 0.8, m.format_table()
+    assert res.model.history[-1]["labeled_pixels"] == {"image_0": int((labels[0] > 0).sum()),
+                                                       "image_1": int((labels[1] > 0).sum())}
+
+
+def test_training_is_deterministic_with_a_seed():
+    images, refs = disk_task(n=2)
+    labels = sparse_labels(refs, [0])
+    cfg = TrainConfig(iterations=5, seed=3, **FAST)
+    a = train(images[:, None], labels, default_classes(2), cfg)
+    b = train(images[:, None], labels, default_classes(2), cfg)
+    assert a.losses == b.losses
+
+
+def test_cancellation_stops_cleanly_and_returns_a_model():
+    images, refs = disk_task(n=2)
+    labels = sparse_labels(refs, [0])
+    seen = []
+
+    def progress(p):
+        seen.append(p)
+
+    res = train(images[:, None], labels, default_classes(2), TrainConfig(iterations=10_000, **FAST),
+                progress=progress, should_stop=lambda: len(seen) >= 7)
+    assert res.cancelled and res.iterations == 7
+    assert seen[-1].total_iterations == 10_000 and seen[-1].remaining_seconds > 0
+    assert predict_image(res.model, images[1, None]).labels.shape == refs[1].shape
+    assert res.model.history[-1]["cancelled"] is True
+
+
+def test_fine_tuning_starts_from_the_model_and_weights_corrections():
+    images, refs = disk_task(n=3)
+    labels = sparse_labels(refs, [0], seed=1)
+    first = train(images[:, None], labels, default_classes(2), TrainConfig(iterations=120, **FAST))
+    corrected = labels.copy()
+    corrected[1] = sparse_labels(refs, [1], seed=2)[1]
+    names = [f"image_{i}" for i in range(3)]
+    _, _, weights, keep = prepare_training_arrays(images[:, None], corrected, first.model, names, 3.0)
+    assert keep == [0, 1]
+    assert np.all(weights[0][corrected[0] > 0] == 1.0)  # old strokes: normal weight
+    assert np.all(weights[1][corrected[1] > 0] == 3.0)  # new strokes: corrections
+    cfg = TrainConfig(iterations=3, seed=0, learning_rate=1e-6, warmup_fraction=0.0, augment=False, **FAST)
+    tuned = train(images[:, None], corrected, default_classes(2), cfg, init_model=first.model)
+    scratch = train(images[:, None], corrected, default_classes(2), cfg)
+    assert tuned.losses[0] < scratch.losses[0]  # it did start from the trained weights
+    assert len(tuned.model.history) == 2 and len(first.model.history) == 1  # the old model is untouched
+
+
+def test_training_refuses_unlabeled_data_and_wrong_init():
+    images, refs = disk_task(n=2)
+    with pytest.raises(InputError, match="no labeled pixels"):
+        train(images[:, None], np.zeros(refs.shape, np.uint16), default_classes(2), TrainConfig(iterations=1, **FAST))
+    labels = sparse_labels(refs, [0])
+    m = train(images[:, None], labels, default_classes(2), TrainConfig(iterations=1, **FAST)).model
+    with pytest.raises(InputError, match="2 classes but the labels define 3"):
+        train(images[:, None], labels, default_classes(3), TrainConfig(iterations=1, **FAST), init_model=m)
+    with pytest.raises(InputError, match="3 channel"):
+        train(np.repeat(images[:, None], 3, 1), labels, default_classes(2), TrainConfig(iterations=1, **FAST),
+              init_model=m)
+
+
+def test_images_smaller_than_a_patch_and_rgb():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (2, 3, 40, 50), dtype=np.uint8)
+    labels = np.zeros((2, 40, 50), np.uint16)
+    labels[0, 5:10, 5:10], labels[0, 20:25, 30:35] = 1, 2
+    res = train(images, labels, default_classes(2), TrainConfig(iterations=3, **FAST))
+    pred = predict_image(res.model, images[1], PredictConfig(tile_size=32))
+    assert pred.labels.shape == (40, 50) and set(np.unique(pred.labels)) <= {1, 2}

@@ -1,0 +1,200 @@
+"""Sparse-stroke benchmark: SemSeg U-Net vs an ilastik-style random forest on the same strokes.
+
+Protocol (per set in ../shared/data): 3 images evenly spread get 10 simulated strokes per class; train with
+the default budget; T1 = mean IoU on those 3 images, T2 = on 10 other images. Then one correction round
+(5 strokes per class on the largest errors of the labeled images, fine-tuned from the first model).
+Each method runs in its own process so its peak memory is its own.
+
+    python bench/sparse.py [--data ../shared/data] [--sets isbi2012-em,dsb2018-fluo] [--seconds S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "SemSegModule"))
+sys.path.insert(0, str(HERE))
+
+
+def load_set(folder: Path):
+    from SemSegLib.classes import read_classes_csv
+    from SemSegLib.stack_io import read_stack
+
+    stack = read_stack(folder / "images")
+    ref = read_stack(folder / "reference").images[:, 0]
+    return stack, ref, read_classes_csv(folder / "classes.csv")
+
+
+def split(n: int) -> tuple[list[int], list[int]]:
+    labeled = [int(round(v)) for v in np.linspace(0, n - 1, 5)[1:-1]]
+    rest = [i for i in range(n) if i not in labeled]
+    test = [rest[int(round(v))] for v in np.linspace(0, len(rest) - 1, 10)]
+    return labeled, test
+
+
+def make_strokes(ref: np.ndarray, k: int, labeled: list[int], seed: int) -> np.ndarray:
+    from SemSegLib.simulate import simulate_strokes
+
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(ref.shape, np.uint16)
+    for i in labeled:
+        labels[i] = simulate_strokes(ref[i], k, 10, rng=rng)
+    return labels
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def miou(pred: dict, ref: np.ndarray, idx: list[int], names: list[str]) -> float:
+    from SemSegLib.metrics import evaluate
+
+    return evaluate(np.stack([pred[i] for i in idx]), ref[idx], names).mean_iou
+
+
+def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, queue) -> None:
+    from SemSegLib.prediction import PredictConfig, predict_stack
+    from SemSegLib.simulate import simulate_corrections
+    from SemSegLib.training import TrainConfig, train
+
+    stack, ref, classes = load_set(Path(folder))
+    k, names = len(classes), [c.name for c in classes]
+    labeled, test = split(len(stack))
+    labels = make_strokes(ref, k, labeled, seed)
+    config = TrainConfig(seed=seed, **overrides)
+    if seconds is not None:
+        config.seconds = seconds
+    res = train(stack.images, labels, classes, config, names=stack.names)
+    preds, unc, times = {}, {}, []
+    for i, p in predict_stack(res.model, stack.images, PredictConfig(), indices=labeled + test):
+        preds[i], unc[i] = p.labels, p.uncertainty
+        times.append(p.seconds)
+    out = {"method": "semseg", "train_s": res.seconds, "iterations": res.iterations,
+           "predict_s_per_image": float(np.median(times)),
+           "T1": miou(preds, ref, labeled, names), "T2": miou(preds, ref, test, names),
+           "labeled_fraction": float((labels[labeled] > 0).mean())}
+    # One correction round on the labeled images, fine-tuned from the first model.
+    rng = np.random.default_rng(seed + 1)
+    corrected = labels.copy()
+    for i in labeled:
+        corrected[i] = simulate_corrections(ref[i], preds[i], labels[i], k, 5, rng=rng)
+    res2 = train(stack.images, corrected, classes, config, init_model=res.model, names=stack.names)
+    preds2 = {i: p.labels for i, p in predict_stack(res2.model, stack.images, PredictConfig(), indices=labeled + test)}
+    out.update({"T1_corrected": miou(preds2, ref, labeled, names), "T2_corrected": miou(preds2, ref, test, names),
+                "finetune_s": res2.seconds, "peak_mb": peak_mb()})
+    show = test[len(test) // 2]
+    out["figure"] = {"index": show, "labels_index": labeled[1], "pred": preds[show], "unc": unc[show]}
+    queue.put(out)
+
+
+def run_rf(folder: str, seed: int, queue) -> None:
+    import random_forest
+
+    stack, ref, classes = load_set(Path(folder))
+    k, names = len(classes), [c.name for c in classes]
+    labeled, test = split(len(stack))
+    labels = make_strokes(ref, k, labeled, seed)
+    start = time.perf_counter()
+    preds = random_forest.train_and_predict(stack.images[:, 0], labels, labeled + test, seed)
+    total = time.perf_counter() - start
+    queue.put({"method": "random forest", "train_predict_s": total, "T1": miou(preds, ref, labeled, names),
+               "T2": miou(preds, ref, test, names), "peak_mb": peak_mb()})
+
+
+def in_child(target, *args) -> dict:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=target, args=(*args, q))
+    p.start()
+    result = q.get()
+    p.join()
+    return result
+
+
+def figure(path: Path, rows: list[tuple[str, Path, dict]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(rows), 4, figsize=(16, 4 * len(rows)), squeeze=False)
+    for r, (name, folder, fig_data) in enumerate(rows):
+        stack, ref, classes = load_set(folder)
+        k = len(classes)
+        labeled, _ = split(len(stack))
+        strokes = make_strokes(ref, k, labeled, 0)[fig_data["labels_index"]]
+        img_l = stack.images[fig_data["labels_index"], 0]
+        img = stack.images[fig_data["index"], 0]
+        axes[r, 0].imshow(img_l, cmap="gray")
+        axes[r, 0].imshow(np.ma.masked_equal(strokes, 0), cmap="tab10", vmin=1, vmax=10, interpolation="nearest")
+        axes[r, 0].set_title(f"{name}: strokes on image {fig_data['labels_index'] + 1}")
+        axes[r, 1].imshow(img, cmap="gray")
+        axes[r, 1].set_title(f"image {fig_data['index'] + 1} (not painted)")
+        axes[r, 2].imshow(fig_data["pred"], cmap="tab10", vmin=1, vmax=10, interpolation="nearest")
+        axes[r, 2].set_title("SemSeg prediction")
+        im = axes[r, 3].imshow(fig_data["unc"], cmap="magma", vmin=0, vmax=1)
+        axes[r, 3].set_title("uncertainty (normalized entropy)")
+        fig.colorbar(im, ax=axes[r, 3], fraction=0.046)
+        for a in axes[r]:
+            a.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, value = item.split("=", 1)
+        out[key] = json.loads(value.lower()) if value.lower() in ("true", "false") else json.loads(value)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data"))
+    ap.add_argument("--sets", default="isbi2012-em,dsb2018-fluo")
+    ap.add_argument("--seconds", type=float, default=None, help="training budget (default: SemSeg's default)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-rf", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a TrainConfig field, e.g. --set input_filters=True (ablations)")
+    ap.add_argument("--out", default=str(HERE / "out"))
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, fig_rows = [], []
+    for name in args.sets.split(","):
+        folder = Path(args.data) / name
+        u = in_child(run_unet, str(folder), args.seconds, args.seed, parse_overrides(args.set))
+        fig_rows.append((name, folder, u.pop("figure")))
+        rf = None if args.no_rf else in_child(run_rf, str(folder), args.seed)
+        rows.append((name, u, rf))
+        print(json.dumps({"set": name, "semseg": u, "rf": rf}), flush=True)
+    lines = ["| set | method | T1 mIoU | T2 mIoU | T2 after 1 correction round | train s | predict s/img | peak MB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, u, rf in rows:
+        lines.append(f"| {name} | SemSeg U-Net | {u['T1']:.3f} | {u['T2']:.3f} | {u['T2_corrected']:.3f} | "
+                     f"{u['train_s']:.0f} (+{u['finetune_s']:.0f}) | {u['predict_s_per_image']:.2f} | "
+                     f"{u['peak_mb']:.0f} |")
+        if rf:
+            lines.append(f"| {name} | random forest (100 trees) | {rf['T1']:.3f} | {rf['T2']:.3f} | - | "
+                         f"{rf['train_predict_s']:.0f} (train+predict 13 img) | - | {rf['peak_mb']:.0f} |")
+            lines.append(f"| {name} | **T2 margin over RF** | | **{u['T2'] - rf['T2']:+.3f}** | | | | |")
+    table = "\n".join(lines)
+    print(table)
+    (out / "sparse.md").write_text(table + "\n")
+    figure(out / "sparse.png", fig_rows)
+    print(f"written {out / 'sparse.md'} and {out / 'sparse.png'}")
+
+
+if __name__ == "__main__":
+    main()
