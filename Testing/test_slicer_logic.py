@@ -12,14 +12,13 @@ import vtk
 
 slicer = pytest.importorskip("slicer", reason="slicer-core wheel not installed")
 
-from slicer_scene import make_scene  # noqa: E402
-
 import SemSeg  # noqa: E402
 from SemSegLib.classes import ClassInfo  # noqa: E402
 from SemSegLib.errors import InputError  # noqa: E402
 from SemSegLib.sample_data import SAMPLE_CLASSES, write_sample_stack  # noqa: E402
 from SemSegLib.simulate import simulate_strokes  # noqa: E402
 from SemSegLib.stack_io import read_stack  # noqa: E402
+from slicer_scene import make_scene  # noqa: E402
 
 FAST = dict(patch_size=64, batch_size=4, base_width=8, levels=3)
 

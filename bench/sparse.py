@@ -115,7 +115,13 @@ def in_child(target, *args) -> dict:
     q = ctx.Queue()
     p = ctx.Process(target=target, args=(*args, q))
     p.start()
-    result = q.get()
+    while True:  # a child that crashed never puts a result: do not wait for it forever
+        try:
+            result = q.get(timeout=5)
+            break
+        except Exception:  # noqa: BLE001 - queue.Empty
+            if not p.is_alive():
+                raise RuntimeError(f"{target.__name__} failed (exit code {p.exitcode}); see its traceback above")
     p.join()
     return result
 

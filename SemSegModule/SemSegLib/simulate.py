@@ -77,14 +77,20 @@ def simulate_corrections(reference: np.ndarray, prediction: np.ndarray, labels: 
                          region_order: str = "largest") -> np.ndarray:
     """New sparse labels: `labels` plus correction strokes on the largest wrong regions of each true class.
 
-    `region_order="random"` places them on randomly chosen wrong regions instead (a baseline).
+    "Largest" is measured on the region's interior (the error mask opened by the brush), the way a person
+    sees errors: a blob of wrong pixels, not a one-pixel sliver along a boundary that is a matter of where
+    exactly the border runs. Strokes go inside those interiors. `region_order="random"` picks wrong regions
+    at random instead (a baseline).
     """
     rng = rng or np.random.default_rng(0)
     out = labels.copy()
     wrong = (prediction != reference) & (reference > 0)
     for c in range(1, num_classes + 1):
         class_wrong = wrong & (reference == c)
-        components, n = ndi.label(class_wrong)
+        interior = ndi.binary_opening(class_wrong, structure=_disk(brush_radius + 1))
+        if not interior.any():
+            interior = class_wrong
+        components, n = ndi.label(interior)
         if n == 0:
             continue
         sizes = np.bincount(components.ravel())[1:]
@@ -100,4 +106,25 @@ def simulate_corrections(reference: np.ndarray, prediction: np.ndarray, labels: 
             painted = _paint_path(reference == c, allowed, start, stroke_length, brush_radius, rng)
             out[painted & (labels == 0)] = c  # a correction never repaints what was painted before
             placed += 1
+    return out
+
+
+def simulate_strokes_at(reference: np.ndarray, points: list[tuple[int, int]], labels: np.ndarray,
+                        brush_radius: int = 1, stroke_length: int = 25,
+                        rng: np.random.Generator | None = None) -> np.ndarray:
+    """`labels` plus one stroke per point, of the reference class found there (a person told where to look)."""
+    rng = rng or np.random.default_rng(0)
+    out = labels.copy()
+    for row, col in points:
+        c = int(reference[row, col])
+        if c == 0:
+            continue
+        class_mask = reference == c
+        allowed = _start_region(class_mask, brush_radius)
+        if not allowed[row, col]:
+            # Move the start to the nearest pixel where the brush fits inside the class.
+            candidates = np.argwhere(allowed)
+            row, col = candidates[np.argmin(np.abs(candidates - (row, col)).sum(1))]
+        painted = _paint_path(class_mask, allowed, (int(row), int(col)), stroke_length, brush_radius, rng)
+        out[painted & (labels == 0)] = c
     return out

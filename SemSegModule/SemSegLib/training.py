@@ -48,6 +48,7 @@ class TrainConfig:
     levels: int = 4
     input_filters: bool = False
     finetune_lr_factor: float = 0.3  # fine-tuning starts from good weights: smaller steps
+    ema_decay: float = 0.0  # > 0: return an exponential moving average of the weights (smoother with few labels)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -173,6 +174,12 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     batch_size, patch_size = config.batch_size, config.patch_size
 
+    ema = None
+    if config.ema_decay > 0:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+
     start = time.perf_counter()
     losses: list[float] = []
     smoothed = best_loss = math.inf
@@ -216,6 +223,8 @@ def train(
             if progress:
                 progress(TrainProgress(it, None, float("nan"), elapsed, float("nan"), msg))
             continue
+        if ema is not None:
+            ema.update_parameters(net)
         value = float(loss.detach())
         losses.append(value)
         smoothed = value if math.isinf(smoothed) else 0.95 * smoothed + 0.05 * value
@@ -235,7 +244,9 @@ def train(
             progress(TrainProgress(it, total, smoothed, elapsed, remaining))
 
     seconds = time.perf_counter() - start
-    if cancelled and best_state is not None:
+    if ema is not None and it > 0:
+        net.load_state_dict(ema.module.state_dict())
+    elif cancelled and best_state is not None:
         net.load_state_dict(best_state)
     net.eval().cpu()
     model.network = net
