@@ -16,7 +16,8 @@ def run(*args):
 def test_full_loop_through_the_cli(disk_stack, capsys, monkeypatch):
     d = disk_stack
     write_classes_csv(d / "classes.csv", [ClassInfo(1, "background", (0, 0, 0)), ClassInfo(2, "disk", (255, 0, 0))])
-    assert run("simulate", "--reference", d / "reference", "--out", d / "strokes", "--images", "1,2", "--strokes", 4) == 0
+    assert run("simulate", "--reference", d / "reference", "--out", d / "strokes", "--images", "1,2",
+               "--strokes", 4) == 0
     assert sorted(p.name for p in (d / "strokes").iterdir()) == ["classes.csv", "img_1.tif", "img_2.tif"]
     # Small, fast network for the test; the CLI itself uses the defaults.
     from SemSegLib import training

@@ -119,9 +119,9 @@ def in_child(target, *args) -> dict:
         try:
             result = q.get(timeout=5)
             break
-        except Exception:  # noqa: BLE001 - queue.Empty
+        except Exception as e:  # noqa: BLE001 - queue.Empty
             if not p.is_alive():
-                raise RuntimeError(f"{target.__name__} failed (exit code {p.exitcode}); see its traceback above")
+                raise RuntimeError(f"{target.__name__} failed (exit code {p.exitcode}); see its traceback") from e
     p.join()
     return result
 
