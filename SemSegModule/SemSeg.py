@@ -80,7 +80,7 @@ DEFAULT_PARAMETERS = {
     "BudgetValue": "60",
     "BudgetUnit": "seconds",
     "ContinueTraining": "true",
-    "CorrectionWeight": "3.0",
+    "CorrectionWeight": "1.0",
     "Device": "auto",
     "PredictScope": "all",
     "TTA": "false",
@@ -402,7 +402,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             display.SetAutoWindowLevel(False)
             display.SetWindowLevelMinMax(0.0, 1.0)
             display.SetInterpolate(False)
-            colorId = "vtkMRMLColorTableNodeInferno"
+            colorId = "vtkMRMLColorTableNodeFileInferno.txt"  # Slicer default color table (from file)
             if self.scene.GetNodeByID(colorId) is None:
                 colorId = "vtkMRMLColorTableNodeRainbow"
             display.SetAndObserveColorNodeID(colorId)
@@ -445,7 +445,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
     # ---------------------------------------------------------------- train
     def train(self, volume, labelSegmentation, seconds: float | None = None, iterations: int | None = None,
-              continueTraining: bool = True, correctionWeight: float = 3.0, device: str = "auto",
+              continueTraining: bool = True, correctionWeight: float = 1.0, device: str = "auto",
               seed: int = 0, waitForCompletion: bool = True,
               eventCallback: Callable[[SemSegEvent], None] | None = None, **trainOptions) -> SemSegTask:
         """Train on the painted strokes of all slices that have any. Returns the task (finished if waiting)."""
@@ -1278,25 +1278,29 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 def installPackages(requirements: list) -> None:
-    """pip_ensure (Slicer >= 5.12 `slicer.packaging`, earlier `slicer.pydeps`) or pip_install; never torch."""
+    """pip_ensure (`slicer.packaging` in Slicer >= 5.12, `slicer.pydeps` before) or pip_install.
+
+    MONAI is installed without its dependencies: they are torch (which must stay the build PyTorchUtils
+    chose for this GPU) and numpy (bundled with Slicer).
+    """
     import importlib
 
-    for moduleName in ("slicer.packaging", "slicer.pydeps"):
-        try:
-            packaging = importlib.import_module(moduleName)
-        except ImportError:
-            continue
-        if hasattr(packaging, "pip_ensure"):
-            from packaging.requirements import Requirement
-
-            # torch must stay the one PyTorchUtils installed (CUDA-matched), never a pip dependency pull.
-            packaging.pip_ensure([Requirement(r) for r in requirements], skip_packages=["torch"], requester="SemSeg")
-            return
     plain = [r for r in requirements if not r.startswith("monai")]
     if plain:
-        slicer.util.pip_install(plain)
+        for moduleName in ("slicer.packaging", "slicer.pydeps"):
+            try:
+                packaging = importlib.import_module(moduleName)
+            except ImportError:
+                continue
+            if hasattr(packaging, "pip_ensure"):
+                from packaging.requirements import Requirement
+
+                packaging.pip_ensure([Requirement(r) for r in plain], requester="SemSeg")
+                break
+        else:
+            slicer.util.pip_install(plain)
     if len(plain) != len(requirements):
-        slicer.util.pip_install("--no-deps monai>=1.3")  # MONAI's only other dependencies are torch and numpy
+        slicer.util.pip_install("--no-deps monai>=1.3")
 
 
 #

@@ -70,6 +70,10 @@ def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, que
     k, names = len(classes), [c.name for c in classes]
     labeled, test = split(len(stack))
     labels = make_strokes(ref, k, labeled, seed)
+    overrides = dict(overrides)
+    if overrides.pop("full_labels", False):  # the upper bound: the same 3 images, every pixel labeled
+        labels = np.zeros_like(labels)
+        labels[labeled] = ref[labeled]
     config = TrainConfig(seed=seed, **overrides)
     if seconds is not None:
         config.seconds = seconds
@@ -87,7 +91,8 @@ def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, que
     corrected = labels.copy()
     for i in labeled:
         corrected[i] = simulate_corrections(ref[i], preds[i], labels[i], k, 5, rng=rng)
-    res2 = train(stack.images, corrected, classes, config, init_model=res.model, names=stack.names)
+    finetune = TrainConfig(**{**config.to_dict(), "seconds": config.seconds / 2})  # a correction round is shorter
+    res2 = train(stack.images, corrected, classes, finetune, init_model=res.model, names=stack.names)
     preds2 = {i: p.labels for i, p in predict_stack(res2.model, stack.images, PredictConfig(), indices=labeled + test)}
     out.update({"T1_corrected": miou(preds2, ref, labeled, names), "T2_corrected": miou(preds2, ref, test, names),
                 "finetune_s": res2.seconds, "peak_mb": peak_mb()})
@@ -171,6 +176,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=None, help="training budget (default: SemSeg's default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-rf", action="store_true")
+    ap.add_argument("--full-labels", action="store_true", help="upper bound: train on the full reference of the 3")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a TrainConfig field, e.g. --set input_filters=True (ablations)")
     ap.add_argument("--out", default=str(HERE / "out"))
@@ -180,7 +186,8 @@ def main() -> None:
     rows, fig_rows = [], []
     for name in args.sets.split(","):
         folder = Path(args.data) / name
-        u = in_child(run_unet, str(folder), args.seconds, args.seed, parse_overrides(args.set))
+        u = in_child(run_unet, str(folder), args.seconds, args.seed,
+                     {**parse_overrides(args.set), "full_labels": args.full_labels})
         fig_rows.append((name, folder, u.pop("figure")))
         rf = None if args.no_rf else in_child(run_rf, str(folder), args.seed)
         rows.append((name, u, rf))

@@ -193,15 +193,23 @@ def cmd_demo(args: argparse.Namespace) -> None:
     result.model.save(out / "model.pt")
     print(f"trained {result.iterations} iterations in {result.seconds:.1f} s -> {out / 'model.pt'}")
     pred = np.zeros_like(ref)
+    uncertainty = {}
     start = time.perf_counter()
     for i, p in predict_stack(result.model, stack.images, PredictConfig()):
-        pred[i] = p.labels
+        pred[i], uncertainty[i] = p.labels, p.uncertainty
         write_tiff(out / "predictions" / f"{stack.names[i]}.tif", p.labels)
     print(f"predicted {len(stack)} images in {time.perf_counter() - start:.1f} s -> {out / 'predictions'}")
     unpainted = [i for i in range(len(stack)) if i not in painted]
     m = evaluate(pred[unpainted], ref[unpainted], [c.name for c in SAMPLE_CLASSES])
     print("metrics on the images without strokes:")
     print(m.format_table())
+    from .figures import overview_figure
+
+    shown = [painted[0], unpainted[0]]
+    overview_figure(out / "overview.png", [
+        {"title": f"{stack.names[i]}", "image": stack.images[i, 0], "strokes": labels[i] if i in painted else None,
+         "prediction": pred[i], "uncertainty": uncertainty[i]} for i in shown], SAMPLE_CLASSES)
+    print(f"overview figure: {out / 'overview.png'}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,13 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", required=True, help="output model file (.pt)")
     t.add_argument("--init", help="start from this model (fine-tuning / correction round)")
     budget = t.add_mutually_exclusive_group()
-    budget.add_argument("--seconds", type=float, help="training budget in seconds (default 120)")
+    budget.add_argument("--seconds", type=float, help="training budget in seconds (default 180)")
     budget.add_argument("--iterations", type=int, help="training budget in iterations (deterministic)")
     t.add_argument("--classes", help="classes.csv (value,name,r,g,b); default: LABELS/classes.csv or values present")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--correction-weight", type=float, default=3.0,
-                   help="weight of pixels labeled since the --init model was trained (default 3)")
+    t.add_argument("--correction-weight", type=float, default=1.0,
+                   help="weight of pixels labeled since the --init model was trained (default 1: see bench/RESULTS.md)")
     t.set_defaults(func=cmd_train)
 
     pr = sub.add_parser("predict", help="label every pixel of a stack")

@@ -66,7 +66,9 @@ class PatchSampler:
     def _randint(self, high: int) -> int:
         return int(torch.randint(high, (1,), generator=self.g))
 
-    def sample(self, batch_size: int, patch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def sample(self, batch_size: int, patch_size: int, anywhere: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A batch of (images, targets, weights); `anywhere` picks random patches of any image, labeled or not."""
         src = self.source
         _, _, h, w = src.images.shape
         scale = 1.0
@@ -77,7 +79,7 @@ class PatchSampler:
         crop = min(crop, h, w)
         xs, ys, ws = [], [], []
         for _ in range(batch_size):
-            if self._rand(1).item() < self.labeled_fraction:
+            if not anywhere and self._rand(1).item() < self.labeled_fraction:
                 c = src.present_classes[self._randint(len(src.present_classes))]
                 pos = src.class_positions[c]
                 flat = int(pos[self._randint(len(pos))])
@@ -87,7 +89,8 @@ class PatchSampler:
                 cy += int((self._rand(1).item() - 0.5) * crop / 2)
                 cx += int((self._rand(1).item() - 0.5) * crop / 2)
             else:
-                n = int(src.labeled_images[self._randint(len(src.labeled_images))])
+                n = self._randint(len(src.images)) if anywhere else \
+                    int(src.labeled_images[self._randint(len(src.labeled_images))])
                 cy, cx = self._randint(h), self._randint(w)
             y0 = min(max(cy - crop // 2, 0), h - crop)
             x0 = min(max(cx - crop // 2, 0), w - crop)

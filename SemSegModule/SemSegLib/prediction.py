@@ -22,7 +22,7 @@ from .stack_io import label_dtype
 
 @dataclass
 class PredictConfig:
-    tile_size: int = 512
+    tile_size: int = 1024  # whole microscopy fields in one pass on CPU; large images in 1024 tiles
     overlap: float = 0.125
     tile_batch: int = 2
     tta: bool = False

@@ -27,7 +27,7 @@ from .patches import IGNORE, PatchSampler, PatchSource
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SECONDS = 120.0
+DEFAULT_SECONDS = 180.0
 
 
 @dataclass
@@ -40,15 +40,21 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_fraction: float = 0.05
     labeled_fraction: float = 0.75
-    correction_weight: float = 3.0  # extra weight of pixels labeled since the init model was trained
+    class_balance: bool = True  # median-frequency class weights in the loss
+    correction_weight: float = 1.0  # weight of pixels labeled since the init model was trained (corrections)
     augment: bool = True
     seed: int = 0
     device: str = "auto"
     base_width: int = 16
     levels: int = 4
-    input_filters: bool = False
+    input_filters: bool = True
     finetune_lr_factor: float = 0.3  # fine-tuning starts from good weights: smaller steps
-    ema_decay: float = 0.0  # > 0: return an exponential moving average of the weights (smoother with few labels)
+    ema_decay: float = 0.99  # > 0: return an exponential moving average of the weights (smoother with few labels)
+    # Pseudo-labels on the whole stack: confident predictions of a teacher (the EMA model, or the model being
+    # fine-tuned) on random patches of every image, labeled or not, become extra targets.
+    pseudo_label_weight: float = 1.0
+    pseudo_label_threshold: float = 0.9
+    pseudo_label_start: float = 0.3  # fraction of the budget before the EMA teacher is trusted
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,15 +92,17 @@ def _class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
 
 
 def prepare_training_arrays(images: np.ndarray, labels: np.ndarray, model: SemSegModel, names: list[str] | None,
-                            correction_weight: float, correction_mask: np.ndarray | None = None
-                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-    """Keep labeled images; normalize; targets 0..K-1 with IGNORE; weights > 1 on corrections.
+                            correction_weight: float, correction_mask: np.ndarray | None = None,
+                            all_images: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """Normalize; targets 0..K-1 with IGNORE; weights > 1 on corrections; `keep` = the labeled images.
 
+    Only labeled images are returned unless `all_images` (pseudo-labels need the whole stack).
     Corrections are `correction_mask` if given, else pixels labeled since `model` was trained.
     """
-    keep = [i for i in range(len(labels)) if labels[i].any()]
-    if not keep:
+    labeled = [i for i in range(len(labels)) if labels[i].any()]
+    if not labeled:
         raise InputError("no labeled pixels: paint at least one stroke per class before training.")
+    keep = list(range(len(labels))) if all_images else labeled
     norm = np.stack([normalize_image(images[i], model.normalization) for i in keep])
     lab = labels[keep].astype(np.int64)
     if lab.max() > model.num_classes:
@@ -108,7 +116,7 @@ def prepare_training_arrays(images: np.ndarray, labels: np.ndarray, model: SemSe
             previous = model.previous_labeled_mask(names[i], lab.shape[1:])
             if previous is not None:
                 weights[j][(lab[j] > 0) & ~previous] = correction_weight
-    return norm, targets, weights, keep
+    return norm, targets, weights, labeled
 
 
 def _lr_factor(progress: float, warmup: float) -> float:
@@ -158,13 +166,15 @@ def train(
         model = SemSegModel.create(images.shape[1], classes, base_width=config.base_width, levels=config.levels,
                                     input_filters=config.input_filters)
 
+    use_pseudo = config.pseudo_label_weight > 0 and (init_model is not None or config.ema_decay > 0)
     norm, targets, weights, keep = prepare_training_arrays(images, labels, model, names, config.correction_weight,
-                                                          correction_mask)
+                                                          correction_mask, all_images=use_pseudo)
     norm, targets, weights = PatchSource.pad_to(norm, targets, weights, int(config.patch_size * 1.25) + 1)
     source = PatchSource(torch.from_numpy(norm), torch.from_numpy(targets), torch.from_numpy(weights),
                          model.num_classes)
     sampler = PatchSampler(source, generator, config.labeled_fraction, augment=config.augment)
-    class_weights = _class_weights(targets, model.num_classes).to(device)
+    class_weights = (_class_weights(targets, model.num_classes) if config.class_balance
+                     else torch.ones(model.num_classes)).to(device)
 
     net = model.network.to(device)
     net.train()
@@ -179,6 +189,9 @@ def train(
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
         ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+    # Fine-tuning: the previous round's model is the teacher, so corrections change what they correct and
+    # the rest of the stack keeps what the person already accepted. First round: the EMA of the student.
+    teacher = copy.deepcopy(init_model.network).to(device).eval() if use_pseudo and init_model else None
 
     start = time.perf_counter()
     losses: list[float] = []
@@ -201,10 +214,22 @@ def train(
             group["lr"] = peak_lr * _lr_factor(frac, config.warmup_fraction)
         x, y, w = sampler.sample(batch_size, patch_size)
         x, y, w = x.to(device), y.to(device), w.to(device)
+        current_teacher = teacher if teacher is not None else (
+            ema.module if use_pseudo and frac >= config.pseudo_label_start else None)
         try:
+            if current_teacher is not None:
+                xu, yu, _ = sampler.sample(max(1, batch_size // 2), patch_size, anywhere=True)
+                xu, yu = xu.to(device), yu.to(device)
+                pseudo = pseudo_targets(current_teacher, xu, yu, config.pseudo_label_threshold)
+                # The student sees a noisier view than the teacher: consistency, not copying.
+                xu = xu + 0.1 * torch.randn(xu.shape, generator=generator).to(device)
+                x = torch.cat([x, xu])
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                logits = net(x)
-            loss = masked_cross_entropy(logits.float(), y, w, class_weights)
+                logits = net(x).float()
+            loss = masked_cross_entropy(logits[:batch_size], y, w, class_weights)
+            if current_teacher is not None:
+                loss = loss + config.pseudo_label_weight * masked_cross_entropy(
+                    logits[batch_size:], pseudo, (pseudo != IGNORE).float(), torch.ones_like(class_weights))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -265,6 +290,19 @@ def train(
     })
     model.set_labeled_masks(names, labels)
     return TrainResult(model, it, seconds, smoothed, cancelled, device.type, losses)
+
+
+@torch.no_grad()
+def pseudo_targets(teacher: torch.nn.Module, x: torch.Tensor, labeled: torch.Tensor, threshold: float
+                   ) -> torch.Tensor:
+    """Teacher's class where it is at least `threshold` sure and the person has not labeled; else IGNORE."""
+    was_training = teacher.training
+    teacher.eval()
+    prob = torch.softmax(teacher(x).float(), dim=1)
+    teacher.train(was_training)
+    confidence, target = prob.max(1)
+    target[(confidence < threshold) | (labeled != IGNORE)] = IGNORE
+    return target
 
 
 def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, pixel_weights: torch.Tensor,

@@ -1,0 +1,60 @@
+import threading
+
+from SemSegLib.worker import JobState, Worker
+
+
+def test_jobs_run_in_order_on_one_thread_and_report_progress():
+    worker = Worker()
+    threads = []
+
+    def job_fn(job):
+        threads.append(threading.current_thread().name)
+        for i in range(3):
+            job.report(i)
+        return "result"
+
+    a, b = worker.submit("a", job_fn), worker.submit("b", job_fn)
+    b.finished.wait(5)
+    assert a.state == JobState.DONE and b.result == "result"
+    assert len(set(threads)) == 1 and threads[0] != threading.current_thread().name
+    events = a.poll()
+    assert [e.payload for e in events if e.kind == "progress"] == [0, 1, 2] and events[-1].kind == "done"
+    worker.shutdown()
+    assert not worker.alive
+
+
+def test_cancellation_and_failure_reach_the_main_thread():
+    worker = Worker()
+    started = threading.Event()
+
+    def long_job(job):
+        started.set()
+        while not job.should_stop():
+            job.cancel_event.wait(0.01)
+        return "stopped cleanly"
+
+    job = worker.submit("long", long_job)
+    started.wait(5)
+    job.cancel()
+    job.finished.wait(5)
+    assert job.state == JobState.CANCELLED and job.result == "stopped cleanly"
+
+    failing = worker.submit("fail", lambda job: 1 / 0)
+    failing.finished.wait(5)
+    assert failing.state == JobState.FAILED and isinstance(failing.error, ZeroDivisionError)
+    assert [e.kind for e in failing.poll()] == ["failed"]
+    assert worker.submit("after", lambda job: 42).finished.wait(5)  # the worker survives a failed job
+    worker.shutdown()
+
+
+def test_a_job_cancelled_before_it_starts_never_runs():
+    worker = Worker()
+    gate = threading.Event()
+    first = worker.submit("block", lambda job: gate.wait(5))
+    ran = []
+    second = worker.submit("skip", lambda job: ran.append(1))
+    second.cancel()
+    gate.set()
+    second.finished.wait(5)
+    assert first.state == JobState.DONE and second.state == JobState.CANCELLED and not ran
+    worker.shutdown()

@@ -1,0 +1,126 @@
+"""Does painting where SemSeg suggests help more than painting at random? (benchmark, not a test)
+
+Start: 3 images with 10 strokes per class, trained with the default budget. Then 3 rounds; each round a
+simulated person adds strokes on 3 images and the model is fine-tuned from the previous round:
+- "suggested": the 3 most uncertain images (of those not used for testing), one stroke at each of the most
+  uncertain regions there (class taken from the reference at that spot);
+- "random": 3 random images, strokes at random spots.
+Same number of strokes per round for both. T2 = mean IoU on the 10 test images after each round.
+
+    python bench/suggest_curves.py [--data ../shared/data] [--sets ...] [--rounds 3] [--strokes 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "SemSegModule"))
+sys.path.insert(0, str(HERE))
+
+from sparse import in_child, load_set, make_strokes, miou, split  # noqa: E402
+
+
+def run_curves(folder: str, rounds: int, strokes: int, seconds: float | None, finetune: float | None,
+               seed: int, queue) -> None:
+    from SemSegLib.prediction import PredictConfig, predict_stack
+    from SemSegLib.simulate import simulate_strokes_at
+    from SemSegLib.suggest import rank_by_uncertainty, uncertain_regions
+    from SemSegLib.training import TrainConfig, train
+
+    stack, ref, classes = load_set(Path(folder))
+    k, names = len(classes), [c.name for c in classes]
+    labeled, test = split(len(stack))
+    candidates = [i for i in range(len(stack)) if i not in test]
+    labels0 = make_strokes(ref, k, labeled, seed)
+    base = TrainConfig(seed=seed)
+    if seconds:
+        base.seconds = seconds
+    first = train(stack.images, labels0, classes, base, names=stack.names)
+
+    def t2(model) -> float:
+        preds = {i: p.labels for i, p in predict_stack(model, stack.images, PredictConfig(), indices=test)}
+        return miou(preds, ref, test, names)
+
+    start = t2(first.model)
+    out = {}
+    for strategy in ("suggested", "random"):
+        rng = np.random.default_rng(seed + 7)
+        model, labels = first.model, labels0.copy()
+        curve = [(int((labels > 0).sum()), 0, start)]
+        total_strokes = 0
+        for _ in range(rounds):
+            if strategy == "suggested":
+                maps = {i: p.uncertainty for i, p in predict_stack(model, stack.images, PredictConfig(),
+                                                                    indices=candidates)}
+                chosen = rank_by_uncertainty({i: float(m.mean()) for i, m in maps.items()}, 3)
+                points = {i: [(r.row, r.column) for r in uncertain_regions(maps[i], top=strokes)] for i in chosen}
+            else:
+                chosen = list(rng.choice(candidates, 3, replace=False))
+                h, w = ref.shape[1:]
+                points = {i: [(int(rng.integers(h)), int(rng.integers(w))) for _ in range(strokes)] for i in chosen}
+            for i, pts in points.items():
+                labels[i] = simulate_strokes_at(ref[i], pts, labels[i], rng=rng)
+                total_strokes += len(pts)
+            cfg = TrainConfig(seed=seed)
+            cfg.seconds = finetune or base.seconds / 2
+            model = train(stack.images, labels, classes, cfg, init_model=model, names=stack.names).model
+            curve.append((int((labels > 0).sum()), total_strokes, t2(model)))
+        out[strategy] = curve
+    queue.put(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data"))
+    ap.add_argument("--sets", default="isbi2012-em,dsb2018-fluo")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--strokes", type=int, default=10, help="strokes per image per round (3 images a round)")
+    ap.add_argument("--seconds", type=float, default=None, help="first training budget (default: SemSeg's)")
+    ap.add_argument("--finetune-seconds", type=float, default=None, help="per round (default: half)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(HERE / "out"))
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for name in args.sets.split(","):
+        results[name] = in_child(run_curves, str(Path(args.data) / name), args.rounds, args.strokes, args.seconds,
+                                 args.finetune_seconds, args.seed)
+        print(json.dumps({name: results[name]}), flush=True)
+    (out / "suggest.json").write_text(json.dumps(results, indent=1))
+    head = " | ".join(f"round {r}" for r in range(args.rounds + 1))
+    lines = [f"| set | strategy | {head} | T2 gain per 10 strokes |",
+             "|---|---|" + "---|" * (args.rounds + 1) + "---|"]
+    for name, curves in results.items():
+        for strategy, curve in curves.items():
+            gain = (curve[-1][2] - curve[0][2]) / max(curve[-1][1], 1) * 10
+            lines.append(f"| {name} | {strategy} | " + " | ".join(f"{c[2]:.3f}" for c in curve) + f" | {gain:+.4f} |")
+    (out / "suggest.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)
+    for ax, (name, curves) in zip(axes[0], results.items()):
+        for strategy, curve in curves.items():
+            ax.plot([c[1] for c in curve], [c[2] for c in curve], "o-", label=strategy)
+        ax.set_title(name)
+        ax.set_xlabel("correction strokes added")
+        ax.set_ylabel("T2 mean IoU")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "suggest.png", dpi=80)
+
+
+if __name__ == "__main__":
+    mp.freeze_support()
+    main()
