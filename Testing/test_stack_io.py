@@ -33,7 +33,7 @@ def test_png_and_16bit_and_float(tmp_path):
 
 def test_multipage_gray_and_rgb(tmp_path):
     pages = np.arange(4 * 6 * 7, dtype=np.uint16).reshape(4, 6, 7)
-    tifffile.imwrite(tmp_path / "stack.tif", pages)
+    tifffile.imwrite(tmp_path / "stack.tif", pages, photometric="minisblack")
     stack = read_stack(tmp_path / "stack.tif")
     assert stack.shape == (4, 1, 6, 7) and np.array_equal(stack.images[2, 0], pages[2])
     rgb = np.random.default_rng(0).integers(0, 255, (3, 6, 7, 3), dtype=np.uint8)

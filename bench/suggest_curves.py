@@ -3,7 +3,7 @@
 Start: 3 images with 10 strokes per class, trained with the default budget. Then 3 rounds; each round a
 simulated person adds strokes on 3 images and the model is fine-tuned from the previous round:
 - "suggested": the 3 most uncertain images (of those not used for testing), one stroke at each of the most
-  uncertain regions there (class taken from the reference at that spot);
+  uncertain spots there (peaks of the smoothed uncertainty map, 16 px apart; class from the reference);
 - "random": 3 random images, strokes at random spots.
 Same number of strokes per round for both. T2 = mean IoU on the 10 test images after each round.
 
@@ -31,7 +31,7 @@ def run_curves(folder: str, rounds: int, strokes: int, seconds: float | None, fi
                seed: int, queue) -> None:
     from SemSegLib.prediction import PredictConfig, predict_stack
     from SemSegLib.simulate import simulate_strokes_at
-    from SemSegLib.suggest import rank_by_uncertainty, uncertain_regions
+    from SemSegLib.suggest import most_uncertain_points, rank_by_uncertainty
     from SemSegLib.training import TrainConfig, train
 
     stack, ref, classes = load_set(Path(folder))
@@ -60,7 +60,7 @@ def run_curves(folder: str, rounds: int, strokes: int, seconds: float | None, fi
                 maps = {i: p.uncertainty for i, p in predict_stack(model, stack.images, PredictConfig(),
                                                                     indices=candidates)}
                 chosen = rank_by_uncertainty({i: float(m.mean()) for i, m in maps.items()}, 3)
-                points = {i: [(r.row, r.column) for r in uncertain_regions(maps[i], top=strokes)] for i in chosen}
+                points = {i: most_uncertain_points(maps[i], strokes) for i in chosen}
             else:
                 chosen = list(rng.choice(candidates, 3, replace=False))
                 h, w = ref.shape[1:]
