@@ -19,6 +19,7 @@ results are written back on the main thread when the job is polled, because MRML
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -300,23 +301,18 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             ids.append(segmentId)
         return ids
 
+    @contextlib.contextmanager
     def _newNodesRemoved(self):
-        """Context: remove every node added to the scene inside the block (temporary export nodes)."""
+        """Remove every node added to the scene inside the block (temporary export nodes and their colors)."""
         scene = self.scene
-
-        class _Cleanup:
-            def __enter__(self_inner):
-                self_inner.before = {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
-                return self_inner
-
-            def __exit__(self_inner, *exc):
-                added = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
-                for node in added:
-                    if node is not None and node.GetID() not in self_inner.before:
-                        scene.RemoveNode(node)
-                return False
-
-        return _Cleanup()
+        before = {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+        try:
+            yield
+        finally:
+            added = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
+            for node in added:
+                if node is not None and node.GetID() not in before:
+                    scene.RemoveNode(node)
 
     def labelsFromSegmentation(self, segmentation, volume, classes: list[ClassInfo] | None = None) -> np.ndarray:
         """Painted segments -> (N, H, W) uint16, 0 = unlabeled, k = class k (later classes win on overlap)."""
@@ -616,7 +612,6 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
     def evaluate(self, volume, referencePath: str, tableNode=None):
         """Prediction vs a folder of reference label maps (same names) on the predicted slices."""
         from SemSegLib.metrics import evaluate
-        from SemSegLib.stack_io import read_labels, read_stack
 
         names = self.imageNames(volume)
         predictionNode = self.predictionSegmentation(volume, create=False)
@@ -625,7 +620,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             raise InputError("no prediction yet: predict, then evaluate.")
         classes = self.classes()
         shape = slicer.util.arrayFromVolume(volume).shape
-        reference = read_stack_like(referencePath, names, shape[1:3], read_stack, read_labels)
+        reference = referenceLabels(referencePath, names, shape[1:3])
         have = [k for k in predicted if reference[k].any()]
         if not have:
             raise InputError(f"{referencePath}: no reference label file matches a predicted slice "
@@ -750,12 +745,12 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         return False
 
 
-def read_stack_like(path: str, names: list[str], shape: tuple[int, int], read_stack, read_labels) -> np.ndarray:
-    """Reference label maps for the volume's images (by name); missing files are all-zero."""
-    from SemSegLib.stack_io import ImageStack
+def referenceLabels(path: str, names: list[str], shape: tuple[int, int]) -> np.ndarray:
+    """Reference label maps for the volume's images, matched by file name; missing files are all-zero."""
+    from SemSegLib.stack_io import ImageStack, read_labels
 
-    dummy = ImageStack(np.zeros((len(names), 1, *shape), np.uint8), names, "the loaded images")
-    return read_labels(path, dummy).labels
+    images = ImageStack(np.zeros((len(names), 1, *shape), np.uint8), names, "the loaded images")
+    return read_labels(path, images).labels
 
 
 #
