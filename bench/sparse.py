@@ -97,7 +97,8 @@ def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, que
     out.update({"T1_corrected": miou(preds2, ref, labeled, names), "T2_corrected": miou(preds2, ref, test, names),
                 "finetune_s": res2.seconds, "peak_mb": peak_mb()})
     show = test[len(test) // 2]
-    out["figure"] = {"index": show, "labels_index": labeled[1], "pred": preds[show], "unc": unc[show]}
+    out["figure"] = {"index": show, "labels_index": labeled[1], "pred": preds[show], "unc": unc[show],
+                     "labels_pred": preds[labeled[1]], "labels_unc": unc[labeled[1]]}
     queue.put(out)
 
 
@@ -131,34 +132,21 @@ def in_child(target, *args) -> dict:
     return result
 
 
-def figure(path: Path, rows: list[tuple[str, Path, dict]]) -> None:
-    import matplotlib
+def figure(out: Path, rows: list[tuple[str, Path, dict]]) -> None:
+    """Per set: a painted image with its strokes, and an unpainted one with prediction and uncertainty."""
+    from SemSegLib.figures import overview_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(rows), 4, figsize=(16, 4 * len(rows)), squeeze=False)
-    for r, (name, folder, fig_data) in enumerate(rows):
+    for name, folder, fig_data in rows:
         stack, ref, classes = load_set(folder)
-        k = len(classes)
         labeled, _ = split(len(stack))
-        strokes = make_strokes(ref, k, labeled, 0)[fig_data["labels_index"]]
-        img_l = stack.images[fig_data["labels_index"], 0]
-        img = stack.images[fig_data["index"], 0]
-        axes[r, 0].imshow(img_l, cmap="gray")
-        axes[r, 0].imshow(np.ma.masked_equal(strokes, 0), cmap="tab10", vmin=1, vmax=10, interpolation="nearest")
-        axes[r, 0].set_title(f"{name}: strokes on image {fig_data['labels_index'] + 1}")
-        axes[r, 1].imshow(img, cmap="gray")
-        axes[r, 1].set_title(f"image {fig_data['index'] + 1} (not painted)")
-        axes[r, 2].imshow(fig_data["pred"], cmap="tab10", vmin=1, vmax=10, interpolation="nearest")
-        axes[r, 2].set_title("SemSeg prediction")
-        im = axes[r, 3].imshow(fig_data["unc"], cmap="magma", vmin=0, vmax=1)
-        axes[r, 3].set_title("uncertainty (normalized entropy)")
-        fig.colorbar(im, ax=axes[r, 3], fraction=0.046)
-        for a in axes[r]:
-            a.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=70)
+        i, j = fig_data["labels_index"], fig_data["index"]
+        strokes = make_strokes(ref, len(classes), labeled, 0)[i]
+        overview_figure(out / f"sparse_{name}.png", [
+            {"title": f"image {j + 1} (not painted)", "image": stack.images[j, 0], "strokes": None,
+             "prediction": fig_data["pred"], "uncertainty": fig_data["unc"]},
+            {"title": f"image {i + 1} (painted)", "image": stack.images[i, 0], "strokes": strokes,
+             "prediction": fig_data["labels_pred"], "uncertainty": fig_data["labels_unc"]},
+        ], classes)
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -205,8 +193,8 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     (out / "sparse.md").write_text(table + "\n")
-    figure(out / "sparse.png", fig_rows)
-    print(f"written {out / 'sparse.md'} and {out / 'sparse.png'}")
+    figure(out, fig_rows)
+    print(f"written {out / 'sparse.md'} and {out}/sparse_<set>.png")
 
 
 if __name__ == "__main__":
