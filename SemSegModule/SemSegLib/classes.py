@@ -54,7 +54,8 @@ def read_classes_csv(path: str | Path) -> list[ClassInfo]:
         try:
             value = int(row[0])
             name = row[1].strip()
-            color = tuple(int(c) for c in row[2:5]) if len(row) >= 5 else DEFAULT_COLORS[(value - 1) % len(DEFAULT_COLORS)]
+            default = DEFAULT_COLORS[(value - 1) % len(DEFAULT_COLORS)]
+            color = tuple(int(c) for c in row[2:5]) if len(row) >= 5 else default
         except (ValueError, IndexError) as e:
             raise InputError(
                 f"{path}: row {lineno} {row!r} is not 'value,name,r,g,b' "

@@ -173,7 +173,8 @@ def train(
     use_pseudo = config.pseudo_label_weight > 0 and (init_model is not None or config.ema_decay > 0)
     norm, targets, weights, keep = prepare_training_arrays(images, labels, model, names, config.correction_weight,
                                                           correction_mask, all_images=use_pseudo)
-    norm, targets, weights = PatchSource.pad_to(norm, targets, weights, int(config.patch_size * max(config.max_scale, 1.0)) + 1)
+    largest_crop = int(config.patch_size * max(config.max_scale, 1.0)) + 1
+    norm, targets, weights = PatchSource.pad_to(norm, targets, weights, largest_crop)
     source = PatchSource(torch.from_numpy(norm), torch.from_numpy(targets), torch.from_numpy(weights),
                          model.num_classes)
     sampler = PatchSampler(source, generator, config.labeled_fraction, max_scale=config.max_scale,
