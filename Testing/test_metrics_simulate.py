@@ -1,4 +1,5 @@
 import numpy as np
+from scipy import ndimage as ndi
 from SemSegLib.metrics import evaluate
 from SemSegLib.simulate import simulate_corrections, simulate_strokes
 
@@ -46,3 +47,25 @@ def test_corrections_go_to_the_largest_error_and_keep_old_strokes():
     assert added.any() and np.all(new[added] == ref[added])
     assert np.all(new[added & (ref == 2)] == 2) and (added & (ref == 2)).sum() > 10
     assert new[5, 5] == 1
+
+
+def test_corrections_stay_off_the_rim_next_to_a_thin_class():
+    # A nucleus (2) with a 1-pixel border (3); the model draws the border 3 pixels thick.
+    ref = np.ones((100, 100), np.uint8)
+    ref[10:60, 10:60] = 3
+    ref[11:59, 11:59] = 2
+    pred = ref.copy()
+    pred[10:60, 10:60] = 3
+    pred[13:57, 13:57] = 2
+    old = np.zeros_like(ref)
+    rim_distance = ndi.distance_transform_edt(ref == 2)
+    for missed_blob in (False, True):
+        if missed_blob:
+            pred[25:45, 25:45] = 1
+        new = simulate_corrections(ref, pred, old, 3, strokes_per_class=5, rng=np.random.default_rng(0))
+        added = (new > 0) & (old == 0)
+        nucleus = added & (ref == 2)
+        assert np.all(new[added] == ref[added])
+        # The 2-pixel rim inside the border is where the border runs, not a blob a person would paint over.
+        assert not (nucleus & (rim_distance < 3)).any()
+        assert nucleus.sum() > 10 if missed_blob else not nucleus.any()

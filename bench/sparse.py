@@ -61,7 +61,7 @@ def miou(pred: dict, ref: np.ndarray, idx: list[int], names: list[str]) -> float
     return evaluate(np.stack([pred[i] for i in idx]), ref[idx], names).mean_iou
 
 
-def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, queue) -> None:
+def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, control: bool, queue) -> None:
     from SemSegLib.prediction import PredictConfig, predict_stack
     from SemSegLib.simulate import simulate_corrections
     from SemSegLib.training import TrainConfig, train
@@ -71,12 +71,17 @@ def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, que
     labeled, test = split(len(stack))
     labels = make_strokes(ref, k, labeled, seed)
     overrides = dict(overrides)
+    overrides_finetune_fraction = overrides.pop("finetune_fraction", 0.5)
     if overrides.pop("full_labels", False):  # the upper bound: the same 3 images, every pixel labeled
         labels = np.zeros_like(labels)
         labels[labeled] = ref[labeled]
     config = TrainConfig(seed=seed, **overrides)
     if seconds is not None:
         config.seconds = seconds
+    # Half the first round's budget for the correction round, in the same unit (seconds or iterations).
+    f = overrides_finetune_fraction
+    half = ({"seconds": config.seconds * f} if config.iterations is None
+            else {"iterations": int(config.iterations * f)})
     res = train(stack.images, labels, classes, config, names=stack.names)
     preds, unc, times = {}, {}, []
     for i, p in predict_stack(res.model, stack.images, PredictConfig(), indices=labeled + test):
@@ -91,11 +96,16 @@ def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, que
     corrected = labels.copy()
     for i in labeled:
         corrected[i] = simulate_corrections(ref[i], preds[i], labels[i], k, 5, rng=rng)
-    finetune = TrainConfig(**{**config.to_dict(), "seconds": config.seconds / 2})  # a correction round is shorter
+    finetune = TrainConfig(**{**config.to_dict(), **half})  # a correction round is shorter
     res2 = train(stack.images, corrected, classes, finetune, init_model=res.model, names=stack.names)
     preds2 = {i: p.labels for i, p in predict_stack(res2.model, stack.images, PredictConfig(), indices=labeled + test)}
     out.update({"T1_corrected": miou(preds2, ref, labeled, names), "T2_corrected": miou(preds2, ref, test, names),
-                "finetune_s": res2.seconds, "peak_mb": peak_mb()})
+                "finetune_s": res2.seconds, "finetune_iterations": res2.iterations,
+                "correction_pixels": int(((corrected > 0) & (labels == 0)).sum()), "peak_mb": peak_mb()})
+    if control:  # the same fine-tuning on the old strokes: what the corrections add beyond more training
+        res3 = train(stack.images, labels, classes, finetune, init_model=res.model, names=stack.names)
+        preds3 = {i: p.labels for i, p in predict_stack(res3.model, stack.images, PredictConfig(), indices=test)}
+        out["T2_control"] = miou(preds3, ref, test, names)
     show = test[len(test) // 2]
     out["figure"] = {"index": show, "labels_index": labeled[1], "pred": preds[show], "unc": unc[show],
                      "labels_pred": preds[labeled[1]], "labels_unc": unc[labeled[1]]}
@@ -162,6 +172,12 @@ def main() -> None:
     ap.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data"))
     ap.add_argument("--sets", default="isbi2012-em,dsb2018-fluo")
     ap.add_argument("--seconds", type=float, default=None, help="training budget (default: SemSeg's default)")
+    ap.add_argument("--iterations", type=int, default=None, help="iteration budget instead of seconds (GPU studies)")
+    ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ap.add_argument("--control", action="store_true",
+                    help="also fine-tune on the old strokes alone (what corrections add beyond more training)")
+    ap.add_argument("--finetune-fraction", type=float, default=0.5,
+                    help="correction round's budget as a fraction of the first round's")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-rf", action="store_true")
     ap.add_argument("--full-labels", action="store_true", help="upper bound: train on the full reference of the 3")
@@ -174,8 +190,11 @@ def main() -> None:
     rows, fig_rows = [], []
     for name in args.sets.split(","):
         folder = Path(args.data) / name
-        u = in_child(run_unet, str(folder), args.seconds, args.seed,
-                     {**parse_overrides(args.set), "full_labels": args.full_labels})
+        overrides = {**parse_overrides(args.set), "full_labels": args.full_labels, "device": args.device,
+                     "finetune_fraction": args.finetune_fraction}
+        if args.iterations:
+            overrides["iterations"] = args.iterations
+        u = in_child(run_unet, str(folder), args.seconds, args.seed, overrides, args.control)
         fig_rows.append((name, folder, u.pop("figure")))
         rf = None if args.no_rf else in_child(run_rf, str(folder), args.seed)
         rows.append((name, u, rf))

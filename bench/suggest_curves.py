@@ -27,8 +27,7 @@ sys.path.insert(0, str(HERE))
 from sparse import in_child, load_set, make_strokes, miou, split  # noqa: E402
 
 
-def run_curves(folder: str, rounds: int, strokes: int, seconds: float | None, finetune: float | None,
-               seed: int, queue) -> None:
+def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, queue) -> None:
     from SemSegLib.prediction import PredictConfig, predict_stack
     from SemSegLib.simulate import simulate_strokes_at
     from SemSegLib.suggest import most_uncertain_points, rank_by_uncertainty
@@ -39,9 +38,12 @@ def run_curves(folder: str, rounds: int, strokes: int, seconds: float | None, fi
     labeled, test = split(len(stack))
     candidates = [i for i in range(len(stack)) if i not in test]
     labels0 = make_strokes(ref, k, labeled, seed)
-    base = TrainConfig(seed=seed)
-    if seconds:
-        base.seconds = seconds
+    # budget: "seconds"/"iterations" for the first model, "finetune" for each round (same unit), "device".
+    base = TrainConfig(seed=seed, device=budget.get("device", "auto"))
+    if budget.get("iterations"):
+        base.iterations = budget["iterations"]
+    elif budget.get("seconds"):
+        base.seconds = budget["seconds"]
     first = train(stack.images, labels0, classes, base, names=stack.names)
 
     def t2(model) -> float:
@@ -68,8 +70,11 @@ def run_curves(folder: str, rounds: int, strokes: int, seconds: float | None, fi
             for i, pts in points.items():
                 labels[i] = simulate_strokes_at(ref[i], pts, labels[i], rng=rng)
                 total_strokes += len(pts)
-            cfg = TrainConfig(seed=seed)
-            cfg.seconds = finetune or base.seconds / 2
+            cfg = TrainConfig(seed=seed, device=base.device)
+            if base.iterations:
+                cfg.iterations = int(budget.get("finetune") or base.iterations // 2)
+            else:
+                cfg.seconds = budget.get("finetune") or base.seconds / 2
             model = train(stack.images, labels, classes, cfg, init_model=model, names=stack.names).model
             curve.append((int((labels > 0).sum()), total_strokes, t2(model)))
         out[strategy] = curve
@@ -83,7 +88,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--strokes", type=int, default=10, help="strokes per image per round (3 images a round)")
     ap.add_argument("--seconds", type=float, default=None, help="first training budget (default: SemSeg's)")
-    ap.add_argument("--finetune-seconds", type=float, default=None, help="per round (default: half)")
+    ap.add_argument("--iterations", type=int, default=None, help="first training in iterations (GPU studies)")
+    ap.add_argument("--finetune", type=float, default=None,
+                    help="budget per round, in the first budget's unit (default: half of it)")
+    ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(HERE / "out"))
     args = ap.parse_args()
@@ -91,8 +99,10 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     results = {}
     for name in args.sets.split(","):
-        results[name] = in_child(run_curves, str(Path(args.data) / name), args.rounds, args.strokes, args.seconds,
-                                 args.finetune_seconds, args.seed)
+        budget = {"seconds": args.seconds, "iterations": args.iterations, "finetune": args.finetune,
+                  "device": args.device}
+        results[name] = in_child(run_curves, str(Path(args.data) / name), args.rounds, args.strokes, budget,
+                                 args.seed)
         print(json.dumps({name: results[name]}), flush=True)
     (out / "suggest.json").write_text(json.dumps(results, indent=1))
     head = " | ".join(f"round {r}" for r in range(args.rounds + 1))

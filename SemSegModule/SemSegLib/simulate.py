@@ -77,35 +77,36 @@ def simulate_corrections(reference: np.ndarray, prediction: np.ndarray, labels: 
                          region_order: str = "largest") -> np.ndarray:
     """New sparse labels: `labels` plus correction strokes on the largest wrong regions of each true class.
 
-    "Largest" is measured on the region's interior (the error mask opened by the brush), the way a person
-    sees errors: a blob of wrong pixels, not a one-pixel sliver along a boundary that is a matter of where
-    exactly the border runs. Strokes go inside those interiors. `region_order="random"` picks wrong regions
-    at random instead (a baseline).
+    "Largest" is measured on the region's interior, the way a person sees errors: a blob of wrong pixels, not a
+    sliver along a boundary that is a matter of where exactly the border runs. The brush stays inside the class
+    with a pixel to spare where the class is wide enough: a person does not paint the second pixel from a
+    nucleus edge as "nucleus" next to a 1-pixel "border" class (simulated corrections that did so made the
+    border class vanish; bench/RESULTS.md). `region_order="random"` picks wrong regions at random instead.
     """
     rng = rng or np.random.default_rng(0)
     out = labels.copy()
     wrong = (prediction != reference) & (reference > 0)
     for c in range(1, num_classes + 1):
-        class_wrong = wrong & (reference == c)
-        interior = ndi.binary_opening(class_wrong, structure=_disk(brush_radius + 1))
-        if not interior.any():
+        class_mask = reference == c
+        class_wrong = wrong & class_mask
+        core = _start_region(class_mask, brush_radius + 1)  # where the brush fits with a pixel to spare
+        if core is class_mask:  # a class too thin for that (a 1-pixel border): its wrong pixels are the errors
             interior = class_wrong
+        else:  # a wide class: only blobs count, slivers along its edge are where exactly the edge runs
+            interior = ndi.binary_opening(class_wrong & core, structure=_disk(brush_radius + 1))
         components, n = ndi.label(interior)
         if n == 0:
             continue
         sizes = np.bincount(components.ravel())[1:]
         order = np.argsort(-sizes) if region_order == "largest" else rng.permutation(n)
-        placed = 0
-        for comp in order:
-            if placed >= strokes_per_class:
-                break
-            region = components == comp + 1
+        # One stroke per region, largest first; with fewer regions than strokes, the largest get more.
+        for j in range(strokes_per_class):
+            region = components == order[j % n] + 1
             allowed = _start_region(region, brush_radius)
             candidates = np.flatnonzero(allowed)
             start = np.unravel_index(candidates[rng.integers(len(candidates))], reference.shape)
-            painted = _paint_path(reference == c, allowed, start, stroke_length, brush_radius, rng)
+            painted = _paint_path(class_mask, allowed, start, stroke_length, brush_radius, rng)
             out[painted & (labels == 0)] = c  # a correction never repaints what was painted before
-            placed += 1
     return out
 
 

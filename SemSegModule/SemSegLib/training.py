@@ -59,6 +59,7 @@ class TrainConfig:
     pseudo_label_threshold: float = 0.9
     pseudo_label_start: float = 0.3  # fraction of the budget before the EMA teacher is trusted
     pseudo_label_min_steps: int = 200  # ...and at least this many steps: a young teacher's confidence misleads
+    finetune_teacher: str = "previous"  # fine-tuning's pseudo-label teacher: "previous" model or "ema" of the student
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -193,7 +194,8 @@ def train(
     ema = WeightAverage(net, config.ema_decay) if config.ema_decay > 0 else None
     # Fine-tuning: the previous round's model is the teacher, so corrections change what they correct and
     # the rest of the stack keeps what the person already accepted. First round: the EMA of the student.
-    teacher = copy.deepcopy(init_model.network).to(device).eval() if use_pseudo and init_model else None
+    teacher = (copy.deepcopy(init_model.network).to(device).eval()
+               if use_pseudo and init_model and config.finetune_teacher == "previous" else None)
 
     start = time.perf_counter()
     losses: list[float] = []
