@@ -71,17 +71,16 @@ def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, con
     labeled, test = split(len(stack))
     labels = make_strokes(ref, k, labeled, seed)
     overrides = dict(overrides)
-    overrides_finetune_fraction = overrides.pop("finetune_fraction", 0.5)
+    finetune_fraction = overrides.pop("finetune_fraction", 0.5)
     if overrides.pop("full_labels", False):  # the upper bound: the same 3 images, every pixel labeled
         labels = np.zeros_like(labels)
         labels[labeled] = ref[labeled]
     config = TrainConfig(seed=seed, **overrides)
     if seconds is not None:
         config.seconds = seconds
-    # Half the first round's budget for the correction round, in the same unit (seconds or iterations).
-    f = overrides_finetune_fraction
-    half = ({"seconds": config.seconds * f} if config.iterations is None
-            else {"iterations": int(config.iterations * f)})
+    # The correction round's budget is a fraction of the first round's, in the same unit.
+    finetune_budget = ({"seconds": config.seconds * finetune_fraction} if config.iterations is None
+                       else {"iterations": int(config.iterations * finetune_fraction)})
     res = train(stack.images, labels, classes, config, names=stack.names)
     preds, unc, times = {}, {}, []
     for i, p in predict_stack(res.model, stack.images, PredictConfig(), indices=labeled + test):
@@ -96,7 +95,7 @@ def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, con
     corrected = labels.copy()
     for i in labeled:
         corrected[i] = simulate_corrections(ref[i], preds[i], labels[i], k, 5, rng=rng)
-    finetune = TrainConfig(**{**config.to_dict(), **half})  # a correction round is shorter
+    finetune = TrainConfig(**{**config.to_dict(), **finetune_budget})
     res2 = train(stack.images, corrected, classes, finetune, init_model=res.model, names=stack.names)
     preds2 = {i: p.labels for i, p in predict_stack(res2.model, stack.images, PredictConfig(), indices=labeled + test)}
     out.update({"T1_corrected": miou(preds2, ref, labeled, names), "T2_corrected": miou(preds2, ref, test, names),

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage as ndi
 
 from .classes import ClassInfo
 from .devices import resolve_device
@@ -28,6 +29,7 @@ from .patches import IGNORE, PatchSampler, PatchSource
 log = logging.getLogger(__name__)
 
 DEFAULT_SECONDS = 180.0
+NO_PSEUDO_LABEL = -1.0  # pixel weight of unlabeled pixels where the teacher's pseudo-labels are not used
 
 
 @dataclass
@@ -59,7 +61,9 @@ class TrainConfig:
     pseudo_label_threshold: float = 0.9
     pseudo_label_start: float = 0.3  # fraction of the budget before the EMA teacher is trusted
     pseudo_label_min_steps: int = 200  # ...and at least this many steps: a young teacher's confidence misleads
-    finetune_teacher: str = "previous"  # fine-tuning's pseudo-label teacher: "previous" model or "ema" of the student
+    # Fine-tuning: no pseudo-labels within this many pixels of a correction. The previous model, the teacher,
+    # was wrong there (that is why the person painted), and its confident mistakes would undo the correction.
+    correction_zone: int = 16
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,11 +102,14 @@ def _class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
 
 def prepare_training_arrays(images: np.ndarray, labels: np.ndarray, model: SemSegModel, names: list[str] | None,
                             correction_weight: float, correction_mask: np.ndarray | None = None,
-                            all_images: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-    """Normalize; targets 0..K-1 with IGNORE; weights > 1 on corrections; `keep` = the labeled images.
+                            all_images: bool = False, correction_zone: int = 0
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """Normalize; targets 0..K-1 with IGNORE; pixel weights; `keep` = the labeled images.
 
     Only labeled images are returned unless `all_images` (pseudo-labels need the whole stack).
-    Corrections are `correction_mask` if given, else pixels labeled since `model` was trained.
+    Corrections are `correction_mask` if given, else pixels labeled since `model` was trained; they weigh
+    `correction_weight`, and unlabeled pixels within `correction_zone` pixels of them get the weight
+    NO_PSEUDO_LABEL (the teacher is not trusted there).
     """
     labeled = [i for i in range(len(labels)) if labels[i].any()]
     if not labeled:
@@ -114,13 +121,20 @@ def prepare_training_arrays(images: np.ndarray, labels: np.ndarray, model: SemSe
         raise InputError(f"label value {lab.max()} but the model has {model.num_classes} classes.")
     targets = lab - 1  # 0 (unlabeled) becomes IGNORE
     weights = (lab > 0).astype(np.float32)
+    corrections = np.zeros(lab.shape, bool)
     if correction_mask is not None:
-        weights[(correction_mask[keep] > 0) & (lab > 0)] = correction_weight
-    elif names is not None and correction_weight != 1.0:
+        corrections = (correction_mask[keep] > 0) & (lab > 0)
+    elif names is not None:
         for j, i in enumerate(keep):
             previous = model.previous_labeled_mask(names[i], lab.shape[1:])
             if previous is not None:
-                weights[j][(lab[j] > 0) & ~previous] = correction_weight
+                corrections[j] = (lab[j] > 0) & ~previous
+    weights[corrections] = correction_weight
+    if correction_zone > 0:
+        for j in range(len(keep)):
+            if corrections[j].any():
+                near = ndi.distance_transform_edt(~corrections[j]) <= correction_zone
+                weights[j][near & (lab[j] == 0)] = NO_PSEUDO_LABEL
     return norm, targets, weights, labeled
 
 
@@ -172,8 +186,9 @@ def train(
                                     input_filters=config.input_filters)
 
     use_pseudo = config.pseudo_label_weight > 0 and (init_model is not None or config.ema_decay > 0)
-    norm, targets, weights, keep = prepare_training_arrays(images, labels, model, names, config.correction_weight,
-                                                          correction_mask, all_images=use_pseudo)
+    norm, targets, weights, keep = prepare_training_arrays(
+        images, labels, model, names, config.correction_weight, correction_mask, all_images=use_pseudo,
+        correction_zone=config.correction_zone if init_model is not None else 0)
     largest_crop = int(config.patch_size * max(config.max_scale, 1.0)) + 1
     norm, targets, weights = PatchSource.pad_to(norm, targets, weights, largest_crop)
     source = PatchSource(torch.from_numpy(norm), torch.from_numpy(targets), torch.from_numpy(weights),
@@ -194,8 +209,7 @@ def train(
     ema = WeightAverage(net, config.ema_decay) if config.ema_decay > 0 else None
     # Fine-tuning: the previous round's model is the teacher, so corrections change what they correct and
     # the rest of the stack keeps what the person already accepted. First round: the EMA of the student.
-    teacher = (copy.deepcopy(init_model.network).to(device).eval()
-               if use_pseudo and init_model and config.finetune_teacher == "previous" else None)
+    teacher = copy.deepcopy(init_model.network).to(device).eval() if use_pseudo and init_model else None
 
     start = time.perf_counter()
     losses: list[float] = []
@@ -223,9 +237,10 @@ def train(
             and it >= config.pseudo_label_min_steps else None)
         try:
             if current_teacher is not None:
-                xu, yu, _ = sampler.sample(max(1, batch_size // 2), patch_size, anywhere=True)
+                xu, yu, wu = sampler.sample(max(1, batch_size // 2), patch_size, anywhere=True)
                 xu, yu = xu.to(device), yu.to(device)
                 pseudo = pseudo_targets(current_teacher, xu, yu, config.pseudo_label_threshold)
+                pseudo[wu.to(device) == NO_PSEUDO_LABEL] = IGNORE
                 # The student sees a noisier view than the teacher: consistency, not copying.
                 xu = xu + 0.1 * torch.randn(xu.shape, generator=generator).to(device)
                 x = torch.cat([x, xu])
