@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage as ndi
 
 from .classes import ClassInfo
 from .devices import resolve_device
@@ -29,7 +28,6 @@ from .patches import IGNORE, PatchSampler, PatchSource
 log = logging.getLogger(__name__)
 
 DEFAULT_SECONDS = 180.0
-NO_PSEUDO_LABEL = -1.0  # pixel weight of unlabeled pixels where the teacher's pseudo-labels are not used
 
 
 @dataclass
@@ -61,9 +59,6 @@ class TrainConfig:
     pseudo_label_threshold: float = 0.9
     pseudo_label_start: float = 0.3  # fraction of the budget before the EMA teacher is trusted
     pseudo_label_min_steps: int = 200  # ...and at least this many steps: a young teacher's confidence misleads
-    # Fine-tuning: no pseudo-labels within this many pixels of a correction. The previous model, the teacher,
-    # was wrong there (that is why the person painted), and its confident mistakes would undo the correction.
-    correction_zone: int = 16
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,14 +97,12 @@ def _class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
 
 def prepare_training_arrays(images: np.ndarray, labels: np.ndarray, model: SemSegModel, names: list[str] | None,
                             correction_weight: float, correction_mask: np.ndarray | None = None,
-                            all_images: bool = False, correction_zone: int = 0
-                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+                            all_images: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
     """Normalize; targets 0..K-1 with IGNORE; pixel weights; `keep` = the labeled images.
 
     Only labeled images are returned unless `all_images` (pseudo-labels need the whole stack).
     Corrections are `correction_mask` if given, else pixels labeled since `model` was trained; they weigh
-    `correction_weight`, and unlabeled pixels within `correction_zone` pixels of them get the weight
-    NO_PSEUDO_LABEL (the teacher is not trusted there).
+    `correction_weight`.
     """
     labeled = [i for i in range(len(labels)) if labels[i].any()]
     if not labeled:
@@ -130,11 +123,6 @@ def prepare_training_arrays(images: np.ndarray, labels: np.ndarray, model: SemSe
             if previous is not None:
                 corrections[j] = (lab[j] > 0) & ~previous
     weights[corrections] = correction_weight
-    if correction_zone > 0:
-        for j in range(len(keep)):
-            if corrections[j].any():
-                near = ndi.distance_transform_edt(~corrections[j]) <= correction_zone
-                weights[j][near & (lab[j] == 0)] = NO_PSEUDO_LABEL
     return norm, targets, weights, labeled
 
 
@@ -187,8 +175,7 @@ def train(
 
     use_pseudo = config.pseudo_label_weight > 0 and (init_model is not None or config.ema_decay > 0)
     norm, targets, weights, keep = prepare_training_arrays(
-        images, labels, model, names, config.correction_weight, correction_mask, all_images=use_pseudo,
-        correction_zone=config.correction_zone if init_model is not None else 0)
+        images, labels, model, names, config.correction_weight, correction_mask, all_images=use_pseudo)
     largest_crop = int(config.patch_size * max(config.max_scale, 1.0)) + 1
     norm, targets, weights = PatchSource.pad_to(norm, targets, weights, largest_crop)
     source = PatchSource(torch.from_numpy(norm), torch.from_numpy(targets), torch.from_numpy(weights),
@@ -237,10 +224,9 @@ def train(
             and it >= config.pseudo_label_min_steps else None)
         try:
             if current_teacher is not None:
-                xu, yu, wu = sampler.sample(max(1, batch_size // 2), patch_size, anywhere=True)
+                xu, yu, _ = sampler.sample(max(1, batch_size // 2), patch_size, anywhere=True)
                 xu, yu = xu.to(device), yu.to(device)
                 pseudo = pseudo_targets(current_teacher, xu, yu, config.pseudo_label_threshold)
-                pseudo[wu.to(device) == NO_PSEUDO_LABEL] = IGNORE
                 # The student sees a noisier view than the teacher: consistency, not copying.
                 xu = xu + 0.1 * torch.randn(xu.shape, generator=generator).to(device)
                 x = torch.cat([x, xu])
