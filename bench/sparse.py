@@ -6,6 +6,7 @@ the default budget; T1 = mean IoU on those 3 images, T2 = on 10 other images. Th
 Each method runs in its own process so its peak memory is its own.
 
     python bench/sparse.py [--data ../shared/data] [--sets isbi2012-em,dsb2018-fluo] [--seconds S]
+                           [--iterations N] [--device cuda] [--control] [--full-labels --no-rf] [--seed N]
 """
 
 from __future__ import annotations

@@ -62,7 +62,8 @@ def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, 
                 maps = {i: p.uncertainty for i, p in predict_stack(model, stack.images, PredictConfig(),
                                                                     indices=candidates)}
                 chosen = rank_by_uncertainty({i: float(m.mean()) for i, m in maps.items()}, 3)
-                points = {i: most_uncertain_points(maps[i], strokes) for i in chosen}
+                points = {i: most_uncertain_points(maps[i], strokes, smoothing=budget.get("smoothing", 2.0))
+                          for i in chosen}
             else:
                 chosen = list(rng.choice(candidates, 3, replace=False))
                 h, w = ref.shape[1:]
@@ -92,6 +93,8 @@ def main() -> None:
     ap.add_argument("--finetune", type=float, default=None,
                     help="budget per round, in the first budget's unit (default: half of it)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--smoothing", type=float, default=2.0,
+                    help="sigma (px) of the uncertainty smoothing before picking spots; larger favors blobs over edges")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(HERE / "out"))
     args = ap.parse_args()
@@ -100,7 +103,7 @@ def main() -> None:
     results = {}
     for name in args.sets.split(","):
         budget = {"seconds": args.seconds, "iterations": args.iterations, "finetune": args.finetune,
-                  "device": args.device}
+                  "device": args.device, "smoothing": args.smoothing}
         results[name] = in_child(run_curves, str(Path(args.data) / name), args.rounds, args.strokes, budget,
                                  args.seed)
         print(json.dumps({name: results[name]}), flush=True)
