@@ -98,11 +98,10 @@ def _class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
 def prepare_training_arrays(images: np.ndarray, labels: np.ndarray, model: SemSegModel, names: list[str] | None,
                             correction_weight: float, correction_mask: np.ndarray | None = None,
                             all_images: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-    """Normalize; targets 0..K-1 with IGNORE; pixel weights; `keep` = the labeled images.
+    """Normalize; targets 0..K-1 with IGNORE; weights > 1 on corrections; `keep` = the labeled images.
 
     Only labeled images are returned unless `all_images` (pseudo-labels need the whole stack).
-    Corrections are `correction_mask` if given, else pixels labeled since `model` was trained; they weigh
-    `correction_weight`.
+    Corrections are `correction_mask` if given, else pixels labeled since `model` was trained.
     """
     labeled = [i for i in range(len(labels)) if labels[i].any()]
     if not labeled:
@@ -114,15 +113,13 @@ def prepare_training_arrays(images: np.ndarray, labels: np.ndarray, model: SemSe
         raise InputError(f"label value {lab.max()} but the model has {model.num_classes} classes.")
     targets = lab - 1  # 0 (unlabeled) becomes IGNORE
     weights = (lab > 0).astype(np.float32)
-    corrections = np.zeros(lab.shape, bool)
     if correction_mask is not None:
-        corrections = (correction_mask[keep] > 0) & (lab > 0)
-    elif names is not None:
+        weights[(correction_mask[keep] > 0) & (lab > 0)] = correction_weight
+    elif names is not None and correction_weight != 1.0:
         for j, i in enumerate(keep):
             previous = model.previous_labeled_mask(names[i], lab.shape[1:])
             if previous is not None:
-                corrections[j] = (lab[j] > 0) & ~previous
-    weights[corrections] = correction_weight
+                weights[j][(lab[j] > 0) & ~previous] = correction_weight
     return norm, targets, weights, labeled
 
 
@@ -174,8 +171,8 @@ def train(
                                     input_filters=config.input_filters)
 
     use_pseudo = config.pseudo_label_weight > 0 and (init_model is not None or config.ema_decay > 0)
-    norm, targets, weights, keep = prepare_training_arrays(
-        images, labels, model, names, config.correction_weight, correction_mask, all_images=use_pseudo)
+    norm, targets, weights, keep = prepare_training_arrays(images, labels, model, names, config.correction_weight,
+                                                          correction_mask, all_images=use_pseudo)
     largest_crop = int(config.patch_size * max(config.max_scale, 1.0)) + 1
     norm, targets, weights = PatchSource.pad_to(norm, targets, weights, largest_crop)
     source = PatchSource(torch.from_numpy(norm), torch.from_numpy(targets), torch.from_numpy(weights),
