@@ -1,7 +1,7 @@
 import numpy as np
 from scipy import ndimage as ndi
 from SemSegLib.metrics import evaluate
-from SemSegLib.simulate import simulate_corrections, simulate_strokes
+from SemSegLib.simulate import simulate_corrections, simulate_corrections_in, simulate_strokes
 
 
 def test_metrics_known_values():
@@ -69,3 +69,26 @@ def test_corrections_stay_off_the_rim_next_to_a_thin_class():
         # The 2-pixel rim inside the border is where the border runs, not a blob a person would paint over.
         assert not (nucleus & (rim_distance < 3)).any()
         assert nucleus.sum() > 10 if missed_blob else not nucleus.any()
+
+
+def test_corrections_in_a_suggested_region_fix_its_errors_one_blob_per_stroke():
+    ref = np.ones((100, 100), np.uint8)
+    ref[10:40, 10:40] = 2  # two missed class-2 blobs in the region, the first bigger
+    ref[55:75, 10:30] = 2
+    ref[10:30, 70:90] = 2  # a third one outside the region
+    pred = np.ones_like(ref)
+    old = np.zeros_like(ref)
+    old[50, 50] = 1
+    box = (5, 5, 80, 45)
+    one = simulate_corrections_in(ref, pred, old, 2, [box], rng=np.random.default_rng(0))
+    added = (one > 0) & (old == 0)
+    assert np.all(one[added] == ref[added]) and one[50, 50] == 1
+    assert added[10:40, 10:40].sum() > 10 and not added[55:75, 10:30].any()  # the biggest error first
+    two = simulate_corrections_in(ref, pred, old, 2, [box, box], rng=np.random.default_rng(0))
+    assert (two[55:75, 10:30] == 2).sum() > 10  # the second stroke fixes the next error, not the same one
+    three = simulate_corrections_in(ref, pred, old, 2, [box] * 3, rng=np.random.default_rng(0))
+    assert (three[10:30, 70:90] == 2).sum() > 10  # region fixed: the person goes on to the error outside
+    # Where the model is right, the stroke confirms the class at the region's center.
+    right = simulate_corrections_in(ref, ref, old, 2, [(20, 20, 30, 30)], rng=np.random.default_rng(0))
+    confirmed = (right > 0) & (old == 0)
+    assert confirmed[20:30, 20:30].any() and np.all(right[confirmed] == 2)

@@ -2,12 +2,16 @@
 
 Start: 3 images with 10 strokes per class, trained with the default budget. Then 3 rounds; each round a
 simulated person adds strokes on 3 images and the model is fine-tuned from the previous round:
-- "suggested": the 3 most uncertain images (of those not used for testing), one stroke at each of the most
-  uncertain spots there (peaks of the smoothed uncertainty map, 16 px apart; class from the reference);
-- "random": 3 random images, strokes at random spots.
+- "suggested": the 3 most uncertain images (of those not used for testing) and their most uncertain regions,
+  as `semseg suggest` lists them; the person corrects the biggest error seen in each region (its true class
+  from the reference), or confirms the class at its center where the model is right; more strokes than
+  regions go to the top regions again (`simulate_corrections_in`);
+- "random": 3 random images, strokes at random spots (class from the reference).
 Same number of strokes per round for both. T2 = mean IoU on the 10 test images after each round.
 
     python bench/suggest_curves.py [--data ../shared/data] [--sets ...] [--rounds 3] [--strokes 10]
+                                   [--iterations N --finetune M --device cuda] [--seed N]
+    python bench/suggest_curves.py --merge run0/suggest.json run1/suggest.json ... --out DIR  (mean of seeds)
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ from sparse import in_child, load_set, make_strokes, miou, split  # noqa: E402
 
 def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, queue) -> None:
     from SemSegLib.prediction import PredictConfig, predict_stack
-    from SemSegLib.simulate import simulate_strokes_at
-    from SemSegLib.suggest import most_uncertain_points, rank_by_uncertainty
+    from SemSegLib.simulate import simulate_corrections_in, simulate_strokes_at
+    from SemSegLib.suggest import rank_by_uncertainty, uncertain_regions
     from SemSegLib.training import TrainConfig, train
 
     stack, ref, classes = load_set(Path(folder))
@@ -59,18 +63,22 @@ def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, 
         total_strokes = 0
         for _ in range(rounds):
             if strategy == "suggested":
-                maps = {i: p.uncertainty for i, p in predict_stack(model, stack.images, PredictConfig(),
-                                                                    indices=candidates)}
-                chosen = rank_by_uncertainty({i: float(m.mean()) for i, m in maps.items()}, 3)
-                points = {i: most_uncertain_points(maps[i], strokes, smoothing=budget.get("smoothing", 2.0))
-                          for i in chosen}
+                preds = dict(predict_stack(model, stack.images, PredictConfig(), indices=candidates))
+                chosen = rank_by_uncertainty({i: float(p.uncertainty.mean()) for i, p in preds.items()}, 3)
+                for i in chosen:
+                    regions = uncertain_regions(preds[i].uncertainty, top=strokes,
+                                                smoothing=budget.get("smoothing", 2.0))
+                    boxes = [regions[j % len(regions)].bbox for j in range(strokes)] if regions else []
+                    labels[i] = simulate_corrections_in(ref[i], preds[i].labels, labels[i], k, boxes, rng=rng)
+                    total_strokes += len(boxes)
+                print(f"round {len(curve)}: suggested images {chosen}", flush=True)
             else:
                 chosen = list(rng.choice(candidates, 3, replace=False))
                 h, w = ref.shape[1:]
-                points = {i: [(int(rng.integers(h)), int(rng.integers(w))) for _ in range(strokes)] for i in chosen}
-            for i, pts in points.items():
-                labels[i] = simulate_strokes_at(ref[i], pts, labels[i], rng=rng)
-                total_strokes += len(pts)
+                for i in chosen:
+                    points = [(int(rng.integers(h)), int(rng.integers(w))) for _ in range(strokes)]
+                    labels[i] = simulate_strokes_at(ref[i], points, labels[i], rng=rng)
+                    total_strokes += len(points)
             cfg = TrainConfig(seed=seed, device=base.device)
             if base.iterations:
                 cfg.iterations = int(budget.get("finetune") or base.iterations // 2)
@@ -97,20 +105,40 @@ def main() -> None:
                     help="sigma (px) of the uncertainty smoothing before picking spots; larger favors blobs over edges")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(HERE / "out"))
+    ap.add_argument("--merge", nargs="+", metavar="JSON",
+                    help="no training: average the suggest.json files of several runs (seeds) into one report")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = {}
-    for name in args.sets.split(","):
-        budget = {"seconds": args.seconds, "iterations": args.iterations, "finetune": args.finetune,
-                  "device": args.device, "smoothing": args.smoothing}
-        results[name] = in_child(run_curves, str(Path(args.data) / name), args.rounds, args.strokes, budget,
-                                 args.seed)
-        print(json.dumps({name: results[name]}), flush=True)
+    if args.merge:
+        results = merge_runs([json.loads(Path(f).read_text()) for f in args.merge])
+    else:
+        results = {}
+        for name in args.sets.split(","):
+            budget = {"seconds": args.seconds, "iterations": args.iterations, "finetune": args.finetune,
+                      "device": args.device, "smoothing": args.smoothing}
+            results[name] = in_child(run_curves, str(Path(args.data) / name), args.rounds, args.strokes, budget,
+                                     args.seed)
+            print(json.dumps({name: results[name]}), flush=True)
     (out / "suggest.json").write_text(json.dumps(results, indent=1))
-    head = " | ".join(f"round {r}" for r in range(args.rounds + 1))
+    write_report(results, out)
+
+
+def merge_runs(runs: list[dict]) -> dict:
+    """Element-wise mean of the curves of several runs (same sets, strategies and rounds)."""
+    merged: dict = {}
+    for name in dict.fromkeys(name for run in runs for name in run):  # every set, in first-seen order
+        with_set = [run[name] for run in runs if name in run]
+        merged[name] = {strategy: np.mean([curves[strategy] for curves in with_set], 0).tolist()
+                        for strategy in with_set[0]}
+    return merged
+
+
+def write_report(results: dict, out: Path) -> None:
+    rounds = len(next(iter(next(iter(results.values())).values()))) - 1
+    head = " | ".join(f"round {r}" for r in range(rounds + 1))
     lines = [f"| set | strategy | {head} | T2 gain per 10 strokes |",
-             "|---|---|" + "---|" * (args.rounds + 1) + "---|"]
+             "|---|---|" + "---|" * (rounds + 1) + "---|"]
     for name, curves in results.items():
         for strategy, curve in curves.items():
             gain = (curve[-1][2] - curve[0][2]) / max(curve[-1][1], 1) * 10

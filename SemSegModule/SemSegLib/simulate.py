@@ -71,6 +71,17 @@ def simulate_strokes(reference: np.ndarray, num_classes: int, strokes_per_class:
     return out
 
 
+def _error_blobs(reference: np.ndarray, prediction: np.ndarray, c: int, brush_radius: int) -> np.ndarray:
+    """Pixels of true class `c` predicted wrong that a person would see as errors to paint over."""
+    class_mask = reference == c
+    class_wrong = (prediction != c) & class_mask
+    core = _start_region(class_mask, brush_radius + 1)  # where the brush fits with a pixel to spare
+    if core is class_mask:  # a class too thin for that (a 1-pixel border): its wrong pixels are the errors
+        return class_wrong
+    # A wide class: only blobs count, slivers along its edge are where exactly the edge runs.
+    return ndi.binary_opening(class_wrong & core, structure=_disk(brush_radius + 1))
+
+
 def simulate_corrections(reference: np.ndarray, prediction: np.ndarray, labels: np.ndarray, num_classes: int,
                          strokes_per_class: int = 5, brush_radius: int = 1, stroke_length: int = 25,
                          rng: np.random.Generator | None = None,
@@ -85,16 +96,9 @@ def simulate_corrections(reference: np.ndarray, prediction: np.ndarray, labels: 
     """
     rng = rng or np.random.default_rng(0)
     out = labels.copy()
-    wrong = (prediction != reference) & (reference > 0)
     for c in range(1, num_classes + 1):
         class_mask = reference == c
-        class_wrong = wrong & class_mask
-        core = _start_region(class_mask, brush_radius + 1)  # where the brush fits with a pixel to spare
-        if core is class_mask:  # a class too thin for that (a 1-pixel border): its wrong pixels are the errors
-            interior = class_wrong
-        else:  # a wide class: only blobs count, slivers along its edge are where exactly the edge runs
-            interior = ndi.binary_opening(class_wrong & core, structure=_disk(brush_radius + 1))
-        components, n = ndi.label(interior)
+        components, n = ndi.label(_error_blobs(reference, prediction, c, brush_radius))
         if n == 0:
             continue
         sizes = np.bincount(components.ravel())[1:]
@@ -128,4 +132,49 @@ def simulate_strokes_at(reference: np.ndarray, points: list[tuple[int, int]], la
             row, col = candidates[np.argmin(np.abs(candidates - (row, col)).sum(1))]
         painted = _paint_path(class_mask, allowed, (int(row), int(col)), stroke_length, brush_radius, rng)
         out[painted & (labels == 0)] = c
+    return out
+
+
+def simulate_corrections_in(reference: np.ndarray, prediction: np.ndarray, labels: np.ndarray, num_classes: int,
+                            boxes: list[tuple[int, int, int, int]], brush_radius: int = 1, stroke_length: int = 25,
+                            margin: int = 8, rng: np.random.Generator | None = None) -> np.ndarray:
+    """`labels` plus one correction stroke per box (row0, col0, row1, col1): a person shown a suggested region.
+
+    The person looks at the box (and `margin` pixels around it), finds the biggest error blob there not yet
+    painted and paints its true class over it; with every error there painted, the biggest one left in the
+    image; with no error left, they confirm the class at the box's center (an unsure prediction made sure).
+    """
+    rng = rng or np.random.default_rng(0)
+    out = labels.copy()
+    h, w = reference.shape
+    blobs = [ndi.label(_error_blobs(reference, prediction, c, brush_radius))[0] for c in range(1, num_classes + 1)]
+    sizes = [np.bincount(b.ravel()) for b in blobs]
+    for counts in sizes:
+        counts[0] = 0  # the labeling's background, not a blob
+    for r0, c0, r1, c1 in boxes:
+        window = (slice(max(0, r0 - margin), min(h, r1 + margin)), slice(max(0, c0 - margin), min(w, c1 + margin)))
+        best = max(((int(sizes[c][j]), c, j) for c in range(num_classes) for j in np.unique(blobs[c][window])),
+                   default=(0, 0, 0))
+        if best[0] == 0:
+            best = max(((int(n.max()), c, int(n.argmax())) for c, n in enumerate(sizes)), default=(0, 0, 0))
+        if best[0] == 0:
+            out = simulate_strokes_at(reference, [((r0 + r1) // 2, (c0 + c1) // 2)], out, brush_radius,
+                                      stroke_length, rng)
+            continue
+        _, c, j = best
+        sizes[c][j] = 0  # painted: the next stroke goes to another error
+        region = blobs[c] == j
+        allowed = _start_region(region, brush_radius)
+        in_window = np.zeros_like(allowed)
+        in_window[window] = True
+        candidates = np.flatnonzero(allowed & in_window)  # start where the person is looking
+        if len(candidates) == 0:
+            candidates = np.flatnonzero(allowed)
+        start = np.unravel_index(candidates[rng.integers(len(candidates))], reference.shape)
+        # The stroke starts on the error and goes on inside the class like any stroke: a brush does not stop
+        # where the model's mistake ends.
+        class_mask = reference == c + 1
+        path_region = allowed | _start_region(class_mask, brush_radius)
+        painted = _paint_path(class_mask, path_region, start, stroke_length, brush_radius, rng)
+        out[painted & (labels == 0)] = c + 1
     return out
