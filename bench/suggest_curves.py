@@ -102,7 +102,7 @@ def main() -> None:
                     help="budget per round, in the first budget's unit (default: half of it)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--smoothing", type=float, default=2.0,
-                    help="sigma (px) of the uncertainty smoothing before picking spots; larger favors blobs over edges")
+                    help="sigma (px) of the uncertainty smoothing before finding regions (larger: blobs over edges)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(HERE / "out"))
     ap.add_argument("--merge", nargs="+", metavar="JSON",
