@@ -62,7 +62,9 @@ def miou(pred: dict, ref: np.ndarray, idx: list[int], names: list[str]) -> float
     return evaluate(np.stack([pred[i] for i in idx]), ref[idx], names).mean_iou
 
 
-def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, control: bool, queue) -> None:
+def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, control: bool, cache: str | None,
+             queue) -> None:
+    from SemSegLib.model_file import SemSegModel
     from SemSegLib.prediction import PredictConfig, predict_stack
     from SemSegLib.simulate import simulate_corrections
     from SemSegLib.training import TrainConfig, train
@@ -73,6 +75,7 @@ def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, con
     labels = make_strokes(ref, k, labeled, seed)
     overrides = dict(overrides)
     finetune_fraction = overrides.pop("finetune_fraction", 0.5)
+    finetune_overrides = overrides.pop("finetune_overrides", {})
     if overrides.pop("full_labels", False):  # the upper bound: the same 3 images, every pixel labeled
         labels = np.zeros_like(labels)
         labels[labeled] = ref[labeled]
@@ -82,7 +85,18 @@ def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, con
     # The correction round's budget is a fraction of the first round's, in the same unit.
     finetune_budget = ({"seconds": config.seconds * finetune_fraction} if config.iterations is None
                        else {"iterations": int(config.iterations * finetune_fraction)})
-    res = train(stack.images, labels, classes, config, names=stack.names)
+    # An iteration budget is deterministic: studies of the correction round can reuse the first model.
+    cached = (Path(cache) / f"{Path(folder).name}_seed{seed}_it{config.iterations}.pt"
+              if cache and config.iterations and finetune_fraction else None)
+    if cached is not None and cached.exists():
+        model = SemSegModel.load(cached)
+        res = argparse.Namespace(model=model, seconds=model.history[-1]["seconds"],
+                                 iterations=model.history[-1]["iterations"])
+    else:
+        res = train(stack.images, labels, classes, config, names=stack.names)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            res.model.save(cached)
     preds, unc, times = {}, {}, []
     for i, p in predict_stack(res.model, stack.images, PredictConfig(), indices=labeled + test):
         preds[i], unc[i] = p.labels, p.uncertainty
@@ -96,7 +110,7 @@ def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, con
     corrected = labels.copy()
     for i in labeled:
         corrected[i] = simulate_corrections(ref[i], preds[i], labels[i], k, 5, rng=rng)
-    finetune = TrainConfig(**{**config.to_dict(), **finetune_budget})
+    finetune = TrainConfig(**{**config.to_dict(), **finetune_budget, **finetune_overrides})
     res2 = train(stack.images, corrected, classes, finetune, init_model=res.model, names=stack.names)
     preds2 = {i: p.labels for i, p in predict_stack(res2.model, stack.images, PredictConfig(), indices=labeled + test)}
     out.update({"T1_corrected": miou(preds2, ref, labeled, names), "T2_corrected": miou(preds2, ref, test, names),
@@ -183,6 +197,11 @@ def main() -> None:
     ap.add_argument("--full-labels", action="store_true", help="upper bound: train on the full reference of the 3")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a TrainConfig field, e.g. --set input_filters=True (ablations)")
+    ap.add_argument("--finetune-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a TrainConfig field for the correction round only")
+    ap.add_argument("--first-model-cache", default=None, metavar="DIR",
+                    help="with --iterations: keep the first model per set and seed in DIR and reuse it "
+                         "(studies of the correction round; use only while the first round's settings are fixed)")
     ap.add_argument("--out", default=str(HERE / "out"))
     args = ap.parse_args()
     out = Path(args.out)
@@ -191,10 +210,11 @@ def main() -> None:
     for name in args.sets.split(","):
         folder = Path(args.data) / name
         overrides = {**parse_overrides(args.set), "full_labels": args.full_labels, "device": args.device,
-                     "finetune_fraction": args.finetune_fraction}
+                     "finetune_fraction": args.finetune_fraction,
+                     "finetune_overrides": parse_overrides(args.finetune_set)}
         if args.iterations:
             overrides["iterations"] = args.iterations
-        u = in_child(run_unet, str(folder), args.seconds, args.seed, overrides, args.control)
+        u = in_child(run_unet, str(folder), args.seconds, args.seed, overrides, args.control, args.first_model_cache)
         fig_rows.append((name, folder, u.pop("figure")))
         rf = None if args.no_rf else in_child(run_rf, str(folder), args.seed)
         rows.append((name, u, rf))
