@@ -26,16 +26,15 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import slicer
 import vtk
 from SemSegLib.classes import ClassInfo, read_classes_csv, write_classes_csv
 from SemSegLib.errors import InputError
-from SemSegLib.worker import Job, JobEvent, JobState, Worker
+from SemSegLib.task import SemSegEvent, SemSegTask
+from SemSegLib.worker import Job, Worker
 from slicer.util import VTKObservationMixin
 
 try:  # in the Slicer application
@@ -89,60 +88,6 @@ DEFAULT_PARAMETERS = {
     "ReferencePath": "",
     "OutputPath": "",
 }
-
-
-@dataclass
-class SemSegEvent:
-    """What the worker reports, translated for the caller (the widget's progress bar, a script's print)."""
-
-    kind: str  # "progress", "done", "failed", "cancelled"
-    message: str = ""
-    fraction: float | None = None  # 0..1 when known
-    data: Any = None
-
-
-class SemSegTask:
-    """A running job plus what to do with its result on the main thread. Poll it until `finished`."""
-
-    def __init__(self, job: Job, describe: Callable[[Any], SemSegEvent], finish: Callable[[Any], Any]):
-        self.job = job
-        self._describe = describe
-        self._finish = finish
-        self.result: Any = None
-        self.finished = False
-
-    def cancel(self) -> None:
-        self.job.cancel()
-
-    def poll(self, eventCallback: Callable[[SemSegEvent], None] | None = None) -> bool:
-        """Drain events (main thread); on completion apply the result to MRML. Returns True when finished."""
-        if self.finished:
-            return True
-        for event in self.job.poll():
-            self._handle(event, eventCallback)
-        return self.finished
-
-    def _handle(self, event: JobEvent, eventCallback) -> None:
-        if event.kind == "progress":
-            out = self._describe(event.payload)
-        elif event.kind == "failed":
-            self.finished = True
-            out = SemSegEvent("failed", str(event.payload), data=event.payload)
-        else:
-            self.finished = True
-            self.result = self._finish(event.payload)
-            cancelled = self.job.state == JobState.CANCELLED
-            out = SemSegEvent("cancelled" if cancelled else "done", "cancelled" if cancelled else "done",
-                              1.0, self.result)
-        if eventCallback is not None:
-            eventCallback(out)
-
-    def wait(self, eventCallback: Callable[[SemSegEvent], None] | None = None, interval: float = 0.1) -> Any:
-        while not self.poll(eventCallback):
-            self.job.finished.wait(interval)
-        if self.job.state == JobState.FAILED:
-            raise self.job.error
-        return self.result
 
 
 class SemSegLogic(ScriptedLoadableModuleLogic):
@@ -971,30 +916,9 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ---------------------------------------------------------------- dependencies (asked, never at import)
     def ensureDependencies(self) -> bool:
-        """torch through PyTorchUtils, the rest through pip, each only after the person agrees."""
-        import importlib.util
+        from SemSegLib.dependencies import ensure_dependencies
 
-        if importlib.util.find_spec("torch") is None:
-            try:
-                import PyTorchUtils
-            except ImportError:
-                slicer.util.errorDisplay("SemSeg needs PyTorch. Install the 'PyTorch' extension from the "
-                                         "Extensions Manager, restart Slicer, and try again.")
-                return False
-            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-            if not torchLogic.torchInstalled() and torchLogic.installTorch(askConfirmation=True) is None:
-                return False
-        packages = {"tifffile": "tifffile", "nrrd": "pynrrd", "scipy": "scipy", "monai": "monai>=1.3"}
-        missing = [req for module, req in packages.items() if importlib.util.find_spec(module) is None]
-        if not missing:
-            return True
-        if not slicer.util.confirmOkCancelDisplay(
-                f"SemSeg needs these Python packages: {', '.join(missing)}. Install them now?",
-                "SemSeg: missing packages"):
-            return False
-        with slicer.util.tryWithErrorDisplay("Installing Python packages failed.", waitCursor=True):
-            installPackages(missing)
-        return all(importlib.util.find_spec(m) is not None for m in packages)
+        return ensure_dependencies()
 
     # ---------------------------------------------------------------- images
     def onBrowseImages(self) -> None:
@@ -1270,32 +1194,6 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             with slicer.util.tryWithErrorDisplay("Loading the model failed.", waitCursor=True):
                 self.logic.loadModel(path, self._volume())
                 self._updateButtons()
-
-
-def installPackages(requirements: list) -> None:
-    """pip_ensure (`slicer.packaging` in Slicer >= 5.12, `slicer.pydeps` before) or pip_install.
-
-    MONAI is installed without its dependencies: they are torch (which must stay the build PyTorchUtils
-    chose for this GPU) and numpy (bundled with Slicer).
-    """
-    import importlib
-
-    plain = [r for r in requirements if not r.startswith("monai")]
-    if plain:
-        for moduleName in ("slicer.packaging", "slicer.pydeps"):
-            try:
-                packaging = importlib.import_module(moduleName)
-            except ImportError:
-                continue
-            if hasattr(packaging, "pip_ensure"):
-                from packaging.requirements import Requirement
-
-                packaging.pip_ensure([Requirement(r) for r in plain], requester="SemSeg")
-                break
-        else:
-            slicer.util.pip_install(plain)
-    if len(plain) != len(requirements):
-        slicer.util.pip_install("--no-deps monai>=1.3")
 
 
 #

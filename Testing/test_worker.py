@@ -1,5 +1,7 @@
 import threading
 
+import pytest
+from SemSegLib.task import SemSegEvent, SemSegTask
 from SemSegLib.worker import JobState, Worker
 
 
@@ -57,4 +59,46 @@ def test_a_job_cancelled_before_it_starts_never_runs():
     gate.set()
     second.finished.wait(5)
     assert first.state == JobState.DONE and second.state == JobState.CANCELLED and not ran
+    worker.shutdown()
+
+
+def test_a_task_applies_its_result_on_the_polling_thread_and_raises_failures_from_wait():
+    worker = Worker()
+    finished_on = []
+
+    def finish(result):
+        finished_on.append(threading.current_thread().name)  # MRML writes happen here: must be the poller
+        return result * 2
+
+    def work(job):
+        for i in range(3):
+            job.report(i)
+        return 21
+
+    events = []
+    task = SemSegTask(worker.submit("ok", work), lambda p: SemSegEvent("progress", f"step {p}", p / 3), finish)
+    assert task.wait(events.append) == 42
+    assert finished_on == [threading.current_thread().name]
+    assert [e.message for e in events] == ["step 0", "step 1", "step 2", "done"]
+    assert events[-1].kind == "done" and events[-1].data == 42 and task.poll()
+
+    failing = SemSegTask(worker.submit("bad", lambda job: 1 / 0), lambda p: None, finish)
+    kinds = []
+    with pytest.raises(ZeroDivisionError):
+        failing.wait(lambda e: kinds.append(e.kind))
+    assert kinds == ["failed"] and finished_on == [threading.current_thread().name]  # no result applied
+
+    started = threading.Event()
+
+    def until_cancelled(job):
+        started.set()
+        while not job.should_stop():
+            job.cancel_event.wait(0.01)
+        return 1
+
+    cancelled = SemSegTask(worker.submit("long", until_cancelled), lambda p: None, finish)
+    started.wait(5)
+    cancelled.cancel()
+    kinds.clear()
+    assert cancelled.wait(lambda e: kinds.append(e.kind)) == 2 and kinds == ["cancelled"]
     worker.shutdown()
