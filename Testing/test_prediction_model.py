@@ -97,3 +97,20 @@ def test_model_errors(tmp_path):
         SemSegModel.load(tmp_path / "other.pt")
     with pytest.raises(InputError, match="no such model"):
         SemSegModel.load(tmp_path / "missing.pt")
+
+
+def test_a_large_image_goes_through_the_network_a_few_tiles_at_a_time():
+    class RecordingNet(PixelwiseNet):
+        largest = 0
+
+        def forward(self, x):
+            RecordingNet.largest = max(RecordingNet.largest, x.numel())
+            return super().forward(x)
+
+    m = model_with(RecordingNet())
+    image = np.random.default_rng(0).integers(0, 255, (1, 4096, 4096)).astype(np.uint8)
+    config = PredictConfig(device="cpu")
+    p = predict_image(m, image, config)
+    assert p.labels.shape == (4096, 4096) and p.probabilities is None
+    # Network memory scales with the tiles it is given at once, never with the image.
+    assert RecordingNet.largest <= config.tile_batch * config.tile_size ** 2 < image.size
