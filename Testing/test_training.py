@@ -7,7 +7,13 @@ from SemSegLib.errors import InputError
 from SemSegLib.metrics import evaluate
 from SemSegLib.prediction import PredictConfig, predict_image
 from SemSegLib.simulate import simulate_strokes
-from SemSegLib.training import TrainConfig, masked_cross_entropy, prepare_training_arrays, train
+from SemSegLib.training import (
+    TrainConfig,
+    correction_pixels,
+    masked_cross_entropy,
+    prepare_training_arrays,
+    train,
+)
 
 FAST = dict(patch_size=64, batch_size=4, base_width=8, levels=3, device="cpu")
 
@@ -83,6 +89,8 @@ def test_fine_tuning_starts_from_the_model_and_weights_corrections():
     assert keep == [0, 1]
     assert np.all(weights[0][corrected[0] > 0] == 1.0)  # old strokes: normal weight
     assert np.all(weights[1][corrected[1] > 0] == 3.0)  # new strokes: corrections
+    new = correction_pixels(corrected, first.model, names)  # what fine-tuning centers patches on
+    assert not new[0].any() and np.array_equal(new[1], corrected[1] > 0)
     cfg = TrainConfig(iterations=3, seed=0, learning_rate=1e-6, warmup_fraction=0.0, augment=False, **FAST)
     tuned = train(images[:, None], corrected, default_classes(2), cfg, init_model=first.model)
     scratch = train(images[:, None], corrected, default_classes(2), cfg)
@@ -111,3 +119,29 @@ def test_images_smaller_than_a_patch_and_rgb():
     res = train(images, labels, default_classes(2), TrainConfig(iterations=3, **FAST))
     pred = predict_image(res.model, images[1], PredictConfig(tile_size=32))
     assert pred.labels.shape == (40, 50) and set(np.unique(pred.labels)) <= {1, 2}
+
+
+def test_fine_tuning_centers_patches_on_corrections():
+    import torch
+    from SemSegLib.patches import IGNORE, PatchSampler, PatchSource
+
+    targets = torch.full((1, 256, 256), IGNORE)
+    targets[0, 10:40, 10:40] = 0  # the old strokes: many pixels, top left
+    targets[0, 230, 230] = 1  # one correction pixel, bottom right
+    weights = (targets != IGNORE).float()
+    focus = torch.zeros(1, 256, 256, dtype=torch.bool)
+    focus[0, 230, 230] = True
+    source = PatchSource(torch.zeros(1, 1, 256, 256), targets, weights, 2, focus)
+
+    def share_with_correction(fraction: float) -> float:
+        sampler = PatchSampler(source, torch.Generator().manual_seed(0), labeled_fraction=1.0, augment=False,
+                               focus_fraction=fraction)
+        _, y, _ = sampler.sample(200, 64)
+        return float(((y == 1).flatten(1).any(1)).float().mean())
+
+    # Class-balanced sampling alone already finds the lone class-1 pixel in half the patches...
+    assert 0.4 < share_with_correction(0.0) < 0.6
+    # ...focus sends most of the other half there too: every focused patch contains its correction.
+    assert share_with_correction(0.8) > 0.85
+    plain = PatchSampler(source, torch.Generator().manual_seed(0), labeled_fraction=1.0, augment=False)
+    assert plain.focus_fraction == 0.0

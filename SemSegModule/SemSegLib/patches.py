@@ -24,11 +24,14 @@ class PatchSource:
     targets: torch.Tensor
     weights: torch.Tensor
     num_classes: int
+    focus: torch.Tensor | None = None  # (N, H, W) bool: labeled pixels to center extra patches on (corrections)
 
     def __post_init__(self) -> None:
         flat = self.targets.reshape(-1)
         # Positions of labeled pixels per class; sampling picks a class first, then one of its pixels.
         self.class_positions = [torch.nonzero(flat == c).squeeze(1) for c in range(self.num_classes)]
+        self.focus_positions = (torch.nonzero(self.focus.reshape(-1)).squeeze(1) if self.focus is not None
+                                else torch.zeros(0, dtype=torch.long))
         self.present_classes = [c for c in range(self.num_classes) if len(self.class_positions[c])]
         self.labeled_images = torch.unique(torch.nonzero(flat != IGNORE).squeeze(1) // self.pixels_per_image)
 
@@ -37,24 +40,28 @@ class PatchSource:
         return self.targets.shape[1] * self.targets.shape[2]
 
     @staticmethod
-    def pad_to(images: np.ndarray, targets: np.ndarray, weights: np.ndarray, size: int):
-        """Reflect-pad images (IGNORE-pad targets) so a patch of `size` fits everywhere."""
+    def pad_to(images: np.ndarray, targets: np.ndarray, weights: np.ndarray, size: int,
+               focus: np.ndarray | None = None):
+        """Reflect-pad images (IGNORE-pad targets, zero-pad weights and focus) so a patch of `size` fits."""
         h, w = images.shape[-2:]
         ph, pw = max(0, size - h), max(0, size - w)
         if ph == 0 and pw == 0:
-            return images, targets, weights
+            return images, targets, weights, focus
         pad = ((0, 0), (0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2))
         mode = "reflect" if min(h, w) > max(ph, pw) else "edge"
         images = np.pad(images, pad, mode=mode)
         targets = np.pad(targets, pad[1:], constant_values=IGNORE)
         weights = np.pad(weights, pad[1:], constant_values=0)
-        return images, targets, weights
+        if focus is not None:
+            focus = np.pad(focus, pad[1:], constant_values=False)
+        return images, targets, weights, focus
 
 
 class PatchSampler:
     def __init__(self, source: PatchSource, generator: torch.Generator, labeled_fraction: float = 0.75,
-                 max_scale: float = 1.25, augment: bool = True):
+                 max_scale: float = 1.25, augment: bool = True, focus_fraction: float = 0.0):
         self.source = source
+        self.focus_fraction = focus_fraction if len(source.focus_positions) else 0.0
         self.g = generator
         self.labeled_fraction = labeled_fraction
         self.max_scale = max_scale if augment else 1.0
@@ -80,8 +87,11 @@ class PatchSampler:
         xs, ys, ws = [], [], []
         for _ in range(batch_size):
             if not anywhere and self._rand(1).item() < self.labeled_fraction:
-                c = src.present_classes[self._randint(len(src.present_classes))]
-                pos = src.class_positions[c]
+                if self.focus_fraction and self._rand(1).item() < self.focus_fraction:
+                    pos = src.focus_positions
+                else:
+                    c = src.present_classes[self._randint(len(src.present_classes))]
+                    pos = src.class_positions[c]
                 flat = int(pos[self._randint(len(pos))])
                 n, rem = divmod(flat, src.pixels_per_image)
                 cy, cx = divmod(rem, w)
