@@ -145,3 +145,30 @@ def test_fine_tuning_centers_patches_on_corrections():
     assert share_with_correction(0.8) > 0.85
     plain = PatchSampler(source, torch.Generator().manual_seed(0), labeled_fraction=1.0, augment=False)
     assert plain.focus_fraction == 0.0
+
+
+def test_fine_tuning_focus_points_at_the_corrected_pixels_of_the_right_image(monkeypatch):
+    import SemSegLib.training as training
+
+    images, refs = disk_task(n=4)
+    labels = sparse_labels(refs, [0], seed=1)
+    first = train(images[:, None], labels, default_classes(2), TrainConfig(iterations=5, **FAST))
+    corrected = labels.copy()
+    corrected[2] = sparse_labels(refs, [2], seed=2)[2]  # corrections on a later image of the stack
+    seen = {}
+
+    class RecordingSource(training.PatchSource):
+        def __post_init__(self):
+            super().__post_init__()
+            seen["source"] = self
+
+    monkeypatch.setattr(training, "PatchSource", RecordingSource)
+    names = [f"image_{i}" for i in range(4)]
+    train(images[:, None], corrected, default_classes(2), TrainConfig(iterations=2, **FAST),
+          init_model=first.model, names=names)
+    source = seen["source"]
+    focus = source.focus_positions
+    assert len(focus) == int((corrected[2] > 0).sum())
+    image_of = focus // source.pixels_per_image
+    assert bool((source.images.shape[0] == 4) and (image_of == 2).all())  # the whole stack, image 2 only
+    assert bool((source.targets.reshape(-1)[focus] >= 0).all())  # every focus pixel is a labeled pixel

@@ -192,14 +192,18 @@ def train(
                                     input_filters=config.input_filters)
 
     use_pseudo = config.pseudo_label_weight > 0 and (init_model is not None or config.ema_decay > 0)
+    # Corrections, once for the whole stack: they get the correction weight and the focused patches.
+    corrections = correction_mask
+    if init_model is not None and corrections is None:
+        corrections = correction_pixels(labels, init_model, names)
     norm, targets, weights, keep = prepare_training_arrays(images, labels, model, names, config.correction_weight,
-                                                          correction_mask, all_images=use_pseudo)
+                                                          corrections, all_images=use_pseudo)
     largest_crop = int(config.patch_size * max(config.max_scale, 1.0)) + 1
     focus = None
-    if init_model is not None and config.correction_focus > 0:
-        corrections = correction_pixels(labels[keep], init_model, [names[i] for i in keep] if names else None,
-                                        None if correction_mask is None else correction_mask[keep])
-        focus = corrections if corrections is not None and corrections.any() else None
+    if corrections is not None and config.correction_focus > 0:
+        rows = list(range(len(labels))) if use_pseudo else keep  # the images the arrays hold, in order
+        focus = (corrections[rows] > 0) & (labels[rows] > 0)
+        focus = focus if focus.any() else None
     norm, targets, weights, focus = PatchSource.pad_to(norm, targets, weights, largest_crop, focus)
     source = PatchSource(torch.from_numpy(norm), torch.from_numpy(targets), torch.from_numpy(weights),
                          model.num_classes, None if focus is None else torch.from_numpy(focus))
