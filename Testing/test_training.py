@@ -164,7 +164,7 @@ def test_fine_tuning_focus_points_at_the_corrected_pixels_of_the_right_image(mon
 
     monkeypatch.setattr(training, "PatchSource", RecordingSource)
     names = [f"image_{i}" for i in range(4)]
-    train(images[:, None], corrected, default_classes(2), TrainConfig(iterations=2, **FAST),
+    train(images[:, None], corrected, default_classes(2), TrainConfig(iterations=2, correction_focus=0.5, **FAST),
           init_model=first.model, names=names)
     source = seen["source"]
     focus = source.focus_positions
