@@ -172,3 +172,22 @@ def test_fine_tuning_focus_points_at_the_corrected_pixels_of_the_right_image(mon
     image_of = focus // source.pixels_per_image
     assert bool((source.images.shape[0] == 4) and (image_of == 2).all())  # the whole stack, image 2 only
     assert bool((source.targets.reshape(-1)[focus] >= 0).all())  # every focus pixel is a labeled pixel
+
+
+def test_a_correction_round_samples_fewer_stroke_centered_patches(monkeypatch):
+    import SemSegLib.training as training
+
+    images, refs = disk_task(n=2)
+    labels = sparse_labels(refs, [0], seed=1)
+    fractions = []
+
+    class RecordingSampler(training.PatchSampler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            fractions.append(self.labeled_fraction)
+
+    monkeypatch.setattr(training, "PatchSampler", RecordingSampler)
+    config = TrainConfig(iterations=2, labeled_fraction=0.7, finetune_labeled_fraction=0.2, **FAST)
+    first = train(images[:, None], labels, default_classes(2), config)
+    train(images[:, None], labels, default_classes(2), config, init_model=first.model)
+    assert fractions == [0.7, 0.2]

@@ -55,6 +55,11 @@ class TrainConfig:
     levels: int = 4
     input_filters: bool = True
     finetune_lr_factor: float = 0.3  # fine-tuning starts from good weights: smaller steps
+    # Fine-tuning: labeled_fraction of a correction round. The model already knows the strokes; random patches
+    # of the painted images show strokes and corrections in context at their natural frequency, so the few
+    # corrections of one class do not dominate the round (0.25 vs 0.75: better on dsb2018-fluo in 4 of 4
+    # paired seeds, bench/RESULTS.md, session 5).
+    finetune_labeled_fraction: float = 0.25
     ema_decay: float = 0.99  # > 0: return an exponential moving average of the weights (smoother with few labels)
     # Pseudo-labels on the whole stack: confident predictions of a teacher (the EMA model, or the model being
     # fine-tuned) on random patches of every image, labeled or not, become extra targets.
@@ -207,7 +212,8 @@ def train(
     norm, targets, weights, focus = PatchSource.pad_to(norm, targets, weights, largest_crop, focus)
     source = PatchSource(torch.from_numpy(norm), torch.from_numpy(targets), torch.from_numpy(weights),
                          model.num_classes, None if focus is None else torch.from_numpy(focus))
-    sampler = PatchSampler(source, generator, config.labeled_fraction, max_scale=config.max_scale,
+    labeled_fraction = config.finetune_labeled_fraction if init_model is not None else config.labeled_fraction
+    sampler = PatchSampler(source, generator, labeled_fraction, max_scale=config.max_scale,
                            augment=config.augment, focus_fraction=config.correction_focus)
     class_weights = (_class_weights(targets, model.num_classes) if config.class_balance
                      else torch.ones(model.num_classes)).to(device)
