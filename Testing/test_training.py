@@ -5,6 +5,7 @@ from conftest import disk_task
 from SemSegLib.classes import default_classes
 from SemSegLib.errors import InputError
 from SemSegLib.metrics import evaluate
+from SemSegLib.patches import IGNORE
 from SemSegLib.prediction import PredictConfig, predict_image
 from SemSegLib.simulate import simulate_strokes
 from SemSegLib.training import (
@@ -12,6 +13,7 @@ from SemSegLib.training import (
     correction_pixels,
     masked_cross_entropy,
     prepare_training_arrays,
+    pseudo_targets,
     train,
 )
 
@@ -191,3 +193,50 @@ def test_a_correction_round_samples_fewer_stroke_centered_patches(monkeypatch):
     first = train(images[:, None], labels, default_classes(2), config)
     train(images[:, None], labels, default_classes(2), config, init_model=first.model)
     assert fractions == [0.7, 0.2]
+
+
+class FixedTeacher(torch.nn.Module):
+    """A 'network' whose logits are given: class 0 very sure on the left, class 1 only 60% sure on the right."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        logits = torch.zeros(n, 2, h, w)
+        logits[:, 0, :, : w // 2] = 5.0  # p(class 0) = 0.993
+        logits[:, 1, :, w // 2:] = torch.linspace(0.2, 0.6, h).view(1, h, 1)  # p(class 1) = 0.55-0.65
+        return logits
+
+
+def test_a_class_the_teacher_is_never_sure_of_keeps_pseudo_labels_with_a_class_quantile():
+    x = torch.zeros(1, 1, 8, 8)
+    unlabeled = torch.full((1, 8, 8), IGNORE)
+    plain = pseudo_targets(FixedTeacher(), x, unlabeled, 0.9)
+    assert (plain == 1).sum() == 0 and (plain[..., :4] == 0).all()
+    adaptive = pseudo_targets(FixedTeacher(), x, unlabeled, 0.9, class_quantile=0.5)
+    assert (adaptive[..., :4] == 0).all()  # the sure class is unchanged
+    right = adaptive[..., 4:]
+    assert (right == 1).sum() == 16 and (right[..., 4:, :] == 1).all()  # the surer half of the unsure class
+    painted = unlabeled.clone()
+    painted[..., 0] = 0
+    assert (pseudo_targets(FixedTeacher(), x, painted, 0.9, class_quantile=0.5)[..., 0] == IGNORE).all()
+
+
+def test_only_a_correction_round_lowers_the_threshold_of_unsure_classes(monkeypatch):
+    import SemSegLib.training as training
+
+    images, refs = disk_task(n=2)
+    labels = sparse_labels(refs, [0], seed=1)
+    quantiles = []
+
+    def recording_pseudo_targets(teacher, x, labeled, threshold, class_quantile=0.0):
+        quantiles.append(class_quantile)
+        return pseudo_targets(teacher, x, labeled, threshold, class_quantile)
+
+    monkeypatch.setattr(training, "pseudo_targets", recording_pseudo_targets)
+    config = TrainConfig(iterations=3, pseudo_label_min_steps=1, pseudo_label_start=0.0,
+                         finetune_pseudo_label_class_quantile=0.4, **FAST)
+    first = train(images[:, None], labels, default_classes(2), config)
+    assert quantiles and set(quantiles) == {0.0}
+    quantiles.clear()
+    train(images[:, None], labels, default_classes(2), config, init_model=first.model)
+    assert quantiles and set(quantiles) == {0.4}
+
