@@ -239,4 +239,3 @@ def test_only_a_correction_round_lowers_the_threshold_of_unsure_classes(monkeypa
     quantiles.clear()
     train(images[:, None], labels, default_classes(2), config, init_model=first.model)
     assert quantiles and set(quantiles) == {0.4}
-
