@@ -105,6 +105,11 @@ def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, con
            "predict_s_per_image": float(np.median(times)),
            "T1": miou(preds, ref, labeled, names), "T2": miou(preds, ref, test, names),
            "labeled_fraction": float((labels[labeled] > 0).mean())}
+    if not finetune_fraction:  # first-round studies: no correction round
+        out.update({"T1_corrected": float("nan"), "T2_corrected": float("nan"), "finetune_s": 0.0,
+                    "finetune_iterations": 0, "correction_pixels": 0, "peak_mb": peak_mb()})
+        _finish(out, preds, unc, labeled, test, queue)
+        return
     # One correction round on the labeled images, fine-tuned from the first model.
     rng = np.random.default_rng(seed + 1)
     corrected = labels.copy()
@@ -120,6 +125,10 @@ def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, con
         res3 = train(stack.images, labels, classes, finetune, init_model=res.model, names=stack.names)
         preds3 = {i: p.labels for i, p in predict_stack(res3.model, stack.images, PredictConfig(), indices=test)}
         out["T2_control"] = miou(preds3, ref, test, names)
+    _finish(out, preds, unc, labeled, test, queue)
+
+
+def _finish(out: dict, preds: dict, unc: dict, labeled: list[int], test: list[int], queue) -> None:
     show = test[len(test) // 2]
     out["figure"] = {"index": show, "labels_index": labeled[1], "pred": preds[show], "unc": unc[show],
                      "labels_pred": preds[labeled[1]], "labels_unc": unc[labeled[1]]}
@@ -191,7 +200,7 @@ def main() -> None:
     ap.add_argument("--control", action="store_true",
                     help="also fine-tune on the old strokes alone (what corrections add beyond more training)")
     ap.add_argument("--finetune-fraction", type=float, default=0.5,
-                    help="correction round's budget as a fraction of the first round's")
+                    help="correction round's budget as a fraction of the first round's (0: no round)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-rf", action="store_true")
     ap.add_argument("--full-labels", action="store_true", help="upper bound: train on the full reference of the 3")
