@@ -385,19 +385,22 @@ def blind_spot_mask(x: torch.Tensor, fraction: float, generator: torch.Generator
     """`x` with a random `fraction` of its pixels replaced by a random neighbour (all channels), and the mask.
 
     The network cannot see a masked pixel's own value, so predicting it must come from context (Noise2Void).
+    Offsets are drawn for the masked pixels only: this runs every training step.
     """
-    b, c, h, w = x.shape
-    masked = (torch.rand((b, 1, h, w), generator=generator) < fraction).to(x.device)
-    dy = torch.randint(-radius, radius + 1, (b, 1, h, w), generator=generator)
-    dx = torch.randint(-radius, radius + 1, (b, 1, h, w), generator=generator)
+    b, _, h, w = x.shape
+    masked = torch.rand((b, 1, h, w), generator=generator) < fraction
+    bi, _, yi, xi = masked.nonzero(as_tuple=True)
+    dy = torch.randint(-radius, radius + 1, yi.shape, generator=generator)
+    dx = torch.randint(-radius, radius + 1, xi.shape, generator=generator)
     dx[(dy == 0) & (dx == 0)] = 1  # never the pixel itself
-    rows, cols = torch.arange(h).view(1, 1, h, 1) + dy, torch.arange(w).view(1, 1, 1, w) + dx
+    ys, xs = yi + dy, xi + dx
     # Off the edge: the mirror neighbour (clamping would pick the pixel itself).
-    rows = torch.where((rows < 0) | (rows >= h), rows - 2 * dy, rows)
-    cols = torch.where((cols < 0) | (cols >= w), cols - 2 * dx, cols)
-    index = (rows * w + cols).view(b, 1, h * w).expand(b, c, h * w).to(x.device)
-    neighbour = x.reshape(b, c, h * w).gather(2, index).view(b, c, h, w)
-    return torch.where(masked, neighbour, x), masked.float()
+    ys = torch.where((ys < 0) | (ys >= h), yi - dy, ys)
+    xs = torch.where((xs < 0) | (xs >= w), xi - dx, xs)
+    bi, yi, xi, ys, xs = (t.to(x.device) for t in (bi, yi, xi, ys, xs))
+    out = x.clone()
+    out[bi, :, yi, xi] = x[bi, :, ys, xs]
+    return out, masked.to(x.device).float()
 
 
 @torch.no_grad()
