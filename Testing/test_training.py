@@ -5,15 +5,11 @@ from conftest import disk_task
 from SemSegLib.classes import default_classes
 from SemSegLib.errors import InputError
 from SemSegLib.metrics import evaluate
-from SemSegLib.model_file import SemSegModel
-from SemSegLib.network import all_outputs
-from SemSegLib.normalization import normalize_image
 from SemSegLib.patches import IGNORE
 from SemSegLib.prediction import PredictConfig, predict_image
 from SemSegLib.simulate import simulate_strokes
 from SemSegLib.training import (
     TrainConfig,
-    blind_spot_mask,
     correction_pixels,
     masked_cross_entropy,
     prepare_training_arrays,
@@ -243,41 +239,3 @@ def test_only_a_correction_round_lowers_the_threshold_of_unsure_classes(monkeypa
     quantiles.clear()
     train(images[:, None], labels, default_classes(2), config, init_model=first.model)
     assert quantiles and set(quantiles) == {0.4}
-
-
-def test_blind_spot_mask_hides_each_masked_pixel_behind_a_neighbour():
-    size = 12
-    x = torch.arange(2 * 2 * size * size, dtype=torch.float32).view(2, 2, size, size)  # each value names its pixel
-    masked_x, mask = blind_spot_mask(x, 0.3, torch.Generator().manual_seed(0), radius=2)
-    hidden = mask.bool().expand_as(x)
-    assert 0.15 < float(mask.mean()) < 0.45
-    assert torch.equal(masked_x[~hidden], x[~hidden])
-    for b, c, i, j in hidden.nonzero().tolist():
-        source = int(masked_x[b, c, i, j]) - (2 * b + c) * size * size
-        si, sj = divmod(source, size)
-        assert 0 <= source < size * size and (si, sj) != (i, j), "a masked pixel shows its own value"
-        assert abs(si - i) <= 2 and abs(sj - j) <= 2
-    # Every channel of a masked pixel comes from the same neighbour.
-    assert torch.equal((masked_x[:, 1] - masked_x[:, 0])[mask[:, 0].bool()],
-                       torch.full((int(mask.sum()),), float(size * size)))
-
-
-def test_blind_spot_training_learns_to_fill_in_hidden_pixels_and_predicts_classes_only(tmp_path):
-    images, refs = disk_task(n=4)
-    labels = sparse_labels(refs, [0, 1])
-    res = train(images[:, None], labels, default_classes(2),
-                TrainConfig(iterations=150, seed=0, blind_spot_weight=1.0, blind_spot_fraction=0.05, **FAST))
-    assert res.model.network_config.reconstruction_channels == 1
-    res.model.save(tmp_path / "m.pt")
-    model = SemSegModel.load(tmp_path / "m.pt")
-    preds = np.stack([predict_image(model, images[i, None]).labels for i in (2, 3)])
-    assert evaluate(preds, refs[2:], ["bg", "disk"]).mean_iou > 0.8
-    x = torch.from_numpy(np.stack([normalize_image(images[i, None], model.normalization) for i in (2, 3)]))
-    masked_x, mask = blind_spot_mask(x, 0.05, torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        assert model.network(masked_x).shape[1] == 2  # prediction sees the class logits only
-        filled = all_outputs(model.network)(masked_x)[:, 2:]
-    hidden = mask.bool()
-    error = float(((filled - x)[hidden] ** 2).mean())
-    guess_the_mean = float(((x - x.mean()).pow(2))[hidden].mean())
-    assert error < 0.75 * guess_the_mean  # an untrained head does no better than the mean

@@ -22,9 +22,6 @@ class NetworkConfig:
     residual_units: int = 1
     dropout: float = 0.0
     input_filters: bool = False  # prepend the fixed multiscale filter bank (filters.py)
-    # Extra outputs trained to reconstruct blind-spot-masked input (self-supervised, training.py); the
-    # network's forward drops them, so prediction and pseudo-labels see only the class logits.
-    reconstruction_channels: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,33 +50,14 @@ def build_network(config: NetworkConfig) -> nn.Module:
     unet = UNet(
         spatial_dims=2,
         in_channels=in_channels,
-        out_channels=config.num_classes + config.reconstruction_channels,
+        out_channels=config.num_classes,
         channels=channels,
         strides=(2,) * (config.levels - 1),
         num_res_units=config.residual_units,
         norm="batch",
         dropout=config.dropout,
     )
-    layers = [m for m in (bank, unet) if m is not None]
-    if config.reconstruction_channels:
-        layers.append(FirstChannels(config.num_classes))  # no weights: the state dict keys stay the same
-    return nn.Sequential(*layers) if len(layers) > 1 else unet
-
-
-class FirstChannels(nn.Module):
-    def __init__(self, count: int):
-        super().__init__()
-        self.count = count
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, : self.count]
-
-
-def all_outputs(net: nn.Module) -> nn.Module:
-    """The network without its FirstChannels head: class logits followed by the reconstruction channels."""
-    if isinstance(net, nn.Sequential) and isinstance(net[-1], FirstChannels):
-        return net[:-1]
-    return net
+    return nn.Sequential(bank, unet) if bank is not None else unet
 
 
 def count_parameters(net: nn.Module) -> int:

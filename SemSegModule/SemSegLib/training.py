@@ -22,7 +22,6 @@ from .classes import ClassInfo
 from .devices import resolve_device
 from .errors import InputError
 from .model_file import SemSegModel
-from .network import all_outputs
 from .normalization import normalize_image
 from .patches import IGNORE, PatchSampler, PatchSource
 
@@ -74,11 +73,6 @@ class TrainConfig:
     finetune_pseudo_label_class_quantile: float = 0.5
     pseudo_label_start: float = 0.3  # fraction of the budget before the EMA teacher is trusted
     pseudo_label_min_steps: int = 200  # ...and at least this many steps: a young teacher's confidence misleads
-    # Self-supervised blind-spot reconstruction (Noise2Void / ImPartial style) on every training patch, jointly
-    # with the stroke loss: a few pixels of the input are replaced by a neighbour and extra output channels
-    # predict the original values there. Costs no extra forward pass. 0 = off; only for a new model.
-    blind_spot_weight: float = 0.0
-    blind_spot_fraction: float = 0.02  # share of the pixels masked per patch
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -206,9 +200,7 @@ def train(
         model.classes = list(classes)
     else:
         model = SemSegModel.create(images.shape[1], classes, base_width=config.base_width, levels=config.levels,
-                                    input_filters=config.input_filters,
-                                    reconstruction_channels=images.shape[1] if config.blind_spot_weight > 0 else 0)
-    blind_spot = config.blind_spot_weight > 0 and model.network_config.reconstruction_channels > 0
+                                    input_filters=config.input_filters)
 
     use_pseudo = config.pseudo_label_weight > 0 and (init_model is not None or config.ema_decay > 0)
     # Corrections, once for the whole stack: they get the correction weight and the focused patches.
@@ -235,8 +227,6 @@ def train(
 
     net = model.network.to(device)
     net.train()
-    net_all_outputs = all_outputs(net)  # shares the weights; also returns the reconstruction channels
-    k = model.num_classes
     peak_lr = config.learning_rate * (config.finetune_lr_factor if init_model is not None else 1.0)
     optimizer = torch.optim.AdamW(net.parameters(), lr=peak_lr, weight_decay=config.weight_decay)
     use_amp = device.type == "cuda"
@@ -280,16 +270,9 @@ def train(
                 # The student sees a noisier view than the teacher: consistency, not copying.
                 xu = xu + 0.1 * torch.randn(xu.shape, generator=generator).to(device)
                 x = torch.cat([x, xu])
-            if blind_spot:
-                original = x
-                x, masked = blind_spot_mask(x, config.blind_spot_fraction, generator)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                outputs = net_all_outputs(x).float()
-            logits = outputs[:, :k]
+                logits = net(x).float()
             loss = masked_cross_entropy(logits[:batch_size], y, w, class_weights)
-            if blind_spot:
-                error = (outputs[:, k:] - original) ** 2 * masked
-                loss = loss + config.blind_spot_weight * error.sum() / masked.sum().clamp(min=1) / original.shape[1]
             if current_teacher is not None:
                 loss = loss + config.pseudo_label_weight * masked_cross_entropy(
                     logits[batch_size:], pseudo, (pseudo != IGNORE).float(), torch.ones_like(class_weights))
@@ -378,29 +361,6 @@ class WeightAverage:
                 avg.mul_(d).add_(new.detach(), alpha=1 - d)
             else:
                 avg.copy_(new)
-
-
-def blind_spot_mask(x: torch.Tensor, fraction: float, generator: torch.Generator,
-                    radius: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
-    """`x` with a random `fraction` of its pixels replaced by a random neighbour (all channels), and the mask.
-
-    The network cannot see a masked pixel's own value, so predicting it must come from context (Noise2Void).
-    Offsets are drawn for the masked pixels only: this runs every training step.
-    """
-    b, _, h, w = x.shape
-    masked = torch.rand((b, 1, h, w), generator=generator) < fraction
-    bi, _, yi, xi = masked.nonzero(as_tuple=True)
-    dy = torch.randint(-radius, radius + 1, yi.shape, generator=generator)
-    dx = torch.randint(-radius, radius + 1, xi.shape, generator=generator)
-    dx[(dy == 0) & (dx == 0)] = 1  # never the pixel itself
-    ys, xs = yi + dy, xi + dx
-    # Off the edge: the mirror neighbour (clamping would pick the pixel itself).
-    ys = torch.where((ys < 0) | (ys >= h), yi - dy, ys)
-    xs = torch.where((xs < 0) | (xs >= w), xi - dx, xs)
-    bi, yi, xi, ys, xs = (t.to(x.device) for t in (bi, yi, xi, ys, xs))
-    out = x.clone()
-    out[bi, :, yi, xi] = x[bi, :, ys, xs]
-    return out, masked.to(x.device).float()
 
 
 @torch.no_grad()
