@@ -108,7 +108,7 @@ def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, con
     if not finetune_fraction:  # first-round studies: no correction round
         out.update({"T1_corrected": float("nan"), "T2_corrected": float("nan"), "finetune_s": 0.0,
                     "finetune_iterations": 0, "correction_pixels": 0, "peak_mb": peak_mb()})
-        _finish(out, preds, unc, labeled, test, queue)
+        _send_result(out, preds, unc, labeled, test, queue)
         return
     # One correction round on the labeled images, fine-tuned from the first model.
     rng = np.random.default_rng(seed + 1)
@@ -125,10 +125,10 @@ def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, con
         res3 = train(stack.images, labels, classes, finetune, init_model=res.model, names=stack.names)
         preds3 = {i: p.labels for i, p in predict_stack(res3.model, stack.images, PredictConfig(), indices=test)}
         out["T2_control"] = miou(preds3, ref, test, names)
-    _finish(out, preds, unc, labeled, test, queue)
+    _send_result(out, preds, unc, labeled, test, queue)
 
 
-def _finish(out: dict, preds: dict, unc: dict, labeled: list[int], test: list[int], queue) -> None:
+def _send_result(out: dict, preds: dict, unc: dict, labeled: list[int], test: list[int], queue) -> None:
     show = test[len(test) // 2]
     out["figure"] = {"index": show, "labels_index": labeled[1], "pred": preds[show], "unc": unc[show],
                      "labels_pred": preds[labeled[1]], "labels_unc": unc[labeled[1]]}
