@@ -70,19 +70,3 @@ def suggest_slices(model: SemSegModel, images: np.ndarray, names: list[str], top
         "stack_mean_uncertainty": round(float(np.mean(list(means.values()))), 4),
     }
 
-
-def most_uncertain_points(uncertainty: np.ndarray, count: int, min_distance: int = 16,
-                          smoothing: float = 2.0) -> list[tuple[int, int]]:
-    """Up to `count` (row, column) spots of highest smoothed uncertainty, more than `min_distance` apart."""
-    smooth = ndi.gaussian_filter(uncertainty.astype(np.float32), smoothing) if smoothing else uncertainty.copy()
-    peaks = (smooth == ndi.maximum_filter(smooth, size=2 * min_distance + 1)) & (smooth > 0)
-    rows, cols = np.nonzero(peaks)
-    chosen: list[tuple[int, int]] = []
-    # Greedy suppression: plateaus give many equal local maxima; keep only spots far from those taken.
-    for k in np.argsort(-smooth[rows, cols], kind="stable"):
-        r, c = int(rows[k]), int(cols[k])
-        if all(max(abs(r - a), abs(c - b)) > min_distance for a, b in chosen):
-            chosen.append((r, c))
-            if len(chosen) == count:
-                break
-    return chosen
