@@ -343,6 +343,8 @@ class WeightAverage:
 
     The decay ramps up as (1 + t) / (10 + t) so that a short run is not dominated by the random initial
     weights (with a fixed 0.99, 22% of the average after 150 steps would still be the initialization).
+    The ramp reaches 0.99 only after 890 steps, so in most CPU runs it alone sets the decay: the average
+    covers about the last tenth of the run (a longer window measured no better, bench/RESULTS.md session 8).
     """
 
     def __init__(self, net: torch.nn.Module, decay: float):
