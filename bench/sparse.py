@@ -105,6 +105,7 @@ def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, con
            "predict_s_per_image": float(np.median(times)),
            "T1": miou(preds, ref, labeled, names), "T2": miou(preds, ref, test, names),
            "labeled_fraction": float((labels[labeled] > 0).mean())}
+    out.update(without_prior_correction(res.model, stack.images, ref, labeled, test, names))
     if not finetune_fraction:  # first-round studies: no correction round
         out.update({"T1_corrected": float("nan"), "T2_corrected": float("nan"), "finetune_s": 0.0,
                     "finetune_iterations": 0, "correction_pixels": 0, "peak_mb": peak_mb()})
@@ -118,6 +119,8 @@ def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, con
     finetune = TrainConfig(**{**config.to_dict(), **finetune_budget, **finetune_overrides})
     res2 = train(stack.images, corrected, classes, finetune, init_model=res.model, names=stack.names)
     preds2 = {i: p.labels for i, p in predict_stack(res2.model, stack.images, PredictConfig(), indices=labeled + test)}
+    out.update({f"{k}_round": v for k, v in
+                without_prior_correction(res2.model, stack.images, ref, labeled, test, names).items()})
     out.update({"T1_corrected": miou(preds2, ref, labeled, names), "T2_corrected": miou(preds2, ref, test, names),
                 "finetune_s": res2.seconds, "finetune_iterations": res2.iterations,
                 "correction_pixels": int(((corrected > 0) & (labels == 0)).sum()), "peak_mb": peak_mb()})
@@ -126,6 +129,23 @@ def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, con
         preds3 = {i: p.labels for i, p in predict_stack(res3.model, stack.images, PredictConfig(), indices=test)}
         out["T2_control"] = miou(preds3, ref, test, names)
     _send_result(out, preds, unc, labeled, test, queue)
+
+
+def without_prior_correction(model, images: np.ndarray, ref: np.ndarray, labeled: list[int], test: list[int],
+                             names: list[str]) -> dict:
+    """T1 / T2 of the same network without its class-prior correction (the ablation, paired in every run)."""
+    import copy
+
+    from SemSegLib.prediction import predict_stack
+
+    if model.log_prior_shift is None:
+        return {}
+    plain = copy.copy(model)
+    plain.log_prior_shift = None
+    preds = {i: p.labels for i, p in predict_stack(plain, images, indices=labeled + test)}
+    return {"T1_no_prior_correction": miou(preds, ref, labeled, names),
+            "T2_no_prior_correction": miou(preds, ref, test, names),
+            "log_prior_shift": [round(float(v), 3) for v in model.log_prior_shift]}
 
 
 def _send_result(out: dict, preds: dict, unc: dict, labeled: list[int], test: list[int], queue) -> None:

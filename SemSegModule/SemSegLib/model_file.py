@@ -37,6 +37,8 @@ class SemSegModel:
     # round can tell corrections (newly painted pixels) from old strokes.
     labeled_masks: dict[str, torch.Tensor] = field(default_factory=dict)
     image_shape: tuple[int, int] | None = None
+    # Added to the log class probabilities at prediction (calibration.py); None: no correction.
+    log_prior_shift: np.ndarray | None = None
 
     @staticmethod
     def create(in_channels: int, classes: list[ClassInfo], **network_kwargs) -> SemSegModel:
@@ -84,6 +86,7 @@ class SemSegModel:
             "history": self.history,
             "image_shape": list(self.image_shape) if self.image_shape else None,
             "labeled_masks": dict(self.labeled_masks),
+            "log_prior_shift": None if self.log_prior_shift is None else [float(v) for v in self.log_prior_shift],
             "state_dict": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
         }
 
@@ -111,6 +114,7 @@ class SemSegModel:
         network.load_state_dict(d["state_dict"])
         network.eval()
         shape = d.get("image_shape")
+        shift = d.get("log_prior_shift")  # absent in files from before session 9
         return SemSegModel(
             network=network,
             network_config=config,
@@ -119,4 +123,5 @@ class SemSegModel:
             history=list(d.get("history", [])),
             labeled_masks=dict(d.get("labeled_masks", {})),
             image_shape=tuple(shape) if shape else None,
+            log_prior_shift=None if shift is None else np.asarray(shift, np.float64),
         )

@@ -50,8 +50,12 @@ def _round_up(v: int, m: int) -> int:
 
 
 def predict_probabilities(model: SemSegModel, image: np.ndarray, config: PredictConfig | None = None,
-                          device: torch.device | None = None) -> torch.Tensor:
-    """(C, H, W) raw image -> (K, H, W) float32 class probabilities on the CPU."""
+                          device: torch.device | None = None, prior_shift: bool = True) -> torch.Tensor:
+    """(C, H, W) raw image -> (K, H, W) float32 class probabilities on the CPU.
+
+    With `prior_shift` the model's class-prior correction (calibration.py) is applied, as everywhere a
+    prediction is shown or saved; off only to estimate that correction.
+    """
     from monai.inferers import sliding_window_inference
 
     config = config or PredictConfig()
@@ -80,6 +84,8 @@ def predict_probabilities(model: SemSegModel, image: np.ndarray, config: Predict
             prob = prob.flip(dims) if dims else prob
             total = prob if total is None else total + prob
     prob = (total / len(flips))[0]
+    if prior_shift and model.log_prior_shift is not None:
+        prob = prob * torch.exp(torch.as_tensor(model.log_prior_shift, dtype=prob.dtype))[:, None, None]
     return prob / prob.sum(0, keepdim=True).clamp_min(1e-8)
 
 

@@ -1,0 +1,53 @@
+"""Class-prior correction: predictions follow the stack's mix of classes, not the strokes' mix.
+
+Why: a network trained on strokes learns the strokes' class mix as its prior. A thin class (membrane, nucleus
+border) gets as many strokes as the background, far more than its share of the image, and strokes keep away
+from class borders, so in the band between strokes of two classes the network favours the thin class and
+draws it too thick (bench/RESULTS.md, session 9). The standard correction for such a prior shift (Saerens et
+al., Neural Computation 2002) reweights each pixel's class probabilities by new prior / training prior.
+The new prior is the mean predicted probability over the stack: one EM step. Iterating to convergence drives
+a class with diffuse probabilities (a 1-pixel border) to nothing, so one step is all it takes (measured).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .model_file import SemSegModel
+
+
+def log_prior_shift(mean_probability: np.ndarray, label_fractions: np.ndarray) -> np.ndarray:
+    """log(stack prior / stroke prior) per class; 0 for a class with no labeled pixel (nothing to correct)."""
+    mean_probability = np.asarray(mean_probability, np.float64)
+    label_fractions = np.asarray(label_fractions, np.float64)
+    shift = np.zeros(len(label_fractions))
+    painted = label_fractions > 0
+    shift[painted] = np.log(np.maximum(mean_probability[painted], 1e-6) / label_fractions[painted])
+    return shift
+
+
+def label_fractions(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Share of each class 1..K among the labeled pixels of (N, H, W) labels."""
+    counts = np.bincount(labels[labels > 0].ravel(), minlength=num_classes + 1)[1:num_classes + 1]
+    return counts / max(counts.sum(), 1)
+
+
+def spread_indices(n: int, count: int) -> list[int]:
+    """Up to `count` indices evenly spread over range(n)."""
+    return sorted({int(round(v)) for v in np.linspace(0, n - 1, min(count, n))})
+
+
+def estimate_log_prior_shift(model: SemSegModel, images: np.ndarray, labels: np.ndarray, max_images: int = 8,
+                             device: torch.device | None = None) -> np.ndarray:
+    """The model's prior correction for this stack: mean probability over up to `max_images` images spread
+    over the stack (the network without any correction) against the class shares of the labeled pixels."""
+    from .prediction import PredictConfig, predict_probabilities
+
+    total = np.zeros(model.num_classes)
+    pixels = 0
+    for i in spread_indices(len(images), max_images):
+        prob = predict_probabilities(model, images[i], PredictConfig(), device, prior_shift=False)
+        total += prob.reshape(model.num_classes, -1).sum(1).double().numpy()
+        pixels += prob[0].numel()
+    return log_prior_shift(total / pixels, label_fractions(labels, model.num_classes))
