@@ -7,6 +7,7 @@ import pytest
 import tifffile
 from SemSegLib import cli
 from SemSegLib.classes import ClassInfo, write_classes_csv
+from SemSegLib.model_file import SemSegModel
 
 
 def run(*args):
@@ -41,7 +42,9 @@ def test_full_loop_through_the_cli(disk_stack, capsys, monkeypatch):
     new = tifffile.imread(d / "strokes2" / "img_1.tif")
     assert np.all(new[old > 0] == old[old > 0])
     assert run("train", "--images", d / "images", "--labels", d / "strokes2", "--model", d / "m2.pt",
-               "--init", d / "m.pt", "--iterations", 5) == 0
+               "--init", d / "m.pt", "--iterations", 5, "--no-prior-correction") == 0
+    assert SemSegModel.load(d / "m.pt").log_prior_shift is not None
+    assert SemSegModel.load(d / "m2.pt").log_prior_shift is None
     capsys.readouterr()
     assert run("suggest", "--images", d / "images", "--model", d / "m2.pt", "--top", 2) == 0
     s = json.loads(capsys.readouterr().out)

@@ -44,6 +44,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     if init is not None:
         init.check_stack(stack.channels, str(args.images))
     config = TrainConfig(seed=args.seed, device=args.device, correction_weight=args.correction_weight)
+    if args.no_prior_correction:
+        config.prior_correction_images = 0
     if args.iterations is not None:
         config.iterations, config.seconds = args.iterations, None
     elif args.seconds is not None:
@@ -229,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--correction-weight", type=float, default=1.0,
                    help="weight of pixels labeled since the --init model was trained (default 1: see bench/RESULTS.md)")
+    t.add_argument("--no-prior-correction", action="store_true",
+                   help="predict with the class mix of the strokes instead of the stack's (README: How it works)")
     t.set_defaults(func=cmd_train)
 
     pr = sub.add_parser("predict", help="label every pixel of a stack")

@@ -1,0 +1,84 @@
+import copy
+
+import numpy as np
+import torch
+from conftest import disk_task
+from SemSegLib.calibration import estimate_log_prior_shift, label_fractions, log_prior_shift, spread_indices
+from SemSegLib.classes import default_classes
+from SemSegLib.model_file import SemSegModel
+from SemSegLib.prediction import PredictConfig, predict_image, predict_probabilities
+from SemSegLib.training import TrainConfig, train
+
+CPU = PredictConfig(device="cpu")
+
+
+class ConstantLogits(torch.nn.Module):
+    """A network that gives every pixel the same class probabilities, whatever the image."""
+
+    def __init__(self, logits: list[float]):
+        super().__init__()
+        self.logits = torch.tensor(logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits[None, :, None, None].expand(x.shape[0], -1, *x.shape[2:])
+
+
+def test_the_shift_moves_the_prior_from_the_strokes_to_the_stack():
+    labels = np.zeros((2, 10, 10), np.uint16)
+    labels[0, 0, :6] = 1  # 6 pixels of class 1, 2 of class 2, none of class 3
+    labels[1, 5, :2] = 2
+    fractions = label_fractions(labels, 3)
+    assert np.allclose(fractions, [0.75, 0.25, 0.0])
+    shift = log_prior_shift([0.5, 0.4, 0.1], fractions)
+    assert np.allclose(shift, [np.log(0.5 / 0.75), np.log(0.4 / 0.25), 0.0])  # unpainted: left alone
+    assert spread_indices(30, 8) == [0, 4, 8, 12, 17, 21, 25, 29] and spread_indices(3, 8) == [0, 1, 2]
+
+
+def test_the_estimate_is_the_mean_probability_against_the_stroke_shares():
+    model = SemSegModel.create(1, default_classes(2), base_width=8, levels=3)
+    model.network = ConstantLogits([0.0, float(np.log(3.0))])  # every pixel: 25% / 75%
+    images = np.random.default_rng(0).random((5, 1, 40, 48)).astype(np.float32)
+    labels = np.zeros((5, 40, 48), np.uint16)
+    labels[1, :4, :10] = 1
+    labels[3, :4, :10] = 2  # the strokes: half and half
+    model.log_prior_shift = np.array([5.0, -5.0])  # an old correction must not leak into the estimate
+    shift = estimate_log_prior_shift(model, images, labels, device=torch.device("cpu"))
+    assert np.allclose(shift, [np.log(0.25 / 0.5), np.log(0.75 / 0.5)], atol=1e-5)
+
+
+def test_a_model_predicts_with_its_correction_and_keeps_it_in_its_file(tmp_path):
+    torch.manual_seed(0)
+    model = SemSegModel.create(1, default_classes(3), base_width=8, levels=3)
+    image = np.random.default_rng(1).random((1, 64, 64)).astype(np.float32)
+    raw = predict_probabilities(model, image, CPU)
+    model.log_prior_shift = np.array([np.log(0.2), 0.0, np.log(4.0)])
+    corrected = predict_probabilities(model, image, CPU)
+    expected = raw * torch.tensor([0.2, 1.0, 4.0])[:, None, None]
+    assert torch.allclose(corrected, expected / expected.sum(0, keepdim=True), atol=1e-6)
+    assert torch.allclose(predict_probabilities(model, image, CPU, prior_shift=False), raw)
+    path = tmp_path / "m.pt"
+    model.save(path)
+    loaded = SemSegModel.load(path)
+    assert np.allclose(loaded.log_prior_shift, model.log_prior_shift)
+    assert np.array_equal(predict_image(loaded, image, CPU).labels, predict_image(model, image, CPU).labels)
+    old = model.to_dict()  # a file written before the correction existed
+    del old["log_prior_shift"]
+    torch.save(old, path)
+    assert SemSegModel.load(path).log_prior_shift is None
+
+
+def test_training_ends_with_the_correction_for_the_stack_it_learned_on():
+    images, refs = disk_task(n=3)
+    labels = np.zeros(refs.shape, np.uint16)
+    labels[0, 40:50, 40:50] = refs[0, 40:50, 40:50]
+    labels[0, :3] = refs[0, :3]
+    fast = dict(iterations=20, patch_size=64, batch_size=2, base_width=8, levels=3, device="cpu")
+    res = train(images[:, None], labels, default_classes(2), TrainConfig(**fast))
+    shift = res.model.log_prior_shift
+    assert shift is not None and shift.shape == (2,) and np.isfinite(shift).all()
+    plain = copy.copy(res.model)
+    plain.log_prior_shift = None
+    assert np.allclose(shift, estimate_log_prior_shift(plain, images[:, None], labels, device=torch.device("cpu")))
+    assert res.model.history[-1]["log_prior_shift"] == [round(float(v), 4) for v in shift]
+    off = train(images[:, None], labels, default_classes(2), TrainConfig(prior_correction_images=0, **fast))
+    assert off.model.log_prior_shift is None and off.model.history[-1]["log_prior_shift"] is None
