@@ -75,8 +75,8 @@ class TrainConfig:
     pseudo_label_start: float = 0.3  # fraction of the budget before the EMA teacher is trusted
     pseudo_label_min_steps: int = 200  # ...and at least this many steps: a young teacher's confidence misleads
     # After training: correct the class prior the strokes taught for the stack's own class mix, estimated on
-    # this many images spread over the stack (calibration.py; 0 = off). It makes a thin class as thin as it
-    # is: better T2 on both benchmark sets in 5 of 5 seeds (bench/RESULTS.md, session 9).
+    # this many images spread over the stack (calibration.py; 0 = off). Thin classes get thinner: T2 +0.009 /
+    # +0.019 on the two benchmark sets, better in 10 of 10 runs (bench/RESULTS.md, session 9).
     prior_correction_images: int = 8
 
     def to_dict(self) -> dict:
