@@ -346,6 +346,7 @@ def train(
             progress(TrainProgress(it, it, smoothed, seconds, 0.0, "correcting the class balance"))
         model.log_prior_shift = estimate_log_prior_shift(model, images, labels, config.prior_correction_images,
                                                          device)
+        model.network.cpu()  # as before the estimate: a returned model does not hold GPU memory
     model.history[-1]["log_prior_shift"] = (None if model.log_prior_shift is None
                                             else [round(float(v), 4) for v in model.log_prior_shift])
     return TrainResult(model, it, seconds, smoothed, cancelled, device.type, losses)
