@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .model_file import SemSegModel
+from .prediction import PredictConfig, predict_probabilities
 
 
 def log_prior_shift(mean_probability: np.ndarray, label_fractions: np.ndarray) -> np.ndarray:
@@ -42,8 +43,6 @@ def estimate_log_prior_shift(model: SemSegModel, images: np.ndarray, labels: np.
                              device: torch.device | None = None) -> np.ndarray:
     """The model's prior correction for this stack: mean probability over up to `max_images` images spread
     over the stack (the network without any correction) against the class shares of the labeled pixels."""
-    from .prediction import PredictConfig, predict_probabilities
-
     total = np.zeros(model.num_classes)
     pixels = 0
     for i in spread_indices(len(images), max_images):
