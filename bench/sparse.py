@@ -121,6 +121,7 @@ def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, con
     preds2 = {i: p.labels for i, p in predict_stack(res2.model, stack.images, PredictConfig(), indices=labeled + test)}
     out.update({f"{k}_round": v for k, v in
                 without_prior_correction(res2.model, stack.images, ref, labeled, test, names).items()})
+    out.update(round_network_alone(res2.model, stack.images, ref, labeled, test, names))
     out.update({"T1_corrected": miou(preds2, ref, labeled, names), "T2_corrected": miou(preds2, ref, test, names),
                 "finetune_s": res2.seconds, "finetune_iterations": res2.iterations,
                 "correction_pixels": int(((corrected > 0) & (labels == 0)).sum()), "peak_mb": peak_mb()})
@@ -142,10 +143,29 @@ def without_prior_correction(model, images: np.ndarray, ref: np.ndarray, labeled
         return {}
     plain = copy.copy(model)
     plain.log_prior_shift = None
+    if model.previous_round is not None:
+        plain.previous_round = copy.copy(model.previous_round)
+        plain.previous_round.log_prior_shift = None
     preds = {i: p.labels for i, p in predict_stack(plain, images, indices=labeled + test)}
     return {"T1_no_prior_correction": miou(preds, ref, labeled, names),
             "T2_no_prior_correction": miou(preds, ref, test, names),
             "log_prior_shift": [round(float(v), 3) for v in model.log_prior_shift]}
+
+
+def round_network_alone(model, images: np.ndarray, ref: np.ndarray, labeled: list[int], test: list[int],
+                        names: list[str]) -> dict:
+    """T1 / T2 after the round from the round's network alone, without the one it started from (paired)."""
+    import copy
+
+    from SemSegLib.prediction import predict_stack
+
+    if model.previous_round is None:
+        return {}
+    alone = copy.copy(model)
+    alone.previous_round = None
+    preds = {i: p.labels for i, p in predict_stack(alone, images, indices=labeled + test)}
+    return {"T1_corrected_round_network_alone": miou(preds, ref, labeled, names),
+            "T2_corrected_round_network_alone": miou(preds, ref, test, names)}
 
 
 def _send_result(out: dict, preds: dict, unc: dict, labeled: list[int], test: list[int], queue) -> None:

@@ -25,6 +25,14 @@ FORMAT_NAME = "semseg-model"
 
 
 @dataclass
+class RoundMember:
+    """The network a correction round started from, with its prior correction (see SemSegModel)."""
+
+    network: nn.Module
+    log_prior_shift: np.ndarray | None = None
+
+
+@dataclass
 class SemSegModel:
     """A trained (or freshly initialized) network with its classes, input contract and history."""
 
@@ -39,6 +47,11 @@ class SemSegModel:
     image_shape: tuple[int, int] | None = None
     # Added to the log class probabilities at prediction (calibration.py); None: no correction.
     log_prior_shift: np.ndarray | None = None
+    # After a correction round: the network the round started from. Predictions average the two networks'
+    # corrected probabilities: a round's gain on the images nobody painted then no longer hinges on how a few
+    # corrections on three images generalize (bench/RESULTS.md, session 10). Only the last round's
+    # predecessor is kept, so a model holds at most two networks.
+    previous_round: RoundMember | None = None
 
     @staticmethod
     def create(in_channels: int, classes: list[ClassInfo], **network_kwargs) -> SemSegModel:
@@ -86,8 +99,12 @@ class SemSegModel:
             "history": self.history,
             "image_shape": list(self.image_shape) if self.image_shape else None,
             "labeled_masks": dict(self.labeled_masks),
-            "log_prior_shift": None if self.log_prior_shift is None else [float(v) for v in self.log_prior_shift],
-            "state_dict": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
+            "log_prior_shift": _floats(self.log_prior_shift),
+            "state_dict": _state_dict(self.network),
+            "previous_round": None if self.previous_round is None else {
+                "state_dict": _state_dict(self.previous_round.network),
+                "log_prior_shift": _floats(self.previous_round.log_prior_shift),
+            },
         }
 
     def save(self, path: str | Path) -> None:
@@ -114,7 +131,11 @@ class SemSegModel:
         network.load_state_dict(d["state_dict"])
         network.eval()
         shape = d.get("image_shape")
-        shift = d.get("log_prior_shift")  # absent in files from before session 9
+        previous = d.get("previous_round")  # absent in files from before session 10, like the shift before 9
+        if previous is not None:
+            previous_network = build_network(config)
+            previous_network.load_state_dict(previous["state_dict"])
+            previous = RoundMember(previous_network.eval(), _array(previous.get("log_prior_shift")))
         return SemSegModel(
             network=network,
             network_config=config,
@@ -123,5 +144,18 @@ class SemSegModel:
             history=list(d.get("history", [])),
             labeled_masks=dict(d.get("labeled_masks", {})),
             image_shape=tuple(shape) if shape else None,
-            log_prior_shift=None if shift is None else np.asarray(shift, np.float64),
+            log_prior_shift=_array(d.get("log_prior_shift")),
+            previous_round=previous,
         )
+
+
+def _state_dict(network: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in network.state_dict().items()}
+
+
+def _floats(values: np.ndarray | None) -> list[float] | None:
+    return None if values is None else [float(v) for v in values]
+
+
+def _array(values: list[float] | None) -> np.ndarray | None:
+    return None if values is None else np.asarray(values, np.float64)

@@ -53,19 +53,33 @@ def predict_probabilities(model: SemSegModel, image: np.ndarray, config: Predict
                           device: torch.device | None = None, prior_shift: bool = True) -> torch.Tensor:
     """(C, H, W) raw image -> (K, H, W) float32 class probabilities on the CPU.
 
-    With `prior_shift` the model's class-prior correction (calibration.py) is applied, as everywhere a
-    prediction is shown or saved; off only to estimate that correction.
+    With `prior_shift` the model's class-prior correction (calibration.py) is applied and, after a correction
+    round, the probabilities are averaged with those of the network the round started from, as everywhere a
+    prediction is shown or saved. Without it: this model's network alone, uncorrected (to estimate the
+    correction).
     """
-    from monai.inferers import sliding_window_inference
-
     config = config or PredictConfig()
     device = device or resolve_device(config.device)
     model.check_stack(image.shape[0])
     x = torch.from_numpy(normalize_image(image, model.normalization))[None]
+    if not prior_shift:
+        return _network_probabilities(model, model.network, None, x, config, device)
+    prob = _network_probabilities(model, model.network, model.log_prior_shift, x, config, device)
+    previous = model.previous_round
+    if previous is not None:
+        prob = (prob + _network_probabilities(model, previous.network, previous.log_prior_shift, x, config,
+                                              device)) / 2
+    return prob
+
+
+def _network_probabilities(model: SemSegModel, network: torch.nn.Module, log_prior_shift: np.ndarray | None,
+                           x: torch.Tensor, config: PredictConfig, device: torch.device) -> torch.Tensor:
+    from monai.inferers import sliding_window_inference
+
     h, w = x.shape[-2:]
     m = model.network_config.size_multiple
     roi = (min(_round_up(config.tile_size, m), _round_up(h, m)), min(_round_up(config.tile_size, m), _round_up(w, m)))
-    net = model.network.to(device).eval()
+    net = network.to(device).eval()
     use_amp = device.type == "cuda"
 
     def predictor(tiles: torch.Tensor) -> torch.Tensor:
@@ -84,8 +98,8 @@ def predict_probabilities(model: SemSegModel, image: np.ndarray, config: Predict
             prob = prob.flip(dims) if dims else prob
             total = prob if total is None else total + prob
     prob = (total / len(flips))[0]
-    if prior_shift and model.log_prior_shift is not None:
-        prob = prob * torch.exp(torch.as_tensor(model.log_prior_shift, dtype=prob.dtype))[:, None, None]
+    if log_prior_shift is not None:
+        prob = prob * torch.exp(torch.as_tensor(log_prior_shift, dtype=prob.dtype))[:, None, None]
     return prob / prob.sum(0, keepdim=True).clamp_min(1e-8)
 
 

@@ -22,7 +22,7 @@ from .calibration import estimate_log_prior_shift
 from .classes import ClassInfo
 from .devices import resolve_device
 from .errors import InputError
-from .model_file import SemSegModel
+from .model_file import RoundMember, SemSegModel
 from .normalization import normalize_image
 from .patches import IGNORE, PatchSampler, PatchSource
 
@@ -78,6 +78,10 @@ class TrainConfig:
     # this many images spread over the stack (calibration.py; 0 = off). Thin classes get thinner: T2 +0.009 /
     # +0.019 on the two benchmark sets, better in 10 of 10 runs (bench/RESULTS.md, session 9).
     prior_correction_images: int = 8
+    # A correction round's model predicts with the average of its network and the one the round started
+    # from (model_file.RoundMember): T2 and T1 gained in more of the paired runs, and more on average, than
+    # with the round's network alone (bench/RESULTS.md, session 10). Prediction costs twice as much after a round.
+    ensemble_previous_round: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -349,6 +353,10 @@ def train(
         model.network.cpu()  # as before the estimate: a returned model does not hold GPU memory
     model.history[-1]["log_prior_shift"] = (None if model.log_prior_shift is None
                                             else [round(float(v), 4) for v in model.log_prior_shift])
+    model.previous_round = None
+    if init_model is not None and config.ensemble_previous_round:
+        model.previous_round = RoundMember(copy.deepcopy(init_model.network).cpu().eval(), init_model.log_prior_shift)
+    model.history[-1]["ensemble_previous_round"] = model.previous_round is not None
     return TrainResult(model, it, seconds, smoothed, cancelled, device.type, losses)
 
 
