@@ -46,6 +46,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     config = TrainConfig(seed=args.seed, device=args.device, correction_weight=args.correction_weight)
     if args.no_prior_correction:
         config.prior_correction_images = 0
+    if args.round_network_alone:
+        config.ensemble_previous_round = False
     if args.iterations is not None:
         config.iterations, config.seconds = args.iterations, None
     elif args.seconds is not None:
@@ -233,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of pixels labeled since the --init model was trained (default 1: see bench/RESULTS.md)")
     t.add_argument("--no-prior-correction", action="store_true",
                    help="predict with the class mix of the strokes instead of the stack's (README: How it works)")
+    t.add_argument("--round-network-alone", action="store_true",
+                   help="with --init: predict with the retrained network alone, not averaged with the --init "
+                        "model's network (README: How it works)")
     t.set_defaults(func=cmd_train)
 
     pr = sub.add_parser("predict", help="label every pixel of a stack")
