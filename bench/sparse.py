@@ -137,7 +137,6 @@ def without_prior_correction(model, images: np.ndarray, ref: np.ndarray, labeled
     """T1 / T2 of the same network without its class-prior correction (the ablation, paired in every run)."""
     import copy
 
-    from SemSegLib.prediction import predict_stack
 
     if model.log_prior_shift is None:
         return {}
@@ -146,9 +145,8 @@ def without_prior_correction(model, images: np.ndarray, ref: np.ndarray, labeled
     if model.previous_round is not None:
         plain.previous_round = copy.copy(model.previous_round)
         plain.previous_round.log_prior_shift = None
-    preds = {i: p.labels for i, p in predict_stack(plain, images, indices=labeled + test)}
-    return {"T1_no_prior_correction": miou(preds, ref, labeled, names),
-            "T2_no_prior_correction": miou(preds, ref, test, names),
+    t1, t2 = scores(plain, images, ref, labeled, test, names)
+    return {"T1_no_prior_correction": t1, "T2_no_prior_correction": t2,
             "log_prior_shift": [round(float(v), 3) for v in model.log_prior_shift]}
 
 
@@ -157,15 +155,21 @@ def round_network_alone(model, images: np.ndarray, ref: np.ndarray, labeled: lis
     """T1 / T2 after the round from the round's network alone, without the one it started from (paired)."""
     import copy
 
-    from SemSegLib.prediction import predict_stack
-
     if model.previous_round is None:
         return {}
     alone = copy.copy(model)
     alone.previous_round = None
-    preds = {i: p.labels for i, p in predict_stack(alone, images, indices=labeled + test)}
-    return {"T1_corrected_round_network_alone": miou(preds, ref, labeled, names),
-            "T2_corrected_round_network_alone": miou(preds, ref, test, names)}
+    t1, t2 = scores(alone, images, ref, labeled, test, names)
+    return {"T1_corrected_round_network_alone": t1, "T2_corrected_round_network_alone": t2}
+
+
+def scores(model, images: np.ndarray, ref: np.ndarray, labeled: list[int], test: list[int],
+           names: list[str]) -> tuple[float, float]:
+    """T1 and T2 of `model` (mean IoU on the painted and on the test images)."""
+    from SemSegLib.prediction import predict_stack
+
+    preds = {i: p.labels for i, p in predict_stack(model, images, indices=labeled + test)}
+    return miou(preds, ref, labeled, names), miou(preds, ref, test, names)
 
 
 def _send_result(out: dict, preds: dict, unc: dict, labeled: list[int], test: list[int], queue) -> None:
