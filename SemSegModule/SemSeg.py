@@ -68,6 +68,7 @@ SOURCE_ATTRIBUTE = "SemSeg.Source"
 PREDICTION_NAME = "SemSeg prediction"
 UNCERTAINTY_NAME = "SemSeg uncertainty"
 BASELINE_NAME = "SemSeg labels at last prediction"
+SUGGESTION_MARKERS_NAME = "SemSeg where to paint"
 
 # Parameter node: node reference roles and parameter names (saved with the scene).
 ROLE_VOLUME = "InputVolume"
@@ -75,6 +76,7 @@ ROLE_LABELS = "LabelSegmentation"
 ROLE_PREDICTION = "PredictionSegmentation"
 ROLE_UNCERTAINTY = "UncertaintyVolume"
 ROLE_BASELINE = "CorrectionBaseline"
+ROLE_SUGGESTION_MARKERS = "SuggestionMarkers"
 DEFAULT_PARAMETERS = {
     "Classes": json.dumps([c.to_dict() for c in DEFAULT_CLASSES]),
     "BudgetValue": "60",
@@ -552,6 +554,33 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         means = {k: float(uncertainty[k].mean()) for k in predicted}
         return [{"slice": k, "mean_uncertainty": means[k],
                  "regions": uncertain_regions(uncertainty[k], top=3)} for k in rank_by_uncertainty(means, top)]
+
+    def markSuggestedRegions(self, volume, suggestion: dict | None):
+        """Numbered, locked points on a suggested slice at its most uncertain regions (most uncertain = 1).
+
+        One point list, reused: it shows the suggestion being looked at, never a stale one. `None` clears it
+        (after a new prediction the old regions mean nothing). Returns the point list node.
+        """
+        node = self.getParameterNode().GetNodeReference(ROLE_SUGGESTION_MARKERS)
+        if node is None:
+            if suggestion is None:
+                return None
+            node = self.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", SUGGESTION_MARKERS_NAME)
+            node.CreateDefaultDisplayNodes()
+            self.getParameterNode().SetNodeReferenceID(ROLE_SUGGESTION_MARKERS, node.GetID())
+        node.RemoveAllControlPoints()
+        if suggestion is not None:
+            ijkToRAS = vtk.vtkMatrix4x4()
+            volume.GetIJKToRASMatrix(ijkToRAS)
+            k = suggestion["slice"]
+            for rank, region in enumerate(suggestion["regions"], start=1):
+                # Array rows are the volume's J axis, columns its I axis.
+                ras = ijkToRAS.MultiplyPoint([region.column, region.row, k, 1.0])
+                n = node.AddControlPoint(ras[0], ras[1], ras[2], str(rank))
+                node.SetNthControlPointDescription(
+                    n, f"slice {k + 1}: uncertainty {region.mean_uncertainty:.2f} over {region.area} pixels")
+        node.SetLocked(True)  # markers to look at, not to drag while painting
+        return node
 
     # ---------------------------------------------------------------- evaluate
     def evaluate(self, volume, referencePath: str, tableNode=None):
@@ -1092,6 +1121,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.setSliceViewerLayers(background=volume, foreground=self.logic.uncertaintyVolume(volume),
                                              foregroundOpacity=0.3)
             self._suggestions = self.logic.suggestSlices(volume, top=5)
+            self.logic.markSuggestedRegions(volume, None)  # the regions of the last prediction are stale
             if self._suggestions:
                 s = self._suggestions[0]
                 self.ui.nextSliceButton.text = f"Next: slice {s['slice'] + 1} (uncertainty {s['mean_uncertainty']:.2f})"
@@ -1149,6 +1179,9 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._suggestions:
             s = self._suggestions.pop(0)
             self._jumpToSlice(s["slice"])
+            self.logic.markSuggestedRegions(self._volume(), s)
+            self.ui.statusLabel.text = (f"Slice {s['slice'] + 1}: the numbered points mark where the model is "
+                                        "least sure (1 = most). Paint the right class there, then train again.")
             if self._suggestions:
                 n = self._suggestions[0]
                 self.ui.nextSliceButton.text = f"Next: slice {n['slice'] + 1} (uncertainty {n['mean_uncertainty']:.2f})"
@@ -1237,6 +1270,9 @@ class SemSegTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Predicting")
         logic.predict(volume, "all", labelSegmentation=segmentation, waitForCompletion=True)
         self.assertEqual(logic.predictedSlices(volume), [0, 1, 2, 3])
+        suggestions = logic.suggestSlices(volume, top=2)
+        markers = logic.markSuggestedRegions(volume, suggestions[0])
+        self.assertEqual(markers.GetNumberOfControlPoints(), len(suggestions[0]["regions"]))
         added = logic.acceptPrediction(volume, segmentation, 1)
         self.assertGreater(added, 0)
         metrics = logic.evaluate(volume, str(folder / "reference"))

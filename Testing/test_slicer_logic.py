@@ -243,3 +243,48 @@ def test_saved_and_reloaded_scene_keeps_the_labels(tmp_path, logic, scene):
     seg2 = node.GetNodeReference(SemSeg.ROLE_LABELS)
     assert logic2.imageNames(volume2) == logic.imageNames(volume)
     assert np.array_equal(logic2.labelsFromSegmentation(seg2, volume2), labels)
+
+
+def test_where_to_paint_ranks_slices_and_marks_their_regions(tmp_path, logic, scene):
+    _, volume, seg, _, _ = _sample_scene(tmp_path, logic, painted=(1,))
+    with pytest.raises(InputError, match="predict first"):
+        logic.suggestSlices(volume)
+    logic.train(volume, seg, iterations=30, **FAST)
+    logic.predict(volume, "all", labelSegmentation=seg)
+    u = slicer.util.arrayFromVolume(logic.uncertaintyVolume(volume))
+    # Two planted uncertain spots off the diagonal (row != column) on slice 2, the rest made fairly sure.
+    u *= 0.3
+    u[2, 60:72, 20:34] = 1.0
+    u[2, 10:16, 70:80] = 0.9
+    slicer.util.arrayFromVolumeModified(logic.uncertaintyVolume(volume))
+    suggestions = logic.suggestSlices(volume, top=4)
+    means = [u[k].mean() for k in range(4)]
+    assert [s["slice"] for s in suggestions] == sorted(range(4), key=lambda k: -means[k])
+    suggestion = next(s for s in suggestions if s["slice"] == 2)
+    assert len(suggestion["regions"]) == 2
+
+    # Geometry that is not the identity, so a swapped row / column or a lost offset shows.
+    volume.SetSpacing(0.5, 0.25, 2.0)
+    volume.SetOrigin(10.0, -5.0, 3.0)
+    markers = logic.markSuggestedRegions(volume, suggestion)
+    regions = suggestion["regions"]
+    assert markers.GetNumberOfControlPoints() == len(regions) and markers.GetLocked()
+    rasToIJK = vtk.vtkMatrix4x4()
+    volume.GetRASToIJKMatrix(rasToIJK)
+    for n, region in enumerate(regions):
+        ijk = rasToIJK.MultiplyPoint([*markers.GetNthControlPointPositionWorld(n), 1.0])
+        assert np.allclose(ijk[:3], (region.column, region.row, 2), atol=1e-6)
+        assert markers.GetNthControlPointLabel(n) == str(n + 1)
+        assert f"{region.mean_uncertainty:.2f}" in markers.GetNthControlPointDescription(n)
+    assert 60 <= regions[0].row < 72 and 20 <= regions[0].column < 34  # the bigger spot first
+    assert 10 <= regions[1].row < 16 and 70 <= regions[1].column < 80
+
+    # The next suggestion reuses the same point list; clearing empties it.
+    other = next(s for s in suggestions if s["slice"] != 2)
+    again = logic.markSuggestedRegions(volume, other)
+    assert again is markers and markers.GetNumberOfControlPoints() == len(other["regions"])
+    assert scene.GetNumberOfNodesByClass("vtkMRMLMarkupsFiducialNode") == 1
+    logic.markSuggestedRegions(volume, suggestion)
+    assert markers.GetNumberOfControlPoints() == 2
+    logic.markSuggestedRegions(volume, None)
+    assert markers.GetNumberOfControlPoints() == 0
