@@ -572,6 +572,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         if suggestion is not None:
             ijkToRAS = vtk.vtkMatrix4x4()
             volume.GetIJKToRASMatrix(ijkToRAS)
+            node.SetAndObserveTransformNodeID(volume.GetTransformNodeID())  # same space as the volume's RAS
             k = suggestion["slice"]
             for rank, region in enumerate(suggestion["regions"], start=1):
                 # Array rows are the volume's J axis, columns its I axis.
