@@ -565,8 +565,14 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         if node is None:
             if suggestion is None:
                 return None
-            node = self.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", SUGGESTION_MARKERS_NAME)
-            node.CreateDefaultDisplayNodes()
+            # Added in a batch: otherwise Slicer's Markups logic makes every new point list the active one
+            # for placing points with the mouse, and the person's own points would land in this list.
+            self.scene.StartState(slicer.vtkMRMLScene.BatchProcessState)
+            try:
+                node = self.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", SUGGESTION_MARKERS_NAME)
+                node.CreateDefaultDisplayNodes()
+            finally:
+                self.scene.EndState(slicer.vtkMRMLScene.BatchProcessState)
             self.getParameterNode().SetNodeReferenceID(ROLE_SUGGESTION_MARKERS, node.GetID())
         node.RemoveAllControlPoints()
         if suggestion is not None:
@@ -1274,6 +1280,8 @@ class SemSegTest(ScriptedLoadableModuleTest):
         suggestions = logic.suggestSlices(volume, top=2)
         markers = logic.markSuggestedRegions(volume, suggestions[0])
         self.assertEqual(markers.GetNumberOfControlPoints(), len(suggestions[0]["regions"]))
+        selection = slicer.app.applicationLogic().GetSelectionNode()
+        self.assertNotEqual(selection.GetActivePlaceNodeID(), markers.GetID())  # not where the mouse places points
         added = logic.acceptPrediction(volume, segmentation, 1)
         self.assertGreater(added, 0)
         metrics = logic.evaluate(volume, str(folder / "reference"))
