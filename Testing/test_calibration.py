@@ -3,6 +3,7 @@ import copy
 import numpy as np
 import torch
 from conftest import disk_task
+from scipy import ndimage as ndi
 from SemSegLib.calibration import estimate_log_prior_shift, label_fractions, log_prior_shift, spread_indices
 from SemSegLib.classes import default_classes
 from SemSegLib.model_file import SemSegModel
@@ -67,18 +68,54 @@ def test_a_model_predicts_with_its_correction_and_keeps_it_in_its_file(tmp_path)
     assert SemSegModel.load(path).log_prior_shift is None
 
 
-def test_training_ends_with_the_correction_for_the_stack_it_learned_on():
-    images, refs = disk_task(n=3)
+def test_the_estimate_takes_the_training_mix_when_given():
+    model = SemSegModel.create(1, default_classes(2), base_width=8, levels=3)
+    model.network = ConstantLogits([0.0, float(np.log(3.0))])  # every pixel: 25% / 75%
+    images = np.random.default_rng(0).random((2, 1, 40, 48)).astype(np.float32)
+    labels = np.zeros((2, 40, 48), np.uint16)
+    labels[0, :4, :10] = 1
+    labels[1, :4, :10] = 2
+    shift = estimate_log_prior_shift(model, images, labels, device=torch.device("cpu"), training_mix=[30.0, 10.0])
+    assert np.allclose(shift, [np.log(0.25 / 0.75), np.log(0.75 / 0.25)], atol=1e-5)
+
+
+def test_training_ends_with_the_correction_for_the_class_mix_its_loss_saw(monkeypatch):
+    from SemSegLib.patches import IGNORE, PatchSampler
+
+    images, refs = disk_task(n=3, size=192)
     labels = np.zeros(refs.shape, np.uint16)
-    labels[0, 40:50, 40:50] = refs[0, 40:50, 40:50]
-    labels[0, :3] = refs[0, :3]
-    fast = dict(iterations=20, patch_size=64, batch_size=2, base_width=8, levels=3, device="cpu")
+    labels[0, :3] = 1  # background: a long band of 576 pixels at the top (the disks stay 15 px away)
+    inside = ndi.distance_transform_edt(refs[0] == 2)
+    cy, cx = np.unravel_index(inside.argmax(), inside.shape)
+    labels[0, cy - 2:cy + 2, cx - 2:cx + 2] = 2  # the disks: 16 pixels deep inside one of them
+    assert 0 < label_fractions(labels, 2)[1] < 0.03
+    batches = []
+    sample = PatchSampler.sample
+
+    def recording_sample(self, batch_size, patch_size, anywhere=False):
+        x, y, w = sample(self, batch_size, patch_size, anywhere)
+        if not anywhere:  # the batches with the stroke loss (the others are the teacher's)
+            batches.append((y.clone(), w.clone()))
+        return x, y, w
+
+    monkeypatch.setattr(PatchSampler, "sample", recording_sample)
+    fast = dict(iterations=20, patch_size=32, batch_size=2, base_width=8, levels=3, device="cpu")
     res = train(images[:, None], labels, default_classes(2), TrainConfig(**fast))
+    seen = np.zeros(2)
+    for y, w in batches:
+        seen += np.bincount(y[y != IGNORE].numpy(), weights=w[y != IGNORE].numpy(), minlength=2)
+    mix = seen / seen.sum()
+    assert np.allclose(res.model.history[-1]["training_class_mix"], mix, atol=1e-4)
+    # Patches centered on a class drawn uniformly: the small disk weighs more than its share of the strokes.
+    assert abs(mix[1] - label_fractions(labels, 2)[1]) > 0.05
     shift = res.model.log_prior_shift
     assert shift is not None and shift.shape == (2,) and np.isfinite(shift).all()
     plain = copy.copy(res.model)
     plain.log_prior_shift = None
-    assert np.allclose(shift, estimate_log_prior_shift(plain, images[:, None], labels, device=torch.device("cpu")))
+    assert np.allclose(shift, estimate_log_prior_shift(plain, images[:, None], labels, device=torch.device("cpu"),
+                                                       training_mix=seen))
+    assert not np.allclose(shift, estimate_log_prior_shift(plain, images[:, None], labels,
+                                                           device=torch.device("cpu")), atol=0.02)
     assert res.model.history[-1]["log_prior_shift"] == [round(float(v), 4) for v in shift]
     off = train(images[:, None], labels, default_classes(2), TrainConfig(prior_correction_images=0, **fast))
     assert off.model.log_prior_shift is None and off.model.history[-1]["log_prior_shift"] is None

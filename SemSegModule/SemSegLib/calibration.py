@@ -7,6 +7,10 @@ draws it too thick (bench/RESULTS.md, session 9). The standard correction for su
 al., Neural Computation 2002) reweights each pixel's class probabilities by new prior / training prior.
 The new prior is the mean predicted probability over the stack: one EM step. Iterating to convergence drives
 a class with diffuse probabilities (a 1-pixel border) to nothing, so one step is all it takes (measured).
+The training prior is the class mix of the labeled pixels in the batches the loss saw, which train() counts:
+patches are centered on a class drawn uniformly, so long strokes are picked more often than short ones and
+bring the strokes around them into the patch; that mix differs from the strokes' pixel shares by up to a
+third for a thin class (bench/RESULTS.md, session 12).
 """
 
 from __future__ import annotations
@@ -40,13 +44,19 @@ def spread_indices(n: int, count: int) -> list[int]:
 
 
 def estimate_log_prior_shift(model: SemSegModel, images: np.ndarray, labels: np.ndarray, max_images: int = 8,
-                             device: torch.device | None = None) -> np.ndarray:
+                             device: torch.device | None = None,
+                             training_mix: np.ndarray | None = None) -> np.ndarray:
     """The model's prior correction for this stack: mean probability over up to `max_images` images spread
-    over the stack (the network without any correction) against the class shares of the labeled pixels."""
+    over the stack (the network without any correction) against the training prior: `training_mix` (class
+    shares of the labeled pixels the loss saw) if given, else the class shares of the labeled pixels."""
     total = np.zeros(model.num_classes)
     pixels = 0
     for i in spread_indices(len(images), max_images):
         prob = predict_probabilities(model, images[i], PredictConfig(), device, prior_shift=False)
         total += prob.reshape(model.num_classes, -1).sum(1).double().numpy()
         pixels += prob[0].numel()
-    return log_prior_shift(total / pixels, label_fractions(labels, model.num_classes))
+    if training_mix is None or not np.sum(training_mix) > 0:
+        prior = label_fractions(labels, model.num_classes)
+    else:
+        prior = np.asarray(training_mix, np.float64) / np.sum(training_mix)
+    return log_prior_shift(total / pixels, prior)

@@ -247,6 +247,10 @@ def train(
     # the rest of the stack keeps what the person already accepted. First round: the EMA of the student.
     teacher = copy.deepcopy(init_model.network).to(device).eval() if use_pseudo and init_model else None
 
+    # The class mix of the labeled pixels the loss sees (with their weights): the prior the network learns,
+    # which the class-prior correction undoes (calibration.py). On the device, no sync per step; float32,
+    # which every device has (shares need no more precision).
+    seen_mix = torch.zeros(model.num_classes, dtype=torch.float32, device=device)
     start = time.perf_counter()
     losses: list[float] = []
     smoothed = best_loss = math.inf
@@ -268,6 +272,9 @@ def train(
             group["lr"] = peak_lr * _lr_factor(frac, config.warmup_fraction)
         x, y, w = sampler.sample(batch_size, patch_size)
         x, y, w = x.to(device), y.to(device), w.to(device)
+        seen = y != IGNORE
+        seen_mix += torch.bincount(y[seen], weights=w[seen] * class_weights[y[seen]],
+                                   minlength=model.num_classes)[:model.num_classes].float()
         current_teacher = teacher if teacher is not None else (
             ema.module if use_pseudo and frac >= config.pseudo_label_start
             and it >= config.pseudo_label_min_steps else None)
@@ -340,6 +347,7 @@ def train(
         "cancelled": cancelled,
         "device": device.type,
         "labeled_pixels": counts,
+        "training_class_mix": [round(float(v), 4) for v in seen_mix.cpu() / seen_mix.sum().clamp_min(1e-12)],
         "config": config.to_dict(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
@@ -349,7 +357,7 @@ def train(
         if progress is not None:
             progress(TrainProgress(it, it, smoothed, seconds, 0.0, "correcting the class balance"))
         model.log_prior_shift = estimate_log_prior_shift(model, images, labels, config.prior_correction_images,
-                                                         device)
+                                                         device, training_mix=seen_mix.cpu().numpy())
         model.network.cpu()  # as before the estimate: a returned model does not hold GPU memory
     model.history[-1]["log_prior_shift"] = (None if model.log_prior_shift is None
                                             else [round(float(v), 4) for v in model.log_prior_shift])
