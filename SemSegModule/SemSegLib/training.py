@@ -247,8 +247,8 @@ def train(
     # the rest of the stack keeps what the person already accepted. First round: the EMA of the student.
     teacher = copy.deepcopy(init_model.network).to(device).eval() if use_pseudo and init_model else None
 
-    # The class mix of the labeled pixels the loss sees (with their weights): the prior the network learns,
-    # which the class-prior correction undoes (calibration.py). On the device, no sync per step; float32,
+    # The labeled pixels the loss sees per class (with their weights): their mix is the prior the network
+    # learns, which the class-prior correction undoes (calibration.py). On the device, no sync per step; float32,
     # which every device has (shares need no more precision).
     seen_mix = torch.zeros(model.num_classes, dtype=torch.float32, device=device)
     start = time.perf_counter()
@@ -339,6 +339,12 @@ def train(
     model.network = net
     names = names or [f"image_{i}" for i in range(len(labels))]
     counts = {names[i]: int((labels[i] > 0).sum()) for i in keep}
+    seen_pixels = seen_mix.cpu().double().numpy()
+    # A retrained network learned its prior from every training it went through, not only this one (whose
+    # batches are full of the corrections): the correction uses all the labeled pixels its losses saw.
+    learned_from = seen_pixels + sum((np.asarray(h["training_class_pixels"], np.float64) for h in model.history
+                                      if len(h.get("training_class_pixels", ())) == model.num_classes),
+                                     np.zeros(model.num_classes))
     model.history.append({
         "round": len(model.history) + 1,
         "iterations": it,
@@ -347,7 +353,7 @@ def train(
         "cancelled": cancelled,
         "device": device.type,
         "labeled_pixels": counts,
-        "training_class_mix": [round(float(v), 4) for v in seen_mix.cpu() / seen_mix.sum().clamp_min(1e-12)],
+        "training_class_pixels": [round(float(v), 1) for v in seen_pixels],
         "config": config.to_dict(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
@@ -357,7 +363,7 @@ def train(
         if progress is not None:
             progress(TrainProgress(it, it, smoothed, seconds, 0.0, "correcting the class balance"))
         model.log_prior_shift = estimate_log_prior_shift(model, images, labels, config.prior_correction_images,
-                                                         device, training_mix=seen_mix.cpu().numpy())
+                                                         device, training_mix=learned_from)
         model.network.cpu()  # as before the estimate: a returned model does not hold GPU memory
     model.history[-1]["log_prior_shift"] = (None if model.log_prior_shift is None
                                             else [round(float(v), 4) for v in model.log_prior_shift])
