@@ -1,10 +1,17 @@
 import copy
+import functools
 
 import numpy as np
 import torch
 from conftest import disk_task
 from scipy import ndimage as ndi
-from SemSegLib.calibration import estimate_log_prior_shift, label_fractions, log_prior_shift, spread_indices
+from SemSegLib.calibration import (
+    estimate_log_prior_shift,
+    label_fractions,
+    learned_class_mix,
+    log_prior_shift,
+    spread_indices,
+)
 from SemSegLib.classes import default_classes
 from SemSegLib.model_file import SemSegModel
 from SemSegLib.prediction import PredictConfig, predict_image, predict_probabilities
@@ -79,6 +86,18 @@ def test_the_estimate_takes_the_training_mix_when_given():
     assert np.allclose(shift, [np.log(0.25 / 0.75), np.log(0.75 / 0.25)], atol=1e-5)
 
 
+def test_learned_class_mix_is_the_strokes_now_times_the_first_trainings_sampling_bias():
+    first = {"training_class_pixels": [600.0, 400.0], "labeled_class_pixels": [900, 100]}  # bias 2/3 and 4
+    assert np.allclose(learned_class_mix([first]), [0.6, 0.4])
+    retrained = {"training_class_pixels": [50.0, 950.0], "labeled_class_pixels": [900, 300]}
+    expected = np.array([0.75 * 2 / 3, 0.25 * 4])
+    assert np.allclose(learned_class_mix([first, retrained]), expected / expected.sum())
+    older = {"training_class_pixels": [600.0, 400.0]}  # a file from before the label counts: no bias known
+    assert learned_class_mix([older]) is None
+    assert np.allclose(learned_class_mix([older, retrained]), [0.75, 0.25])
+    assert learned_class_mix([]) is None
+
+
 def test_training_ends_with_the_correction_for_the_class_mix_its_loss_saw(monkeypatch):
     from SemSegLib.patches import IGNORE, PatchSampler
 
@@ -118,14 +137,26 @@ def test_training_ends_with_the_correction_for_the_class_mix_its_loss_saw(monkey
                                                            device=torch.device("cpu")), atol=0.02)
     assert res.model.history[-1]["log_prior_shift"] == [round(float(v), 4) for v in shift]
 
-    # A retrained network is corrected for everything it learned from: the first training's pixels and its own.
+    # A retrained network: the stroke shares now (corrections included) times the first training's sampling
+    # bias; neither the first training's mix alone nor the sum of all the pixels its losses saw.
+    corrected = labels.copy()
+    inside = ndi.distance_transform_edt(refs[1] == 2)
+    cy, cx = np.unravel_index(inside.argmax(), inside.shape)
+    corrected[1, cy - 3:cy + 3, cx - 3:cx + 3] = 2  # corrections of the small class, on another image
     batches.clear()
-    again = train(images[:, None], labels, default_classes(2), TrainConfig(**fast), init_model=res.model)
+    again = train(images[:, None], corrected, default_classes(2), TrainConfig(**fast), init_model=res.model)
     round_seen = sum(np.bincount(y[y != IGNORE].numpy(), weights=w[y != IGNORE].numpy(), minlength=2)
                      for y, w in batches)
+    bias = mix / label_fractions(labels, 2)
+    expected = label_fractions(corrected, 2) * bias
+    expected /= expected.sum()
+    assert np.allclose(learned_class_mix(again.model.history), expected)
     alone = copy.copy(again.model)
     alone.log_prior_shift, alone.previous_round = None, None
-    assert np.allclose(again.model.log_prior_shift, estimate_log_prior_shift(
-        alone, images[:, None], labels, device=torch.device("cpu"), training_mix=seen + round_seen), atol=1e-5)
+    estimate = functools.partial(estimate_log_prior_shift, alone, images[:, None], corrected,
+                                 device=torch.device("cpu"))
+    assert np.allclose(again.model.log_prior_shift, estimate(training_mix=expected), atol=1e-5)
+    assert not np.allclose(again.model.log_prior_shift, estimate(training_mix=seen + round_seen), atol=0.02)
+    assert not np.allclose(again.model.log_prior_shift, estimate(training_mix=seen), atol=0.02)
     off = train(images[:, None], labels, default_classes(2), TrainConfig(prior_correction_images=0, **fast))
     assert off.model.log_prior_shift is None and off.model.history[-1]["log_prior_shift"] is None

@@ -10,7 +10,8 @@ a class with diffuse probabilities (a 1-pixel border) to nothing, so one step is
 The training prior is the class mix of the labeled pixels in the batches the loss saw, which train() counts:
 patches are centered on a class drawn uniformly, so long strokes are picked more often than short ones and
 bring the strokes around them into the patch; that mix differs from the strokes' pixel shares by up to a
-third for a thin class (bench/RESULTS.md, session 12).
+third for a thin class (bench/RESULTS.md, session 12). A retrained network's prior is the strokes' shares
+now (corrections included) times that sampling bias of its first training; see `learned_class_mix`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,36 @@ def label_fractions(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """Share of each class 1..K among the labeled pixels of (N, H, W) labels."""
     counts = np.bincount(labels[labels > 0].ravel(), minlength=num_classes + 1)[1:num_classes + 1]
     return counts / max(counts.sum(), 1)
+
+
+def learned_class_mix(history: list[dict]) -> np.ndarray | None:
+    """The class mix a network learned as its prior, from its training history (oldest first).
+
+    The shares of the labeled pixels of its last training, times the bias of the first training's patch
+    sampling (the mix its loss saw / the labeled pixels' shares). For a first training that is the mix its
+    loss saw. Why not the pixels all its trainings' losses saw: a first training sees several times the
+    labeled pixels of a retraining, so corrections would hardly move the prior, and a round whose
+    corrections are mostly of one thin class (where the uncertainty points) drew it far too thick
+    (bench/RESULTS.md, session 13). Why not the retraining's batches alone: they are full of corrections
+    (session 12). None when the history does not say (a model file from before these counts).
+    """
+    def counts(entry: dict, key: str) -> np.ndarray | None:
+        values = entry.get(key)
+        return np.asarray(values, np.float64) if values is not None and np.sum(values) > 0 else None
+
+    if not history:
+        return None
+    first, last = history[0], history[-1]
+    now = counts(last, "labeled_class_pixels")
+    seen, then = counts(first, "training_class_pixels"), counts(first, "labeled_class_pixels")
+    if now is None:
+        return None
+    bias = np.ones(len(now))
+    if seen is not None and then is not None and len(seen) == len(then) == len(now):
+        both = (seen > 0) & (then > 0)
+        bias[both] = (seen[both] / seen.sum()) / (then[both] / then.sum())
+    mix = now / now.sum() * bias
+    return mix / mix.sum()
 
 
 def spread_indices(n: int, count: int) -> list[int]:

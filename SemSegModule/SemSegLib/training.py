@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .calibration import estimate_log_prior_shift
+from .calibration import estimate_log_prior_shift, learned_class_mix
 from .classes import ClassInfo
 from .devices import resolve_device
 from .errors import InputError
@@ -340,11 +340,8 @@ def train(
     names = names or [f"image_{i}" for i in range(len(labels))]
     counts = {names[i]: int((labels[i] > 0).sum()) for i in keep}
     seen_pixels = seen_mix.cpu().double().numpy()
-    # A retrained network learned its prior from every training it went through, not only this one (whose
-    # batches are full of the corrections): the correction uses all the labeled pixels its losses saw.
-    learned_from = seen_pixels + sum((np.asarray(h["training_class_pixels"], np.float64) for h in model.history
-                                      if len(h.get("training_class_pixels", ())) == model.num_classes),
-                                     np.zeros(model.num_classes))
+    labeled_class_pixels = np.bincount(labels[labels > 0].ravel().astype(np.int64),
+                                       minlength=model.num_classes + 1)[1:model.num_classes + 1]
     model.history.append({
         "round": len(model.history) + 1,
         "iterations": it,
@@ -354,6 +351,7 @@ def train(
         "device": device.type,
         "labeled_pixels": counts,
         "training_class_pixels": [round(float(v), 1) for v in seen_pixels],
+        "labeled_class_pixels": [int(v) for v in labeled_class_pixels],
         "config": config.to_dict(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
@@ -363,7 +361,7 @@ def train(
         if progress is not None:
             progress(TrainProgress(it, it, smoothed, seconds, 0.0, "correcting the class balance"))
         model.log_prior_shift = estimate_log_prior_shift(model, images, labels, config.prior_correction_images,
-                                                         device, training_mix=learned_from)
+                                                         device, training_mix=learned_class_mix(model.history))
         model.network.cpu()  # as before the estimate: a returned model does not hold GPU memory
     model.history[-1]["log_prior_shift"] = (None if model.log_prior_shift is None
                                             else [round(float(v), 4) for v in model.log_prior_shift])
