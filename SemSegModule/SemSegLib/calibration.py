@@ -48,8 +48,10 @@ def learned_class_mix(history: list[dict]) -> np.ndarray | None:
     labeled pixels of a retraining, so corrections would hardly move the prior, and a round whose
     corrections are mostly of one thin class (where the uncertainty points) drew it far too thick
     (bench/RESULTS.md, session 13). Why not the retraining's batches alone: they are full of corrections
-    (session 12). None when the history does not say (a model file from before these counts).
+    (session 12). A first training from before these counts (an older model file) gives no bias: the plain
+    label shares. None when the last training has no label counts.
     """
+
     def counts(entry: dict, key: str) -> np.ndarray | None:
         values = entry.get(key)
         return np.asarray(values, np.float64) if values is not None and np.sum(values) > 0 else None
