@@ -33,9 +33,14 @@ def log_prior_shift(mean_probability: np.ndarray, label_fractions: np.ndarray) -
     return shift
 
 
+def label_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Number of labeled pixels of each class 1..K in (N, H, W) labels."""
+    return np.bincount(labels[labels > 0].ravel(), minlength=num_classes + 1)[1:num_classes + 1]
+
+
 def label_fractions(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """Share of each class 1..K among the labeled pixels of (N, H, W) labels."""
-    counts = np.bincount(labels[labels > 0].ravel(), minlength=num_classes + 1)[1:num_classes + 1]
+    counts = label_counts(labels, num_classes)
     return counts / max(counts.sum(), 1)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .calibration import estimate_log_prior_shift, learned_class_mix
+from .calibration import estimate_log_prior_shift, label_counts, learned_class_mix
 from .classes import ClassInfo
 from .devices import resolve_device
 from .errors import InputError
@@ -340,8 +340,6 @@ def train(
     names = names or [f"image_{i}" for i in range(len(labels))]
     counts = {names[i]: int((labels[i] > 0).sum()) for i in keep}
     seen_pixels = seen_mix.cpu().double().numpy()
-    labeled_class_pixels = np.bincount(labels[labels > 0].ravel().astype(np.int64),
-                                       minlength=model.num_classes + 1)[1:model.num_classes + 1]
     model.history.append({
         "round": len(model.history) + 1,
         "iterations": it,
@@ -351,7 +349,7 @@ def train(
         "device": device.type,
         "labeled_pixels": counts,
         "training_class_pixels": [round(float(v), 1) for v in seen_pixels],
-        "labeled_class_pixels": [int(v) for v in labeled_class_pixels],
+        "labeled_class_pixels": [int(v) for v in label_counts(labels, model.num_classes)],
         "config": config.to_dict(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
