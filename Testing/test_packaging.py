@@ -39,3 +39,40 @@ def test_the_extensions_index_entry_agrees_with_the_extension_metadata():
     category = re.search(r'set\(EXTENSION_CATEGORY\s+"([^"]+)"\)', text).group(1)
     assert entry["build_dependencies"] == depends and entry["category"] == category
     assert entry["scm_url"].endswith(".git") and entry["build_subdirectory"] == "."
+
+
+def _ui_widgets() -> dict[str, object]:
+    import xml.etree.ElementTree as ET
+
+    tree = ET.parse(MODULE / "Resources" / "UI" / "SemSeg.ui")
+    return {w.get("name"): w for w in tree.iter() if w.tag in ("widget", "layout", "action") and w.get("name")}
+
+
+def test_the_widget_uses_only_elements_the_ui_file_defines():
+    # Slicer finds a widget's elements by object name at run time: a renamed one is an AttributeError that
+    # only shows when the person clicks. The panel cannot be built here, so check the names statically.
+    used = set(re.findall(r"\bui\.(\w+)", (MODULE / "SemSeg.py").read_text()))
+    assert used, "the widget no longer reads its elements through self.ui: update this test"
+    missing = sorted(used - set(_ui_widgets()))
+    assert not missing, f"SemSeg.py uses {missing}, which SemSeg.ui does not define"
+
+
+def test_the_combo_boxes_offer_what_the_parameter_node_stores():
+    widgets = _ui_widgets()
+
+    def items(name: str) -> list[str]:
+        return [i.find("property/string").text for i in widgets[name].findall("item")]
+
+    source = (MODULE / "SemSeg.py").read_text()
+    defaults = dict(re.findall(r'^\s+"(\w+)": "([^"]*)",$', source, re.M))
+    # The parameter node stores the combo box's text for these two: the default must be one of the items.
+    assert defaults["BudgetUnit"] in items("budgetUnitComboBox") == ["seconds", "iterations"]
+    assert defaults["Device"] in items("deviceComboBox")
+    import torch
+
+    for name in items("deviceComboBox"):
+        assert name == "auto" or torch.device(name).type == name  # what resolve_device() hands to torch
+    # ...and the index for the prediction scope, in the order the widget maps it.
+    scopes = re.search(r'\[("current", "painted", "all")\]\[ui\.predictScopeComboBox\.currentIndex\]', source)
+    assert scopes and defaults["PredictScope"] == "all"
+    assert [s.split()[0] for s in items("predictScopeComboBox")] == ["current", "painted", "all"]

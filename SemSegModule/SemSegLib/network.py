@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from .filters import DEFAULT_SIGMAS
+
 
 @dataclass(frozen=True)
 class NetworkConfig:
@@ -22,13 +24,17 @@ class NetworkConfig:
     residual_units: int = 1
     dropout: float = 0.0
     input_filters: bool = False  # prepend the fixed multiscale filter bank (filters.py)
+    filter_sigmas: tuple[float, ...] = DEFAULT_SIGMAS  # its scales (px); older model files: the default
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @staticmethod
     def from_dict(d: dict) -> NetworkConfig:
-        return NetworkConfig(**{k: d[k] for k in NetworkConfig.__dataclass_fields__ if k in d})
+        values = {k: d[k] for k in NetworkConfig.__dataclass_fields__ if k in d}
+        if "filter_sigmas" in values:  # JSON gives a list; the frozen config needs a hashable tuple
+            values["filter_sigmas"] = tuple(float(s) for s in values["filter_sigmas"])
+        return NetworkConfig(**values)
 
     @property
     def size_multiple(self) -> int:
@@ -45,7 +51,7 @@ def build_network(config: NetworkConfig) -> nn.Module:
     if config.input_filters:
         from .filters import FilterBank
 
-        bank = FilterBank(config.in_channels)
+        bank = FilterBank(config.in_channels, config.filter_sigmas)
         in_channels = bank.out_channels
     unet = UNet(
         spatial_dims=2,

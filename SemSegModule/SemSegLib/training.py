@@ -22,6 +22,7 @@ from .calibration import estimate_log_prior_shift, label_counts, learned_class_m
 from .classes import ClassInfo
 from .devices import resolve_device
 from .errors import InputError
+from .filters import DEFAULT_SIGMAS
 from .model_file import RoundMember, SemSegModel
 from .normalization import normalize_image
 from .patches import IGNORE, PatchSampler, PatchSource
@@ -55,6 +56,7 @@ class TrainConfig:
     base_width: int = 16
     levels: int = 4
     input_filters: bool = True
+    filter_sigmas: tuple[float, ...] = DEFAULT_SIGMAS
     finetune_lr_factor: float = 0.3  # fine-tuning starts from good weights: smaller steps
     # Fine-tuning: labeled_fraction of a correction round. The model already knows the strokes; random patches
     # of the painted images show strokes and corrections in context at their natural frequency, so the few
@@ -209,7 +211,8 @@ def train(
         model.classes = list(classes)
     else:
         model = SemSegModel.create(images.shape[1], classes, base_width=config.base_width, levels=config.levels,
-                                    input_filters=config.input_filters)
+                                    input_filters=config.input_filters,
+                                    filter_sigmas=tuple(float(s) for s in config.filter_sigmas))
 
     use_pseudo = config.pseudo_label_weight > 0 and (init_model is not None or config.ema_decay > 0)
     # Corrections, once for the whole stack: they get the correction weight and the focused patches.
