@@ -1,15 +1,21 @@
 import numpy as np
+import pytest
 from SemSegLib.suggest import rank_by_uncertainty, uncertain_regions
 
 
-def test_regions_rank_by_total_uncertainty():
+def test_regions_rank_by_how_unsure_the_model_is_there_not_by_size():
     u = np.zeros((100, 100), np.float32)
-    u[10:20, 10:20] = 0.9  # small, very uncertain
-    u[50:90, 50:90] = 0.7  # large, fairly uncertain: more total uncertainty
+    u[10:20, 10:20] = 0.9  # small, very uncertain: first
+    u[50:90, 50:90] = 0.7  # large, fairly uncertain: more total uncertainty, but second
+    u[10:30, 60:80] = 0.7  # as unsure as the large one, smaller: after it
+    u[95:97, 2:4] = 1.0  # too small for a brush stroke even after smoothing: not a region
     regions = uncertain_regions(u, threshold=0.5, top=5)
-    assert len(regions) == 2
-    assert 50 <= regions[0].row < 90 and 50 <= regions[0].column < 90 and regions[0].area > regions[1].area
-    assert regions[1].mean_uncertainty > regions[0].mean_uncertainty
+    assert len(regions) == 3
+    assert 10 <= regions[0].row < 20 and 10 <= regions[0].column < 20
+    assert 50 <= regions[1].row < 90 and 50 <= regions[1].column < 90 and regions[1].area > regions[2].area
+    assert regions[0].mean_uncertainty > regions[1].mean_uncertainty
+    assert regions[1].mean_uncertainty == pytest.approx(regions[2].mean_uncertainty, abs=0.02)
+    assert uncertain_regions(u, threshold=0.5, top=1) == regions[:1]
     assert uncertain_regions(np.zeros((20, 20)), top=3) == []
 
 
