@@ -5,7 +5,7 @@ not salt noise); regions are ranked by how unsure the model is there on average,
 the biggest uncertain areas are the long bands along class borders, where a stroke fixes little, while a
 compact area the model is very unsure of is an object it does not know yet. A simulated person who
 corrected the regions in this order gained more T2 than one who followed the size-times-uncertainty order
-in 10 of 12 rounds (bench/RESULTS.md, session 14).
+in 12 of 15 rounds (bench/RESULTS.md, session 14).
 """
 
 from __future__ import annotations
