@@ -47,7 +47,8 @@ class FilterBank(nn.Module):
 
         Why not one separable pair per response: the three vertical passes (smoothing, first and second
         derivative) are shared, so one padding, one 3-kernel vertical pass and one 6-kernel horizontal pass
-        give the same numbers (bit for bit) in half the time; the bank was a quarter of a training step on CPU.
+        give the same numbers (bit for bit) in less time: 1.2x training iterations per second on the CPU,
+        where the bank was a sixth of a step (bench/RESULTS.md, session 14).
         """
         b, c = x.shape[:2]
         size = kernels.shape[1]

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .filters import DEFAULT_SIGMAS
+from .filters import DEFAULT_SIGMAS, FilterBank
 
 
 @dataclass(frozen=True)
@@ -26,15 +26,16 @@ class NetworkConfig:
     input_filters: bool = False  # prepend the fixed multiscale filter bank (filters.py)
     filter_sigmas: tuple[float, ...] = DEFAULT_SIGMAS  # its scales (px); older model files: the default
 
+    def __post_init__(self) -> None:
+        # JSON and TrainConfig give a list; a frozen (hashable, comparable) config needs a tuple of floats.
+        object.__setattr__(self, "filter_sigmas", tuple(float(s) for s in self.filter_sigmas))
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     @staticmethod
     def from_dict(d: dict) -> NetworkConfig:
-        values = {k: d[k] for k in NetworkConfig.__dataclass_fields__ if k in d}
-        if "filter_sigmas" in values:  # JSON gives a list; the frozen config needs a hashable tuple
-            values["filter_sigmas"] = tuple(float(s) for s in values["filter_sigmas"])
-        return NetworkConfig(**values)
+        return NetworkConfig(**{k: d[k] for k in NetworkConfig.__dataclass_fields__ if k in d})
 
     @property
     def size_multiple(self) -> int:
@@ -49,8 +50,6 @@ def build_network(config: NetworkConfig) -> nn.Module:
     bank = None
     in_channels = config.in_channels
     if config.input_filters:
-        from .filters import FilterBank
-
         bank = FilterBank(config.in_channels, config.filter_sigmas)
         in_channels = bank.out_channels
     unet = UNet(

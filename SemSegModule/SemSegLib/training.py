@@ -212,7 +212,7 @@ def train(
     else:
         model = SemSegModel.create(images.shape[1], classes, base_width=config.base_width, levels=config.levels,
                                     input_filters=config.input_filters,
-                                    filter_sigmas=tuple(float(s) for s in config.filter_sigmas))
+                                    filter_sigmas=config.filter_sigmas)
 
     use_pseudo = config.pseudo_label_weight > 0 and (init_model is not None or config.ema_decay > 0)
     # Corrections, once for the whole stack: they get the correction weight and the focused patches.
