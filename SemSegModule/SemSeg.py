@@ -1,6 +1,7 @@
 """SemSeg: a 3D Slicer module that trains a U-Net on a few painted strokes and segments a whole image stack.
 
-SemSegLogic moves arrays between MRML nodes and the SemSegLib engine (all heavy work lives there).
+SemSegLogic moves arrays between MRML nodes and the SemSegLib engine (all heavy work lives there); the
+node <-> array conversions and what it shows (tables, charts, points) are in SemSegMRML.
 
 Usable from the Python console and from scripts without the GUI, e.g.
 
@@ -19,7 +20,6 @@ results are written back on the main thread when the job is polled, because MRML
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -35,6 +35,8 @@ from SemSegLib.classes import ClassInfo, read_classes_csv, write_classes_csv
 from SemSegLib.errors import InputError
 from SemSegLib.task import SemSegEvent, SemSegTask
 from SemSegLib.worker import Job, Worker
+from SemSegMRML import arrays, results
+from SemSegMRML.arrays import SOURCE_ATTRIBUTE
 from slicer.util import VTKObservationMixin
 
 try:  # in the Slicer application
@@ -63,8 +65,6 @@ DEFAULT_CLASSES = [
     ClassInfo(3, "collagen", (230, 60, 60)),
 ]
 
-IMAGE_NAMES_ATTRIBUTE = "SemSeg.ImageNames"
-SOURCE_ATTRIBUTE = "SemSeg.Source"
 PREDICTION_NAME = "SemSeg prediction"
 UNCERTAINTY_NAME = "SemSeg uncertainty"
 BASELINE_NAME = "SemSeg labels at last prediction"
@@ -162,49 +162,19 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
     def volumeFromStack(self, images: np.ndarray, names: list[str], name: str = "SemSeg images",
                         spacing: tuple[float, float] = (1.0, 1.0), source: str = ""):
-        """(N, C, H, W) -> scalar volume (C == 1) or vector volume (RGB / multi-channel), slice k = image k.
-
-        The IJK-to-RAS directions (-1, -1, 1) are what Slicer uses for 2D image files: the image shows in
-        the Red view as in any image viewer (row 0 at the top, column 0 on the left).
-        """
-        n, c, h, w = images.shape
-        className = "vtkMRMLScalarVolumeNode" if c == 1 else "vtkMRMLVectorVolumeNode"
-        volume = self.scene.AddNewNodeByClass(className, name)
-        try:
-            volume.SetSpacing(float(spacing[1]), float(spacing[0]), 1.0)
-            volume.SetOrigin(0.0, 0.0, 0.0)
-            volume.SetIJKToRASDirections(-1, 0, 0, 0, -1, 0, 0, 0, 1)
-            array = images[:, 0] if c == 1 else np.moveaxis(images, 1, -1)
-            slicer.util.updateVolumeFromArray(volume, np.ascontiguousarray(array))
-            volume.CreateDefaultDisplayNodes()
-            display = volume.GetDisplayNode()
-            if display is not None:
-                display.SetInterpolate(False)  # show pixels as pixels; these are microscopy images
-            volume.SetAttribute(IMAGE_NAMES_ATTRIBUTE, json.dumps(list(names)))
-            volume.SetAttribute(SOURCE_ATTRIBUTE, source)
-        except Exception:
-            self.scene.RemoveNode(volume)  # nothing half-loaded stays in the scene
-            raise
+        """(N, C, H, W) -> scalar volume (C == 1) or vector volume (RGB / multi-channel), slice k = image k."""
+        volume = arrays.volume_from_stack(self.scene, images, names, name, spacing, source)
         self.getParameterNode().SetNodeReferenceID(ROLE_VOLUME, volume.GetID())
         return volume
 
     @staticmethod
     def imagesFromVolume(volume) -> np.ndarray:
         """Volume -> (N, C, H, W) copy (safe to hand to the worker thread)."""
-        array = slicer.util.arrayFromVolume(volume)
-        if array.ndim == 3:
-            return np.array(array[:, None])
-        return np.ascontiguousarray(np.moveaxis(array, -1, 1))
+        return arrays.images_from_volume(volume)
 
     @staticmethod
     def imageNames(volume) -> list[str]:
-        names = volume.GetAttribute(IMAGE_NAMES_ATTRIBUTE)
-        n = slicer.util.arrayFromVolume(volume).shape[0]
-        if names:
-            parsed = json.loads(names)
-            if len(parsed) == n:
-                return parsed
-        return [f"slice_{k + 1:04d}" for k in range(n)]
+        return arrays.image_names(volume)
 
     # ---------------------------------------------------------------- segmentations
     def createLabelSegmentation(self, volume, classes: list[ClassInfo] | None = None, segmentation=None,
@@ -215,106 +185,18 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             segmentation = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
             segmentation.CreateDefaultDisplayNodes()
         segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
-        self._ensureSegments(segmentation, classes)
+        arrays.ensure_segments(segmentation, classes)
         self.getParameterNode().SetNodeReferenceID(ROLE_LABELS, segmentation.GetID())
         return segmentation
 
-    @staticmethod
-    def _ensureSegments(segmentation, classes: list[ClassInfo]) -> list[str]:
-        seg = segmentation.GetSegmentation()
-        ids = []
-        for c in classes:
-            color = [v / 255.0 for v in c.color]
-            segmentId = seg.GetSegmentIdBySegmentName(c.name)
-            if not segmentId:
-                segmentId = seg.AddEmptySegment("", c.name, color)
-            else:
-                seg.GetSegment(segmentId).SetColor(*color)
-            ids.append(segmentId)
-        # Class order = segment order, so the Segment Editor lists them as the class table does.
-        for index, segmentId in enumerate(ids):
-            if seg.GetSegmentIndex(segmentId) != index:
-                seg.SetSegmentIndex(segmentId, index)
-        return ids
-
-    def _segmentIds(self, segmentation, classes: list[ClassInfo]) -> list[str]:
-        seg = segmentation.GetSegmentation()
-        ids = []
-        for c in classes:
-            segmentId = seg.GetSegmentIdBySegmentName(c.name)
-            if not segmentId:
-                raise InputError(f"segmentation '{segmentation.GetName()}' has no segment named '{c.name}'. "
-                                 "Use 'Start painting' to create the class segments, or rename the segment.")
-            ids.append(segmentId)
-        return ids
-
-    @contextlib.contextmanager
-    def _newNodesRemoved(self):
-        """Remove every node added to the scene inside the block (temporary export nodes and their colors)."""
-        scene = self.scene
-        before = {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
-        try:
-            yield
-        finally:
-            added = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
-            for node in added:
-                if node is not None and node.GetID() not in before:
-                    scene.RemoveNode(node)
-
     def labelsFromSegmentation(self, segmentation, volume, classes: list[ClassInfo] | None = None) -> np.ndarray:
         """Painted segments -> (N, H, W) uint16, 0 = unlabeled, k = class k (later classes win on overlap)."""
-        classes = classes or self.classes()
-        shape = slicer.util.arrayFromVolume(volume).shape[:3]
-        labels = np.zeros(shape, np.uint16)
-        ids = self._segmentIds(segmentation, classes)
-        with self._newNodesRemoved():
-            for value, segmentId in enumerate(ids, start=1):
-                if self._segmentIsEmpty(segmentation, segmentId):
-                    continue
-                labelmap = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "SemSeg temp")
-                segmentIds = vtk.vtkStringArray()
-                segmentIds.InsertNextValue(segmentId)
-                ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-                    segmentation, segmentIds, labelmap, volume, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY)
-                if not ok:
-                    raise RuntimeError(f"could not export segment '{classes[value - 1].name}' of "
-                                       f"'{segmentation.GetName()}'")
-                mask = slicer.util.arrayFromVolume(labelmap)
-                if mask.shape != shape:
-                    raise RuntimeError(f"exported segment has shape {mask.shape}, volume {shape}")
-                labels[mask > 0] = value
-        return labels
-
-    @staticmethod
-    def _segmentIsEmpty(segmentation, segmentId: str) -> bool:
-        segment = segmentation.GetSegmentation().GetSegment(segmentId)
-        image = segment.GetRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName())
-        if image is None:
-            return True
-        extent = image.GetExtent()
-        if extent[0] > extent[1] or extent[2] > extent[3] or extent[4] > extent[5]:
-            return True
-        scalars = image.GetPointData().GetScalars()
-        if scalars is None:
-            return True
-        values = vtk.util.numpy_support.vtk_to_numpy(scalars)
-        return not np.any(values == segment.GetLabelValue())
+        return arrays.labels_from_segmentation(self.scene, segmentation, volume, classes or self.classes())
 
     def setLabelsToSegmentation(self, labels: np.ndarray, segmentation, volume,
                                 classes: list[ClassInfo] | None = None) -> None:
         """(N, H, W) class values -> one binary labelmap per class segment (replaces their content)."""
-        classes = classes or self.classes()
-        ids = self._ensureSegments(segmentation, classes)
-        with self._newNodesRemoved():
-            labelmap = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "SemSeg temp")
-            labelmap.CopyOrientation(volume)
-            for value, segmentId in enumerate(ids, start=1):
-                slicer.util.updateVolumeFromArray(labelmap, (labels == value).astype(np.uint8))
-                image = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(labelmap)
-                ok = slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
-                    image, segmentation, segmentId, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
-                if not ok:
-                    raise RuntimeError(f"could not write segment '{classes[value - 1].name}'")
+        arrays.set_labels_to_segmentation(self.scene, labels, segmentation, volume, classes or self.classes())
 
     def predictionSegmentation(self, volume, create: bool = True):
         node = self.getParameterNode().GetNodeReference(ROLE_PREDICTION)
@@ -324,7 +206,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             node.SetReferenceImageGeometryParameterFromVolumeNode(volume)
             self.getParameterNode().SetNodeReferenceID(ROLE_PREDICTION, node.GetID())
         if node is not None:
-            self._ensureSegments(node, self.classes())
+            arrays.ensure_segments(node, self.classes())
         return node
 
     def _scalarVolumeLike(self, volume, role: str, name: str, className: str = "vtkMRMLScalarVolumeNode"):
@@ -338,7 +220,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
     def uncertaintyVolume(self, volume):
         node = self._scalarVolumeLike(volume, ROLE_UNCERTAINTY, UNCERTAINTY_NAME)
         if node.GetImageData() is None:
-            shape = slicer.util.arrayFromVolume(volume).shape[:3]
+            shape = arrays.slice_shape(volume)
             slicer.util.updateVolumeFromArray(node, np.zeros(shape, np.float32))
             node.CreateDefaultDisplayNodes()
             display = node.GetDisplayNode()
@@ -450,7 +332,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
     # ---------------------------------------------------------------- predict
     def sliceIndices(self, volume, scope: str | int | list[int], labelSegmentation=None) -> list[int]:
-        n = slicer.util.arrayFromVolume(volume).shape[0]
+        n = arrays.slice_shape(volume)[0]
         if isinstance(scope, int):
             return [scope]
         if isinstance(scope, (list, tuple)):
@@ -565,28 +447,12 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         if node is None:
             if suggestion is None:
                 return None
-            # Added in a batch: otherwise Slicer's Markups logic makes every new point list the active one
-            # for placing points with the mouse, and the person's own points would land in this list.
-            self.scene.StartState(slicer.vtkMRMLScene.BatchProcessState)
-            try:
-                node = self.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", SUGGESTION_MARKERS_NAME)
-                node.CreateDefaultDisplayNodes()
-            finally:
-                self.scene.EndState(slicer.vtkMRMLScene.BatchProcessState)
+            node = results.new_marker_list(self.scene, SUGGESTION_MARKERS_NAME)
             self.getParameterNode().SetNodeReferenceID(ROLE_SUGGESTION_MARKERS, node.GetID())
-        node.RemoveAllControlPoints()
-        if suggestion is not None:
-            ijkToRAS = vtk.vtkMatrix4x4()
-            volume.GetIJKToRASMatrix(ijkToRAS)
-            node.SetAndObserveTransformNodeID(volume.GetTransformNodeID())  # same space as the volume's RAS
-            k = suggestion["slice"]
-            for rank, region in enumerate(suggestion["regions"], start=1):
-                # Array rows are the volume's J axis, columns its I axis.
-                ras = ijkToRAS.MultiplyPoint([region.column, region.row, k, 1.0])
-                n = node.AddControlPoint(ras[0], ras[1], ras[2], str(rank))
-                node.SetNthControlPointDescription(
-                    n, f"slice {k + 1}: uncertainty {region.mean_uncertainty:.2f} over {region.area} pixels")
-        node.SetLocked(True)  # markers to look at, not to drag while painting
+        if suggestion is None:
+            node.RemoveAllControlPoints()
+        else:
+            results.mark_regions(node, volume, suggestion["slice"], suggestion["regions"])
         return node
 
     # ---------------------------------------------------------------- evaluate
@@ -600,8 +466,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         if predictionNode is None or not predicted:
             raise InputError("no prediction yet: predict, then evaluate.")
         classes = self.classes()
-        shape = slicer.util.arrayFromVolume(volume).shape
-        reference = referenceLabels(referencePath, names, shape[1:3])
+        reference = referenceLabels(referencePath, names, arrays.slice_shape(volume)[1:])
         have = [k for k in predicted if reference[k].any()]
         if not have:
             raise InputError(f"{referencePath}: no reference label file matches a predicted slice "
@@ -612,49 +477,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         return metrics
 
     def metricsToTable(self, metrics, tableNode=None):
-        if tableNode is None:
-            tableNode = self.scene.GetFirstNodeByName("SemSeg metrics")
-            if tableNode is None or not tableNode.IsA("vtkMRMLTableNode"):
-                tableNode = self.scene.AddNewNodeByClass("vtkMRMLTableNode", "SemSeg metrics")
-        table = tableNode.GetTable()
-        table.Initialize()
-        columns = {"class": vtk.vtkStringArray(), "IoU": vtk.vtkDoubleArray(), "Dice": vtk.vtkDoubleArray(),
-                   "reference pixels": vtk.vtkDoubleArray(), "predicted pixels": vtk.vtkDoubleArray()}
-        for name, array in columns.items():
-            array.SetName(name)
-        rows = metrics.to_dict()["classes"]
-        for row in rows:
-            columns["class"].InsertNextValue(row["name"])
-            columns["IoU"].InsertNextValue(row["iou"] if row["iou"] is not None else float("nan"))
-            columns["Dice"].InsertNextValue(row["dice"] if row["dice"] is not None else float("nan"))
-            columns["reference pixels"].InsertNextValue(row["reference_pixels"])
-            columns["predicted pixels"].InsertNextValue(row["predicted_pixels"])
-        columns["class"].InsertNextValue("mean / accuracy")
-        columns["IoU"].InsertNextValue(metrics.mean_iou)
-        columns["Dice"].InsertNextValue(metrics.mean_dice)
-        columns["reference pixels"].InsertNextValue(float(metrics.confusion.sum()))
-        columns["predicted pixels"].InsertNextValue(metrics.pixel_accuracy)
-        for array in columns.values():
-            table.AddColumn(array)
-        tableNode.Modified()
-        self._iouChart(tableNode)
-        return tableNode
-
-    def _iouChart(self, tableNode):
-        """A bar chart of per-class IoU and Dice over the metrics table (shown by the widget)."""
-        chart = self.scene.GetFirstNodeByName("SemSeg IoU chart")
-        if chart is None:
-            chart = self.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", "SemSeg IoU chart")
-            for column in ("IoU", "Dice"):
-                series = self.scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"SemSeg {column}")
-                series.SetAndObserveTableNodeID(tableNode.GetID())
-                series.SetXColumnName("class")
-                series.SetYColumnName(column)
-                series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeBar)
-                chart.AddAndObservePlotSeriesNodeID(series.GetID())
-            chart.SetTitle("SemSeg: per-class IoU and Dice")
-            chart.SetYAxisRange(0, 1)
-        return chart
+        """Per-class IoU / Dice into a table node ('SemSeg metrics' unless given) with a bar chart over it."""
+        return results.metrics_to_table(self.scene, metrics, tableNode)
 
     # ---------------------------------------------------------------- export / models
     def finalLabels(self, volume, labelSegmentation) -> np.ndarray:

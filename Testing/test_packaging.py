@@ -15,7 +15,8 @@ def _cmake_list(text: str, variable: str) -> list[str]:
 def test_every_module_file_is_listed_in_cmake_and_every_listed_file_exists():
     text = (MODULE / "CMakeLists.txt").read_text()
     scripts = _cmake_list(text, "MODULE_PYTHON_SCRIPTS")
-    on_disk = sorted(str(p.relative_to(MODULE)) for p in [MODULE / "SemSeg.py", *(MODULE / "SemSegLib").glob("*.py")])
+    packages = [*(MODULE / "SemSegLib").glob("*.py"), *(MODULE / "SemSegMRML").glob("*.py")]
+    on_disk = sorted(str(p.relative_to(MODULE)) for p in [MODULE / "SemSeg.py", *packages])
     assert sorted(scripts) == on_disk
     for resource in _cmake_list(text, "MODULE_PYTHON_RESOURCES"):
         assert (MODULE / resource).is_file(), resource
@@ -76,3 +77,26 @@ def test_the_combo_boxes_offer_what_the_parameter_node_stores():
     scopes = re.search(r'\[("current", "painted", "all")\]\[ui\.predictScopeComboBox\.currentIndex\]', source)
     assert scopes and defaults["PredictScope"] == "all"
     assert [s.split()[0] for s in items("predictScopeComboBox")] == ["current", "painted", "all"]
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    import ast
+
+    names = set()
+    for node in ast.parse(path.read_text()).body:  # module level only: a function may import slicer lazily
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_engine_imports_no_slicer_and_the_mrml_helpers_no_qt():
+    # The engine runs headless (`semseg` on a cluster, pip install without Slicer); the MRML helpers run in
+    # CI against slicer-core, which has no Qt.
+    for path in (MODULE / "SemSegLib").glob("*.py"):
+        found = _top_level_imports(path) & {"slicer", "vtk", "vtkmodules", "qt", "ctk", "SemSegMRML"}
+        assert not found, f"{path.name} imports {sorted(found)} at module level"
+    for path in (MODULE / "SemSegMRML").glob("*.py"):
+        found = _top_level_imports(path) & {"qt", "ctk"}
+        assert not found, f"SemSegMRML/{path.name} imports {sorted(found)}"
