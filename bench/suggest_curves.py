@@ -10,7 +10,7 @@ simulated person adds strokes on 3 images and the model is fine-tuned from the p
 Same number of strokes per round for both. T2 = mean IoU on the 10 test images after each round.
 
     python bench/suggest_curves.py [--data ../shared/data] [--sets ...] [--rounds 3] [--strokes 10]
-                                   [--iterations N --finetune M --device cuda] [--seed N]
+                                   [--iterations N --finetune M --device cuda] [--seed N] [--save-models]
     python bench/suggest_curves.py --merge run0/suggest.json run1/suggest.json ... --out DIR  (mean of seeds)
 """
 
@@ -31,7 +31,8 @@ sys.path.insert(0, str(HERE))
 from sparse import in_child, load_set, make_strokes, miou, split  # noqa: E402
 
 
-def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, queue) -> None:
+def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, save_models: str | None,
+               queue) -> None:
     from SemSegLib.prediction import PredictConfig, predict_stack
     from SemSegLib.simulate import simulate_corrections_in, simulate_strokes_at
     from SemSegLib.suggest import rank_by_uncertainty, uncertain_regions
@@ -86,6 +87,8 @@ def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, 
                 cfg.seconds = budget.get("finetune") or base.seconds / 2
             model = train(stack.images, labels, classes, cfg, init_model=model, names=stack.names).model
             curve.append((int((labels > 0).sum()), total_strokes, t2(model)))
+            if save_models:  # for post hoc studies of a round's prediction (bench/RESULTS.md, session 15)
+                model.save(Path(save_models) / f"{Path(folder).name}_seed{seed}_{strategy}_round{len(curve) - 1}.pt")
         out[strategy] = curve
     queue.put(out)
 
@@ -105,6 +108,8 @@ def main() -> None:
                     help="sigma (px) of the uncertainty smoothing before finding regions (larger: blobs over edges)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(HERE / "out"))
+    ap.add_argument("--save-models", action="store_true",
+                    help="also write every round's model to OUT/models/ (post hoc studies)")
     ap.add_argument("--merge", nargs="+", metavar="JSON",
                     help="no training: average the suggest.json files of several runs (seeds) into one report")
     args = ap.parse_args()
@@ -117,8 +122,12 @@ def main() -> None:
         for name in args.sets.split(","):
             budget = {"seconds": args.seconds, "iterations": args.iterations, "finetune": args.finetune,
                       "device": args.device, "smoothing": args.smoothing}
+            models = None
+            if args.save_models:
+                models = str(out / "models")
+                Path(models).mkdir(exist_ok=True)
             results[name] = in_child(run_curves, str(Path(args.data) / name), args.rounds, args.strokes, budget,
-                                     args.seed)
+                                     args.seed, models)
             print(json.dumps({name: results[name]}), flush=True)
     (out / "suggest.json").write_text(json.dumps(results, indent=1))
     write_report(results, out)
