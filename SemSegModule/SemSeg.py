@@ -824,7 +824,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         rasToIJK = vtk.vtkMatrix4x4()
         volume.GetRASToIJKMatrix(rasToIJK)
         k = int(round(rasToIJK.MultiplyPoint(ras)[2]))
-        n = slicer.util.arrayFromVolume(volume).shape[0]
+        n = arrays.slice_shape(volume)[0]
         return min(max(k, 0), n - 1)
 
     def _jumpToSlice(self, k: int) -> None:

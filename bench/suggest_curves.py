@@ -119,13 +119,12 @@ def main() -> None:
         results = merge_runs([json.loads(Path(f).read_text()) for f in args.merge])
     else:
         results = {}
+        models = str(out / "models") if args.save_models else None
+        if models:
+            Path(models).mkdir(exist_ok=True)
         for name in args.sets.split(","):
             budget = {"seconds": args.seconds, "iterations": args.iterations, "finetune": args.finetune,
                       "device": args.device, "smoothing": args.smoothing}
-            models = None
-            if args.save_models:
-                models = str(out / "models")
-                Path(models).mkdir(exist_ok=True)
             results[name] = in_child(run_curves, str(Path(args.data) / name), args.rounds, args.strokes, budget,
                                      args.seed, models)
             print(json.dumps({name: results[name]}), flush=True)

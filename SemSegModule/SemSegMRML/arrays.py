@@ -14,6 +14,7 @@ import slicer
 import vtk
 from SemSegLib.classes import ClassInfo
 from SemSegLib.errors import InputError
+from vtk.util import numpy_support
 
 IMAGE_NAMES_ATTRIBUTE = "SemSeg.ImageNames"  # the stack's file names, in slice order (JSON list)
 SOURCE_ATTRIBUTE = "SemSeg.Source"  # where the stack was loaded from (export never writes there)
@@ -127,7 +128,7 @@ def segment_is_empty(segmentation, segment_id: str) -> bool:
     scalars = image.GetPointData().GetScalars()
     if scalars is None:
         return True
-    values = vtk.util.numpy_support.vtk_to_numpy(scalars)
+    values = numpy_support.vtk_to_numpy(scalars)
     return not np.any(values == segment.GetLabelValue())
 
 
