@@ -70,10 +70,12 @@ class TrainConfig:
     pseudo_label_threshold: float = 0.9
     # Fine-tuning: a class's threshold drops to this quantile of the teacher's confidence on the pixels it
     # gives that class (never above pseudo_label_threshold), so a thin class the teacher is rarely 90% sure
-    # of (the 1-pixel nucleus border) keeps its share of pseudo-labels instead of being squeezed out by the
-    # class the corrections push. 0 = off. Round only: better on dsb2018-fluo in 4 of 4 paired seeds, the
-    # same on isbi2012-em; in the first round it did not help (bench/RESULTS.md, session 6).
-    finetune_pseudo_label_class_quantile: float = 0.5
+    # of keeps a share of pseudo-labels. 0 = off (the default). It helped one round in session 6, but over
+    # several rounds it is a ratchet: half of whatever the teacher calls thin class is taught back to the
+    # student, unsure pixels included, so each round draws the 1-pixel nucleus border thicker (2.1% -> 5.2%
+    # of the pixels in three rounds against 2.3% in the reference). Off: the same or better after three
+    # rounds in every where-to-paint run measured, for both people (bench/RESULTS.md, session 16).
+    finetune_pseudo_label_class_quantile: float = 0.0
     pseudo_label_start: float = 0.3  # fraction of the budget before the EMA teacher is trusted
     pseudo_label_min_steps: int = 200  # ...and at least this many steps: a young teacher's confidence misleads
     # After training: correct the class prior the strokes taught for the stack's own class mix, estimated on
