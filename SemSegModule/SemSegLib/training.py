@@ -74,7 +74,8 @@ class TrainConfig:
     # several rounds it is a ratchet: half of whatever the teacher calls thin class is taught back to the
     # student, unsure pixels included, so each round draws the 1-pixel nucleus border thicker (2.1% -> 5.2%
     # of the pixels in three rounds against 2.3% in the reference). Off: the same or better after three
-    # rounds in every where-to-paint run measured, for both people (bench/RESULTS.md, session 16).
+    # rounds in all ten session-16 where-to-paint cells, both people (with session 12's older rounds it
+    # was level on average; bench/RESULTS.md, session 16).
     finetune_pseudo_label_class_quantile: float = 0.0
     pseudo_label_start: float = 0.3  # fraction of the budget before the EMA teacher is trusted
     pseudo_label_min_steps: int = 200  # ...and at least this many steps: a young teacher's confidence misleads
