@@ -152,7 +152,7 @@ def test_training_ends_with_the_correction_for_the_class_mix_its_loss_saw(monkey
     expected /= expected.sum()
     assert np.allclose(learned_class_mix(again.model.history), expected)
     alone = copy.copy(again.model)
-    alone.log_prior_shift, alone.previous_round = None, None
+    alone.log_prior_shift, alone.earlier_rounds = None, []
     estimate = functools.partial(estimate_log_prior_shift, alone, images[:, None], corrected,
                                  device=torch.device("cpu"))
     assert np.allclose(again.model.log_prior_shift, estimate(training_mix=expected), atol=1e-5)

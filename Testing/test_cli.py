@@ -45,10 +45,10 @@ def test_full_loop_through_the_cli(disk_stack, capsys, monkeypatch):
                "--init", d / "m.pt", "--iterations", 5, "--no-prior-correction") == 0
     assert SemSegModel.load(d / "m.pt").log_prior_shift is not None
     assert SemSegModel.load(d / "m2.pt").log_prior_shift is None
-    assert SemSegModel.load(d / "m2.pt").previous_round is not None  # a round averages with its start
+    assert len(SemSegModel.load(d / "m2.pt").earlier_rounds) == 1  # a round averages with its start
     assert run("train", "--images", d / "images", "--labels", d / "strokes2", "--model", d / "m3.pt",
                "--init", d / "m.pt", "--iterations", 2, "--round-network-alone") == 0
-    assert SemSegModel.load(d / "m3.pt").previous_round is None
+    assert SemSegModel.load(d / "m3.pt").earlier_rounds == []
     capsys.readouterr()
     assert run("suggest", "--images", d / "images", "--model", d / "m2.pt", "--top", 2) == 0
     s = json.loads(capsys.readouterr().out)

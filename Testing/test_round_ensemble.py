@@ -2,7 +2,7 @@ import numpy as np
 import torch
 from conftest import disk_task
 from SemSegLib.classes import default_classes
-from SemSegLib.model_file import RoundMember, SemSegModel
+from SemSegLib.model_file import RoundMember, SemSegModel, round_weights
 from SemSegLib.prediction import PredictConfig, predict_probabilities
 from SemSegLib.training import TrainConfig, train
 from test_calibration import ConstantLogits
@@ -16,42 +16,69 @@ def _softmax(logits: list[float], shift: list[float] | None = None) -> np.ndarra
     return np.exp(z) / np.exp(z).sum()
 
 
-def test_a_round_model_averages_the_corrected_probabilities_of_both_networks():
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_round_weights_halve_and_the_oldest_network_gets_the_rest():
+    assert round_weights(1) == [1.0]
+    assert round_weights(2) == [0.5, 0.5]
+    assert round_weights(4) == [0.5, 0.25, 0.125, 0.125]
+
+
+def test_a_round_model_averages_the_corrected_probabilities_of_its_networks_by_halving():
     model = SemSegModel.create(1, default_classes(2), base_width=8, levels=3)
     model.network = ConstantLogits([0.0, 2.0])
     model.log_prior_shift = np.array([0.5, -0.5])
-    model.previous_round = RoundMember(ConstantLogits([1.0, 0.0]), np.array([0.0, 1.0]))
+    model.earlier_rounds = [RoundMember(ConstantLogits([1.0, 0.0]), np.array([0.0, 1.0])),
+                            RoundMember(ConstantLogits([3.0, 0.0]), None)]
     image = np.random.default_rng(0).random((1, 32, 40)).astype(np.float32)
     prob = predict_probabilities(model, image, CPU)
-    expected = (_softmax([0.0, 2.0], [0.5, -0.5]) + _softmax([1.0, 0.0], [0.0, 1.0])) / 2
+    # The newest network half, the one it started from a quarter, the first model the rest.
+    expected = (_softmax([0.0, 2.0], [0.5, -0.5]) / 2 + _softmax([1.0, 0.0], [0.0, 1.0]) / 4
+                + _softmax([3.0, 0.0]) / 4)
     assert np.allclose(prob[:, 5, 7].numpy(), expected, atol=1e-6)
     # The prior estimate sees this round's network alone, uncorrected.
     raw = predict_probabilities(model, image, CPU, prior_shift=False)
     assert np.allclose(raw[:, 5, 7].numpy(), _softmax([0.0, 2.0]), atol=1e-6)
 
 
-def test_the_previous_network_is_kept_in_the_model_file(tmp_path):
+def test_the_earlier_networks_are_kept_in_the_model_file_and_older_files_still_load(tmp_path):
     torch.manual_seed(0)
     model = SemSegModel.create(1, default_classes(3), base_width=8, levels=3)
-    previous = SemSegModel.create(1, default_classes(3), base_width=8, levels=3)
-    model.previous_round = RoundMember(previous.network, np.array([0.1, -0.2, 0.3]))
+    earlier = [SemSegModel.create(1, default_classes(3), base_width=8, levels=3).network for _ in range(2)]
+    model.earlier_rounds = [RoundMember(earlier[0], np.array([0.1, -0.2, 0.3])), RoundMember(earlier[1], None)]
     image = np.random.default_rng(1).random((1, 48, 48)).astype(np.float32)
     path = tmp_path / "round.pt"
     model.save(path)
     loaded = SemSegModel.load(path)
-    assert np.allclose(loaded.previous_round.log_prior_shift, [0.1, -0.2, 0.3])
+    assert len(loaded.earlier_rounds) == 2
+    assert np.allclose(loaded.earlier_rounds[0].log_prior_shift, [0.1, -0.2, 0.3])
+    assert loaded.earlier_rounds[1].log_prior_shift is None
+    assert _same_weights(loaded.earlier_rounds[1].network, earlier[1])  # the order is kept: newest first
     assert torch.allclose(predict_probabilities(loaded, image, CPU), predict_probabilities(model, image, CPU),
                           atol=1e-6)
     alone = SemSegModel.load(path)
-    alone.previous_round = None
+    alone.earlier_rounds = []
     assert not torch.allclose(predict_probabilities(alone, image, CPU), predict_probabilities(model, image, CPU))
-    old = model.to_dict()  # a file written before rounds kept their predecessor
-    del old["previous_round"]
-    torch.save(old, path)
-    assert SemSegModel.load(path).previous_round is None
+    # A SemSeg from before halving reads the newest earlier network under its old key.
+    stored = model.to_dict()
+    assert _same_weights(earlier[0], _network_from(stored["previous_round"]["state_dict"]))
+    del stored["older_rounds"]  # a file from sessions 10-16: the round's start only
+    torch.save(stored, path)
+    assert len(SemSegModel.load(path).earlier_rounds) == 1
+    del stored["previous_round"]  # a file from before rounds kept their predecessor
+    torch.save(stored, path)
+    assert SemSegModel.load(path).earlier_rounds == []
 
 
-def test_fine_tuning_keeps_the_network_it_started_from_and_only_that_one():
+def _network_from(state_dict: dict) -> torch.nn.Module:
+    network = SemSegModel.create(1, default_classes(3), base_width=8, levels=3).network
+    network.load_state_dict(state_dict)
+    return network
+
+
+def test_fine_tuning_keeps_the_earlier_rounds_newest_first_up_to_the_cap():
     images, refs = disk_task(n=2)
     images = images[:, None]
     labels = np.zeros(refs.shape, np.uint16)
@@ -59,19 +86,21 @@ def test_fine_tuning_keeps_the_network_it_started_from_and_only_that_one():
     labels[0, :3] = refs[0, :3]
     classes = default_classes(2)
     first = train(images, labels, classes, TrainConfig(**FAST)).model
-    assert first.previous_round is None and first.history[-1]["ensemble_previous_round"] is False
+    assert first.earlier_rounds == [] and first.history[-1]["round_networks"] == 1
     corrected = labels.copy()
     corrected[1, :3] = refs[1, :3]
-    second = train(images, corrected, classes, TrainConfig(**FAST), init_model=first).model
-    kept = second.previous_round
-    assert kept is not None and second.history[-1]["ensemble_previous_round"] is True
-    assert np.allclose(kept.log_prior_shift, first.log_prior_shift)
-    for a, b in zip(kept.network.state_dict().values(), first.network.state_dict().values()):
-        assert torch.equal(a, b)
-    assert any(not torch.equal(a, b) for a, b in zip(second.network.state_dict().values(),
-                                                     first.network.state_dict().values()))
-    third = train(images, corrected, classes, TrainConfig(**FAST), init_model=second).model
-    for a, b in zip(third.previous_round.network.state_dict().values(), second.network.state_dict().values()):
-        assert torch.equal(a, b)  # the round before: not the first model, and not a chain of all rounds
-    off = train(images, corrected, classes, TrainConfig(ensemble_previous_round=False, **FAST), init_model=first)
-    assert off.model.previous_round is None
+    models = [first]
+    for _ in range(3):
+        models.append(train(images, corrected, classes, TrainConfig(round_networks=3, **FAST),
+                            init_model=models[-1]).model)
+    second, third, fourth = models[1:]
+    assert len(second.earlier_rounds) == 1 and second.history[-1]["round_networks"] == 2
+    assert np.allclose(second.earlier_rounds[0].log_prior_shift, first.log_prior_shift)
+    assert _same_weights(second.earlier_rounds[0].network, first.network)
+    assert not _same_weights(second.network, first.network)
+    assert [_same_weights(m.network, n.network) for m, n in zip(third.earlier_rounds, [second, first])] == [True] * 2
+    # Capped at 3 networks: the fourth model's own, the third's and the second's; the first model is dropped.
+    assert fourth.history[-1]["round_networks"] == 3
+    assert [_same_weights(m.network, n.network) for m, n in zip(fourth.earlier_rounds, [third, second])] == [True] * 2
+    off = train(images, corrected, classes, TrainConfig(round_networks=1, **FAST), init_model=third)
+    assert off.model.earlier_rounds == [] and off.model.history[-1]["round_networks"] == 1

@@ -142,9 +142,9 @@ def without_prior_correction(model, images: np.ndarray, ref: np.ndarray, labeled
         return {}
     plain = copy.copy(model)
     plain.log_prior_shift = None
-    if model.previous_round is not None:
-        plain.previous_round = copy.copy(model.previous_round)
-        plain.previous_round.log_prior_shift = None
+    plain.earlier_rounds = [copy.copy(m) for m in model.earlier_rounds]
+    for member in plain.earlier_rounds:
+        member.log_prior_shift = None
     t1, t2 = scores(plain, images, ref, labeled, test, names)
     return {"T1_no_prior_correction": t1, "T2_no_prior_correction": t2,
             "log_prior_shift": [round(float(v), 3) for v in model.log_prior_shift]}
@@ -155,10 +155,10 @@ def round_network_alone(model, images: np.ndarray, ref: np.ndarray, labeled: lis
     """T1 / T2 after the round from the round's network alone, without the one it started from (paired)."""
     import copy
 
-    if model.previous_round is None:
+    if not model.earlier_rounds:
         return {}
     alone = copy.copy(model)
-    alone.previous_round = None
+    alone.earlier_rounds = []
     t1, t2 = scores(alone, images, ref, labeled, test, names)
     return {"T1_corrected_round_network_alone": t1, "T2_corrected_round_network_alone": t2}
 

@@ -47,7 +47,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.no_prior_correction:
         config.prior_correction_images = 0
     if args.round_network_alone:
-        config.ensemble_previous_round = False
+        config.round_networks = 1
     if args.iterations is not None:
         config.iterations, config.seconds = args.iterations, None
     elif args.seconds is not None:
@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="predict with the class mix of the strokes instead of the stack's (README: How it works)")
     t.add_argument("--round-network-alone", action="store_true",
                    help="with --init: predict with the retrained network alone, not averaged with the --init "
-                        "model's network (README: How it works)")
+                        "model's prediction (README: How it works)")
     t.set_defaults(func=cmd_train)
 
     pr = sub.add_parser("predict", help="label every pixel of a stack")

@@ -26,10 +26,20 @@ FORMAT_NAME = "semseg-model"
 
 @dataclass
 class RoundMember:
-    """The network a correction round started from, with its prior correction (see SemSegModel)."""
+    """The network of an earlier round, with its prior correction (see SemSegModel.earlier_rounds)."""
 
     network: nn.Module
     log_prior_shift: np.ndarray | None = None
+
+
+def round_weights(networks: int) -> list[float]:
+    """Weights of a prediction's networks, newest first: 1/2, 1/4, ..., the oldest gets the rest.
+
+    That is a round's prediction = the average of its network and the prediction the round started from, so
+    each round halves what the earlier ones say instead of replacing it.
+    """
+    weights = [0.5 ** (j + 1) for j in range(networks - 1)]
+    return weights + [1.0 - sum(weights)]
 
 
 @dataclass
@@ -47,11 +57,13 @@ class SemSegModel:
     image_shape: tuple[int, int] | None = None
     # Added to the log class probabilities at prediction (calibration.py); None: no correction.
     log_prior_shift: np.ndarray | None = None
-    # After a correction round: the network the round started from. Predictions average the two networks'
-    # corrected probabilities: a round's gain on the images nobody painted then no longer hinges on how a few
-    # corrections on three images generalize (bench/RESULTS.md, session 10). Only the last round's
-    # predecessor is kept, so a model holds at most two networks.
-    previous_round: RoundMember | None = None
+    # After correction rounds: the networks of the earlier rounds, newest first (the one this round started
+    # from, then the one that started from, ...). A prediction averages every network's corrected
+    # probabilities with the weights of `round_weights`: a round's gain on the images nobody painted then no
+    # longer hinges on how a few corrections on three images generalize (bench/RESULTS.md, session 10), and a
+    # round whose network overdraws a thin class cannot undo what the first model got right two rounds ago
+    # (halving, session 17; keeping only the last predecessor let a 1-pixel border grow round after round).
+    earlier_rounds: list[RoundMember] = field(default_factory=list)
 
     @staticmethod
     def create(in_channels: int, classes: list[ClassInfo], **network_kwargs) -> SemSegModel:
@@ -65,6 +77,11 @@ class SemSegModel:
     @property
     def num_classes(self) -> int:
         return self.network_config.num_classes
+
+    def round_members(self) -> list[tuple[RoundMember, float]]:
+        """Every network a prediction averages, newest (this model's own) first, with its weight."""
+        members = [RoundMember(self.network, self.log_prior_shift), *self.earlier_rounds]
+        return list(zip(members, round_weights(len(members))))
 
     def check_stack(self, channels: int, source: str = "the images") -> None:
         if channels != self.in_channels:
@@ -101,10 +118,10 @@ class SemSegModel:
             "labeled_masks": dict(self.labeled_masks),
             "log_prior_shift": _floats(self.log_prior_shift),
             "state_dict": _state_dict(self.network),
-            "previous_round": None if self.previous_round is None else {
-                "state_dict": _state_dict(self.previous_round.network),
-                "log_prior_shift": _floats(self.previous_round.log_prior_shift),
-            },
+            # The newest earlier network under the key a SemSeg from before session 17 reads (it averages
+            # this model's network with that one alone), the older ones after it.
+            "previous_round": _member_dict(self.earlier_rounds[0]) if self.earlier_rounds else None,
+            "older_rounds": [_member_dict(m) for m in self.earlier_rounds[1:]],
         }
 
     def save(self, path: str | Path) -> None:
@@ -131,11 +148,15 @@ class SemSegModel:
         network.load_state_dict(d["state_dict"])
         network.eval()
         shape = d.get("image_shape")
-        previous = d.get("previous_round")  # absent in files from before session 10, like the shift before 9
-        if previous is not None:
-            previous_network = build_network(config)
-            previous_network.load_state_dict(previous["state_dict"])
-            previous = RoundMember(previous_network.eval(), _array(previous.get("log_prior_shift")))
+        # "previous_round" is absent in files from before session 10 (like the shift before 9), "older_rounds"
+        # before session 17.
+        previous = d.get("previous_round")
+        stored = ([previous] if previous is not None else []) + list(d.get("older_rounds", []))
+        earlier = []
+        for member in stored:
+            member_network = build_network(config)
+            member_network.load_state_dict(member["state_dict"])
+            earlier.append(RoundMember(member_network.eval(), _array(member.get("log_prior_shift"))))
         return SemSegModel(
             network=network,
             network_config=config,
@@ -145,12 +166,16 @@ class SemSegModel:
             labeled_masks=dict(d.get("labeled_masks", {})),
             image_shape=tuple(shape) if shape else None,
             log_prior_shift=_array(d.get("log_prior_shift")),
-            previous_round=previous,
+            earlier_rounds=earlier,
         )
 
 
 def _state_dict(network: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in network.state_dict().items()}
+
+
+def _member_dict(member: RoundMember) -> dict:
+    return {"state_dict": _state_dict(member.network), "log_prior_shift": _floats(member.log_prior_shift)}
 
 
 def _floats(values: np.ndarray | None) -> list[float] | None:

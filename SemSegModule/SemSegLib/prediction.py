@@ -53,10 +53,10 @@ def predict_probabilities(model: SemSegModel, image: np.ndarray, config: Predict
                           device: torch.device | None = None, prior_shift: bool = True) -> torch.Tensor:
     """(C, H, W) raw image -> (K, H, W) float32 class probabilities on the CPU.
 
-    With `prior_shift` the model's class-prior correction (calibration.py) is applied and, after a correction
-    round, the probabilities are averaged with those of the network the round started from, as everywhere a
-    prediction is shown or saved. Without it: this model's network alone, uncorrected (to estimate the
-    correction).
+    With `prior_shift` each network's class-prior correction (calibration.py) is applied and, after correction
+    rounds, the probabilities of the earlier rounds' networks are averaged in (`SemSegModel.round_members`), as
+    everywhere a prediction is shown or saved. Without it: this model's network alone, uncorrected (to estimate
+    the correction).
     """
     config = config or PredictConfig()
     device = device or resolve_device(config.device)
@@ -64,11 +64,10 @@ def predict_probabilities(model: SemSegModel, image: np.ndarray, config: Predict
     x = torch.from_numpy(normalize_image(image, model.normalization))[None]
     if not prior_shift:
         return _network_probabilities(model, model.network, None, x, config, device)
-    prob = _network_probabilities(model, model.network, model.log_prior_shift, x, config, device)
-    previous = model.previous_round
-    if previous is not None:
-        prob = (prob + _network_probabilities(model, previous.network, previous.log_prior_shift, x, config,
-                                              device)) / 2
+    prob = None
+    for member, weight in model.round_members():
+        p = weight * _network_probabilities(model, member.network, member.log_prior_shift, x, config, device)
+        prob = p if prob is None else prob + p
     return prob
 
 

@@ -83,10 +83,13 @@ class TrainConfig:
     # this many images spread over the stack (calibration.py; 0 = off). Thin classes get thinner: T2 +0.009 /
     # +0.019 on the two benchmark sets, better in 10 of 10 runs (bench/RESULTS.md, session 9).
     prior_correction_images: int = 8
-    # A correction round's model predicts with the average of its network and the one the round started
-    # from (model_file.RoundMember): T2 and T1 gained in more of the paired runs, and more on average, than
-    # with the round's network alone (bench/RESULTS.md, session 10). Prediction costs twice as much after a round.
-    ensemble_previous_round: bool = True
+    # A correction round's model predicts with its network averaged with the prediction the round started
+    # from: 1/2 its network, 1/4 the one before, ... (model_file.round_weights). Averaging with the start
+    # gained in more paired runs, and more on average, than the round's network alone (bench/RESULTS.md,
+    # session 10); halving over all rounds instead of the last two networks: session 17. At most this many
+    # networks (the oldest gets the remaining weight); each costs one prediction pass. 1 = the round's
+    # network alone.
+    round_networks: int = 4
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -369,10 +372,11 @@ def train(
         model.network.cpu()  # as before the estimate: a returned model does not hold GPU memory
     model.history[-1]["log_prior_shift"] = (None if model.log_prior_shift is None
                                             else [round(float(v), 4) for v in model.log_prior_shift])
-    model.previous_round = None
-    if init_model is not None and config.ensemble_previous_round:
-        model.previous_round = RoundMember(copy.deepcopy(init_model.network).cpu().eval(), init_model.log_prior_shift)
-    model.history[-1]["ensemble_previous_round"] = model.previous_round is not None
+    model.earlier_rounds = []
+    if init_model is not None and config.round_networks > 1:
+        start = RoundMember(copy.deepcopy(init_model.network).cpu().eval(), init_model.log_prior_shift)
+        model.earlier_rounds = [start, *init_model.earlier_rounds][:config.round_networks - 1]
+    model.history[-1]["round_networks"] = 1 + len(model.earlier_rounds)
     return TrainResult(model, it, seconds, smoothed, cancelled, device.type, losses)
 
 
