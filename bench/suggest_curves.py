@@ -57,7 +57,7 @@ def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, 
 
     start = t2(first.model)
     out = {}
-    for strategy in ("suggested", "random"):
+    for strategy in budget.get("people") or ("suggested", "random"):
         rng = np.random.default_rng(seed + 7)
         model, labels = first.model, labels0.copy()
         curve = [(int((labels > 0).sum()), 0, start)]
@@ -65,7 +65,8 @@ def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, 
         for _ in range(rounds):
             if strategy == "suggested":
                 preds = dict(predict_stack(model, stack.images, PredictConfig(), indices=candidates))
-                chosen = rank_by_uncertainty({i: float(p.uncertainty.mean()) for i, p in preds.items()}, 3)
+                painted = {i for i in candidates if labels[i].any()} if budget.get("unpainted_first") else None
+                chosen = rank_by_uncertainty({i: float(p.uncertainty.mean()) for i, p in preds.items()}, 3, painted)
                 for i in chosen:
                     regions = uncertain_regions(preds[i].uncertainty, top=strokes,
                                                 smoothing=budget.get("smoothing", 2.0))
@@ -106,6 +107,9 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--smoothing", type=float, default=2.0,
                     help="sigma (px) of the uncertainty smoothing before finding regions (larger: blobs over edges)")
+    ap.add_argument("--unpainted-first", action="store_true",
+                    help="the suggested person is sent to images nobody has painted before painted ones")
+    ap.add_argument("--people", default="suggested,random", help="which simulated people run (comma-separated)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(HERE / "out"))
     ap.add_argument("--save-models", action="store_true",
@@ -124,7 +128,8 @@ def main() -> None:
             Path(models).mkdir(exist_ok=True)
         for name in args.sets.split(","):
             budget = {"seconds": args.seconds, "iterations": args.iterations, "finetune": args.finetune,
-                      "device": args.device, "smoothing": args.smoothing}
+                      "device": args.device, "smoothing": args.smoothing, "unpainted_first": args.unpainted_first,
+                      "people": args.people.split(",")}
             results[name] = in_child(run_curves, str(Path(args.data) / name), args.rounds, args.strokes, budget,
                                      args.seed, models)
             print(json.dumps({name: results[name]}), flush=True)
