@@ -43,6 +43,7 @@ def test_full_loop_through_the_cli(disk_stack, capsys, monkeypatch):
     assert np.all(new[old > 0] == old[old > 0])
     assert run("train", "--images", d / "images", "--labels", d / "strokes2", "--model", d / "m2.pt",
                "--init", d / "m.pt", "--iterations", 5, "--no-prior-correction") == 0
+    assert "predicts with 2 networks" in capsys.readouterr().out
     assert SemSegModel.load(d / "m.pt").log_prior_shift is not None
     assert SemSegModel.load(d / "m2.pt").log_prior_shift is None
     assert len(SemSegModel.load(d / "m2.pt").earlier_rounds) == 1  # a round averages with its start

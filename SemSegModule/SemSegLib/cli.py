@@ -69,8 +69,10 @@ def cmd_train(args: argparse.Namespace) -> None:
                    progress=progress)
     bar.close()
     result.model.save(args.model)
+    networks = 1 + len(result.model.earlier_rounds)
+    rounds = f"; predicts with {networks} networks (this round's and earlier ones)" if networks > 1 else ""
     print(f"model written to {args.model} ({result.iterations} iterations, {result.seconds:.1f} s on "
-          f"{result.device}, final loss {result.final_loss:.4f})")
+          f"{result.device}, final loss {result.final_loss:.4f}{rounds})")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
