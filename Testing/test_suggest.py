@@ -21,6 +21,3 @@ def test_regions_rank_by_how_unsure_the_model_is_there_not_by_size():
 
 def test_rank_by_uncertainty():
     assert rank_by_uncertainty({0: 0.1, 3: 0.5, 7: 0.3}, 2) == [3, 7]
-    # Images already painted come after every unpainted one, however unsure the model is there.
-    assert rank_by_uncertainty({0: 0.1, 3: 0.5, 7: 0.3}, 3, painted={3}) == [7, 0, 3]
-    assert rank_by_uncertainty({0: 0.1, 3: 0.5}, 2, painted={0, 3}) == [3, 0]

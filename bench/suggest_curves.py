@@ -11,6 +11,7 @@ Same number of strokes per round for both. T2 = mean IoU on the 10 test images a
 
     python bench/suggest_curves.py [--data ../shared/data] [--sets ...] [--rounds 3] [--strokes 10]
                                    [--iterations N --finetune M --device cuda] [--seed N] [--save-models]
+                                   [--people suggested|random]
     python bench/suggest_curves.py --merge run0/suggest.json run1/suggest.json ... --out DIR  (mean of seeds)
 """
 
@@ -65,8 +66,7 @@ def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, 
         for _ in range(rounds):
             if strategy == "suggested":
                 preds = dict(predict_stack(model, stack.images, PredictConfig(), indices=candidates))
-                painted = {i for i in candidates if labels[i].any()} if budget.get("unpainted_first") else None
-                chosen = rank_by_uncertainty({i: float(p.uncertainty.mean()) for i, p in preds.items()}, 3, painted)
+                chosen = rank_by_uncertainty({i: float(p.uncertainty.mean()) for i, p in preds.items()}, 3)
                 for i in chosen:
                     regions = uncertain_regions(preds[i].uncertainty, top=strokes,
                                                 smoothing=budget.get("smoothing", 2.0))
@@ -107,8 +107,6 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--smoothing", type=float, default=2.0,
                     help="sigma (px) of the uncertainty smoothing before finding regions (larger: blobs over edges)")
-    ap.add_argument("--unpainted-first", action="store_true",
-                    help="the suggested person is sent to images nobody has painted before painted ones")
     ap.add_argument("--people", default="suggested,random", help="which simulated people run (comma-separated)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(HERE / "out"))
@@ -128,7 +126,7 @@ def main() -> None:
             Path(models).mkdir(exist_ok=True)
         for name in args.sets.split(","):
             budget = {"seconds": args.seconds, "iterations": args.iterations, "finetune": args.finetune,
-                      "device": args.device, "smoothing": args.smoothing, "unpainted_first": args.unpainted_first,
+                      "device": args.device, "smoothing": args.smoothing,
                       "people": args.people.split(",")}
             results[name] = in_child(run_curves, str(Path(args.data) / name), args.rounds, args.strokes, budget,
                                      args.seed, models)

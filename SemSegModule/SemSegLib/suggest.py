@@ -52,10 +52,8 @@ def uncertain_regions(uncertainty: np.ndarray, threshold: float = 0.5, top: int 
     return regions
 
 
-def rank_by_uncertainty(mean_uncertainty: dict[int, float], top: int, painted: set[int] | None = None) -> list[int]:
-    """The `top` images by mean uncertainty; with `painted`, every unpainted image before the painted ones."""
-    painted = painted or set()
-    return sorted(mean_uncertainty, key=lambda i: (i in painted, -mean_uncertainty[i]))[:top]
+def rank_by_uncertainty(mean_uncertainty: dict[int, float], top: int) -> list[int]:
+    return sorted(mean_uncertainty, key=lambda i: -mean_uncertainty[i])[:top]
 
 
 def suggest_slices(model: SemSegModel, images: np.ndarray, names: list[str], top: int = 5,
