@@ -86,9 +86,9 @@ class TrainConfig:
     # A correction round's model predicts with its network averaged with the prediction the round started
     # from: 1/2 its network, 1/4 the one before, ... (model_file.round_weights). Averaging with the start
     # gained in more paired runs, and more on average, than the round's network alone (bench/RESULTS.md,
-    # session 10); halving over all rounds instead of the last two networks: session 17. At most this many
-    # networks (the oldest gets the remaining weight); each costs one prediction pass. 1 = the round's
-    # network alone.
+    # session 10); halving over all rounds instead of the last two networks: round 3 +0.006 for the suggested
+    # person (5 of 5 runs), level for the random one (session 17). At most this many networks (the oldest
+    # gets the remaining weight); each costs one prediction pass. 1 = the round's network alone.
     round_networks: int = 4
 
     def to_dict(self) -> dict:
