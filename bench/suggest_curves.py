@@ -11,7 +11,7 @@ Same number of strokes per round for both. T2 = mean IoU on the 10 test images a
 
     python bench/suggest_curves.py [--data ../shared/data] [--sets ...] [--rounds 3] [--strokes 10]
                                    [--iterations N --finetune M --device cuda] [--seed N] [--save-models]
-                                   [--people suggested|random]
+                                   [--people suggested|random] [--set KEY=VALUE ...]
     python bench/suggest_curves.py --merge run0/suggest.json run1/suggest.json ... --out DIR  (mean of seeds)
 """
 
@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "SemSegModule"))
 sys.path.insert(0, str(HERE))
 
-from sparse import in_child, load_set, make_strokes, miou, split  # noqa: E402
+from sparse import in_child, load_set, make_strokes, miou, parse_overrides, split  # noqa: E402
 
 
 def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, save_models: str | None,
@@ -45,7 +45,8 @@ def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, 
     candidates = [i for i in range(len(stack)) if i not in test]
     labels0 = make_strokes(ref, k, labeled, seed)
     # budget: "seconds"/"iterations" for the first model, "finetune" for each round (same unit), "device".
-    base = TrainConfig(seed=seed, device=budget.get("device", "auto"))
+    overrides = budget.get("overrides") or {}  # TrainConfig fields for every training (ablations)
+    base = TrainConfig(seed=seed, device=budget.get("device", "auto"), **overrides)
     if budget.get("iterations"):
         base.iterations = budget["iterations"]
     elif budget.get("seconds"):
@@ -81,7 +82,7 @@ def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, 
                     points = [(int(rng.integers(h)), int(rng.integers(w))) for _ in range(strokes)]
                     labels[i] = simulate_strokes_at(ref[i], points, labels[i], rng=rng)
                     total_strokes += len(points)
-            cfg = TrainConfig(seed=seed, device=base.device)
+            cfg = TrainConfig(seed=seed, device=base.device, **overrides)
             if base.iterations:
                 cfg.iterations = int(budget.get("finetune") or base.iterations // 2)
             else:
@@ -108,6 +109,8 @@ def main() -> None:
     ap.add_argument("--smoothing", type=float, default=2.0,
                     help="sigma (px) of the uncertainty smoothing before finding regions (larger: blobs over edges)")
     ap.add_argument("--people", default="suggested,random", help="which simulated people run (comma-separated)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a TrainConfig field in every training, e.g. --set round_networks=2 (ablations)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(HERE / "out"))
     ap.add_argument("--save-models", action="store_true",
@@ -127,7 +130,7 @@ def main() -> None:
         for name in args.sets.split(","):
             budget = {"seconds": args.seconds, "iterations": args.iterations, "finetune": args.finetune,
                       "device": args.device, "smoothing": args.smoothing,
-                      "people": args.people.split(",")}
+                      "people": args.people.split(","), "overrides": parse_overrides(args.set)}
             results[name] = in_child(run_curves, str(Path(args.data) / name), args.rounds, args.strokes, budget,
                                      args.seed, models)
             print(json.dumps({name: results[name]}), flush=True)
