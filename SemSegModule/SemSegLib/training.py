@@ -372,10 +372,12 @@ def train(
         model.network.cpu()  # as before the estimate: a returned model does not hold GPU memory
     model.history[-1]["log_prior_shift"] = (None if model.log_prior_shift is None
                                             else [round(float(v), 4) for v in model.log_prior_shift])
-    model.earlier_rounds = []
+    # `model` is a deep copy of init_model, so its earlier rounds are already this model's own copies.
+    earlier: list[RoundMember] = []
     if init_model is not None and config.round_networks > 1:
         start = RoundMember(copy.deepcopy(init_model.network).cpu().eval(), init_model.log_prior_shift)
-        model.earlier_rounds = [start, *init_model.earlier_rounds][:config.round_networks - 1]
+        earlier = [start, *model.earlier_rounds][:config.round_networks - 1]
+    model.earlier_rounds = earlier
     model.history[-1]["round_networks"] = 1 + len(model.earlier_rounds)
     return TrainResult(model, it, seconds, smoothed, cancelled, device.type, losses)
 
