@@ -35,6 +35,23 @@ def test_strokes_are_sparse_and_correct():
     assert np.array_equal(lab, again)
 
 
+def test_a_stroke_in_a_one_pixel_class_is_as_long_as_asked():
+    # A 1-pixel ring (8-connected, like a nucleus border): the smooth walk alone leaves it within a few
+    # pixels; a stroke must trace it for its whole length, as a hand does.
+    yy, xx = np.mgrid[:128, :128]
+    disk = (yy - 64) ** 2 + (xx - 64) ** 2 <= 40**2
+    ref = np.ones((128, 128), np.uint8)
+    ref[disk & ~ndi.binary_erosion(disk)] = 2
+    rng = np.random.default_rng(0)
+    lengths = []
+    for _ in range(20):
+        lab = simulate_strokes(ref, 2, strokes_per_class=1, brush_radius=1, stroke_length=25, rng=rng)
+        assert np.all(lab[lab == 2] == ref[lab == 2])
+        lengths.append(int((lab == 2).sum()))
+    assert np.mean(lengths) >= 20, lengths
+    assert max(lengths) <= 25 + 4  # a pixel a step, and the brush reaches up to 2 more past either end
+
+
 def test_corrections_go_to_the_largest_error_and_keep_old_strokes():
     ref = np.ones((100, 100), np.uint8)
     ref[10:60, 10:60] = 2

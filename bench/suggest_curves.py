@@ -34,6 +34,7 @@ from sparse import in_child, load_set, make_strokes, miou, parse_overrides, spli
 
 def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, save_models: str | None,
                queue) -> None:
+    from SemSegLib.model_file import SemSegModel
     from SemSegLib.prediction import PredictConfig, predict_stack
     from SemSegLib.simulate import simulate_corrections_in, simulate_strokes_at
     from SemSegLib.suggest import rank_by_uncertainty, uncertain_regions
@@ -51,21 +52,44 @@ def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, 
         base.iterations = budget["iterations"]
     elif budget.get("seconds"):
         base.seconds = budget["seconds"]
-    first = train(stack.images, labels0, classes, base, names=stack.names)
+    cache = budget.get("first_cache")
+    cached = Path(cache) / f"{Path(folder).name}_seed{seed}_{base.iterations or base.seconds}_{overrides}.pt" \
+        if cache else None
+    if cached and cached.exists() and base.iterations:  # deterministic: the same first model, bit for bit
+        first_model = SemSegModel.load(cached)
+    else:
+        first_model = train(stack.images, labels0, classes, base, names=stack.names).model
+        if cached and base.iterations:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            first_model.save(cached)
+            first_model = SemSegModel.load(cached)  # cached or not, a run goes on from the same loaded file
 
     def t2(model) -> float:
         preds = {i: p.labels for i, p in predict_stack(model, stack.images, PredictConfig(), indices=test)}
         return miou(preds, ref, test, names)
 
-    start = t2(first.model)
+    start = t2(first_model)
     out = {}
     for strategy in budget.get("people") or ("suggested", "random"):
         rng = np.random.default_rng(seed + 7)
-        model, labels = first.model, labels0.copy()
+        model, labels = first_model, labels0.copy()
         curve = [(int((labels > 0).sum()), 0, start)]
         total_strokes = 0
         for _ in range(rounds):
-            if strategy == "suggested":
+            if strategy == "suggested" and budget.get("scope") == "stack":
+                # The stack's most uncertain regions, wherever they are: one stroke each (3 x strokes in all).
+                preds = dict(predict_stack(model, stack.images, PredictConfig(), indices=candidates))
+                pooled = [(r.mean_uncertainty, r.area, i, r.bbox) for i, p in preds.items()
+                          for r in uncertain_regions(p.uncertainty, top=3 * strokes,
+                                                     smoothing=budget.get("smoothing", 2.0))]
+                pooled.sort(key=lambda t: (-t[0], -t[1], t[2]))
+                chosen = sorted({t[2] for t in pooled[:3 * strokes]})
+                for i in chosen:
+                    boxes = [t[3] for t in pooled[:3 * strokes] if t[2] == i]
+                    labels[i] = simulate_corrections_in(ref[i], preds[i].labels, labels[i], k, boxes, rng=rng)
+                    total_strokes += len(boxes)
+                print(f"round {len(curve)}: suggested images {chosen}", flush=True)
+            elif strategy == "suggested":
                 preds = dict(predict_stack(model, stack.images, PredictConfig(), indices=candidates))
                 chosen = rank_by_uncertainty({i: float(p.uncertainty.mean()) for i, p in preds.items()}, 3)
                 for i in chosen:
@@ -111,6 +135,10 @@ def main() -> None:
     ap.add_argument("--people", default="suggested,random", help="which simulated people run (comma-separated)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a TrainConfig field in every training, e.g. --set round_networks=2 (ablations)")
+    ap.add_argument("--scope", default="images", choices=["images", "stack"],
+                    help="suggested person: the top regions of the 3 most uncertain images, or the stack's top regions")
+    ap.add_argument("--first-cache", default=None, metavar="DIR",
+                    help="reuse the first model of an iteration budget from DIR (deterministic; saves its training)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(HERE / "out"))
     ap.add_argument("--save-models", action="store_true",
@@ -130,7 +158,8 @@ def main() -> None:
         for name in args.sets.split(","):
             budget = {"seconds": args.seconds, "iterations": args.iterations, "finetune": args.finetune,
                       "device": args.device, "smoothing": args.smoothing,
-                      "people": args.people.split(","), "overrides": parse_overrides(args.set)}
+                      "people": args.people.split(","), "overrides": parse_overrides(args.set),
+                      "scope": args.scope, "first_cache": args.first_cache}
             results[name] = in_child(run_curves, str(Path(args.data) / name), args.rounds, args.strokes, budget,
                                      args.seed, models)
             print(json.dumps({name: results[name]}), flush=True)

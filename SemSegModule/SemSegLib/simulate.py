@@ -19,9 +19,16 @@ def _disk(radius: int) -> np.ndarray:
 
 def _paint_path(mask: np.ndarray, allowed: np.ndarray, start: tuple[int, int], length: int, radius: int,
                 rng: np.random.Generator) -> np.ndarray:
-    """A smooth random walk from `start` that stays inside `allowed`; returns painted pixels (brush disk)."""
+    """A smooth random walk from `start` that stays inside `allowed`; returns painted pixels (brush disk).
+
+    Where no smooth step stays inside (a 1-pixel class such as a nucleus border, whose pixels are only
+    8-connected), the walk follows the structure to the unvisited neighbouring pixel closest to its heading,
+    as a hand traces a thin line: without that, a stroke in a 1-pixel class ended after about 8 of its
+    `length` pixels, and a thin class got a third of the labels a stroke promises (bench/RESULTS.md, session 18).
+    """
     h, w = allowed.shape
     path = [start]
+    visited = {start}
     y, x = float(start[0]), float(start[1])
     angle = rng.uniform(0, 2 * np.pi)
     for _ in range(length - 1):
@@ -29,19 +36,46 @@ def _paint_path(mask: np.ndarray, allowed: np.ndarray, start: tuple[int, int], l
             a = angle + rng.normal(0, 0.35)
             ny, nx = y + np.sin(a), x + np.cos(a)
             iy, ix = int(round(ny)), int(round(nx))
-            if 0 <= iy < h and 0 <= ix < w and allowed[iy, ix]:
+            # Back onto its own earlier path is no step: in a 1-pixel class that is where a turn leads.
+            if 0 <= iy < h and 0 <= ix < w and allowed[iy, ix] and ((iy, ix) == path[-1]
+                                                                    or (iy, ix) not in visited):
                 y, x, angle = ny, nx, a
                 path.append((iy, ix))
+                visited.add((iy, ix))
                 break
             angle = rng.uniform(0, 2 * np.pi)
         else:
-            break
+            step = _follow(allowed, path[-1], angle, visited)
+            if step is None:
+                break
+            (iy, ix), angle = step
+            y, x = float(iy), float(ix)
+            path.append((iy, ix))
+            visited.add((iy, ix))
     painted = np.zeros_like(allowed)
     for py, px in path:
         painted[py, px] = True
     if radius > 0:
         painted = ndi.binary_dilation(painted, structure=_disk(radius))
     return painted & mask
+
+
+_NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+
+
+def _follow(allowed: np.ndarray, at: tuple[int, int], angle: float,
+            visited: set[tuple[int, int]]) -> tuple[tuple[int, int], float] | None:
+    """The unvisited allowed 8-neighbour of `at` whose direction is closest to `angle`, with that direction."""
+    h, w = allowed.shape
+    best = None
+    for dy, dx in _NEIGHBOURS:
+        iy, ix = at[0] + dy, at[1] + dx
+        if 0 <= iy < h and 0 <= ix < w and allowed[iy, ix] and (iy, ix) not in visited:
+            direction = float(np.arctan2(dy, dx))
+            turn = abs((direction - angle + np.pi) % (2 * np.pi) - np.pi)
+            if best is None or turn < best[0]:
+                best = (turn, (iy, ix), direction)
+    return None if best is None else (best[1], best[2])
 
 
 def _start_region(class_mask: np.ndarray, radius: int) -> np.ndarray:
