@@ -137,7 +137,7 @@ def main() -> None:
                     help="override a TrainConfig field in every training, e.g. --set round_networks=2 (ablations)")
     ap.add_argument("--scope", default="images", choices=["images", "stack"],
                     help="suggested person: the top regions of the 3 most uncertain images, or the stack's top regions")
-    ap.add_argument("--first-cache", default=None, metavar="DIR",
+    ap.add_argument("--first-model-cache", default=None, metavar="DIR",
                     help="reuse the first model of an iteration budget from DIR (deterministic; saves its training)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(HERE / "out"))
@@ -159,7 +159,7 @@ def main() -> None:
             budget = {"seconds": args.seconds, "iterations": args.iterations, "finetune": args.finetune,
                       "device": args.device, "smoothing": args.smoothing,
                       "people": args.people.split(","), "overrides": parse_overrides(args.set),
-                      "scope": args.scope, "first_cache": args.first_cache}
+                      "scope": args.scope, "first_cache": args.first_model_cache}
             results[name] = in_child(run_curves, str(Path(args.data) / name), args.rounds, args.strokes, budget,
                                      args.seed, models)
             print(json.dumps({name: results[name]}), flush=True)
