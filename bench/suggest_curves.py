@@ -11,7 +11,8 @@ Same number of strokes per round for both. T2 = mean IoU on the 10 test images a
 
     python bench/suggest_curves.py [--data ../shared/data] [--sets ...] [--rounds 3] [--strokes 10]
                                    [--iterations N --finetune M --device cuda] [--seed N] [--save-models]
-                                   [--people suggested|random] [--set KEY=VALUE ...]
+                                   [--people suggested|random] [--set KEY=VALUE ...] [--scope images|stack]
+                                   [--first-model-cache DIR]
     python bench/suggest_curves.py --merge run0/suggest.json run1/suggest.json ... --out DIR  (mean of seeds)
 """
 
