@@ -62,9 +62,28 @@ def miou(pred: dict, ref: np.ndarray, idx: list[int], names: list[str]) -> float
     return evaluate(np.stack([pred[i] for i in idx]), ref[idx], names).mean_iou
 
 
+def train_first_model(stack, labels: np.ndarray, classes, config, cache: str | None, key: str,
+                      overrides: dict | None = None):
+    """train()'s model, or the one cached in `cache` under `key`: an iteration budget is deterministic, so the
+    cached model is the one training would give (a seconds budget is never cached)."""
+    from SemSegLib.model_file import SemSegModel
+    from SemSegLib.training import train
+
+    # The budget is in the name already; other settings change the model.
+    changed = "".join(f"_{k}={v}" for k, v in sorted((overrides or {}).items())
+                      if k not in ("iterations", "seconds", "device"))
+    cached = Path(cache) / f"{key}_it{config.iterations}{changed}.pt" if cache and config.iterations else None
+    if cached is not None and cached.exists():
+        return SemSegModel.load(cached)
+    model = train(stack.images, labels, classes, config, names=stack.names).model
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        model.save(cached)
+    return model
+
+
 def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, control: bool, cache: str | None,
              queue) -> None:
-    from SemSegLib.model_file import SemSegModel
     from SemSegLib.prediction import PredictConfig, predict_stack
     from SemSegLib.simulate import simulate_corrections
     from SemSegLib.training import TrainConfig, train
@@ -85,18 +104,11 @@ def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, con
     # The correction round's budget is a fraction of the first round's, in the same unit.
     finetune_budget = ({"seconds": config.seconds * finetune_fraction} if config.iterations is None
                        else {"iterations": int(config.iterations * finetune_fraction)})
-    # An iteration budget is deterministic: studies of the correction round can reuse the first model.
-    cached = (Path(cache) / f"{Path(folder).name}_seed{seed}_it{config.iterations}.pt"
-              if cache and config.iterations and finetune_fraction else None)
-    if cached is not None and cached.exists():
-        model = SemSegModel.load(cached)
-        res = argparse.Namespace(model=model, seconds=model.history[-1]["seconds"],
-                                 iterations=model.history[-1]["iterations"])
-    else:
-        res = train(stack.images, labels, classes, config, names=stack.names)
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            res.model.save(cached)
+    # Studies of the correction round can reuse the first model.
+    model = train_first_model(stack, labels, classes, config, cache if finetune_fraction else None,
+                              f"{Path(folder).name}_seed{seed}", overrides)
+    res = argparse.Namespace(model=model, seconds=model.history[-1]["seconds"],
+                             iterations=model.history[-1]["iterations"])
     preds, unc, times = {}, {}, []
     for i, p in predict_stack(res.model, stack.images, PredictConfig(), indices=labeled + test):
         preds[i], unc[i] = p.labels, p.uncertainty

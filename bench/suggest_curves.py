@@ -11,7 +11,7 @@ Same number of strokes per round for both. T2 = mean IoU on the 10 test images a
 
     python bench/suggest_curves.py [--data ../shared/data] [--sets ...] [--rounds 3] [--strokes 10]
                                    [--iterations N --finetune M --device cuda] [--seed N] [--save-models]
-                                   [--people suggested|random] [--set KEY=VALUE ...] [--scope images|stack]
+                                   [--people suggested|random] [--set KEY=VALUE ...]
                                    [--first-model-cache DIR]
     python bench/suggest_curves.py --merge run0/suggest.json run1/suggest.json ... --out DIR  (mean of seeds)
 """
@@ -30,12 +30,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "SemSegModule"))
 sys.path.insert(0, str(HERE))
 
-from sparse import in_child, load_set, make_strokes, miou, parse_overrides, split  # noqa: E402
+from sparse import in_child, load_set, make_strokes, miou, parse_overrides, split, train_first_model  # noqa: E402
 
 
 def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, save_models: str | None,
                queue) -> None:
-    from SemSegLib.model_file import SemSegModel
     from SemSegLib.prediction import PredictConfig, predict_stack
     from SemSegLib.simulate import simulate_corrections_in, simulate_strokes_at
     from SemSegLib.suggest import rank_by_uncertainty, uncertain_regions
@@ -53,17 +52,8 @@ def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, 
         base.iterations = budget["iterations"]
     elif budget.get("seconds"):
         base.seconds = budget["seconds"]
-    cache = budget.get("first_cache")
-    cached = Path(cache) / f"{Path(folder).name}_seed{seed}_{base.iterations or base.seconds}_{overrides}.pt" \
-        if cache else None
-    if cached and cached.exists() and base.iterations:  # deterministic: the same first model, bit for bit
-        first_model = SemSegModel.load(cached)
-    else:
-        first_model = train(stack.images, labels0, classes, base, names=stack.names).model
-        if cached and base.iterations:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            first_model.save(cached)
-            first_model = SemSegModel.load(cached)  # cached or not, a run goes on from the same loaded file
+    first_model = train_first_model(stack, labels0, classes, base, budget.get("first_cache"),
+                                    f"{Path(folder).name}_seed{seed}", overrides)
 
     def t2(model) -> float:
         preds = {i: p.labels for i, p in predict_stack(model, stack.images, PredictConfig(), indices=test)}
@@ -77,20 +67,7 @@ def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, 
         curve = [(int((labels > 0).sum()), 0, start)]
         total_strokes = 0
         for _ in range(rounds):
-            if strategy == "suggested" and budget.get("scope") == "stack":
-                # The stack's most uncertain regions, wherever they are: one stroke each (3 x strokes in all).
-                preds = dict(predict_stack(model, stack.images, PredictConfig(), indices=candidates))
-                pooled = [(r.mean_uncertainty, r.area, i, r.bbox) for i, p in preds.items()
-                          for r in uncertain_regions(p.uncertainty, top=3 * strokes,
-                                                     smoothing=budget.get("smoothing", 2.0))]
-                pooled.sort(key=lambda t: (-t[0], -t[1], t[2]))
-                chosen = sorted({t[2] for t in pooled[:3 * strokes]})
-                for i in chosen:
-                    boxes = [t[3] for t in pooled[:3 * strokes] if t[2] == i]
-                    labels[i] = simulate_corrections_in(ref[i], preds[i].labels, labels[i], k, boxes, rng=rng)
-                    total_strokes += len(boxes)
-                print(f"round {len(curve)}: suggested images {chosen}", flush=True)
-            elif strategy == "suggested":
+            if strategy == "suggested":
                 preds = dict(predict_stack(model, stack.images, PredictConfig(), indices=candidates))
                 chosen = rank_by_uncertainty({i: float(p.uncertainty.mean()) for i, p in preds.items()}, 3)
                 for i in chosen:
@@ -136,8 +113,6 @@ def main() -> None:
     ap.add_argument("--people", default="suggested,random", help="which simulated people run (comma-separated)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a TrainConfig field in every training, e.g. --set round_networks=2 (ablations)")
-    ap.add_argument("--scope", default="images", choices=["images", "stack"],
-                    help="suggested person: the top regions of the 3 most uncertain images, or the stack's top regions")
     ap.add_argument("--first-model-cache", default=None, metavar="DIR",
                     help="reuse the first model of an iteration budget from DIR (deterministic; saves its training)")
     ap.add_argument("--seed", type=int, default=0)
@@ -160,7 +135,7 @@ def main() -> None:
             budget = {"seconds": args.seconds, "iterations": args.iterations, "finetune": args.finetune,
                       "device": args.device, "smoothing": args.smoothing,
                       "people": args.people.split(","), "overrides": parse_overrides(args.set),
-                      "scope": args.scope, "first_cache": args.first_model_cache}
+                      "first_cache": args.first_model_cache}
             results[name] = in_child(run_curves, str(Path(args.data) / name), args.rounds, args.strokes, budget,
                                      args.seed, models)
             print(json.dumps({name: results[name]}), flush=True)

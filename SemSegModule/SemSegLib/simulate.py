@@ -35,23 +35,21 @@ def _paint_path(mask: np.ndarray, allowed: np.ndarray, start: tuple[int, int], l
         for _attempt in range(8):
             a = angle + rng.normal(0, 0.35)
             ny, nx = y + np.sin(a), x + np.cos(a)
-            iy, ix = int(round(ny)), int(round(nx))
+            pixel = (int(round(ny)), int(round(nx)))
             # Back onto its own earlier path is no step: in a 1-pixel class that is where a turn leads.
-            if 0 <= iy < h and 0 <= ix < w and allowed[iy, ix] and ((iy, ix) == path[-1]
-                                                                    or (iy, ix) not in visited):
+            if 0 <= pixel[0] < h and 0 <= pixel[1] < w and allowed[pixel] and (pixel == path[-1]
+                                                                              or pixel not in visited):
                 y, x, angle = ny, nx, a
-                path.append((iy, ix))
-                visited.add((iy, ix))
                 break
             angle = rng.uniform(0, 2 * np.pi)
         else:
-            step = _follow(allowed, path[-1], angle, visited)
-            if step is None:
+            followed = _follow(allowed, path[-1], angle, visited)
+            if followed is None:
                 break
-            (iy, ix), angle = step
-            y, x = float(iy), float(ix)
-            path.append((iy, ix))
-            visited.add((iy, ix))
+            pixel, angle = followed
+            y, x = float(pixel[0]), float(pixel[1])
+        path.append(pixel)
+        visited.add(pixel)
     painted = np.zeros_like(allowed)
     for py, px in path:
         painted[py, px] = True
