@@ -65,6 +65,8 @@ class SemSegModel:
     # networks averaged have nothing left to damp it; with halving the third round of the where-to-paint
     # curves gained in 5 of 5 runs for the suggested person and was level for the random one (session 17).
     earlier_rounds: list[RoundMember] = field(default_factory=list)
+    # 0-based classes painted as 1-pixel lines: their predictions are thinned to lines (line_classes.py).
+    line_classes: list[int] = field(default_factory=list)
 
     @staticmethod
     def create(in_channels: int, classes: list[ClassInfo], **network_kwargs) -> SemSegModel:
@@ -123,6 +125,7 @@ class SemSegModel:
             # this model's network with that one alone), the older ones after it.
             "previous_round": _member_dict(self.earlier_rounds[0]) if self.earlier_rounds else None,
             "older_rounds": [_member_dict(m) for m in self.earlier_rounds[1:]],
+            "line_classes": [int(c) for c in self.line_classes],
         }
 
     def save(self, path: str | Path) -> None:
@@ -150,7 +153,7 @@ class SemSegModel:
         network.eval()
         shape = d.get("image_shape")
         # "previous_round" is absent in files from before session 10 (like the shift before 9), "older_rounds"
-        # before session 17.
+        # before session 17, "line_classes" before session 19 (nothing was thinned then).
         previous = d.get("previous_round")
         stored = ([previous] if previous is not None else []) + list(d.get("older_rounds", []))
         earlier = []
@@ -168,6 +171,7 @@ class SemSegModel:
             image_shape=tuple(shape) if shape else None,
             log_prior_shift=_array(d.get("log_prior_shift")),
             earlier_rounds=earlier,
+            line_classes=[int(c) for c in d.get("line_classes", [])],
         )
 
 

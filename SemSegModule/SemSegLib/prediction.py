@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .devices import resolve_device
+from .line_classes import thin_line_classes
 from .model_file import SemSegModel
 from .normalization import normalize_image
 from .stack_io import label_dtype
@@ -55,7 +56,8 @@ def predict_probabilities(model: SemSegModel, image: np.ndarray, config: Predict
 
     With `prior_shift` each network's class-prior correction (calibration.py) is applied and, after correction
     rounds, the probabilities of the earlier rounds' networks are averaged in (`SemSegModel.round_members`), as
-    everywhere a prediction is shown or saved. Without it: this model's network alone, uncorrected (to estimate
+    everywhere a prediction is shown or saved, and the model's line classes are thinned to lines
+    (line_classes.py). Without it: this model's network alone, uncorrected (to estimate
     the correction).
     """
     config = config or PredictConfig()
@@ -68,7 +70,7 @@ def predict_probabilities(model: SemSegModel, image: np.ndarray, config: Predict
     for member, weight in model.round_members():
         p = weight * _network_probabilities(model, member.network, member.log_prior_shift, x, config, device)
         prob = p if prob is None else prob + p
-    return prob
+    return thin_line_classes(prob, model.line_classes)
 
 
 def _network_probabilities(model: SemSegModel, network: torch.nn.Module, log_prior_shift: np.ndarray | None,

@@ -23,6 +23,7 @@ from .classes import ClassInfo
 from .devices import resolve_device
 from .errors import InputError
 from .filters import DEFAULT_SIGMAS
+from .line_classes import detect_line_classes
 from .model_file import RoundMember, SemSegModel
 from .normalization import normalize_image
 from .patches import IGNORE, PatchSampler, PatchSource
@@ -90,6 +91,9 @@ class TrainConfig:
     # person (5 of 5 runs), level for the random one (session 17). At most this many networks (the oldest
     # gets the remaining weight); each costs one prediction pass. 1 = the round's network alone.
     round_networks: int = 4
+    # Classes painted as 1-pixel lines while others are painted with a brush are predicted as 1-pixel lines
+    # (line_classes.py): dsb2018-fluo's nucleus border, drawn three times too thick otherwise.
+    thin_line_classes: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -363,6 +367,8 @@ def train(
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
     model.set_labeled_masks(names, labels)
+    model.line_classes = detect_line_classes(labels, model.num_classes) if config.thin_line_classes else []
+    model.history[-1]["line_classes"] = list(model.line_classes)
     model.log_prior_shift = None
     if config.prior_correction_images > 0:
         if progress is not None:

@@ -1,0 +1,100 @@
+import numpy as np
+import torch
+from conftest import disk_task
+from scipy import ndimage as ndi
+from SemSegLib.classes import default_classes
+from SemSegLib.line_classes import detect_line_classes, interior_share, thin_line_classes
+from SemSegLib.model_file import SemSegModel
+from SemSegLib.prediction import PredictConfig, predict_image
+from SemSegLib.simulate import simulate_strokes
+from SemSegLib.training import TrainConfig, train
+
+
+def ring_task(n: int = 3, size: int = 96) -> tuple[np.ndarray, np.ndarray]:
+    """disk_task with a third class: the 1-pixel inner boundary of each disk (a nucleus border)."""
+    images, refs = disk_task(n, size)
+    refs = refs.copy()
+    for ref in refs:
+        disks = ref == 2
+        ref[disks & ~ndi.binary_erosion(disks)] = 3
+    return images, refs
+
+
+def test_a_class_traced_as_1_pixel_lines_is_a_line_class_and_brushed_classes_are_not():
+    _, refs = ring_task()
+    rng = np.random.default_rng(0)
+    labels = np.stack([simulate_strokes(ref, 3, 4, rng=rng) for ref in refs])
+    assert interior_share(labels, 3) < 0.05 < 0.2 < interior_share(labels, 1)
+    assert detect_line_classes(labels, 3) == [2]
+    _, disks = disk_task(3)
+    brushed = np.stack([simulate_strokes(ref, 2, 4, rng=rng) for ref in disks])
+    assert detect_line_classes(brushed, 2) == []
+    # Every class painted 1 pixel wide says the brush was thin, not that the classes are lines.
+    thin = np.zeros((1, 20, 20), np.uint16)
+    thin[0, 2, 2:18], thin[0, 10, 2:18], thin[0, 16, 2:18] = 1, 2, 3
+    assert detect_line_classes(thin, 3) == []
+
+
+def band_probabilities(height: int = 12, width: int = 15) -> torch.Tensor:
+    """Class 0 left, class 1 right, and between them a 3-pixel band (columns 6-8) that class 2 wins,
+    most surely on its middle column."""
+    prob = np.zeros((3, height, width), np.float32)
+    prob[0, :, :7] = 0.8
+    prob[1, :, 7:] = 0.8
+    prob[2] = 0.1
+    prob[2, :, 6:9] = [0.6, 0.9, 0.6]
+    prob[:2, :, 6:9] = np.array([[0.3, 0.05, 0.1], [0.1, 0.05, 0.3]])[:, None]
+    prob /= prob.sum(0, keepdims=True)
+    return torch.from_numpy(prob)
+
+
+def test_a_line_class_band_is_thinned_to_its_ridge_and_its_flanks_join_their_neighbours():
+    prob = band_probabilities()
+    assert (prob.argmax(0) == 2).sum(1).tolist() == [3] * 12
+    thinned = thin_line_classes(prob, [2])
+    labels = thinned.argmax(0).numpy()
+    assert (labels[:, 7] == 2).all() and (labels == 2).sum() == 12  # the middle column only
+    assert (labels[:, 6] == 0).all() and (labels[:, 8] == 1).all()  # each flank to the class it touches
+    assert torch.allclose(thinned.sum(0), torch.ones(12, 15))
+    assert torch.equal(thin_line_classes(prob, []), prob)
+
+
+class FixedLogits(torch.nn.Module):
+    """A network whose output is the same logit map whatever the image (of that map's size)."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits[None].expand(x.shape[0], -1, -1, -1)
+
+
+def test_a_model_predicts_its_line_classes_thin_and_keeps_them_in_its_file(tmp_path):
+    model = SemSegModel.create(1, default_classes(3), base_width=8, levels=3)
+    model.network = FixedLogits(torch.log(band_probabilities(16, 16)))
+    image = np.zeros((1, 16, 16), np.float32)
+    config = PredictConfig(device="cpu")
+    assert (predict_image(model, image, config).labels == 3).sum() == 48
+    model.line_classes = [2]
+    assert (predict_image(model, image, config).labels == 3).sum() == 16
+    model.network = SemSegModel.create(1, default_classes(3), base_width=8, levels=3).network
+    model.save(tmp_path / "m.pt")
+    assert SemSegModel.load(tmp_path / "m.pt").line_classes == [2]
+    # A model file from before line classes thins nothing.
+    d = torch.load(tmp_path / "m.pt", weights_only=True)
+    del d["line_classes"]
+    torch.save(d, tmp_path / "old.pt")
+    assert SemSegModel.load(tmp_path / "old.pt").line_classes == []
+
+
+def test_training_detects_the_line_classes_of_its_labels_unless_told_not_to():
+    images, refs = ring_task(2, 64)
+    rng = np.random.default_rng(1)
+    labels = np.stack([simulate_strokes(ref, 3, 4, rng=rng) for ref in refs])
+    config = TrainConfig(iterations=2, batch_size=1, patch_size=32, base_width=8, levels=3, device="cpu",
+                         prior_correction_images=0, ema_decay=0)
+    model = train(images[:, None], labels, default_classes(3), config).model
+    assert model.line_classes == [2] and model.history[-1]["line_classes"] == [2]
+    config.thin_line_classes = False
+    assert train(images[:, None], labels, default_classes(3), config).model.line_classes == []
