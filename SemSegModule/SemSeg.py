@@ -940,8 +940,10 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _afterTask(self, event: SemSegEvent) -> None:
         if self._taskLabel == "Training" and event.data is not None:
             r = event.data
+            lines = r.model.line_class_names()
             self.ui.statusLabel.text = (f"Trained {r.iterations} iterations in {r.seconds:.0f} s on {r.device}"
-                                        + (" (cancelled: best model kept)" if r.cancelled else ""))
+                                        + (" (cancelled: best model kept)" if r.cancelled else "")
+                                        + (f"; predicted as 1-pixel lines: {', '.join(lines)}" if lines else ""))
         elif self._taskLabel == "Prediction" and event.data:
             volume = self._volume()
             prediction = self.logic.predictionSegmentation(volume)

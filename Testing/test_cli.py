@@ -101,3 +101,27 @@ def test_every_command_has_help():
         out = subprocess.run([sys.executable, "-m", "SemSegLib", command, "--help"], capture_output=True, text=True,
                              cwd=str(__import__("pathlib").Path(cli.__file__).parent.parent))
         assert out.returncode == 0 and "usage: semseg" in out.stdout
+
+
+def test_train_reports_its_line_classes_and_can_leave_them_wide(tmp_path, capsys, monkeypatch):
+    from SemSegLib import training
+    from SemSegLib.simulate import simulate_strokes
+    from test_line_classes import ring_task
+
+    images, refs = ring_task(2, 64)
+    rng = np.random.default_rng(0)
+    for folder, arrays in (("images", images), ("strokes", [simulate_strokes(r, 3, 4, rng=rng) for r in refs])):
+        (tmp_path / folder).mkdir()
+        for i, a in enumerate(arrays):
+            tifffile.imwrite(tmp_path / folder / f"img_{i + 1}.tif", a.astype(np.uint8))
+    write_classes_csv(tmp_path / "strokes" / "classes.csv", [ClassInfo(1, "background", (0, 0, 0)),
+                      ClassInfo(2, "nucleus", (0, 0, 255)), ClassInfo(3, "border", (255, 0, 0))])
+    monkeypatch.setattr(training.TrainConfig, "__init__", _fast_init(training.TrainConfig.__init__))
+    common = ("--images", tmp_path / "images", "--labels", tmp_path / "strokes", "--iterations", 2,
+              "--device", "cpu")
+    assert run("train", *common, "--model", tmp_path / "m.pt") == 0
+    assert "predicted as lines: border" in capsys.readouterr().out
+    assert SemSegModel.load(tmp_path / "m.pt").line_classes == [2]
+    assert run("train", *common, "--model", tmp_path / "wide.pt", "--no-line-thinning") == 0
+    assert "lines" not in capsys.readouterr().out
+    assert SemSegModel.load(tmp_path / "wide.pt").line_classes == []

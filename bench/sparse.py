@@ -118,6 +118,7 @@ def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, con
            "T1": miou(preds, ref, labeled, names), "T2": miou(preds, ref, test, names),
            "labeled_fraction": float((labels[labeled] > 0).mean())}
     out.update(without_prior_correction(res.model, stack.images, ref, labeled, test, names))
+    out.update(without_line_thinning(res.model, stack.images, ref, labeled, test, names))
     if not finetune_fraction:  # first-round studies: no correction round
         out.update({"T1_corrected": float("nan"), "T2_corrected": float("nan"), "finetune_s": 0.0,
                     "finetune_iterations": 0, "correction_pixels": 0, "peak_mb": peak_mb()})
@@ -134,6 +135,8 @@ def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, con
     out.update({f"{k}_round": v for k, v in
                 without_prior_correction(res2.model, stack.images, ref, labeled, test, names).items()})
     out.update(round_network_alone(res2.model, stack.images, ref, labeled, test, names))
+    out.update({f"{k}_round": v for k, v in
+                without_line_thinning(res2.model, stack.images, ref, labeled, test, names).items()})
     out.update({"T1_corrected": miou(preds2, ref, labeled, names), "T2_corrected": miou(preds2, ref, test, names),
                 "finetune_s": res2.seconds, "finetune_iterations": res2.iterations,
                 "correction_pixels": int(((corrected > 0) & (labels == 0)).sum()), "peak_mb": peak_mb()})
@@ -160,6 +163,19 @@ def without_prior_correction(model, images: np.ndarray, ref: np.ndarray, labeled
     t1, t2 = scores(plain, images, ref, labeled, test, names)
     return {"T1_no_prior_correction": t1, "T2_no_prior_correction": t2,
             "log_prior_shift": [round(float(v), 3) for v in model.log_prior_shift]}
+
+
+def without_line_thinning(model, images: np.ndarray, ref: np.ndarray, labeled: list[int], test: list[int],
+                          names: list[str]) -> dict:
+    """T1 / T2 of the same model without thinning its line classes (the ablation, paired in every run)."""
+    import copy
+
+    if not model.line_classes:
+        return {}
+    plain = copy.copy(model)
+    plain.line_classes = []
+    t1, t2 = scores(plain, images, ref, labeled, test, names)
+    return {"T1_no_line_thinning": t1, "T2_no_line_thinning": t2, "line_classes": list(model.line_classes)}
 
 
 def round_network_alone(model, images: np.ndarray, ref: np.ndarray, labeled: list[int], test: list[int],

@@ -48,6 +48,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         config.prior_correction_images = 0
     if args.round_network_alone:
         config.round_networks = 1
+    if args.no_line_thinning:
+        config.thin_line_classes = False
     if args.iterations is not None:
         config.iterations, config.seconds = args.iterations, None
     elif args.seconds is not None:
@@ -71,8 +73,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     result.model.save(args.model)
     networks = 1 + len(result.model.earlier_rounds)
     rounds = f"; predicts with {networks} networks (this round's and earlier ones)" if networks > 1 else ""
+    lines = result.model.line_class_names()
+    lines = f"; painted as 1-pixel lines, predicted as lines: {', '.join(lines)}" if lines else ""
     print(f"model written to {args.model} ({result.iterations} iterations, {result.seconds:.1f} s on "
-          f"{result.device}, final loss {result.final_loss:.4f}{rounds})")
+          f"{result.device}, final loss {result.final_loss:.4f}{rounds}{lines})")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -240,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--round-network-alone", action="store_true",
                    help="with --init: predict with the retrained network alone, not averaged with the --init "
                         "model's prediction (README: How it works)")
+    t.add_argument("--no-line-thinning", action="store_true",
+                   help="predict a class traced as 1-pixel lines as wide as the network draws it "
+                        "(README: How it works)")
     t.set_defaults(func=cmd_train)
 
     pr = sub.add_parser("predict", help="label every pixel of a stack")

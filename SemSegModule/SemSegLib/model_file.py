@@ -86,6 +86,9 @@ class SemSegModel:
         members = [RoundMember(self.network, self.log_prior_shift), *self.earlier_rounds]
         return list(zip(members, round_weights(len(members))))
 
+    def line_class_names(self) -> list[str]:
+        return [self.classes[c].name for c in self.line_classes]
+
     def check_stack(self, channels: int, source: str = "the images") -> None:
         if channels != self.in_channels:
             raise InputError(
