@@ -74,7 +74,12 @@ def train_first_model(stack, labels: np.ndarray, classes, config, cache: str | N
                       if k not in ("iterations", "seconds", "device"))
     cached = Path(cache) / f"{key}_it{config.iterations}{changed}.pt" if cache and config.iterations else None
     if cached is not None and cached.exists():
-        return SemSegModel.load(cached)
+        model = SemSegModel.load(cached)
+        if "line_classes" not in model.history[-1]:  # cached before session 19: the same network, no line classes
+            from SemSegLib.line_classes import detect_line_classes
+
+            model.line_classes = detect_line_classes(labels, model.num_classes) if config.thin_line_classes else []
+        return model
     model = train(stack.images, labels, classes, config, names=stack.names).model
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
