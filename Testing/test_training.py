@@ -81,6 +81,19 @@ def test_cancellation_stops_cleanly_and_returns_a_model():
     assert res.model.history[-1]["cancelled"] is True
 
 
+def test_a_seconds_budget_ends_at_the_iteration_cap():
+    images, refs = disk_task(n=2)
+    labels = sparse_labels(refs, [0])
+    seen = []
+    res = train(images[:, None], labels, default_classes(2), TrainConfig(seconds=600, max_iterations=6, **FAST),
+                progress=seen.append)
+    assert res.iterations == 6 and not res.cancelled and res.seconds < 600
+    assert [p.total_iterations for p in seen if not p.message][-1] == 6
+    # The cap is for seconds budgets; an iteration budget is what it says.
+    assert train(images[:, None], labels, default_classes(2),
+                 TrainConfig(iterations=8, max_iterations=6, **FAST)).iterations == 8
+
+
 def test_fine_tuning_starts_from_the_model_and_weights_corrections():
     images, refs = disk_task(n=3)
     labels = sparse_labels(refs, [0], seed=1)
