@@ -89,6 +89,9 @@ def test_a_seconds_budget_ends_at_the_iteration_cap():
                 progress=seen.append)
     assert res.iterations == 6 and not res.cancelled and res.seconds < 600
     assert [p.total_iterations for p in seen if not p.message][-1] == 6
+    # A correction round has its own cap.
+    round_config = TrainConfig(seconds=600, max_iterations=6, max_finetune_iterations=3, **FAST)
+    assert train(images[:, None], labels, default_classes(2), round_config, init_model=res.model).iterations == 3
     # The cap is for seconds budgets; an iteration budget is what it says.
     assert train(images[:, None], labels, default_classes(2),
                  TrainConfig(iterations=8, max_iterations=6, **FAST)).iterations == 8

@@ -42,6 +42,9 @@ class TrainConfig:
     # seed 1: T2 0.706 -> 0.661, the membrane drawn on 33% of the pixels against 21.5% (bench/RESULTS.md,
     # session 19). A fast CPU runs ~1650 in the default 180 s, a GPU several thousand; the cap ends there sooner.
     max_iterations: int | None = 750
+    # The same for a correction round (fine-tuning from a model): 375 iterations instead of the 626-685 of a
+    # 90-s round here, dsb2018-fluo seeds 3 / 0: T2 after the round 0.700 / 0.724 against 0.687 / 0.721.
+    max_finetune_iterations: int | None = 375
     patch_size: int = 192  # context matters more than batch size with few strokes (bench/RESULTS.md)
     batch_size: int = 4
     learning_rate: float = 3e-3
@@ -269,6 +272,7 @@ def train(
     # learns, which the class-prior correction undoes (calibration.py). On the device, no sync per step; float32,
     # which every device has (shares need no more precision).
     seen_mix = torch.zeros(model.num_classes, dtype=torch.float32, device=device)
+    cap = config.max_finetune_iterations if init_model is not None else config.max_iterations
     start = time.perf_counter()
     losses: list[float] = []
     smoothed = best_loss = math.inf
@@ -280,7 +284,7 @@ def train(
         if config.iterations is not None:
             frac = it / config.iterations
         else:  # whichever ends first, the seconds or the cap, also ends the learning-rate schedule
-            frac = max(elapsed / config.seconds, it / config.max_iterations if config.max_iterations else 0.0)
+            frac = max(elapsed / config.seconds, it / cap if cap else 0.0)
         if frac >= 1.0:
             break
         if should_stop is not None and should_stop():
@@ -346,8 +350,8 @@ def train(
             else:
                 total = max(it, int(it * config.seconds / max(elapsed, 1e-6)))
                 remaining = max(0.0, config.seconds - elapsed)
-                if config.max_iterations and total > config.max_iterations:
-                    total = config.max_iterations
+                if cap and total > cap:
+                    total = cap
                     remaining = elapsed / it * max(0, total - it)
             progress(TrainProgress(it, total, smoothed, elapsed, remaining))
 
