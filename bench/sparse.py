@@ -12,6 +12,7 @@ Each method runs in its own process so its peak memory is its own.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing as mp
 import resource
@@ -157,7 +158,6 @@ def without_prior_correction(model, images: np.ndarray, ref: np.ndarray, labeled
     """T1 / T2 of the same network without its class-prior correction (the ablation, paired in every run)."""
     import copy
 
-
     if model.log_prior_shift is None:
         return {}
     plain = copy.copy(model)
@@ -173,27 +173,25 @@ def without_prior_correction(model, images: np.ndarray, ref: np.ndarray, labeled
 def without_line_thinning(model, images: np.ndarray, ref: np.ndarray, labeled: list[int], test: list[int],
                           names: list[str]) -> dict:
     """T1 / T2 of the same model without thinning its line classes (the ablation, paired in every run)."""
-    import copy
-
     if not model.line_classes:
         return {}
-    plain = copy.copy(model)
-    plain.line_classes = []
-    t1, t2 = scores(plain, images, ref, labeled, test, names)
-    return {"T1_no_line_thinning": t1, "T2_no_line_thinning": t2, "line_classes": list(model.line_classes)}
+    return {**paired(model, "no_line_thinning", images, ref, labeled, test, names, line_classes=[]),
+            "line_classes": list(model.line_classes)}
 
 
 def round_network_alone(model, images: np.ndarray, ref: np.ndarray, labeled: list[int], test: list[int],
                         names: list[str]) -> dict:
     """T1 / T2 after the round from the round's network alone, without the one it started from (paired)."""
-    import copy
-
     if not model.earlier_rounds:
         return {}
-    alone = copy.copy(model)
-    alone.earlier_rounds = []
-    t1, t2 = scores(alone, images, ref, labeled, test, names)
-    return {"T1_corrected_round_network_alone": t1, "T2_corrected_round_network_alone": t2}
+    return paired(model, "corrected_round_network_alone", images, ref, labeled, test, names, earlier_rounds=[])
+
+
+def paired(model, name: str, images: np.ndarray, ref: np.ndarray, labeled: list[int], test: list[int],
+           names: list[str], **changed) -> dict:
+    """T1_`name` / T2_`name`: the scores of `model` with the SemSegModel fields in `changed` replaced."""
+    t1, t2 = scores(dataclasses.replace(model, **changed), images, ref, labeled, test, names)
+    return {f"T1_{name}": t1, f"T2_{name}": t2}
 
 
 def scores(model, images: np.ndarray, ref: np.ndarray, labeled: list[int], test: list[int],

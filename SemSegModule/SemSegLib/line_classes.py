@@ -85,11 +85,11 @@ def thin_line_classes(prob: torch.Tensor, line_classes: list[int]) -> torch.Tens
     """
     if not line_classes:
         return prob
-    out = prob.numpy().copy()
-    winner = out.argmax(0)
+    winner = prob.numpy().argmax(0)
     is_line = np.isin(winner, line_classes)
     if not is_line.any() or is_line.all():
-        return torch.from_numpy(out)
+        return prob
+    out = prob.numpy().copy()
     # The nearest pixel that no line class wins, for every pixel.
     _, (iy, ix) = ndi.distance_transform_edt(is_line, return_indices=True)
     for c in line_classes:
