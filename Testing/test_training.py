@@ -256,3 +256,43 @@ def test_only_a_correction_round_lowers_the_threshold_of_unsure_classes(monkeypa
     quantiles.clear()
     train(images[:, None], labels, default_classes(2), config, init_model=first.model)
     assert quantiles and set(quantiles) == {0.4}
+
+
+def test_the_strong_view_blurs_and_scales_contrast_about_the_mean_only():
+    from SemSegLib.patches import strong_view
+
+    flat = torch.full((3, 1, 32, 32), 0.7)
+    assert torch.allclose(strong_view(flat, torch.Generator().manual_seed(0)), flat)  # no brightness shift
+    step = torch.zeros(40, 1, 32, 32)
+    step[..., 16:] = 1.0  # a vertical edge between 0 and 1; the patch mean is 0.5
+    before = step.clone()
+    out = strong_view(step, torch.Generator().manual_seed(0))
+    assert torch.equal(step, before)  # the input batch is left alone
+    assert torch.equal(out, strong_view(step, torch.Generator().manual_seed(0)))  # deterministic with a seed
+    contrast = (0.5 - out[:, 0, 0, 0]) / 0.5  # far from the edge only the contrast acts
+    assert contrast.min() >= 0.6 - 1e-5 and contrast.max() <= 1.4 + 1e-5 and contrast.max() - contrast.min() > 0.3
+    sharp_value = 0.5 - 0.5 * contrast  # the last dark column without blur
+    blurred = out[:, 0, 0, 15] > sharp_value + 1e-3  # the bright side bled into it
+    assert 0 < int(blurred.sum()) < len(out)  # some patches blurred across the edge, some left sharp
+
+
+def test_the_student_sees_the_strong_view_of_the_pseudo_labeled_patches_only(monkeypatch):
+    import SemSegLib.training as training
+    from SemSegLib.patches import strong_view
+
+    images, refs = disk_task(n=2)
+    labels = sparse_labels(refs, [0], seed=1)
+    views = []
+
+    def recording_strong_view(x, generator):
+        views.append(x.shape[0])
+        return strong_view(x, generator)
+
+    monkeypatch.setattr(training, "strong_view", recording_strong_view)
+    config = TrainConfig(iterations=3, pseudo_label_min_steps=0, pseudo_label_start=0.0, **FAST)
+    train(images[:, None], labels, default_classes(2), config)
+    assert views == [FAST["batch_size"] // 2] * 3  # every step, the unlabeled half-batch, never the strokes
+    views.clear()
+    config.pseudo_label_strong_view = False
+    train(images[:, None], labels, default_classes(2), config)
+    assert views == []

@@ -135,3 +135,29 @@ class PatchSampler:
             out_y.append(yi)
             out_w.append(wi)
         return torch.stack(out_x).contiguous(), torch.stack(out_y).contiguous(), torch.stack(out_w).contiguous()
+
+
+def strong_view(x: torch.Tensor, generator: torch.Generator, max_blur: float = 1.5,
+                contrast_range: tuple[float, float] = (0.6, 1.4)) -> torch.Tensor:
+    """A harder view of a (B, C, H, W) batch: each patch blurred by a Gaussian of random sigma in [0, max_blur]
+    (none up to 0.3 px) and its contrast about its mean scaled by a random factor in `contrast_range`.
+
+    The student learns from it what the teacher predicted on the plain patch: the prediction must survive a
+    slice that is less sharp or dimmer than the painted ones.
+    """
+    out = []
+    for patch in x:
+        sigma = max_blur * float(torch.rand(1, generator=generator))
+        if sigma > 0.3:
+            r = int(3 * sigma + 0.5)
+            t = torch.arange(-r, r + 1, dtype=patch.dtype, device=patch.device)
+            g = torch.exp(-(t**2) / (2 * sigma**2))
+            g = (g / g.sum()).repeat(patch.shape[0], 1, 1, 1)  # (C, 1, 1, 2r+1): one kernel per channel
+            p = F.pad(patch[None], (r, r, r, r), mode="reflect" if min(patch.shape[-2:]) > r else "replicate")
+            p = F.conv2d(p, g, groups=patch.shape[0])
+            patch = F.conv2d(p, g.transpose(2, 3), groups=patch.shape[0])[0]
+        low, high = contrast_range
+        contrast = low + (high - low) * float(torch.rand(1, generator=generator))
+        mean = patch.mean()
+        out.append((patch - mean) * contrast + mean)
+    return torch.stack(out)

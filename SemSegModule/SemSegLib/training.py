@@ -26,7 +26,7 @@ from .filters import DEFAULT_SIGMAS
 from .line_classes import detect_line_classes
 from .model_file import RoundMember, SemSegModel
 from .normalization import normalize_image
-from .patches import IGNORE, PatchSampler, PatchSource
+from .patches import IGNORE, PatchSampler, PatchSource, strong_view
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,12 @@ class TrainConfig:
     # fine-tuned) on random patches of every image, labeled or not, become extra targets.
     pseudo_label_weight: float = 1.0
     pseudo_label_threshold: float = 0.9
+    # The student sees a harder view of the pseudo-labeled patches than the teacher did: blurred (sigma up to
+    # 1.5 px) and with its contrast scaled by 0.6-1.4, on top of the noise (FixMatch's weak/strong split).
+    # First model, 750 iterations, paired seeds 0-3: isbi2012-em T2 +0.011 / +0.015 / +0.025 / +0.002, T1 up
+    # as well; dsb2018-fluo level, +0.003 / -0.004 / -0.005 / +0.004 (bench/RESULTS.md, session 20). A pasted
+    # box of another patch (CutMix) instead: isbi about the same, dsb -0.014 to +0.025 (its cut edges).
+    pseudo_label_strong_view: bool = True
     # Fine-tuning: a class's threshold drops to this quantile of the teacher's confidence on the pixels it
     # gives that class (never above pseudo_label_threshold), so a thin class the teacher is rarely 90% sure
     # of keeps a share of pseudo-labels. 0 = off (the default). It helped one round in session 6, but over
@@ -306,6 +312,8 @@ def train(
                 xu, yu = xu.to(device), yu.to(device)
                 pseudo = pseudo_targets(current_teacher, xu, yu, config.pseudo_label_threshold, class_quantile)
                 # The student sees a noisier view than the teacher: consistency, not copying.
+                if config.pseudo_label_strong_view:
+                    xu = strong_view(xu, generator)
                 xu = xu + 0.1 * torch.randn(xu.shape, generator=generator).to(device)
                 x = torch.cat([x, xu])
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
