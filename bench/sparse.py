@@ -156,17 +156,11 @@ def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, con
 def without_prior_correction(model, images: np.ndarray, ref: np.ndarray, labeled: list[int], test: list[int],
                              names: list[str]) -> dict:
     """T1 / T2 of the same network without its class-prior correction (the ablation, paired in every run)."""
-    import copy
-
     if model.log_prior_shift is None:
         return {}
-    plain = copy.copy(model)
-    plain.log_prior_shift = None
-    plain.earlier_rounds = [copy.copy(m) for m in model.earlier_rounds]
-    for member in plain.earlier_rounds:
-        member.log_prior_shift = None
-    t1, t2 = scores(plain, images, ref, labeled, test, names)
-    return {"T1_no_prior_correction": t1, "T2_no_prior_correction": t2,
+    earlier = [dataclasses.replace(m, log_prior_shift=None) for m in model.earlier_rounds]
+    return {**paired(model, "no_prior_correction", images, ref, labeled, test, names, log_prior_shift=None,
+                     earlier_rounds=earlier),
             "log_prior_shift": [round(float(v), 3) for v in model.log_prior_shift]}
 
 
