@@ -426,7 +426,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
     # ---------------------------------------------------------------- where to paint next
     def suggestSlices(self, volume, top: int = 5) -> list[dict]:
-        """Predicted slices ranked by mean uncertainty, with their most uncertain regions."""
+        """Up to `top` predicted slices to paint next, with their most uncertain regions: the least sure slice of
+        each of `top` consecutive parts of the stack, the least sure first (`rank_by_uncertainty`)."""
         from SemSegLib.suggest import rank_by_uncertainty, uncertain_regions
 
         predicted = self.predictedSlices(volume)

@@ -260,6 +260,9 @@ def test_where_to_paint_ranks_slices_and_marks_their_regions(tmp_path, logic, sc
     suggestions = logic.suggestSlices(volume, top=4)
     means = [u[k].mean() for k in range(4)]
     assert [s["slice"] for s in suggestions] == sorted(range(4), key=lambda k: -means[k])
+    # Two suggestions: one from each half of the stack, even if both of the least sure slices are in one half.
+    halves = [max((0, 1), key=lambda k: means[k]), max((2, 3), key=lambda k: means[k])]
+    assert [s["slice"] for s in logic.suggestSlices(volume, top=2)] == sorted(halves, key=lambda k: -means[k])
     suggestion = next(s for s in suggestions if s["slice"] == 2)
     assert len(suggestion["regions"]) == 2
 

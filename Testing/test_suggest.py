@@ -20,4 +20,14 @@ def test_regions_rank_by_how_unsure_the_model_is_there_not_by_size():
 
 
 def test_rank_by_uncertainty():
-    assert rank_by_uncertainty({0: 0.1, 3: 0.5, 7: 0.3}, 2) == [3, 7]
+    assert rank_by_uncertainty({0: 0.1, 3: 0.5, 7: 0.3}, 2, spread=False) == [3, 7]
+
+
+def test_spread_ranking_takes_the_most_uncertain_image_of_each_part_of_the_stack():
+    # Slices 0-5 are the most uncertain of the stack; 6-11 a little less so.
+    means = {i: 0.5 - 0.01 * i if i < 6 else 0.3 - 0.01 * abs(i - 9) for i in range(12)}
+    assert rank_by_uncertainty(means, 3, spread=False) == [0, 1, 2]  # all from the first part
+    # Parts 0-3, 4-7, 8-11: each gives its most uncertain slice, the most uncertain first.
+    assert rank_by_uncertainty(means, 3) == [0, 4, 9]  # spread is the default
+    assert rank_by_uncertainty({5: 0.2, 9: 0.4}, 3, spread=True) == [9, 5]  # fewer images than parts
+    assert rank_by_uncertainty(means, 0, spread=True) == []

@@ -2,17 +2,18 @@
 
 Start: 3 images with 10 strokes per class, trained with the default budget. Then 3 rounds; each round a
 simulated person adds strokes on 3 images and the model is fine-tuned from the previous round:
-- "suggested": the 3 most uncertain images (of those not used for testing) and their most uncertain regions,
-  as `semseg suggest` lists them; the person corrects the biggest error seen in each region (its true class
-  from the reference), or confirms the class at its center where the model is right; more strokes than
-  regions go to the top regions again (`simulate_corrections_in`);
+- "suggested": the 3 images (of those not used for testing) and their most uncertain regions, as `semseg
+  suggest --top 3` lists them: the most uncertain image of each third of the stack; the person corrects the
+  biggest error seen in each region (its true class from the reference), or confirms the class at its
+  center where the model is right; more strokes than regions go to the top regions again
+  (`simulate_corrections_in`);
 - "random": 3 random images, strokes at random spots (class from the reference).
 Same number of strokes per round for both. T2 = mean IoU on the 10 test images after each round.
 
     python bench/suggest_curves.py [--data ../shared/data] [--sets ...] [--rounds 3] [--strokes 10]
                                    [--iterations N --finetune M --device cuda] [--seed N] [--save-models]
                                    [--people suggested|random] [--set KEY=VALUE ...]
-                                   [--first-model-cache DIR]
+                                   [--first-model-cache DIR] [--no-spread]
     python bench/suggest_curves.py --merge run0/suggest.json run1/suggest.json ... --out DIR  (mean of seeds)
 """
 
@@ -69,7 +70,8 @@ def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, 
         for _ in range(rounds):
             if strategy == "suggested":
                 preds = dict(predict_stack(model, stack.images, PredictConfig(), indices=candidates))
-                chosen = rank_by_uncertainty({i: float(p.uncertainty.mean()) for i, p in preds.items()}, 3)
+                chosen = rank_by_uncertainty({i: float(p.uncertainty.mean()) for i, p in preds.items()}, 3,
+                                             spread=budget.get("spread", True))
                 for i in chosen:
                     regions = uncertain_regions(preds[i].uncertainty, top=strokes,
                                                 smoothing=budget.get("smoothing", 2.0))
@@ -110,6 +112,9 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--smoothing", type=float, default=2.0,
                     help="sigma (px) of the uncertainty smoothing before finding regions (larger: blobs over edges)")
+    ap.add_argument("--no-spread", action="store_true",
+                    help="suggested person: the 3 most uncertain images of the stack, not the most uncertain of "
+                         "each third (the ranking before session 21)")
     ap.add_argument("--people", default="suggested,random", help="which simulated people run (comma-separated)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a TrainConfig field in every training, e.g. --set round_networks=2 (ablations)")
@@ -135,7 +140,7 @@ def main() -> None:
             budget = {"seconds": args.seconds, "iterations": args.iterations, "finetune": args.finetune,
                       "device": args.device, "smoothing": args.smoothing,
                       "people": args.people.split(","), "overrides": parse_overrides(args.set),
-                      "first_cache": args.first_model_cache}
+                      "first_cache": args.first_model_cache, "spread": not args.no_spread}
             results[name] = in_child(run_curves, str(Path(args.data) / name), args.rounds, args.strokes, budget,
                                      args.seed, models)
             print(json.dumps({name: results[name]}), flush=True)

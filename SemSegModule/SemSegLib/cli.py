@@ -171,7 +171,8 @@ def cmd_suggest(args: argparse.Namespace) -> None:
     model = SemSegModel.load(args.model)
     stack = read_stack(args.images)
     model.check_stack(stack.channels, str(args.images))
-    result = suggest_slices(model, stack.images, stack.names, top=args.top, config=PredictConfig(device=args.device))
+    result = suggest_slices(model, stack.images, stack.names, top=args.top, config=PredictConfig(device=args.device),
+                            spread=not args.no_spread)
     print(json.dumps(result, indent=2))
 
 
@@ -283,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--images", required=True)
     g.add_argument("--model", required=True)
     g.add_argument("--top", type=int, default=5)
+    g.add_argument("--no-spread", action="store_true",
+                   help="the most uncertain images wherever they are (default: the most uncertain of each of TOP "
+                        "consecutive parts of the stack)")
     g.add_argument("--device", default="auto")
     g.set_defaults(func=cmd_suggest)
 
