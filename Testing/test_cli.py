@@ -54,6 +54,14 @@ def test_full_loop_through_the_cli(disk_stack, capsys, monkeypatch):
     assert run("suggest", "--images", d / "images", "--model", d / "m2.pt", "--top", 2) == 0
     s = json.loads(capsys.readouterr().out)
     assert len(s["images"]) == 2 and s["images"][0]["mean_uncertainty"] >= s["images"][1]["mean_uncertainty"]
+    # Two suggestions come one from each half of the 4 images; --no-spread: the 2 least sure wherever they are.
+    assert run("suggest", "--images", d / "images", "--model", d / "m2.pt", "--top", 4) == 0
+    means = {e["index"]: e["mean_uncertainty"] for e in json.loads(capsys.readouterr().out)["images"]}
+    halves = sorted([max((0, 1), key=means.get), max((2, 3), key=means.get)], key=lambda i: -means[i])
+    assert [e["index"] for e in s["images"]] == halves
+    assert run("suggest", "--images", d / "images", "--model", d / "m2.pt", "--top", 2, "--no-spread") == 0
+    plain = [e["index"] for e in json.loads(capsys.readouterr().out)["images"]]
+    assert plain == sorted(means, key=lambda i: -means[i])[:2]
 
 
 def _fast_init(original):
