@@ -62,11 +62,11 @@ def rank_by_uncertainty(mean_uncertainty: dict[int, float], top: int, spread: bo
     those of the second half, which had been right. Spread over the stack, the third round's T2 was higher in
     4 of 4 runs (bench/RESULTS.md, session 21). `spread=False`: the most uncertain images wherever they are.
     """
-    if spread and top > 0 and mean_uncertainty:
-        parts = np.array_split(np.array(sorted(mean_uncertainty)), min(top, len(mean_uncertainty)))
-        picked = [int(max(part, key=lambda i: mean_uncertainty[int(i)])) for part in parts]
-        return sorted(picked, key=lambda i: -mean_uncertainty[i])
-    return sorted(mean_uncertainty, key=lambda i: -mean_uncertainty[i])[:top]
+    images = list(mean_uncertainty)
+    if spread and top > 0 and images:
+        parts = np.array_split(np.array(sorted(images)), min(top, len(images)))
+        images = [max(part.tolist(), key=mean_uncertainty.get) for part in parts]
+    return sorted(images, key=lambda i: -mean_uncertainty[i])[:top]
 
 
 def suggest_slices(model: SemSegModel, images: np.ndarray, names: list[str], top: int = 5,
