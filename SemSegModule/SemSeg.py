@@ -427,16 +427,20 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
     # ---------------------------------------------------------------- where to paint next
     def suggestSlices(self, volume, top: int = 5) -> list[dict]:
         """Up to `top` predicted slices to paint next, with their most uncertain regions: the least sure slice of
-        each of `top` consecutive parts of the stack, the least sure first (`rank_by_uncertainty`)."""
-        from SemSegLib.suggest import rank_by_uncertainty, uncertain_regions
+        each of `top` groups, the least sure first: consecutive parts of an ordered stack, look-alike slices when
+        the order means nothing (`spread_groups`, `rank_by_uncertainty`)."""
+        from SemSegLib.normalization import NormalizationConfig
+        from SemSegLib.suggest import image_descriptors, rank_by_uncertainty, spread_groups, uncertain_regions
 
         predicted = self.predictedSlices(volume)
         if not predicted:
             raise InputError("no prediction yet: predict first, then ask where to paint next.")
         uncertainty = slicer.util.arrayFromVolume(self.uncertaintyVolume(volume))
         means = {k: float(uncertainty[k].mean()) for k in predicted}
-        return [{"slice": k, "mean_uncertainty": means[k],
-                 "regions": uncertain_regions(uncertainty[k], top=3)} for k in rank_by_uncertainty(means, top)]
+        normalization = self.model.normalization if self.model is not None else NormalizationConfig()
+        groups = spread_groups(image_descriptors(self.imagesFromVolume(volume), predicted, normalization), top)
+        return [{"slice": k, "mean_uncertainty": means[k], "regions": uncertain_regions(uncertainty[k], top=3)}
+                for k in rank_by_uncertainty(means, top, groups)]
 
     def markSuggestedRegions(self, volume, suggestion: dict | None):
         """Numbered, locked points on a suggested slice at its most uncertain regions (most uncertain = 1).

@@ -8,6 +8,8 @@ import tifffile
 from SemSegLib import cli
 from SemSegLib.classes import ClassInfo, write_classes_csv
 from SemSegLib.model_file import SemSegModel
+from SemSegLib.stack_io import read_stack
+from SemSegLib.suggest import image_descriptors, rank_by_uncertainty, spread_groups
 
 
 def run(*args):
@@ -54,11 +56,13 @@ def test_full_loop_through_the_cli(disk_stack, capsys, monkeypatch):
     assert run("suggest", "--images", d / "images", "--model", d / "m2.pt", "--top", 2) == 0
     s = json.loads(capsys.readouterr().out)
     assert len(s["images"]) == 2 and s["images"][0]["mean_uncertainty"] >= s["images"][1]["mean_uncertainty"]
-    # Two suggestions come one from each half of the 4 images; --no-spread: the 2 least sure wherever they are.
+    # Two suggestions come one from each of 2 groups (`spread_groups`, test_suggest.py); --no-spread: the 2
+    # least sure wherever they are.
     assert run("suggest", "--images", d / "images", "--model", d / "m2.pt", "--top", 4) == 0
     means = {e["index"]: e["mean_uncertainty"] for e in json.loads(capsys.readouterr().out)["images"]}
-    halves = sorted([max((0, 1), key=means.get), max((2, 3), key=means.get)], key=lambda i: -means[i])
-    assert [e["index"] for e in s["images"]] == halves
+    groups = spread_groups(image_descriptors(read_stack(d / "images").images), 2)
+    assert [e["index"] for e in s["images"]] == rank_by_uncertainty(means, 2, groups)
+    assert len({groups[e["index"]] for e in s["images"]}) == 2
     assert run("suggest", "--images", d / "images", "--model", d / "m2.pt", "--top", 2, "--no-spread") == 0
     plain = [e["index"] for e in json.loads(capsys.readouterr().out)["images"]]
     assert plain == sorted(means, key=lambda i: -means[i])[:2]

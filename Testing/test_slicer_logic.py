@@ -18,6 +18,7 @@ from SemSegLib.errors import InputError  # noqa: E402
 from SemSegLib.sample_data import SAMPLE_CLASSES, write_sample_stack  # noqa: E402
 from SemSegLib.simulate import simulate_strokes  # noqa: E402
 from SemSegLib.stack_io import read_stack  # noqa: E402
+from SemSegLib.suggest import image_descriptors, rank_by_uncertainty, spread_groups  # noqa: E402
 from slicer_scene import make_scene  # noqa: E402
 
 FAST = dict(patch_size=64, batch_size=4, base_width=8, levels=3)
@@ -260,9 +261,11 @@ def test_where_to_paint_ranks_slices_and_marks_their_regions(tmp_path, logic, sc
     suggestions = logic.suggestSlices(volume, top=4)
     means = [u[k].mean() for k in range(4)]
     assert [s["slice"] for s in suggestions] == sorted(range(4), key=lambda k: -means[k])
-    # Two suggestions: one from each half of the stack, even if both of the least sure slices are in one half.
-    halves = [max((0, 1), key=lambda k: means[k]), max((2, 3), key=lambda k: means[k])]
-    assert [s["slice"] for s in logic.suggestSlices(volume, top=2)] == sorted(halves, key=lambda k: -means[k])
+    # Two suggestions: one from each of 2 groups (`spread_groups`, test_suggest.py), even if both of the least
+    # sure slices are in one group.
+    groups = spread_groups(image_descriptors(logic.imagesFromVolume(volume)), 2)
+    two = [s["slice"] for s in logic.suggestSlices(volume, top=2)]
+    assert two == rank_by_uncertainty(dict(enumerate(means)), 2, groups) and len({groups[k] for k in two}) == 2
     suggestion = next(s for s in suggestions if s["slice"] == 2)
     assert len(suggestion["regions"]) == 2
 

@@ -1,6 +1,13 @@
 import numpy as np
 import pytest
-from SemSegLib.suggest import rank_by_uncertainty, uncertain_regions
+from SemSegLib.suggest import (
+    image_descriptors,
+    look_alike_groups,
+    rank_by_uncertainty,
+    spread_groups,
+    stack_is_ordered,
+    uncertain_regions,
+)
 
 
 def test_regions_rank_by_how_unsure_the_model_is_there_not_by_size():
@@ -20,14 +27,56 @@ def test_regions_rank_by_how_unsure_the_model_is_there_not_by_size():
 
 
 def test_rank_by_uncertainty():
-    assert rank_by_uncertainty({0: 0.1, 3: 0.5, 7: 0.3}, 2, spread=False) == [3, 7]
+    assert rank_by_uncertainty({0: 0.1, 3: 0.5, 7: 0.3}, 2) == [3, 7]
+    assert rank_by_uncertainty({0: 0.1, 3: 0.5, 7: 0.3}, 0) == []
 
 
-def test_spread_ranking_takes_the_most_uncertain_image_of_each_part_of_the_stack():
-    # Slices 0-5 are the most uncertain of the stack; 6-11 a little less so.
+def test_grouped_ranking_takes_the_most_uncertain_image_of_each_group():
+    # Images 0-5 are the most uncertain of the stack and all look alike (group 0).
     means = {i: 0.5 - 0.01 * i if i < 6 else 0.3 - 0.01 * abs(i - 9) for i in range(12)}
-    assert rank_by_uncertainty(means, 3, spread=False) == [0, 1, 2]  # all from the first part
-    # Parts 0-3, 4-7, 8-11: each gives its most uncertain slice, the most uncertain first.
-    assert rank_by_uncertainty(means, 3) == [0, 4, 9]  # spread is the default
-    assert rank_by_uncertainty({5: 0.2, 9: 0.4}, 3, spread=True) == [9, 5]  # fewer images than parts
-    assert rank_by_uncertainty(means, 0, spread=True) == []
+    groups = {i: 0 if i < 6 else (1 if i < 9 else 2) for i in range(12)}
+    assert rank_by_uncertainty(means, 3) == [0, 1, 2]  # all from group 0
+    assert rank_by_uncertainty(means, 3, groups) == [0, 9, 8]  # each group's least sure, least sure first
+    assert rank_by_uncertainty(means, 2, groups) == [0, 9]
+    assert rank_by_uncertainty({5: 0.2, 9: 0.4}, 3, {5: 0, 9: 1}) == [9, 5]  # fewer images than groups
+
+
+def _blobs(rng: np.random.Generator, count: int, radius: int, brightness: float) -> np.ndarray:
+    """(1, 96, 96) image: `count` bright disks of `radius` on a dark, noisy background."""
+    yy, xx = np.mgrid[:96, :96]
+    image = rng.normal(10, 2, (96, 96))
+    for cy, cx in rng.integers(radius, 96 - radius, (count, 2)):
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] += brightness
+    return image[None].astype(np.float32)
+
+
+def test_look_alike_groups_sort_images_by_what_they_show_not_by_brightness_or_order():
+    rng = np.random.default_rng(0)
+    # Interleaved: many small nuclei (even images) and a few large ones (odd), each kind dim and bright.
+    images = np.stack([_blobs(rng, 40, 3, b) if i % 2 == 0 else _blobs(rng, 3, 14, b)
+                       for i, b in enumerate([50, 50, 200, 200, 80, 80, 300, 300])])
+    descriptors = image_descriptors(images)
+    assert set(descriptors) == set(range(8)) and descriptors[0].ndim == 1
+    groups = look_alike_groups(descriptors, 2)
+    assert {groups[i] for i in (0, 2, 4, 6)} != {groups[i] for i in (1, 3, 5, 7)}
+    assert len({groups[i] for i in (0, 2, 4, 6)}) == 1 and len({groups[i] for i in (1, 3, 5, 7)}) == 1
+    # The least sure image of each kind is suggested, though the 3 least sure are all small-nuclei images.
+    means = {0: 0.5, 2: 0.45, 4: 0.4, 6: 0.35, 1: 0.1, 3: 0.2, 5: 0.15, 7: 0.05}
+    assert rank_by_uncertainty(means, 2, groups) == [0, 3]
+    assert look_alike_groups(image_descriptors(images, [1, 2]), 3) == {1: 0, 2: 1}  # fewer images than groups
+    assert set(look_alike_groups(descriptors, 1).values()) == {0}
+    # Neighbours differ more than images in general: the order means nothing, so the groups are look-alikes.
+    assert not stack_is_ordered(descriptors)
+    assert spread_groups(descriptors, 2) == groups
+
+
+def test_an_ordered_stack_is_spread_over_consecutive_parts():
+    # Serial sections: the same field, with 3 more nuclei in each section than in the one before.
+    images = np.stack([_blobs(np.random.default_rng(7), 8 + 3 * i, 5, 100) for i in range(9)])
+    descriptors = image_descriptors(images)
+    assert stack_is_ordered(descriptors)
+    assert spread_groups(descriptors, 3) == {i: i // 3 for i in range(9)}
+    shuffled = np.random.default_rng(0).permutation(9)  # the same images in an order that means nothing
+    assert not stack_is_ordered({k: descriptors[int(i)] for k, i in enumerate(shuffled)})
+    assert stack_is_ordered({k: descriptors[k] for k in range(3)})  # too few images to tell: stack order
+    assert spread_groups({k: descriptors[k] for k in range(2)}, 3) == {0: 0, 1: 1}

@@ -3,7 +3,8 @@
 Start: 3 images with 10 strokes per class, trained with the default budget. Then 3 rounds; each round a
 simulated person adds strokes on 3 images and the model is fine-tuned from the previous round:
 - "suggested": the 3 images (of those not used for testing) and their most uncertain regions, as `semseg
-  suggest --top 3` lists them: the most uncertain image of each third of the stack; the person corrects the
+  suggest --top 3` lists them: the most uncertain image of each of 3 groups (`spread_groups`: parts of the stack
+  on isbi2012-em, look-alike images on dsb2018-fluo, whose order means nothing); the person corrects the
   biggest error seen in each region (its true class from the reference), or confirms the class at its
   center where the model is right; more strokes than regions go to the top regions again
   (`simulate_corrections_in`);
@@ -38,7 +39,7 @@ def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, 
                queue) -> None:
     from SemSegLib.prediction import PredictConfig, predict_stack
     from SemSegLib.simulate import simulate_corrections_in, simulate_strokes_at
-    from SemSegLib.suggest import rank_by_uncertainty, uncertain_regions
+    from SemSegLib.suggest import image_descriptors, rank_by_uncertainty, spread_groups, uncertain_regions
     from SemSegLib.training import TrainConfig, train
 
     stack, ref, classes = load_set(Path(folder))
@@ -61,6 +62,8 @@ def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, 
         return miou(preds, ref, test, names)
 
     start = t2(first_model)
+    groups = (spread_groups(image_descriptors(stack.images, candidates, first_model.normalization), 3)
+              if budget.get("spread", True) else None)
     out = {}
     for strategy in budget.get("people") or ("suggested", "random"):
         rng = np.random.default_rng(seed + 7)
@@ -70,8 +73,7 @@ def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, 
         for _ in range(rounds):
             if strategy == "suggested":
                 preds = dict(predict_stack(model, stack.images, PredictConfig(), indices=candidates))
-                chosen = rank_by_uncertainty({i: float(p.uncertainty.mean()) for i, p in preds.items()}, 3,
-                                             spread=budget.get("spread", True))
+                chosen = rank_by_uncertainty({i: float(p.uncertainty.mean()) for i, p in preds.items()}, 3, groups)
                 for i in chosen:
                     regions = uncertain_regions(preds[i].uncertainty, top=strokes,
                                                 smoothing=budget.get("smoothing", 2.0))
@@ -114,7 +116,7 @@ def main() -> None:
                     help="sigma (px) of the uncertainty smoothing before finding regions (larger: blobs over edges)")
     ap.add_argument("--no-spread", action="store_true",
                     help="suggested person: the 3 most uncertain images of the stack, not the most uncertain of "
-                         "each third (the ranking before session 21)")
+                         "each of 3 groups (the ranking before session 21)")
     ap.add_argument("--people", default="suggested,random", help="which simulated people run (comma-separated)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a TrainConfig field in every training, e.g. --set round_networks=2 (ablations)")

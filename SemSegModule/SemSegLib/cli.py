@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top", type=int, default=5)
     g.add_argument("--no-spread", action="store_true",
                    help="the most uncertain images wherever they are (default: the most uncertain of each of TOP "
-                        "consecutive parts of the stack)")
+                        "groups: consecutive parts of an ordered stack, else look-alike images)")
     g.add_argument("--device", default="auto")
     g.set_defaults(func=cmd_suggest)
 

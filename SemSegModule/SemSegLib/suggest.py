@@ -13,9 +13,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 from scipy import ndimage as ndi
+from scipy.cluster.hierarchy import fcluster, linkage
 
+from .filters import FilterBank
 from .model_file import SemSegModel
+from .normalization import NormalizationConfig, normalize_image
 from .prediction import PredictConfig, predict_stack
 
 
@@ -52,33 +56,105 @@ def uncertain_regions(uncertainty: np.ndarray, threshold: float = 0.5, top: int 
     return regions
 
 
-def rank_by_uncertainty(mean_uncertainty: dict[int, float], top: int, spread: bool = True) -> list[int]:
-    """`top` images by mean uncertainty, most uncertain first.
+def image_descriptors(images: np.ndarray, indices: list[int] | None = None,
+                      normalization: NormalizationConfig | None = None) -> dict[int, np.ndarray]:
+    """What each image looks like: the mean and spread of each filter-bank response (filters.py: intensity,
+    gradient, Laplacian and Hessian at 1, 2 and 4 px) of the normalized image, for grouping look-alikes.
 
-    With `spread` (the default) the images, in stack order, are cut into `top` consecutive parts and each part
-    gives its most uncertain image. Why: the most uncertain images of a stack are neighbours that look alike,
-    and corrections on them alone fix that part of the stack at the cost of the rest. On isbi2012-em the
-    suggestions went to slices 4, 5, 7 in every round; the first-half slices' membranes got thinner, and so did
-    those of the second half, which had been right. Spread over the stack, the third round's T2 was higher in
-    4 of 4 runs (bench/RESULTS.md, session 21). `spread=False`: the most uncertain images wherever they are.
+    Normalized, so brightness alone does not set two images apart; the responses' statistics tell crowded
+    small objects from sparse large ones, as a person sorting the images by eye would.
+    """
+    indices = list(range(len(images))) if indices is None else list(indices)
+    bank = FilterBank(images.shape[1])
+    out = {}
+    with torch.inference_mode():
+        for i in indices:
+            image = normalize_image(images[i], normalization or NormalizationConfig())
+            responses = bank(torch.from_numpy(image)[None])[0].flatten(1)
+            out[i] = torch.cat([responses.mean(1), responses.std(1)]).numpy().astype(np.float64)
+    return out
+
+
+def _standardized(descriptors: dict[int, np.ndarray]) -> tuple[list[int], np.ndarray]:
+    images = sorted(descriptors)
+    d = np.stack([descriptors[i] for i in images])
+    return images, (d - d.mean(0)) / np.where(d.std(0) > 0, d.std(0), 1.0)
+
+
+def look_alike_groups(descriptors: dict[int, np.ndarray], count: int) -> dict[int, int]:
+    """Image -> group (0..count-1): Ward clustering of the standardized descriptors (deterministic)."""
+    images, d = _standardized(descriptors)
+    if count <= 1 or len(images) <= count:
+        return {i: (g if count > 1 else 0) for g, i in enumerate(images)}
+    groups = fcluster(linkage(d, "ward"), count, "maxclust")
+    return {i: int(g) - 1 for i, g in zip(images, groups)}
+
+
+# Neighbours in stack order at most this far apart, relative to two images in general: an ordered stack.
+# isbi2012-em's serial sections: 0.62; dsb2018-fluo's unrelated fields: 1.04-1.15; a shuffled stack of either
+# 0.85-1.14 in 90% of 200 shuffles (bench/RESULTS.md, session 23).
+ORDERED_NEIGHBOUR_RATIO = 0.8
+
+
+def stack_is_ordered(descriptors: dict[int, np.ndarray]) -> bool:
+    """Do neighbours in stack order look more alike than the images in general (a volume, serial sections, a
+    time series), or is the order arbitrary (a collection of fields)? Fewer than 4 images: ordered."""
+    images, d = _standardized(descriptors)
+    if len(images) < 4:
+        return True
+    distances = np.sqrt(((d[:, None] - d[None]) ** 2).sum(-1))
+    neighbours = float(np.mean(np.diagonal(distances, 1)))
+    overall = float(distances[np.triu_indices(len(images), 1)].mean())
+    return overall == 0 or neighbours < ORDERED_NEIGHBOUR_RATIO * overall
+
+
+def spread_groups(descriptors: dict[int, np.ndarray], count: int) -> dict[int, int]:
+    """Image -> group, one suggestion per group (`rank_by_uncertainty`): `count` consecutive parts of an ordered
+    stack, `count` look-alike groups of a collection whose order means nothing (`stack_is_ordered`)."""
+    if stack_is_ordered(descriptors):
+        parts = np.array_split(np.array(sorted(descriptors)), max(1, min(count, len(descriptors))))
+        return {int(i): g for g, part in enumerate(parts) for i in part}
+    return look_alike_groups(descriptors, count)
+
+
+def rank_by_uncertainty(mean_uncertainty: dict[int, float], top: int,
+                        groups: dict[int, int] | None = None) -> list[int]:
+    """`top` images by mean uncertainty, most uncertain first; with `groups` (image -> group, `spread_groups`),
+    only the most uncertain image of each group.
+
+    Why groups: the most uncertain images of a stack look alike, and corrections on them alone fix that kind of
+    image at the cost of the rest.
+    - In an ordered stack they are neighbours: on isbi2012-em the suggestions went to slices 4, 5, 7 in every
+      round, and spread over 3 parts of the stack the third round's T2 was higher in 4 of 4 runs (session 21).
+      Look-alike groups put slices 4 and 5 in different groups; the third round lost 0.004 (4 seeds).
+    - In a collection they are one kind of image: on dsb2018-fluo the suggestions went to three bright,
+      crowded fields in every round, one of the ten test images' kind. The most uncertain image of each of 3
+      look-alike groups gained more T2 per stroke than strokes at random spots (+0.0027 against +0.0023 per 10
+      strokes, 6 seeds), and 0.011 more after three rounds than parts of the stack (bench/RESULTS.md, session 23).
+    Without `groups`: the most uncertain images wherever they are.
     """
     images = list(mean_uncertainty)
-    if spread and top > 0 and images:
-        parts = np.array_split(np.array(sorted(images)), min(top, len(images)))
-        images = [max(part.tolist(), key=mean_uncertainty.get) for part in parts]
+    if groups:
+        best: dict[int, int] = {}
+        for i in images:
+            g = groups[i]
+            if g not in best or mean_uncertainty[i] > mean_uncertainty[best[g]]:
+                best[g] = i
+        images = list(best.values())
     return sorted(images, key=lambda i: -mean_uncertainty[i])[:top]
 
 
 def suggest_slices(model: SemSegModel, images: np.ndarray, names: list[str], top: int = 5,
                    regions_per_image: int = 3, config: PredictConfig | None = None, spread: bool = True) -> dict:
-    """Predict the stack and return `top` images to paint next (`rank_by_uncertainty`) with their most
-    uncertain regions."""
+    """Predict the stack and return `top` images to paint next with their most uncertain regions: with `spread`,
+    the most uncertain image of each of `top` groups (`spread_groups`, `rank_by_uncertainty`)."""
     maps: dict[int, np.ndarray] = {}
     means: dict[int, float] = {}
     for i, pred in predict_stack(model, images, config):
         maps[i] = pred.uncertainty
         means[i] = float(pred.uncertainty.mean())
-    ranked = rank_by_uncertainty(means, top, spread)
+    groups = spread_groups(image_descriptors(images, list(means), model.normalization), top) if spread else None
+    ranked = rank_by_uncertainty(means, top, groups)
     return {
         "images": [
             {"index": i, "number": i + 1, "name": names[i], "mean_uncertainty": round(means[i], 4),
