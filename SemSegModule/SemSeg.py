@@ -104,6 +104,10 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         self.model = None  # SemSegLib.model_file.SemSegModel, once trained or loaded
         self.lastTrainResult = None
         self.lastTimings: dict[str, float] = {}
+        # Volume ID -> (its image data's modified time, what each slice looks like): where-to-paint groups
+        # look-alike slices, and describing every slice takes too long for the GUI thread on a big stack, so the
+        # prediction's worker describes them once.
+        self._sliceDescriptors: dict[str, tuple[int, dict]] = {}
 
     # ---------------------------------------------------------------- parameter node
     def getParameterNode(self):
@@ -351,6 +355,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
                 eventCallback: Callable[[SemSegEvent], None] | None = None) -> SemSegTask:
         """Predict slices into the 'SemSeg prediction' segmentation and the uncertainty volume."""
         from SemSegLib.prediction import PredictConfig, predict_stack
+        from SemSegLib.suggest import image_descriptors
 
         if self.model is None:
             raise InputError("no model yet: train one (or load a saved model) before predicting.")
@@ -361,6 +366,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             raise InputError("no slices to predict (nothing painted yet?).")
         model = self.model
         config = PredictConfig(tta=tta, device=device)
+        describeSlices = self._cachedSliceDescriptors(volume) is None
+        described = {}
 
         def run(job: Job):
             out = {}
@@ -368,6 +375,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
                                          progress=lambda done, total, s: job.report((done, total, s)),
                                          should_stop=job.should_stop):
                 out[i] = (pred.labels, pred.uncertainty, pred.seconds)
+            if describeSlices and out and not job.should_stop():
+                described.update(image_descriptors(images, None, model.normalization))
             return out
 
         def describe(p) -> SemSegEvent:
@@ -378,6 +387,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             if not result:
                 return result
             self._writePrediction(volume, result)
+            if described:
+                self._sliceDescriptors[volume.GetID()] = (volume.GetImageData().GetMTime(), dict(described))
             self.lastTimings["predict_seconds_per_slice"] = float(np.mean([r[2] for r in result.values()]))
             if labelSegmentation is not None:
                 self._setBaseline(volume, self.labelsFromSegmentation(labelSegmentation, volume))
@@ -429,18 +440,34 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         """Up to `top` predicted slices to paint next, with their most uncertain regions: the least sure slice of
         each of `top` groups, the least sure first: consecutive parts of an ordered stack, look-alike slices when
         the order means nothing (`spread_groups`, `rank_by_uncertainty`)."""
-        from SemSegLib.normalization import NormalizationConfig
-        from SemSegLib.suggest import image_descriptors, rank_by_uncertainty, spread_groups, uncertain_regions
+        from SemSegLib.suggest import rank_by_uncertainty, spread_groups, uncertain_regions
 
         predicted = self.predictedSlices(volume)
         if not predicted:
             raise InputError("no prediction yet: predict first, then ask where to paint next.")
         uncertainty = slicer.util.arrayFromVolume(self.uncertaintyVolume(volume))
         means = {k: float(uncertainty[k].mean()) for k in predicted}
-        normalization = self.model.normalization if self.model is not None else NormalizationConfig()
-        groups = spread_groups(image_descriptors(self.imagesFromVolume(volume), predicted, normalization), top)
+        descriptors = self.sliceDescriptors(volume)
+        groups = spread_groups({k: descriptors[k] for k in predicted}, top)
         return [{"slice": k, "mean_uncertainty": means[k], "regions": uncertain_regions(uncertainty[k], top=3)}
                 for k in rank_by_uncertainty(means, top, groups)]
+
+    def _cachedSliceDescriptors(self, volume) -> dict | None:
+        cached = self._sliceDescriptors.get(volume.GetID())
+        return cached[1] if cached and cached[0] == volume.GetImageData().GetMTime() else None
+
+    def sliceDescriptors(self, volume) -> dict:
+        """Slice index -> what the slice looks like (`image_descriptors`); those of the last prediction, or
+        computed now (a scene loaded with a prediction in it)."""
+        from SemSegLib.normalization import NormalizationConfig
+        from SemSegLib.suggest import image_descriptors
+
+        descriptors = self._cachedSliceDescriptors(volume)
+        if descriptors is None:
+            normalization = self.model.normalization if self.model is not None else NormalizationConfig()
+            descriptors = image_descriptors(self.imagesFromVolume(volume), None, normalization)
+            self._sliceDescriptors[volume.GetID()] = (volume.GetImageData().GetMTime(), descriptors)
+        return descriptors
 
     def markSuggestedRegions(self, volume, suggestion: dict | None):
         """Numbered, locked points on a suggested slice at its most uncertain regions (most uncertain = 1).

@@ -252,6 +252,9 @@ def test_where_to_paint_ranks_slices_and_marks_their_regions(tmp_path, logic, sc
         logic.suggestSlices(volume)
     logic.train(volume, seg, iterations=30, **FAST)
     logic.predict(volume, "all", labelSegmentation=seg)
+    # The prediction's worker described every slice, so suggesting does not do it on the GUI thread.
+    described = logic._cachedSliceDescriptors(volume)
+    assert sorted(described) == [0, 1, 2, 3] and logic.sliceDescriptors(volume) is described
     u = slicer.util.arrayFromVolume(logic.uncertaintyVolume(volume))
     # Two planted uncertain spots off the diagonal (row != column) on slice 2, the rest made fairly sure.
     u *= 0.3
@@ -266,6 +269,13 @@ def test_where_to_paint_ranks_slices_and_marks_their_regions(tmp_path, logic, sc
     groups = spread_groups(image_descriptors(logic.imagesFromVolume(volume)), 2)
     two = [s["slice"] for s in logic.suggestSlices(volume, top=2)]
     assert two == rank_by_uncertainty(dict(enumerate(means)), 2, groups) and len({groups[k] for k in two}) == 2
+    for k in described:
+        assert np.allclose(described[k], image_descriptors(logic.imagesFromVolume(volume), [k])[k])
+    # Changed images are described again.
+    slicer.util.arrayFromVolume(volume)[0] = 0
+    slicer.util.arrayFromVolumeModified(volume)
+    assert logic._cachedSliceDescriptors(volume) is None
+    assert not np.allclose(logic.sliceDescriptors(volume)[0], described[0])
     suggestion = next(s for s in suggestions if s["slice"] == 2)
     assert len(suggestion["regions"]) == 2
 

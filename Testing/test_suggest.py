@@ -80,3 +80,4 @@ def test_an_ordered_stack_is_spread_over_consecutive_parts():
     assert not stack_is_ordered({k: descriptors[int(i)] for k, i in enumerate(shuffled)})
     assert stack_is_ordered({k: descriptors[k] for k in range(3)})  # too few images to tell: stack order
     assert spread_groups({k: descriptors[k] for k in range(2)}, 3) == {0: 0, 1: 1}
+    assert spread_groups({}, 3) == {}

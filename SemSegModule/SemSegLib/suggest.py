@@ -57,19 +57,23 @@ def uncertain_regions(uncertainty: np.ndarray, threshold: float = 0.5, top: int 
 
 
 def image_descriptors(images: np.ndarray, indices: list[int] | None = None,
-                      normalization: NormalizationConfig | None = None) -> dict[int, np.ndarray]:
+                      normalization: NormalizationConfig | None = None, max_side: int = 1024) -> dict[int, np.ndarray]:
     """What each image looks like: the mean and spread of each filter-bank response (filters.py: intensity,
     gradient, Laplacian and Hessian at 1, 2 and 4 px) of the normalized image, for grouping look-alikes.
 
     Normalized, so brightness alone does not set two images apart; the responses' statistics tell crowded
-    small objects from sparse large ones, as a person sorting the images by eye would.
+    small objects from sparse large ones, as a person sorting the images by eye would. Of a large image, its
+    central `max_side` square: plenty of pixels for the statistics, in bounded time and memory.
     """
     indices = list(range(len(images))) if indices is None else list(indices)
     bank = FilterBank(images.shape[1])
+    h, w = images.shape[-2:]
+    rows = slice(max(0, (h - max_side) // 2), max(0, (h - max_side) // 2) + max_side)
+    columns = slice(max(0, (w - max_side) // 2), max(0, (w - max_side) // 2) + max_side)
     out = {}
     with torch.inference_mode():
         for i in indices:
-            image = normalize_image(images[i], normalization or NormalizationConfig())
+            image = normalize_image(images[i][:, rows, columns], normalization or NormalizationConfig())
             responses = bank(torch.from_numpy(image)[None])[0].flatten(1)
             out[i] = torch.cat([responses.mean(1), responses.std(1)]).numpy().astype(np.float64)
     return out
@@ -111,6 +115,8 @@ def stack_is_ordered(descriptors: dict[int, np.ndarray]) -> bool:
 def spread_groups(descriptors: dict[int, np.ndarray], count: int) -> dict[int, int]:
     """Image -> group, one suggestion per group (`rank_by_uncertainty`): `count` consecutive parts of an ordered
     stack, `count` look-alike groups of a collection whose order means nothing (`stack_is_ordered`)."""
+    if not descriptors:
+        return {}
     if stack_is_ordered(descriptors):
         parts = np.array_split(np.array(sorted(descriptors)), max(1, min(count, len(descriptors))))
         return {int(i): g for g, part in enumerate(parts) for i in part}
@@ -126,7 +132,7 @@ def rank_by_uncertainty(mean_uncertainty: dict[int, float], top: int,
     image at the cost of the rest.
     - In an ordered stack they are neighbours: on isbi2012-em the suggestions went to slices 4, 5, 7 in every
       round, and spread over 3 parts of the stack the third round's T2 was higher in 4 of 4 runs (session 21).
-      Look-alike groups put slices 4 and 5 in different groups; the third round lost 0.004 (4 seeds).
+      Look-alike groups put slices 4 and 5 in different groups: after three rounds 0.009 lower (6 seeds).
     - In a collection they are one kind of image: on dsb2018-fluo the suggestions went to three bright,
       crowded fields in every round, one of the ten test images' kind. The most uncertain image of each of 3
       look-alike groups gained more T2 per stroke than strokes at random spots (+0.0027 against +0.0023 per 10
