@@ -134,9 +134,10 @@ def rank_by_uncertainty(mean_uncertainty: dict[int, float], top: int,
       round, and spread over 3 parts of the stack the third round's T2 was higher in 4 of 4 runs (session 21).
       Look-alike groups put slices 4 and 5 in different groups: after three rounds 0.009 lower (6 seeds).
     - In a collection they are one kind of image: on dsb2018-fluo the suggestions went to three bright,
-      crowded fields in every round, one of the ten test images' kind. The most uncertain image of each of 3
-      look-alike groups gained more T2 per stroke than strokes at random spots (+0.0027 against +0.0023 per 10
-      strokes, 6 seeds), and 0.011 more after three rounds than parts of the stack (bench/RESULTS.md, session 23).
+      crowded fields in every round, one of the ten test images' kind. With the most uncertain image of each
+      of 3 look-alike groups, T2 after rounds 1 / 2 / 3 was +0.003 / +0.007 / +0.003 higher than with parts
+      of the stack, and +0.004 / +0.005 / +0.001 higher than with strokes at random spots (10 seeds; parts of
+      the stack ended 0.003 behind random; bench/RESULTS.md, session 23).
     Without `groups`: the most uncertain images wherever they are.
     """
     images = list(mean_uncertainty)
