@@ -296,3 +296,28 @@ def test_the_student_sees_the_strong_view_of_the_pseudo_labeled_patches_only(mon
     config.pseudo_label_strong_view = False
     train(images[:, None], labels, default_classes(2), config)
     assert views == []
+
+
+def test_elastic_warp_moves_labels_with_the_image_and_ignores_what_comes_from_outside():
+    from SemSegLib.patches import IGNORE, PatchSampler, PatchSource
+
+    yy, xx = torch.meshgrid(torch.arange(96), torch.arange(96), indexing="ij")
+    y = (((yy // 24) + (xx // 24)) % 2).long()[None].repeat(8, 1, 1)  # a checkerboard of 24-px squares
+    x = y[:, None].float() * 2 - 1
+    w = torch.ones(8, 96, 96)
+    source = PatchSource(torch.zeros(1, 1, 96, 96), torch.zeros(1, 96, 96, dtype=torch.long),
+                         torch.ones(1, 96, 96), 2)
+
+    def warped(probability: float, seed: int = 0):
+        sampler = PatchSampler(source, torch.Generator().manual_seed(seed), elastic_probability=probability)
+        return sampler._warp(x.clone(), y.clone(), w.clone())
+
+    xw, yw, ww = warped(1.0)
+    inside = yw != IGNORE
+    assert (~inside).any() and torch.equal(ww == 0, ~inside)  # rotated corners come from outside the patch
+    assert not torch.equal(yw[inside], y[inside])  # the squares moved...
+    agree = ((xw[:, 0] > 0).long() == yw)[inside].float().mean()
+    assert agree > 0.97  # ...and the labels with them (only pixels on a square's edge may differ)
+    assert all(torch.equal(a, b) for a, b in zip(warped(1.0), (xw, yw, ww)))  # the generator decides
+    assert all(torch.equal(a, b) for a, b in zip(warped(0.0), (x, y, w)))
+    assert PatchSampler(source, torch.Generator(), augment=False, elastic_probability=1.0).elastic_probability == 0

@@ -59,13 +59,15 @@ class PatchSource:
 
 class PatchSampler:
     def __init__(self, source: PatchSource, generator: torch.Generator, labeled_fraction: float = 0.75,
-                 max_scale: float = 1.25, augment: bool = True, focus_fraction: float = 0.0):
+                 max_scale: float = 1.25, augment: bool = True, focus_fraction: float = 0.0,
+                 elastic_probability: float = 0.0):
         self.source = source
         self.focus_fraction = focus_fraction if len(source.focus_positions) else 0.0
         self.g = generator
         self.labeled_fraction = labeled_fraction
         self.max_scale = max_scale if augment else 1.0
         self.augment = augment
+        self.elastic_probability = elastic_probability if augment else 0.0
 
     def _rand(self, *size) -> torch.Tensor:
         return torch.rand(*size, generator=self.g)
@@ -114,7 +116,40 @@ class PatchSampler:
             wt = F.interpolate(wt[:, None], size=(patch_size, patch_size), mode="nearest")[:, 0]
         if self.augment:
             x, y, wt = self._augment(x, y, wt)
+        if self.elastic_probability > 0:
+            x, y, wt = self._warp(x, y, wt)
         return x, y, wt
+
+    def _warp(self, x: torch.Tensor, y: torch.Tensor, wt: torch.Tensor, sigma: float = 3.0, grid: int = 5,
+              max_degrees: float = 20.0):
+        """Each patch with `elastic_probability`: rotated by up to `max_degrees` and deformed by a smooth random
+        field (displacements of `sigma` px at a `grid` x `grid` lattice, bicubic in between), as in the U-Net
+        paper. Image bilinear, labels and weights nearest; pixels from outside the patch become unlabeled.
+
+        Why not MONAI's Rand2DElasticd: the draws come from the sampler's generator (a seeded run is
+        reproducible), the whole batch is warped in one `grid_sample`, and outside pixels must be IGNORE.
+        """
+        b, c, h, w = x.shape
+        chosen = self._rand(b) < self.elastic_probability
+        if not chosen.any():
+            return x, y, wt
+        angle = (self._rand(b) * 2 - 1) * np.deg2rad(max_degrees)
+        theta = torch.zeros(b, 2, 3)
+        theta[:, 0, 0], theta[:, 0, 1] = torch.cos(angle), -torch.sin(angle)
+        theta[:, 1, 0], theta[:, 1, 1] = torch.sin(angle), torch.cos(angle)
+        where = F.affine_grid(theta, [b, c, h, w], align_corners=False)
+        shift = torch.randn(b, 2, grid, grid, generator=self.g) * sigma
+        shift = F.interpolate(shift, size=(h, w), mode="bicubic", align_corners=True).permute(0, 2, 3, 1)
+        where = where + shift * torch.tensor([2.0 / w, 2.0 / h])  # pixels -> grid_sample's [-1, 1]
+        identity = F.affine_grid(torch.eye(2, 3).expand(b, 2, 3), [b, c, h, w], align_corners=False)
+        where = torch.where(chosen[:, None, None, None], where, identity)
+        x = F.grid_sample(x, where, mode="bilinear", padding_mode="reflection", align_corners=False)
+        y = F.grid_sample(y[:, None].float(), where, mode="nearest", align_corners=False)[:, 0].long()
+        wt = F.grid_sample(wt[:, None], where, mode="nearest", align_corners=False)[:, 0]
+        outside = (where.abs() > 1).any(-1)
+        y[outside] = IGNORE
+        wt[outside] = 0
+        return x.contiguous(), y.contiguous(), wt.contiguous()
 
     def _augment(self, x: torch.Tensor, y: torch.Tensor, wt: torch.Tensor):
         out_x, out_y, out_w = [], [], []

@@ -60,6 +60,11 @@ class TrainConfig:
     correction_focus: float = 0.0
     augment: bool = True
     max_scale: float = 1.25  # scale augmentation range [1/max_scale, max_scale]; 1 = off
+    # Share of the patches rotated by up to 20 degrees and elastically deformed (patches.PatchSampler._warp).
+    # 0.5, first models of 750 iterations, paired seeds 0-3: dsb2018-fluo T2 +0.003 / +0.005 / +0.005 / +0.014,
+    # isbi2012-em -0.010 / +0.003 / -0.002 / +0.004 (bench/RESULTS.md, session 23). Off until the correction
+    # rounds and the where-to-paint curves are measured with it.
+    elastic_probability: float = 0.0
     seed: int = 0
     device: str = "auto"
     base_width: int = 16
@@ -257,7 +262,8 @@ def train(
     labeled_fraction = config.finetune_labeled_fraction if init_model is not None else config.labeled_fraction
     class_quantile = config.finetune_pseudo_label_class_quantile if init_model is not None else 0.0
     sampler = PatchSampler(source, generator, labeled_fraction, max_scale=config.max_scale,
-                           augment=config.augment, focus_fraction=config.correction_focus)
+                           augment=config.augment, focus_fraction=config.correction_focus,
+                           elastic_probability=config.elastic_probability)
     class_weights = (_class_weights(targets, model.num_classes) if config.class_balance
                      else torch.ones(model.num_classes)).to(device)
 
