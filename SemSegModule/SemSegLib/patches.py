@@ -2,7 +2,8 @@
 
 Patches are centered on labeled pixels (class chosen uniformly, so a class with few strokes is seen as
 often as a big one) or placed at random for context diversity. Augmentation happens on the sampled batch in
-torch: flips, 90-degree rotations, mild scale, intensity/contrast jitter and noise.
+torch: flips, 90-degree rotations, mild scale, intensity/contrast jitter and noise, and optionally an elastic
+deformation (off by default).
 """
 
 from __future__ import annotations
