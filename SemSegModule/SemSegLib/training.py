@@ -62,8 +62,9 @@ class TrainConfig:
     max_scale: float = 1.25  # scale augmentation range [1/max_scale, max_scale]; 1 = off
     # Share of the patches rotated by up to 20 degrees and elastically deformed (patches.PatchSampler._warp).
     # 0.5, first models of 750 iterations, paired seeds 0-3: dsb2018-fluo T2 +0.003 / +0.005 / +0.005 / +0.014,
-    # isbi2012-em -0.010 / +0.003 / -0.002 / +0.004 (bench/RESULTS.md, session 23). Off until the correction
-    # rounds and the where-to-paint curves are measured with it.
+    # isbi2012-em -0.010 / +0.003 / -0.002 / +0.004. Off: after a correction round with it isbi2012-em is behind
+    # (-0.013 / -0.006, seeds 0-1), and the where-to-paint curves were not run with it (bench/RESULTS.md,
+    # session 23).
     elastic_probability: float = 0.0
     seed: int = 0
     device: str = "auto"
