@@ -67,9 +67,8 @@ def image_descriptors(images: np.ndarray, indices: list[int] | None = None,
     """
     indices = list(range(len(images))) if indices is None else list(indices)
     bank = FilterBank(images.shape[1])
-    h, w = images.shape[-2:]
-    rows = slice(max(0, (h - max_side) // 2), max(0, (h - max_side) // 2) + max_side)
-    columns = slice(max(0, (w - max_side) // 2), max(0, (w - max_side) // 2) + max_side)
+    top, left = (max(0, (n - max_side) // 2) for n in images.shape[-2:])
+    rows, columns = slice(top, top + max_side), slice(left, left + max_side)
     out = {}
     with torch.inference_mode():
         for i in indices:
