@@ -1,13 +1,15 @@
 import numpy as np
+import pytest
 import torch
 from conftest import disk_task
 from scipy import ndimage as ndi
 from SemSegLib.classes import default_classes
 from SemSegLib.line_classes import detect_line_classes, interior_share, thin_line_classes
 from SemSegLib.model_file import SemSegModel
-from SemSegLib.prediction import PredictConfig, predict_image
+from SemSegLib.patches import IGNORE
+from SemSegLib.prediction import PredictConfig, predict_image, predict_probabilities
 from SemSegLib.simulate import simulate_strokes
-from SemSegLib.training import TrainConfig, train
+from SemSegLib.training import TrainConfig, line_position_loss, train
 
 
 def ring_task(n: int = 3, size: int = 96) -> tuple[np.ndarray, np.ndarray]:
@@ -98,3 +100,54 @@ def test_training_detects_the_line_classes_of_its_labels_unless_told_not_to():
     assert model.line_classes == [2] and model.history[-1]["line_classes"] == [2]
     config.thin_line_classes = False
     assert train(images[:, None], labels, default_classes(3), config).model.line_classes == []
+
+
+def test_the_line_position_loss_asks_a_traced_pixel_to_beat_its_unpainted_flanks_only():
+    targets = torch.full((1, 10, 9), IGNORE)
+    targets[0, :, 4] = 2  # a traced vertical line
+    targets[0, :, 1] = 0  # a brushed stroke of another class, away from the line
+    logits = torch.zeros(1, 3, 10, 9)
+    # Flat across the line: every (traced pixel, flank) pair misses the margin by the margin.
+    assert float(line_position_loss(logits, targets, [2], 0.5)) == pytest.approx(0.5)
+    # Peaked by more than the margin: nothing to learn. Along the line the traced pixels may differ (rising
+    # row by row), because a traced neighbour is no flank.
+    logits[0, 2, :, 4] = 2.0 + torch.arange(10) * 0.3
+    assert float(line_position_loss(logits, targets, [2], 0.5)) == 0.0
+    # One flank above its traced pixel: only that pair costs, and the gradient lowers the flank and raises
+    # the traced pixel.
+    logits[0, 2, 3, 5] = 5.0
+    logits.requires_grad_(True)
+    loss = line_position_loss(logits, targets, [2], 0.5)
+    loss.backward()
+    assert float(loss) > 0
+    assert logits.grad[0, 2, 3, 5] > 0 > logits.grad[0, 2, 3, 4]
+    assert logits.grad[0, 2, 3, 3] == 0 and logits.grad[0, 2, 5, 5] == 0
+    # A class that is no line class is not asked to peak.
+    assert float(line_position_loss(torch.zeros(1, 3, 10, 9), targets, [], 0.5)) == 0.0
+
+
+def traced_pixels_beating_their_flanks(model: SemSegModel, images: np.ndarray, labels: np.ndarray) -> float:
+    """Share of the traced line pixels whose line probability is above each unpainted 4-neighbour's."""
+    wins = total = 0
+    for image, traced in zip(images, labels == 3):
+        p = np.pad(predict_probabilities(model, image[None], prior_shift=False)[2].numpy(), 1)
+        flank = np.pad(~traced, 1)
+        for y, x in np.argwhere(traced) + 1:
+            others = [p[y + dy, x + dx] for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)) if flank[y + dy, x + dx]]
+            total += bool(others)
+            wins += bool(others) and p[y, x] > max(others)
+    return wins / total
+
+
+def test_training_with_the_line_position_loss_puts_the_line_class_peak_on_the_traced_pixels():
+    images, refs = ring_task(3, 96)
+    rng = np.random.default_rng(1)
+    labels = np.stack([simulate_strokes(ref, 3, 6, rng=rng) for ref in refs])
+    config = TrainConfig(iterations=120, batch_size=2, patch_size=64, base_width=8, levels=3, device="cpu",
+                         prior_correction_images=0, line_position_weight=0.0)
+    without = traced_pixels_beating_their_flanks(train(images[:, None], labels, default_classes(3), config).model,
+                                                 images, labels)
+    config.line_position_weight = 1.0
+    with_loss = traced_pixels_beating_their_flanks(train(images[:, None], labels, default_classes(3), config).model,
+                                                   images, labels)
+    assert with_loss > without + 0.1

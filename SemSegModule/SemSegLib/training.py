@@ -114,6 +114,13 @@ class TrainConfig:
     # Classes painted as 1-pixel lines while others are painted with a brush are predicted as 1-pixel lines
     # (line_classes.py): dsb2018-fluo's nucleus border, drawn three times too thick otherwise.
     thin_line_classes: bool = True
+    # A line class's traced pixels must be more of that class than their unpainted 4-neighbours, by this
+    # margin in log-probability (line_position_loss), with this weight; 0 = off. Why: the traced pixels say
+    # where the line is but not where it is not, so the network drew a flat band about three pixels wide
+    # whose ridge (where the line is drawn) missed the traced pixel: on dsb2018-fluo's painted images a traced
+    # border pixel was above all its unpainted flanks in 27% of the cases (bench/RESULTS.md, session 24).
+    line_position_weight: float = 0.0
+    line_position_margin: float = 0.5
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -265,6 +272,8 @@ def train(
     sampler = PatchSampler(source, generator, labeled_fraction, max_scale=config.max_scale,
                            augment=config.augment, focus_fraction=config.correction_focus,
                            elastic_probability=config.elastic_probability)
+    line_classes = (detect_line_classes(labels, model.num_classes)
+                    if config.thin_line_classes and config.line_position_weight > 0 else [])
     class_weights = (_class_weights(targets, model.num_classes) if config.class_balance
                      else torch.ones(model.num_classes)).to(device)
 
@@ -326,6 +335,9 @@ def train(
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 logits = net(x).float()
             loss = masked_cross_entropy(logits[:batch_size], y, w, class_weights)
+            if line_classes:
+                loss = loss + config.line_position_weight * line_position_loss(
+                    logits[:batch_size], y, line_classes, config.line_position_margin)
             if current_teacher is not None:
                 loss = loss + config.pseudo_label_weight * masked_cross_entropy(
                     logits[batch_size:], pseudo, (pseudo != IGNORE).float(), torch.ones_like(class_weights))
@@ -474,3 +486,32 @@ def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, pixel_weig
     if total <= 0:
         return logits.sum() * 0.0  # a batch without labels: keep the graph, add nothing
     return (per_pixel * w).sum() / total
+
+
+_ALL, _HEAD, _TAIL = slice(None), slice(None, -1), slice(1, None)
+# (center, neighbour) slices of a (B, H, W) tensor: the neighbour below, above, right and left.
+_NEIGHBOUR_SLICES = (((_ALL, _HEAD), (_ALL, _TAIL)), ((_ALL, _TAIL), (_ALL, _HEAD)),
+                     ((_ALL, _ALL, _HEAD), (_ALL, _ALL, _TAIL)), ((_ALL, _ALL, _TAIL), (_ALL, _ALL, _HEAD)))
+
+
+def line_position_loss(logits: torch.Tensor, targets: torch.Tensor, line_classes: list[int],
+                       margin: float) -> torch.Tensor:
+    """Hinge loss: a pixel labeled with a line class has that class's log-probability at least `margin` above
+    each 4-neighbour not labeled with it (the line's flanks, which nobody painted).
+
+    Relative, not "the flank is another class": where the line's position is uncertain by a pixel, as on new
+    images, flanks taught as another class make the line lose everywhere (session 19). Here a flank may stay
+    the line class, only less surely than the traced pixel, so the ridge (line_classes.ridge) falls on it.
+    """
+    log_p = F.log_softmax(logits, dim=1)
+    terms = []
+    for c in line_classes:
+        on = targets == c
+        score = log_p[:, c]
+        for center, neighbour in _NEIGHBOUR_SLICES:
+            pairs = on[center] & (targets[neighbour] != c)
+            if pairs.any():
+                terms.append(F.relu(score[neighbour] - score[center] + margin)[pairs])
+    if not terms:
+        return logits.sum() * 0.0
+    return torch.cat(terms).mean()
