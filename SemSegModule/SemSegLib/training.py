@@ -114,12 +114,14 @@ class TrainConfig:
     # Classes painted as 1-pixel lines while others are painted with a brush are predicted as 1-pixel lines
     # (line_classes.py): dsb2018-fluo's nucleus border, drawn three times too thick otherwise.
     thin_line_classes: bool = True
-    # A line class's traced pixels must be more of that class than their unpainted 4-neighbours, by this
-    # margin in log-probability (line_position_loss), with this weight; 0 = off. Why: the traced pixels say
-    # where the line is but not where it is not, so the network drew a flat band about three pixels wide
-    # whose ridge (where the line is drawn) missed the traced pixel: on dsb2018-fluo's painted images a traced
-    # border pixel was above all its unpainted flanks in 27% of the cases (bench/RESULTS.md, session 24).
-    line_position_weight: float = 0.0
+    # A line class's traced pixels must be more of that class than their unpainted 4-neighbours, by a margin
+    # in log-probability (line_position_loss), with this weight; 0 = off. Why: the traced pixels say where the
+    # line is but not where it is not, so the network drew a flat band about three pixels wide whose ridge
+    # (where the line is drawn) missed the traced pixel: on dsb2018-fluo's painted images a traced border
+    # pixel was above all its unpainted flanks in 27% of the cases. With weight 1 and margin 0.5, first models
+    # of 750 iterations, paired seeds 0-3: dsb2018-fluo T2 +0.010 / +0.004 / +0.039 / +0.025, T1 -0.005 on
+    # average; weight 0.5: T2 +0.015, weight 2 or margin 1: less (bench/RESULTS.md, session 24).
+    line_position_weight: float = 1.0
     line_position_margin: float = 0.5
 
     def to_dict(self) -> dict:
