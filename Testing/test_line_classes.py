@@ -151,3 +151,30 @@ def test_training_with_the_line_position_loss_puts_the_line_class_peak_on_the_tr
     with_loss = traced_pixels_beating_their_flanks(train(images[:, None], labels, default_classes(3), config).model,
                                                    images, labels)
     assert with_loss > without + 0.1
+
+
+def test_the_line_position_loss_trains_the_line_classes_whether_or_not_the_prediction_is_thinned(monkeypatch):
+    import SemSegLib.training as training
+
+    asked = []
+
+    def recording_loss(logits, targets, line_classes, margin):
+        asked.append((tuple(line_classes), margin))
+        return logits.sum() * 0.0
+
+    monkeypatch.setattr(training, "line_position_loss", recording_loss)
+    images, refs = ring_task(2, 64)
+    rng = np.random.default_rng(1)
+    labels = np.stack([simulate_strokes(ref, 3, 4, rng=rng) for ref in refs])
+    config = TrainConfig(iterations=2, batch_size=1, patch_size=32, base_width=8, levels=3, device="cpu",
+                         prior_correction_images=0, ema_decay=0, thin_line_classes=False)
+    train(images[:, None], labels, default_classes(3), config)
+    assert asked == [((2,), 0.5)] * 2
+    asked.clear()
+    config.line_position_weight = 0.0
+    train(images[:, None], labels, default_classes(3), config)
+    _, disks = disk_task(2, 64)
+    brushed = np.stack([simulate_strokes(ref, 2, 4, rng=rng) for ref in disks])
+    config.line_position_weight = 1.0
+    train(disk_task(2, 64)[0][:, None], brushed, default_classes(2), config)
+    assert asked == []  # off, and no line class

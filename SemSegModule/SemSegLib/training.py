@@ -274,8 +274,8 @@ def train(
     sampler = PatchSampler(source, generator, labeled_fraction, max_scale=config.max_scale,
                            augment=config.augment, focus_fraction=config.correction_focus,
                            elastic_probability=config.elastic_probability)
-    line_classes = (detect_line_classes(labels, model.num_classes)
-                    if config.thin_line_classes and config.line_position_weight > 0 else [])
+    # Detected as at the end of training, but for the loss: thinning the prediction is a separate choice.
+    line_classes = detect_line_classes(labels, model.num_classes) if config.line_position_weight > 0 else []
     class_weights = (_class_weights(targets, model.num_classes) if config.class_balance
                      else torch.ones(model.num_classes)).to(device)
 
