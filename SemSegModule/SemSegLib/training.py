@@ -2,8 +2,9 @@
 
 The stroke loss sees only labeled pixels (masked cross-entropy; classes balanced by sampling), and a class
 traced as 1-pixel lines must peak on its traced pixels (line_position_loss); the rest of the stack teaches
-through a teacher's confident pseudo-labels. Budget by iterations (deterministic with a seed) or by wall-clock seconds (what a person waiting at
-the screen wants). Progress goes to a callback, cancellation is a flag checked between iterations.
+through a teacher's confident pseudo-labels. Budget by iterations (deterministic with a seed) or by
+wall-clock seconds (what a person waiting at the screen wants). Progress goes to a callback, cancellation
+is a flag checked between iterations.
 """
 
 from __future__ import annotations
