@@ -116,7 +116,7 @@ class TrainConfig:
     # Classes painted as 1-pixel lines while others are painted with a brush are predicted as 1-pixel lines
     # (line_classes.py): dsb2018-fluo's nucleus border, drawn three times too thick otherwise.
     thin_line_classes: bool = True
-    # A line class's traced pixels must be more of that class than their unpainted 4-neighbours, by a margin
+    # A line class's traced pixels must be more of that class than their 4-neighbours not painted with it, by a margin
     # in log-probability (line_position_loss), with this weight; 0 = off. Why: the traced pixels say where the
     # line is but not where it is not, so the network drew a flat band about three pixels wide whose ridge
     # (where the line is drawn) missed the traced pixel: on dsb2018-fluo's painted images a traced border
@@ -501,7 +501,7 @@ _NEIGHBOUR_SLICES = (((_ALL, _HEAD), (_ALL, _TAIL)), ((_ALL, _TAIL), (_ALL, _HEA
 def line_position_loss(logits: torch.Tensor, targets: torch.Tensor, line_classes: list[int],
                        margin: float) -> torch.Tensor:
     """Hinge loss: a pixel labeled with a line class has that class's log-probability at least `margin` above
-    each 4-neighbour not labeled with it (the line's flanks, which nobody painted).
+    each 4-neighbour not labeled with it (the line's flanks: unpainted, or painted as another class).
 
     Relative, not "the flank is another class": where the line's position is uncertain by a pixel, as on new
     images, flanks taught as another class make the line lose everywhere (session 19). Here a flank may stay
