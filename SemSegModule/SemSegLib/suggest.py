@@ -136,7 +136,8 @@ def rank_by_uncertainty(mean_uncertainty: dict[int, float], top: int,
       crowded fields in every round, one of the ten test images' kind. With the most uncertain image of each
       of 3 look-alike groups, T2 after rounds 1 / 2 / 3 was +0.003 / +0.007 / +0.003 higher than with parts
       of the stack, and +0.004 / +0.005 / +0.001 higher than with strokes at random spots (10 seeds; parts of
-      the stack ended 0.003 behind random; bench/RESULTS.md, session 23).
+      the stack ended 0.003 behind random; bench/RESULTS.md, session 23); with the line-position loss of
+      session 24, +0.003 / +0.003 / +0.003 higher than at random spots (10 seeds).
     Without `groups`: the most uncertain images wherever they are.
     """
     images = list(mean_uncertainty)
