@@ -90,16 +90,24 @@ def test_a_model_predicts_its_line_classes_thin_and_keeps_them_in_its_file(tmp_p
     assert SemSegModel.load(tmp_path / "old.pt").line_classes == []
 
 
-def test_training_detects_the_line_classes_of_its_labels_unless_told_not_to():
-    images, refs = ring_task(2, 64)
+def traced_rings(n: int = 2, size: int = 64, strokes: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """ring_task's images (N, 1, H, W) and `strokes` simulated strokes per class, the ring traced."""
+    images, refs = ring_task(n, size)
     rng = np.random.default_rng(1)
-    labels = np.stack([simulate_strokes(ref, 3, 4, rng=rng) for ref in refs])
-    config = TrainConfig(iterations=2, batch_size=1, patch_size=32, base_width=8, levels=3, device="cpu",
-                         prior_correction_images=0, ema_decay=0)
-    model = train(images[:, None], labels, default_classes(3), config).model
+    return images[:, None], np.stack([simulate_strokes(ref, 3, strokes, rng=rng) for ref in refs])
+
+
+TWO_STEPS = {"iterations": 2, "batch_size": 1, "patch_size": 32, "base_width": 8, "levels": 3, "device": "cpu",
+             "prior_correction_images": 0, "ema_decay": 0}
+
+
+def test_training_detects_the_line_classes_of_its_labels_unless_told_not_to():
+    images, labels = traced_rings()
+    config = TrainConfig(**TWO_STEPS)
+    model = train(images, labels, default_classes(3), config).model
     assert model.line_classes == [2] and model.history[-1]["line_classes"] == [2]
     config.thin_line_classes = False
-    assert train(images[:, None], labels, default_classes(3), config).model.line_classes == []
+    assert train(images, labels, default_classes(3), config).model.line_classes == []
 
 
 def test_the_line_position_loss_asks_a_traced_pixel_to_beat_its_unpainted_flanks_only():
@@ -127,10 +135,10 @@ def test_the_line_position_loss_asks_a_traced_pixel_to_beat_its_unpainted_flanks
 
 
 def traced_pixels_beating_their_flanks(model: SemSegModel, images: np.ndarray, labels: np.ndarray) -> float:
-    """Share of the traced line pixels whose line probability is above each unpainted 4-neighbour's."""
+    """Share of the traced line pixels whose line probability is above each untraced 4-neighbour's."""
     wins = total = 0
     for image, traced in zip(images, labels == 3):
-        p = np.pad(predict_probabilities(model, image[None], prior_shift=False)[2].numpy(), 1)
+        p = np.pad(predict_probabilities(model, image, prior_shift=False)[2].numpy(), 1)
         flank = np.pad(~traced, 1)
         for y, x in np.argwhere(traced) + 1:
             others = [p[y + dy, x + dx] for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)) if flank[y + dy, x + dx]]
@@ -140,15 +148,13 @@ def traced_pixels_beating_their_flanks(model: SemSegModel, images: np.ndarray, l
 
 
 def test_training_with_the_line_position_loss_puts_the_line_class_peak_on_the_traced_pixels():
-    images, refs = ring_task(3, 96)
-    rng = np.random.default_rng(1)
-    labels = np.stack([simulate_strokes(ref, 3, 6, rng=rng) for ref in refs])
+    images, labels = traced_rings(3, 96, strokes=6)
     config = TrainConfig(iterations=120, batch_size=2, patch_size=64, base_width=8, levels=3, device="cpu",
                          prior_correction_images=0, line_position_weight=0.0)
-    without = traced_pixels_beating_their_flanks(train(images[:, None], labels, default_classes(3), config).model,
+    without = traced_pixels_beating_their_flanks(train(images, labels, default_classes(3), config).model,
                                                  images, labels)
     config.line_position_weight = 1.0
-    with_loss = traced_pixels_beating_their_flanks(train(images[:, None], labels, default_classes(3), config).model,
+    with_loss = traced_pixels_beating_their_flanks(train(images, labels, default_classes(3), config).model,
                                                    images, labels)
     assert with_loss > without + 0.1
 
@@ -163,18 +169,16 @@ def test_the_line_position_loss_trains_the_line_classes_whether_or_not_the_predi
         return logits.sum() * 0.0
 
     monkeypatch.setattr(training, "line_position_loss", recording_loss)
-    images, refs = ring_task(2, 64)
-    rng = np.random.default_rng(1)
-    labels = np.stack([simulate_strokes(ref, 3, 4, rng=rng) for ref in refs])
-    config = TrainConfig(iterations=2, batch_size=1, patch_size=32, base_width=8, levels=3, device="cpu",
-                         prior_correction_images=0, ema_decay=0, thin_line_classes=False)
-    train(images[:, None], labels, default_classes(3), config)
+    images, labels = traced_rings()
+    config = TrainConfig(**TWO_STEPS, thin_line_classes=False)
+    train(images, labels, default_classes(3), config)
     assert asked == [((2,), 0.5)] * 2
     asked.clear()
     config.line_position_weight = 0.0
-    train(images[:, None], labels, default_classes(3), config)
-    _, disks = disk_task(2, 64)
+    train(images, labels, default_classes(3), config)
+    disk_images, disks = disk_task(2, 64)
+    rng = np.random.default_rng(1)
     brushed = np.stack([simulate_strokes(ref, 2, 4, rng=rng) for ref in disks])
     config.line_position_weight = 1.0
-    train(disk_task(2, 64)[0][:, None], brushed, default_classes(2), config)
+    train(disk_images[:, None], brushed, default_classes(2), config)
     assert asked == []  # off, and no line class
