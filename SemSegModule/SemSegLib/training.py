@@ -276,8 +276,10 @@ def train(
     sampler = PatchSampler(source, generator, labeled_fraction, max_scale=config.max_scale,
                            augment=config.augment, focus_fraction=config.correction_focus,
                            elastic_probability=config.elastic_probability)
-    # Detected as at the end of training, but for the loss: thinning the prediction is a separate choice.
-    line_classes = detect_line_classes(labels, model.num_classes) if config.line_position_weight > 0 else []
+    # Once, for the loss and for the model's thinning; each is its own choice.
+    detected_lines = (detect_line_classes(labels, model.num_classes)
+                      if config.line_position_weight > 0 or config.thin_line_classes else [])
+    line_classes = detected_lines if config.line_position_weight > 0 else []
     class_weights = (_class_weights(targets, model.num_classes) if config.class_balance
                      else torch.ones(model.num_classes)).to(device)
 
@@ -410,7 +412,7 @@ def train(
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
     model.set_labeled_masks(names, labels)
-    model.line_classes = detect_line_classes(labels, model.num_classes) if config.thin_line_classes else []
+    model.line_classes = list(detected_lines) if config.thin_line_classes else []
     model.history[-1]["line_classes"] = list(model.line_classes)
     model.log_prior_shift = None
     if config.prior_correction_images > 0:
