@@ -4,7 +4,7 @@ import torch
 from conftest import disk_task
 from scipy import ndimage as ndi
 from SemSegLib.classes import default_classes
-from SemSegLib.line_classes import detect_line_classes, interior_share, thin_line_classes
+from SemSegLib.line_classes import detect_line_classes, interior_share, ridge, thin_line_classes
 from SemSegLib.model_file import SemSegModel
 from SemSegLib.patches import IGNORE
 from SemSegLib.prediction import PredictConfig, predict_image, predict_probabilities
@@ -59,6 +59,21 @@ def test_a_line_class_band_is_thinned_to_its_ridge_and_its_flanks_join_their_nei
     assert (labels[:, 6] == 0).all() and (labels[:, 8] == 1).all()  # each flank to the class it touches
     assert torch.allclose(thinned.sum(0), torch.ones(12, 15))
     assert torch.equal(thin_line_classes(prob, []), prob)
+
+
+def columns_on_the_ridge(profile: list[float], **tolerance) -> list[int]:
+    """The columns `ridge` keeps of a vertical line whose probability across is `profile` (columns 3-8)."""
+    p = np.full((12, 12), 0.05, np.float32)
+    p[:, 3:9] = profile
+    kept = ridge(p, p > 0.35, **tolerance)
+    return [int(c) for c in np.flatnonzero(kept.all(0))] if kept.any() else []
+
+
+def test_the_ridge_keeps_a_near_tie_across_the_line_and_only_the_peak_of_a_clear_one():
+    near_tie = [0.2, 0.4, 0.8, 0.75, 0.4, 0.2]
+    assert columns_on_the_ridge(near_tie, tolerance=0.0) == [5]  # exact suppression: one of the two
+    assert columns_on_the_ridge(near_tie) == [5, 6]  # the default keeps both: the position is known to a pixel
+    assert columns_on_the_ridge([0.2, 0.5, 0.8, 0.6, 0.3, 0.2]) == [5]  # a clear peak stays one pixel wide
 
 
 class FixedLogits(torch.nn.Module):
