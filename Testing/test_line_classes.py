@@ -66,7 +66,9 @@ def columns_on_the_ridge(profile: list[float], **tolerance) -> list[int]:
     p = np.full((12, 12), 0.05, np.float32)
     p[:, 3:9] = profile
     kept = ridge(p, p > 0.35, **tolerance)
-    return [int(c) for c in np.flatnonzero(kept.all(0))] if kept.any() else []
+    columns = np.flatnonzero(kept.any(0))
+    assert kept[:, columns].all()  # the same in every row of the line
+    return [int(c) for c in columns]
 
 
 def test_the_ridge_keeps_a_near_tie_across_the_line_and_only_the_peak_of_a_clear_one():
