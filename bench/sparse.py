@@ -1,12 +1,13 @@
 """Sparse-stroke benchmark: SemSeg U-Net vs an ilastik-style random forest on the same strokes.
 
-Protocol (per set in ../shared/data): 3 images evenly spread get 10 simulated strokes per class; train with
-the default budget; T1 = mean IoU on those 3 images, T2 = on 10 other images. Then one correction round
+Protocol (per set in ../shared/data): 3 images evenly spread get 10 simulated strokes per class (`--strokes`);
+train with the default budget; T1 = mean IoU on those 3 images, T2 = on 10 other images. Then one correction round
 (5 strokes per class on the largest errors of the labeled images, fine-tuned from the first model).
 Each method runs in its own process so its peak memory is its own.
 
     python bench/sparse.py [--data ../shared/data] [--sets isbi2012-em,dsb2018-fluo] [--seconds S]
                            [--iterations N] [--device cuda] [--control] [--full-labels --no-rf] [--seed N]
+                           [--strokes N]
 """
 
 from __future__ import annotations
@@ -43,13 +44,13 @@ def split(n: int) -> tuple[list[int], list[int]]:
     return labeled, test
 
 
-def make_strokes(ref: np.ndarray, k: int, labeled: list[int], seed: int) -> np.ndarray:
+def make_strokes(ref: np.ndarray, k: int, labeled: list[int], seed: int, per_class: int = 10) -> np.ndarray:
     from SemSegLib.simulate import simulate_strokes
 
     rng = np.random.default_rng(seed)
     labels = np.zeros(ref.shape, np.uint16)
     for i in labeled:
-        labels[i] = simulate_strokes(ref[i], k, 10, rng=rng)
+        labels[i] = simulate_strokes(ref[i], k, per_class, rng=rng)
     return labels
 
 
@@ -97,8 +98,9 @@ def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, con
     stack, ref, classes = load_set(Path(folder))
     k, names = len(classes), [c.name for c in classes]
     labeled, test = split(len(stack))
-    labels = make_strokes(ref, k, labeled, seed)
     overrides = dict(overrides)
+    strokes = overrides.pop("strokes", 10)
+    labels = make_strokes(ref, k, labeled, seed, strokes)
     finetune_fraction = overrides.pop("finetune_fraction", 0.5)
     finetune_overrides = overrides.pop("finetune_overrides", {})
     if overrides.pop("full_labels", False):  # the upper bound: the same 3 images, every pixel labeled
@@ -112,7 +114,8 @@ def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, con
                        else {"iterations": int(config.iterations * finetune_fraction)})
     # Studies of the correction round can reuse the first model.
     model = train_first_model(stack, labels, classes, config, cache if finetune_fraction else None,
-                              f"{Path(folder).name}_seed{seed}", overrides)
+                              f"{Path(folder).name}_seed{seed}" + (f"_strokes{strokes}" if strokes != 10 else ""),
+                              overrides)
     res = argparse.Namespace(model=model, seconds=model.history[-1]["seconds"],
                              iterations=model.history[-1]["iterations"])
     preds, unc, times = {}, {}, []
@@ -204,13 +207,13 @@ def _send_result(out: dict, preds: dict, unc: dict, labeled: list[int], test: li
     queue.put(out)
 
 
-def run_rf(folder: str, seed: int, queue) -> None:
+def run_rf(folder: str, seed: int, strokes: int, queue) -> None:
     import random_forest
 
     stack, ref, classes = load_set(Path(folder))
     k, names = len(classes), [c.name for c in classes]
     labeled, test = split(len(stack))
-    labels = make_strokes(ref, k, labeled, seed)
+    labels = make_strokes(ref, k, labeled, seed, strokes)
     start = time.perf_counter()
     preds = random_forest.train_and_predict(stack.images[:, 0], labels, labeled + test, seed)
     total = time.perf_counter() - start
@@ -234,15 +237,15 @@ def in_child(target, *args) -> dict:
     return result
 
 
-def figure(out: Path, rows: list[tuple[str, Path, dict]]) -> None:
-    """Per set: a painted image with its strokes, and an unpainted one with prediction and uncertainty."""
+def figure(out: Path, rows: list[tuple[str, Path, dict]], seed: int, per_class: int) -> None:
+    """Per set: a painted image with the run's strokes, and an unpainted one with prediction and uncertainty."""
     from SemSegLib.figures import overview_figure
 
     for name, folder, fig_data in rows:
         stack, ref, classes = load_set(folder)
         labeled, _ = split(len(stack))
         i, j = fig_data["labels_index"], fig_data["index"]
-        strokes = make_strokes(ref, len(classes), labeled, 0)[i]
+        strokes = make_strokes(ref, len(classes), labeled, seed, per_class)[i]
         overview_figure(out / f"sparse_{name}.png", [
             {"title": f"image {j + 1} (not painted)", "image": stack.images[j, 0], "strokes": None,
              "prediction": fig_data["pred"], "uncertainty": fig_data["unc"]},
@@ -271,6 +274,8 @@ def main() -> None:
     ap.add_argument("--finetune-fraction", type=float, default=0.5,
                     help="correction round's budget as a fraction of the first round's (0: no round)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--strokes", type=int, default=10,
+                    help="simulated strokes per class on each painted image, for both methods")
     ap.add_argument("--no-rf", action="store_true")
     ap.add_argument("--full-labels", action="store_true", help="upper bound: train on the full reference of the 3")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -289,12 +294,12 @@ def main() -> None:
         folder = Path(args.data) / name
         overrides = {**parse_overrides(args.set), "full_labels": args.full_labels, "device": args.device,
                      "finetune_fraction": args.finetune_fraction,
-                     "finetune_overrides": parse_overrides(args.finetune_set)}
+                     "finetune_overrides": parse_overrides(args.finetune_set), "strokes": args.strokes}
         if args.iterations:
             overrides["iterations"] = args.iterations
         u = in_child(run_unet, str(folder), args.seconds, args.seed, overrides, args.control, args.first_model_cache)
         fig_rows.append((name, folder, u.pop("figure")))
-        rf = None if args.no_rf else in_child(run_rf, str(folder), args.seed)
+        rf = None if args.no_rf else in_child(run_rf, str(folder), args.seed, args.strokes)
         rows.append((name, u, rf))
         print(json.dumps({"set": name, "semseg": u, "rf": rf}), flush=True)
     lines = ["| set | method | T1 mIoU | T2 mIoU | T2 after 1 correction round | train s | predict s/img | peak MB |",
@@ -310,7 +315,7 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     (out / "sparse.md").write_text(table + "\n")
-    figure(out, fig_rows)
+    figure(out, fig_rows, args.seed, args.strokes)
     print(f"written {out / 'sparse.md'} and {out}/sparse_<set>.png")
 
 
