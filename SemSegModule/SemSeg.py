@@ -976,6 +976,9 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = (f"Trained {r.iterations} iterations in {r.seconds:.0f} s on {r.device}"
                                         + (" (cancelled: best model kept)" if r.cancelled else "")
                                         + (f"; predicted as 1-pixel lines: {', '.join(lines)}" if lines else ""))
+            if r.warning:  # too few steps for the seconds given: say so where the person looks, not only in the log
+                self.ui.statusLabel.text += f"; {r.warning}"
+                slicer.util.warningDisplay(f"Training: {r.warning}")
         elif self._taskLabel == "Prediction" and event.data:
             volume = self._volume()
             prediction = self.logic.predictionSegmentation(volume)

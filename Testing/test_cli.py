@@ -76,6 +76,22 @@ def _fast_init(original):
     return init
 
 
+def test_train_warns_when_its_seconds_ran_out_after_too_few_steps(disk_stack, capsys, monkeypatch):
+    from SemSegLib import training
+
+    d = disk_stack
+    write_classes_csv(d / "classes.csv", [ClassInfo(1, "background", (0, 0, 0)), ClassInfo(2, "disk", (255, 0, 0))])
+    assert run("simulate", "--reference", d / "reference", "--out", d / "strokes", "--images", "1", "--strokes", 2) == 0
+    monkeypatch.setattr(training.TrainConfig, "__init__", _fast_init(training.TrainConfig.__init__))
+    monkeypatch.setattr(training, "FEW_ITERATIONS", 10**6)  # whatever this machine's speed
+    capsys.readouterr()
+    assert run("train", "--images", d / "images", "--labels", d / "strokes", "--model", d / "m.pt",
+               "--seconds", 0.5, "--device", "cpu") == 0
+    err = capsys.readouterr().err
+    assert "warning: only" in err and "more seconds" in err
+    assert SemSegModel.load(d / "m.pt").history[-1]["warning"] in err
+
+
 def test_bad_input_exits_2_with_a_message(disk_stack, capsys):
     d = disk_stack
     assert run("train", "--images", d / "missing", "--labels", d / "reference", "--model", d / "m.pt") == 2

@@ -97,6 +97,28 @@ def test_a_seconds_budget_ends_at_the_iteration_cap():
                  TrainConfig(iterations=8, max_iterations=6, **FAST)).iterations == 8
 
 
+def test_a_seconds_budget_that_ends_after_too_few_steps_says_so(monkeypatch):
+    import SemSegLib.training as training
+
+    images, refs = disk_task(n=2)
+    labels = sparse_labels(refs, [0])
+    classes = default_classes(2)
+    # Every run the clock ends counts as too short, whatever this machine's speed.
+    monkeypatch.setattr(training, "FEW_ITERATIONS", 10**6)
+    short = train(images[:, None], labels, classes, TrainConfig(seconds=0.5, max_iterations=None, **FAST))
+    assert not short.cancelled and f"only {short.iterations} training steps" in short.warning
+    assert short.model.history[-1]["warning"] == short.warning
+    # What the person chose is not warned about: an iteration budget, the cap reached, a cancelled run.
+    assert train(images[:, None], labels, classes, TrainConfig(iterations=3, **FAST)).warning == ""
+    assert train(images[:, None], labels, classes, TrainConfig(seconds=600, max_iterations=3, **FAST)).warning == ""
+    stopped = train(images[:, None], labels, classes, TrainConfig(seconds=600, max_iterations=None, **FAST),
+                    should_stop=lambda: True)
+    assert stopped.cancelled and stopped.warning == ""
+    # Enough steps before the clock ran out: no warning.
+    monkeypatch.setattr(training, "FEW_ITERATIONS", 1)
+    assert train(images[:, None], labels, classes, TrainConfig(seconds=0.5, max_iterations=None, **FAST)).warning == ""
+
+
 def test_fine_tuning_starts_from_the_model_and_weights_corrections():
     images, refs = disk_task(n=3)
     labels = sparse_labels(refs, [0], seed=1)

@@ -77,6 +77,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     lines = f"; painted as 1-pixel lines, predicted as lines: {', '.join(lines)}" if lines else ""
     print(f"model written to {args.model} ({result.iterations} iterations, {result.seconds:.1f} s on "
           f"{result.device}, final loss {result.final_loss:.4f}{rounds}{lines})")
+    if result.warning:
+        print(f"warning: {result.warning}", file=sys.stderr)
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -203,6 +205,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
                    names=stack.names)
     result.model.save(out / "model.pt")
     print(f"trained {result.iterations} iterations in {result.seconds:.1f} s -> {out / 'model.pt'}")
+    if result.warning:
+        print(f"warning: {result.warning}", file=sys.stderr)
     pred = np.zeros_like(ref)
     uncertainty = {}
     start = time.perf_counter()

@@ -33,6 +33,11 @@ from .patches import IGNORE, PatchSampler, PatchSource, strong_view
 log = logging.getLogger(__name__)
 
 DEFAULT_SECONDS = 180.0
+# A seconds budget that runs out before this many steps gives a model to distrust: a first training has not yet
+# let its own teacher's pseudo-labels in (`pseudo_label_min_steps`). It happens on a slow or busy machine: the
+# 60 s demo ran 592 steps (mean IoU 0.72) on an idle 2-core CPU and 55 (0.42-0.48) while two other jobs held
+# the cores (bench/RESULTS.md, session 26). The result says so (`TrainResult.warning`) instead of passing silently.
+FEW_ITERATIONS = 200
 
 
 @dataclass
@@ -149,6 +154,7 @@ class TrainResult:
     cancelled: bool
     device: str
     losses: list[float] = field(default_factory=list)
+    warning: str = ""  # why the result may disappoint (too few steps for its seconds budget); "" if nothing
 
 
 def _class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
@@ -389,6 +395,9 @@ def train(
             progress(TrainProgress(it, total, smoothed, elapsed, remaining))
 
     seconds = time.perf_counter() - start
+    warning = _few_steps_warning(it, seconds, cap, config, cancelled)
+    if warning:
+        log.warning(warning)
     if ema is not None and it > 0:
         net.load_state_dict(ema.module.state_dict())
     elif cancelled and best_state is not None:
@@ -410,6 +419,7 @@ def train(
         "labeled_class_pixels": [int(v) for v in label_counts(labels, model.num_classes)],
         "config": config.to_dict(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "warning": warning,
     })
     model.set_labeled_masks(names, labels)
     model.line_classes = list(detected_lines) if config.thin_line_classes else []
@@ -430,7 +440,16 @@ def train(
         earlier = [start, *model.earlier_rounds][:config.round_networks - 1]
     model.earlier_rounds = earlier
     model.history[-1]["round_networks"] = 1 + len(model.earlier_rounds)
-    return TrainResult(model, it, seconds, smoothed, cancelled, device.type, losses)
+    return TrainResult(model, it, seconds, smoothed, cancelled, device.type, losses, warning)
+
+
+def _few_steps_warning(iterations: int, seconds: float, cap: int | None, config: TrainConfig,
+                       cancelled: bool) -> str:
+    """A message when the clock, not the person or a cap, ended the training after too few steps."""
+    if config.iterations is not None or cancelled or (cap and iterations >= cap) or iterations >= FEW_ITERATIONS:
+        return ""
+    return (f"only {iterations} training steps in {seconds:.0f} s (a few hundred are needed): this machine was slow "
+            f"or busy. Train again with more seconds, with other work stopped, or on a GPU.")
 
 
 class WeightAverage:
