@@ -395,9 +395,9 @@ def train(
             progress(TrainProgress(it, total, smoothed, elapsed, remaining))
 
     seconds = time.perf_counter() - start
+    # Returned and kept in the history, not logged here: the CLI and the panel show it, and Python's fallback
+    # logging handler would print it a second time on the command line.
     warning = _few_steps_warning(it, seconds, cap, config, cancelled)
-    if warning:
-        log.warning(warning)
     if ema is not None and it > 0:
         net.load_state_dict(ema.module.state_dict())
     elif cancelled and best_state is not None:
