@@ -92,6 +92,28 @@ def test_train_warns_when_its_seconds_ran_out_after_too_few_steps(disk_stack, ca
     assert SemSegModel.load(d / "m.pt").history[-1]["warning"] in err
 
 
+def test_float32_turns_the_reduced_precision_off_for_train_and_predict(disk_stack, monkeypatch):
+    from SemSegLib import prediction, training
+
+    d = disk_stack
+    write_classes_csv(d / "classes.csv", [ClassInfo(1, "background", (0, 0, 0)), ClassInfo(2, "disk", (255, 0, 0))])
+    assert run("simulate", "--reference", d / "reference", "--out", d / "strokes", "--images", "1", "--strokes", 2) == 0
+    monkeypatch.setattr(training.TrainConfig, "__init__", _fast_init(training.TrainConfig.__init__))
+    asked = []  # what every prediction asks for, those of the training's class-prior correction included
+    monkeypatch.setattr(prediction, "autocast_dtype",
+                        lambda device, mixed_precision=True, training=False: asked.append(mixed_precision) or None)
+    for flag in ([], ["--float32"]):
+        asked.clear()
+        assert run("train", "--images", d / "images", "--labels", d / "strokes", "--model", d / "m.pt",
+                   "--iterations", 2, "--device", "cpu", *flag) == 0
+        assert SemSegModel.load(d / "m.pt").history[-1]["config"]["mixed_precision"] == (not flag)
+        assert asked and set(asked) == {not flag}
+        asked.clear()
+        assert run("predict", "--images", d / "images", "--model", d / "m.pt", "--out", d / "pred",
+                   "--device", "cpu", *flag) == 0
+        assert asked and set(asked) == {not flag}
+
+
 def test_bad_input_exits_2_with_a_message(disk_stack, capsys):
     d = disk_stack
     assert run("train", "--images", d / "missing", "--labels", d / "reference", "--model", d / "m.pt") == 2

@@ -34,3 +34,13 @@ def test_the_banks_scales_travel_with_the_network_description():
     again = NetworkConfig.from_dict(dict(config.to_dict(), filter_sigmas=[1.0, 3.0]))  # as JSON gives it back
     assert again == config and FilterBank(2, again.filter_sigmas).out_channels == 2 * (1 + 2 * FEATURES_PER_SCALE)
     assert NetworkConfig.from_dict({"input_filters": True}).filter_sigmas == (1.0, 2.0, 4.0)  # older files
+
+
+def test_the_bank_computes_in_float32_inside_a_bfloat16_network():
+    # The Hessian's eigenvalues are differences of nearly equal responses; in bfloat16 most of them round away.
+    image = torch.rand(1, 1, 48, 48) * 0.01 + torch.linspace(0, 1, 48)  # a faint texture on a ramp
+    bank = FilterBank(1, (1.0, 2.0))
+    exact = bank(image)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = bank(image)
+    assert mixed.dtype == torch.float32 and torch.equal(mixed, exact)

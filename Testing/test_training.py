@@ -119,6 +119,73 @@ def test_a_seconds_budget_that_ends_after_too_few_steps_says_so(monkeypatch):
     assert train(images[:, None], labels, classes, TrainConfig(seconds=0.5, max_iterations=None, **FAST)).warning == ""
 
 
+def _unet_dtypes(model) -> list:
+    """Record the dtype of the U-Net's first convolution output on every forward pass."""
+    seen = []
+    first_conv = next(m for m in model.network[1].modules() if isinstance(m, torch.nn.Conv2d))
+    first_conv.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    return seen
+
+
+@pytest.mark.parametrize("amx, mixed, expected", [(True, True, torch.bfloat16), (True, False, torch.float32),
+                                                  (False, True, torch.float32)])
+def test_a_cpu_with_amx_trains_in_float32_and_predicts_in_bfloat16(monkeypatch, amx, mixed, expected):
+    # Training in bfloat16 cost dsb2018-fluo T2 0.002; predicting in it changed nothing (bench/RESULTS.md, session 27).
+    import SemSegLib.devices as devices
+    import SemSegLib.model_file as model_file
+
+    monkeypatch.setattr(devices, "cpu_has_amx_bf16", lambda: amx)
+    seen = []
+    create = model_file.SemSegModel.create
+
+    def create_and_watch(*args, **kwargs):
+        model = create(*args, **kwargs)
+        seen.append(_unet_dtypes(model))
+        return model
+
+    monkeypatch.setattr(model_file.SemSegModel, "create", staticmethod(create_and_watch))
+    images, refs = disk_task(n=2)
+    labels = sparse_labels(refs, [0])
+    config = TrainConfig(iterations=3, seed=0, mixed_precision=mixed, prior_correction_images=0, **FAST)
+    model = train(images[:, None], labels, default_classes(2), config).model
+    assert seen[0] and set(seen[0]) == {torch.float32}
+    assert model.history[-1]["precision"] == "float32"
+    watched = _unet_dtypes(model)
+    predict_image(model, images[1, None], PredictConfig(device="cpu", mixed_precision=mixed))
+    assert set(watched) == {expected}
+
+
+def test_each_device_gets_the_reduced_precision_it_computes_fast(monkeypatch):
+    import SemSegLib.devices as devices
+
+    assert isinstance(devices.cpu_has_amx_bf16(), bool)  # this machine's answer, whatever it is
+    monkeypatch.setattr(devices, "cpu_has_amx_bf16", lambda: False)
+    assert devices.autocast_dtype(torch.device("cuda")) == torch.float16
+    assert devices.autocast_dtype(torch.device("cpu")) is None
+    assert devices.autocast_dtype(torch.device("mps")) is None
+    assert "bfloat16" not in devices.describe_device(torch.device("cpu"))
+    monkeypatch.setattr(devices, "cpu_has_amx_bf16", lambda: True)
+    assert devices.autocast_dtype(torch.device("cpu")) == torch.bfloat16
+    assert devices.autocast_dtype(torch.device("cpu"), training=True) is None
+    assert devices.autocast_dtype(torch.device("cuda"), training=True) == torch.float16
+    assert "bfloat16" in devices.describe_device(torch.device("cpu"))
+    assert devices.autocast_dtype(torch.device("cuda"), mixed_precision=False) is None
+    assert devices.autocast_dtype(torch.device("cpu"), mixed_precision=False) is None
+
+
+def test_a_bfloat16_prediction_labels_the_pixels_as_float32_does(monkeypatch):
+    import SemSegLib.devices as devices
+
+    images, refs = disk_task(n=3)
+    labels = sparse_labels(refs, [0, 1])
+    model = train(images[:, None], labels, default_classes(2), TrainConfig(iterations=60, seed=0, **FAST)).model
+    monkeypatch.setattr(devices, "cpu_has_amx_bf16", lambda: True)
+    exact = predict_image(model, images[2, None], PredictConfig(device="cpu", mixed_precision=False))
+    mixed = predict_image(model, images[2, None], PredictConfig(device="cpu"))
+    assert (mixed.labels == exact.labels).mean() > 0.99
+    assert np.abs(mixed.uncertainty - exact.uncertainty).mean() < 0.02
+
+
 def test_fine_tuning_starts_from_the_model_and_weights_corrections():
     images, refs = disk_task(n=3)
     labels = sparse_labels(refs, [0], seed=1)

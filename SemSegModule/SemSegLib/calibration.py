@@ -83,14 +83,15 @@ def spread_indices(n: int, count: int) -> list[int]:
 
 def estimate_log_prior_shift(model: SemSegModel, images: np.ndarray, labels: np.ndarray, max_images: int = 8,
                              device: torch.device | None = None,
-                             training_mix: np.ndarray | None = None) -> np.ndarray:
+                             training_mix: np.ndarray | None = None, mixed_precision: bool = True) -> np.ndarray:
     """The model's prior correction for this stack: mean probability over up to `max_images` images spread
     over the stack (the network without any correction) against the training prior: `training_mix` (class
     shares of the labeled pixels the loss saw) if given, else the class shares of the labeled pixels."""
     total = np.zeros(model.num_classes)
     pixels = 0
     for i in spread_indices(len(images), max_images):
-        prob = predict_probabilities(model, images[i], PredictConfig(), device, prior_shift=False)
+        prob = predict_probabilities(model, images[i], PredictConfig(mixed_precision=mixed_precision), device,
+                                     prior_shift=False)
         total += prob.reshape(model.num_classes, -1).sum(1).double().numpy()
         pixels += prob[0].numel()
     if training_mix is None or not np.sum(training_mix) > 0:

@@ -43,7 +43,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     init = SemSegModel.load(args.init) if args.init else None
     if init is not None:
         init.check_stack(stack.channels, str(args.images))
-    config = TrainConfig(seed=args.seed, device=args.device, correction_weight=args.correction_weight)
+    config = TrainConfig(seed=args.seed, device=args.device, correction_weight=args.correction_weight,
+                         mixed_precision=not args.float32)
     if args.no_prior_correction:
         config.prior_correction_images = 0
     if args.round_network_alone:
@@ -92,7 +93,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     stack = read_stack(args.images)
     model.check_stack(stack.channels, str(args.images))
     out = check_output_dir(args.out, [args.images])
-    config = PredictConfig(tta=args.tta, device=args.device)
+    config = PredictConfig(tta=args.tta, device=args.device, mixed_precision=not args.float32)
     times = []
     for i, pred in tqdm(predict_stack(model, stack.images, config, with_probabilities=args.probabilities),
                         total=len(stack), desc="predict", unit="img", file=sys.stderr):
@@ -227,6 +228,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"overview figure: {out / 'overview.png'}")
 
 
+FLOAT32_HELP = ("run the network in float32 (default: float16 on CUDA; on a CPU with AMX units, predictions in "
+                "bfloat16, which is faster there)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="semseg", description="Sparse-label U-Net segmentation of image stacks.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -244,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--classes", help="classes.csv (value,name,r,g,b); default: LABELS/classes.csv or values present")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--float32", action="store_true", help=FLOAT32_HELP)
     t.add_argument("--correction-weight", type=float, default=1.0,
                    help="weight of pixels labeled since the --init model was trained (default 1: see bench/RESULTS.md)")
     t.add_argument("--no-prior-correction", action="store_true",
@@ -264,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--uncertainty", action="store_true", help="also write <name>_uncertainty.tif (0..1)")
     pr.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x slower)")
     pr.add_argument("--device", default="auto")
+    pr.add_argument("--float32", action="store_true", help=FLOAT32_HELP)
     pr.set_defaults(func=cmd_predict)
 
     e = sub.add_parser("evaluate", help="compare label maps with a reference")

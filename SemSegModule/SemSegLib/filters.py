@@ -64,6 +64,13 @@ class FilterBank(nn.Module):
         return out.view(b, c, 6, *out.shape[-2:]).unbind(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Always in float32, whatever precision the network runs in: the Hessian's eigenvalues are differences
+        # of nearly equal responses, which a 16-bit float rounds coarsely. (bfloat16 predictions were measured
+        # with the bank in float32: bench/RESULTS.md, session 27.)
+        with torch.autocast(x.device.type, enabled=False):
+            return self._features(x.float())
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
         feats = [x]
         for i, s in enumerate(self.sigmas):
             smooth, gx, hxx, gy, hxy, hyy = self._responses(x, getattr(self, f"k{i}"))

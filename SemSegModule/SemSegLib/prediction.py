@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .devices import resolve_device
+from .devices import autocast_dtype, resolve_device
 from .line_classes import thin_line_classes
 from .model_file import SemSegModel
 from .normalization import normalize_image
@@ -29,6 +29,7 @@ class PredictConfig:
     tta: bool = False
     device: str = "auto"
     blend: str = "gaussian"  # "constant" averages overlapping tiles uniformly
+    mixed_precision: bool = True  # float16 on CUDA, bfloat16 on a CPU with AMX units (devices.autocast_dtype)
 
 
 @dataclass
@@ -81,10 +82,10 @@ def _network_probabilities(model: SemSegModel, network: torch.nn.Module, log_pri
     m = model.network_config.size_multiple
     roi = (min(_round_up(config.tile_size, m), _round_up(h, m)), min(_round_up(config.tile_size, m), _round_up(w, m)))
     net = network.to(device).eval()
-    use_amp = device.type == "cuda"
+    amp_dtype = autocast_dtype(device, config.mixed_precision)
 
     def predictor(tiles: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float16, enabled=amp_dtype is not None):
             return torch.softmax(net(tiles.to(device)).float(), dim=1)
 
     flips = [(), (-1,), (-2,), (-2, -1)] if config.tta else [()]

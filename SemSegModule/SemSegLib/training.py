@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from .calibration import estimate_log_prior_shift, label_counts, learned_class_mix
 from .classes import ClassInfo
-from .devices import resolve_device
+from .devices import autocast_dtype, resolve_device
 from .errors import InputError
 from .filters import DEFAULT_SIGMAS
 from .line_classes import detect_line_classes
@@ -130,6 +130,9 @@ class TrainConfig:
     # average; weight 0.5: T2 +0.015, weight 2 or margin 1: less (bench/RESULTS.md, session 24).
     line_position_weight: float = 1.0
     line_position_margin: float = 0.5
+    # The network in float16 on CUDA; the predictions that estimate the class-prior correction also in
+    # bfloat16 on CPUs with AMX units (devices.autocast_dtype). False: float32 everywhere.
+    mixed_precision: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -293,8 +296,8 @@ def train(
     net.train()
     peak_lr = config.learning_rate * (config.finetune_lr_factor if init_model is not None else 1.0)
     optimizer = torch.optim.AdamW(net.parameters(), lr=peak_lr, weight_decay=config.weight_decay)
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    amp_dtype = autocast_dtype(device, config.mixed_precision, training=True)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)  # bfloat16 has float32's range
     batch_size, patch_size = config.batch_size, config.patch_size
 
     ema = WeightAverage(net, config.ema_decay) if config.ema_decay > 0 else None
@@ -344,7 +347,7 @@ def train(
                     xu = strong_view(xu, generator)
                 xu = xu + 0.1 * torch.randn(xu.shape, generator=generator).to(device)
                 x = torch.cat([x, xu])
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float16, enabled=amp_dtype is not None):
                 logits = net(x).float()
             loss = masked_cross_entropy(logits[:batch_size], y, w, class_weights)
             if line_classes:
@@ -414,6 +417,7 @@ def train(
         "final_loss": round(smoothed, 5) if losses else None,
         "cancelled": cancelled,
         "device": device.type,
+        "precision": str(amp_dtype or torch.float32).removeprefix("torch."),
         "labeled_pixels": counts,
         "training_class_pixels": [round(float(v), 1) for v in seen_pixels],
         "labeled_class_pixels": [int(v) for v in label_counts(labels, model.num_classes)],
@@ -429,7 +433,8 @@ def train(
         if progress is not None:
             progress(TrainProgress(it, it, smoothed, seconds, 0.0, "correcting the class balance"))
         model.log_prior_shift = estimate_log_prior_shift(model, images, labels, config.prior_correction_images,
-                                                         device, training_mix=learned_class_mix(model.history))
+                                                         device, training_mix=learned_class_mix(model.history),
+                                                         mixed_precision=config.mixed_precision)
         model.network.cpu()  # as before the estimate: a returned model does not hold GPU memory
     model.history[-1]["log_prior_shift"] = (None if model.log_prior_shift is None
                                             else [round(float(v), 4) for v in model.log_prior_shift])
