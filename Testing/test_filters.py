@@ -37,7 +37,7 @@ def test_the_banks_scales_travel_with_the_network_description():
 
 
 def test_the_bank_computes_in_float32_inside_a_bfloat16_network():
-    # The Hessian's eigenvalues are differences of nearly equal responses; in bfloat16 most of them round away.
+    # The Hessian's eigenvalues are differences of nearly equal responses, which a 16-bit float rounds coarsely.
     image = torch.rand(1, 1, 48, 48) * 0.01 + torch.linspace(0, 1, 48)  # a faint texture on a ramp
     bank = FilterBank(1, (1.0, 2.0))
     exact = bank(image)
