@@ -29,7 +29,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def cpu_has_amx_bf16() -> bool:
     """Does this CPU have AMX units for bfloat16 (Intel Xeon of the 4th generation, Sapphire Rapids, and later)?"""
-    capabilities = getattr(torch.cpu, "get_capabilities", None)  # public from PyTorch 2.13 on
+    capabilities = getattr(torch.cpu, "get_capabilities", None)  # public in PyTorch 2.13 (earlier: not checked)
     if capabilities is not None:
         return bool(capabilities().get("amx_bf16", False))
     amx_tile = getattr(torch.cpu, "_is_amx_tile_supported", None)  # older PyTorch: every AMX CPU has bfloat16
