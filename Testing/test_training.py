@@ -410,3 +410,24 @@ def test_elastic_warp_moves_labels_with_the_image_and_ignores_what_comes_from_ou
     assert all(torch.equal(a, b) for a, b in zip(warped(1.0), (xw, yw, ww)))  # the generator decides
     assert all(torch.equal(a, b) for a, b in zip(warped(0.0), (x, y, w)))
     assert PatchSampler(source, torch.Generator(), augment=False, elastic_probability=1.0).elastic_probability == 0
+
+
+def test_a_scaled_patch_keeps_a_one_pixel_line_label_on_the_image_line():
+    from SemSegLib.patches import PatchSampler, PatchSource
+
+    target = torch.zeros(1, 128, 128, dtype=torch.long)
+    target[0, :, 5::9] = 1  # vertical 1-pixel lines, drawn in the image as well
+    source = PatchSource(target[:, None].float(), target, torch.ones(1, 128, 128), 2)
+    sampler = PatchSampler(source, torch.Generator().manual_seed(0), labeled_fraction=1.0, max_scale=1.25)
+    on_line = []
+    for _ in range(20):  # scales other than 1, then flips and rotations (the lines turn horizontal too)
+        x, y, _ = sampler.sample(4, 64)
+        image = torch.nn.functional.pad(x[:, 0], (1, 1, 1, 1), value=-9.0)
+        labels = torch.nn.functional.pad(y, (1, 1, 1, 1), value=-1)
+        brightest = torch.ones_like(y, dtype=torch.bool)
+        for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):  # at least as bright as each 4-neighbour off the line
+            neighbour, its_label = image[:, dy:dy + 64, dx:dx + 64], labels[:, dy:dy + 64, dx:dx + 64]
+            brightest &= (its_label != 0) | (x[:, 0] >= neighbour - 1e-6)
+        on_line.append(brightest[y == 1].float().mean())
+    # The label sits on the image's line, not half a pixel beside it (the old resampling: 61%).
+    assert float(torch.stack(on_line).mean()) > 0.99
