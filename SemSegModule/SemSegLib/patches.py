@@ -114,8 +114,8 @@ class PatchSampler:
         if crop != patch_size:
             # "nearest-exact" samples the labels at the pixel centers bilinear samples the image at. Plain
             # "nearest" sits about half a pixel off: a 1-pixel line's label missed the image's line in 39% of
-            # its pixels (0.1% aligned). Aligned is right, and measured level with the half-pixel offset: 8
-            # paired seeds, T2 dsb2018-fluo +0.0005, isbi2012-em +0.0004 (bench/RESULTS.md, session 28).
+            # its pixels (0.1% aligned). Aligned is right, and against the offset it measured level: 8 paired
+            # seeds, T2 dsb2018-fluo +0.0005, isbi2012-em +0.0004 (bench/RESULTS.md, session 28).
             x = F.interpolate(x, size=(patch_size, patch_size), mode="bilinear", align_corners=False)
             y = F.interpolate(y[:, None].float(), size=(patch_size, patch_size), mode="nearest-exact")[:, 0].long()
             wt = F.interpolate(wt[:, None], size=(patch_size, patch_size), mode="nearest-exact")[:, 0]
