@@ -114,6 +114,24 @@ def test_float32_turns_the_reduced_precision_off_for_train_and_predict(disk_stac
         assert asked and set(asked) == {not flag}
 
 
+def test_keep_unsure_pieces_turns_their_reassignment_off(disk_stack, monkeypatch):
+    from SemSegLib import prediction, training
+
+    d = disk_stack
+    assert run("simulate", "--reference", d / "reference", "--out", d / "strokes", "--images", "1", "--strokes", 2) == 0
+    monkeypatch.setattr(training.TrainConfig, "__init__", _fast_init(training.TrainConfig.__init__))
+    assert run("train", "--images", d / "images", "--labels", d / "strokes", "--model", d / "m.pt",
+               "--iterations", 2, "--device", "cpu") == 0
+    calls = []
+    reassign = prediction.reassign_unsure_pieces
+    monkeypatch.setattr(prediction, "reassign_unsure_pieces", lambda *a, **k: calls.append(1) or reassign(*a, **k))
+    for flag, expected in (([], True), (["--keep-unsure-pieces"], False)):
+        calls.clear()
+        assert run("predict", "--images", d / "images", "--model", d / "m.pt", "--out", d / "pred",
+                   "--device", "cpu", *flag) == 0
+        assert bool(calls) == expected
+
+
 def test_bad_input_exits_2_with_a_message(disk_stack, capsys):
     d = disk_stack
     assert run("train", "--images", d / "missing", "--labels", d / "reference", "--model", d / "m.pt") == 2

@@ -93,7 +93,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     stack = read_stack(args.images)
     model.check_stack(stack.channels, str(args.images))
     out = check_output_dir(args.out, [args.images])
-    config = PredictConfig(tta=args.tta, device=args.device, mixed_precision=not args.float32)
+    config = PredictConfig(tta=args.tta, device=args.device, mixed_precision=not args.float32,
+                           unsure_pieces=not args.keep_unsure_pieces)
     times = []
     for i, pred in tqdm(predict_stack(model, stack.images, config, with_probabilities=args.probabilities),
                         total=len(stack), desc="predict", unit="img", file=sys.stderr):
@@ -271,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x slower)")
     pr.add_argument("--device", default="auto")
     pr.add_argument("--float32", action="store_true", help=FLOAT32_HELP)
+    pr.add_argument("--keep-unsure-pieces", action="store_true",
+                    help="keep the argmax class in pieces the network is unsure of throughout (default: they get "
+                         "each pixel's next likeliest class)")
     pr.set_defaults(func=cmd_predict)
 
     e = sub.add_parser("evaluate", help="compare label maps with a reference")

@@ -19,6 +19,7 @@ from .line_classes import thin_line_classes
 from .model_file import SemSegModel
 from .normalization import normalize_image
 from .stack_io import label_dtype
+from .unsure_pieces import reassign_unsure_pieces
 
 
 @dataclass
@@ -30,6 +31,7 @@ class PredictConfig:
     device: str = "auto"
     blend: str = "gaussian"  # "constant" averages overlapping tiles uniformly
     mixed_precision: bool = True  # float16 on CUDA, bfloat16 on a CPU with AMX units (devices.autocast_dtype)
+    unsure_pieces: bool = True  # unsure pieces of a class get the next likeliest class (unsure_pieces.py)
 
 
 @dataclass
@@ -108,9 +110,12 @@ def _network_probabilities(model: SemSegModel, network: torch.nn.Module, log_pri
 def predict_image(model: SemSegModel, image: np.ndarray, config: PredictConfig | None = None,
                   with_probabilities: bool = False, device: torch.device | None = None) -> Prediction:
     start = time.perf_counter()
+    config = config or PredictConfig()
     prob = predict_probabilities(model, image, config, device)
     labels = (prob.argmax(0) + 1).numpy().astype(label_dtype(model.num_classes))
     uncertainty = normalized_entropy(prob).numpy().astype(np.float32)
+    if config.unsure_pieces:
+        labels = reassign_unsure_pieces(labels, prob.numpy(), uncertainty, model.line_classes)
     return Prediction(labels, uncertainty, prob.numpy() if with_probabilities else None,
                       time.perf_counter() - start)
 

@@ -1,0 +1,77 @@
+import numpy as np
+import torch
+from SemSegLib.classes import default_classes
+from SemSegLib.model_file import SemSegModel
+from SemSegLib.network import NetworkConfig
+from SemSegLib.prediction import PredictConfig, normalized_entropy, predict_image
+from SemSegLib.unsure_pieces import MAX_PIECE_SHARE, UNSURE_PIECE_UNCERTAINTY, reassign_unsure_pieces
+
+
+def two_class_scene(size: int = 64) -> np.ndarray:
+    """(2, H, W) probabilities: class 2 (cell) sure everywhere, a membrane line sure along its center and unsure at
+    its edges, and a small blob the network calls membrane but is unsure of throughout."""
+    membrane = np.full((size, size), 0.02, np.float32)
+    membrane[:, 29:34] = 0.55  # the line's unsure edges...
+    membrane[:, 30:33] = 0.98  # ...around its sure center
+    membrane[10:14, 5:9] = 0.55  # the look-alike
+    return np.stack([membrane, 1 - membrane])
+
+
+def labels_and_uncertainty(prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return (prob.argmax(0) + 1).astype(np.uint8), normalized_entropy(torch.from_numpy(prob)).numpy()
+
+
+def test_an_unsure_piece_takes_the_next_likeliest_class_while_a_sure_centered_one_keeps_its_unsure_edges():
+    prob = two_class_scene()
+    labels, uncertainty = labels_and_uncertainty(prob)
+    assert (labels[10:14, 5:9] == 1).all() and uncertainty[10:14, 5:9].mean() > UNSURE_PIECE_UNCERTAINTY
+    out = reassign_unsure_pieces(labels, prob, uncertainty)
+    assert (out[10:14, 5:9] == 2).all()
+    assert (out[:, 29:34] == 1).all()  # the line's piece is sure on average: kept whole, edges included
+    assert np.array_equal(out[:, 15:], labels[:, 15:]) and (labels[10:14, 5:9] == 1).all()  # a copy
+
+
+def test_a_large_unsure_region_and_a_line_class_are_left_to_the_person():
+    size = 64
+    prob = np.zeros((3, size, size), np.float32)
+    prob[0] = 0.9
+    prob[1] = 0.05
+    prob[2] = 0.05
+    prob[:, :20, :20] = np.array([0.4, 0.35, 0.25])[:, None, None]  # unsure and large: 400 px > 0.5% of 4096
+    prob[:, 40:42, 40:50] = np.array([0.1, 0.4, 0.5])[:, None, None]  # an unsure piece of the line class 3
+    prob[:, 50:53, 5:8] = np.array([0.2, 0.38, 0.42])[:, None, None]  # small, unsure: class 3, next likeliest 2
+    labels, uncertainty = labels_and_uncertainty(prob)
+    assert 400 > MAX_PIECE_SHARE * size * size
+    out = reassign_unsure_pieces(labels, prob, uncertainty, line_classes=[2])
+    assert (out[:20, :20] == 1).all()
+    assert (out[40:42, 40:50] == 3).all()
+    assert (reassign_unsure_pieces(labels, prob, uncertainty)[40:42, 40:50] == 2).all()  # not a line class: goes
+    assert (out[50:53, 5:8] == 3).all()  # line class 3's pieces are never touched, not even small ones
+    prob[:, 50:53, 5:8] = np.array([0.38, 0.2, 0.42])[:, None, None]
+    labels, uncertainty = labels_and_uncertainty(prob)
+    assert (reassign_unsure_pieces(labels, prob, uncertainty)[50:53, 5:8] == 1).all()
+
+
+class FixedLogits(torch.nn.Module):
+    """Whatever the image, these logits: the prediction's post-processing is what is tested."""
+
+    def __init__(self, prob: np.ndarray):
+        super().__init__()
+        self.register_buffer("logits", torch.log(torch.from_numpy(prob)))
+
+    def forward(self, x):
+        return self.logits[None].expand(x.shape[0], -1, -1, -1)
+
+
+def test_a_prediction_reassigns_unsure_pieces_unless_turned_off():
+    prob = two_class_scene()
+    config = NetworkConfig(in_channels=1, num_classes=2, base_width=8, levels=3)
+    model = SemSegModel(FixedLogits(prob), config, default_classes(2))
+    image = np.random.default_rng(0).integers(0, 255, (1, 64, 64)).astype(np.uint8)
+    shown = predict_image(model, image, PredictConfig(device="cpu", mixed_precision=False), with_probabilities=True)
+    raw = predict_image(model, image, PredictConfig(device="cpu", mixed_precision=False, unsure_pieces=False))
+    assert (raw.labels[10:14, 5:9] == 1).all() and (shown.labels[10:14, 5:9] == 2).all()
+    assert (shown.labels[:, 29:34] == 1).all() and (raw.labels[:, 29:34] == 1).all()
+    # Only the labels change: the person still sees the piece as unsure.
+    assert np.array_equal(shown.uncertainty, raw.uncertainty)
+    assert np.allclose(shown.probabilities, prob, atol=1e-5)
