@@ -75,3 +75,7 @@ def test_a_prediction_reassigns_unsure_pieces_unless_turned_off():
     # Only the labels change: the person still sees the piece as unsure.
     assert np.array_equal(shown.uncertainty, raw.uncertainty)
     assert np.allclose(shown.probabilities, prob, atol=1e-5)
+    # A retrained model predicts without the rule: it has learned from the corrections where the look-alikes are.
+    model.history = [{"round": 1}, {"round": 2}]
+    retrained = predict_image(model, image, PredictConfig(device="cpu", mixed_precision=False))
+    assert np.array_equal(retrained.labels, raw.labels)

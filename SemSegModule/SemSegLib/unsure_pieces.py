@@ -12,6 +12,11 @@ membrane's piece holds its sure center line. On the first models of 8 seeds: isb
 Pieces larger than `MAX_PIECE_SHARE` of the image are kept as they are: a whole region the network is unsure of
 is the person's to judge (the uncertainty map shows it), not a look-alike to remove. Line classes (line_classes.py)
 are kept too: a 1-pixel line is unsure across its width by nature.
+
+Only a model's first training predicts with the rule. A retrained model has learned from the corrections where
+the look-alikes are, and the pieces it is still unsure of are more often true membrane: after `sparse.py`'s
+correction round the rule cost isbi2012-em T2 0.013 and 0.007 (seeds 0-1), and 0.005 and 0.003 with the
+networks' mean entropy in place of the entropy of their average.
 """
 
 from __future__ import annotations
