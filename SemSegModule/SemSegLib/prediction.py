@@ -1,4 +1,5 @@
-"""Sliding-window prediction with Gaussian blending, optional flip TTA, and an entropy uncertainty map.
+"""Sliding-window prediction with Gaussian blending, optional flip TTA, and an entropy uncertainty map; a first
+model's label map without the pieces it is unsure of throughout (unsure_pieces.py).
 
 Tiles go through the network a few at a time (MONAI's `sliding_window_inference`), so network memory is a
 few tiles' worth whatever the image size; only the class-probability map of the image itself is full size.
