@@ -39,7 +39,7 @@ def test_a_large_unsure_region_and_a_line_class_are_left_to_the_person():
     prob[2] = 0.05
     prob[:, :20, :20] = np.array([0.4, 0.35, 0.25])[:, None, None]  # unsure and large: 400 px > 0.5% of 4096
     prob[:, 40:42, 40:50] = np.array([0.1, 0.4, 0.5])[:, None, None]  # an unsure piece of the line class 3
-    prob[:, 50:53, 5:8] = np.array([0.2, 0.38, 0.42])[:, None, None]  # small, unsure: class 3, next likeliest 2
+    prob[:, 50:53, 5:8] = np.array([0.2, 0.38, 0.42])[:, None, None]  # small, unsure, line class 3 too
     labels, uncertainty = labels_and_uncertainty(prob)
     assert 400 > MAX_PIECE_SHARE * size * size
     out = reassign_unsure_pieces(labels, prob, uncertainty, line_classes=[2])

@@ -42,11 +42,8 @@ def reassign_unsure_pieces(labels: np.ndarray, probabilities: np.ndarray, uncert
     indices left as they are.
     """
     out = labels.copy()
-    num_classes = probabilities.shape[0]
-    if num_classes < 2:
-        return out
     max_size = max_share * labels.size
-    for c in range(num_classes):
+    for c in range(probabilities.shape[0]):
         if c in line_classes:
             continue
         pieces, count = ndi.label(labels == c + 1, structure=_EIGHT_NEIGHBOURS)
