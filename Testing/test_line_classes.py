@@ -144,7 +144,7 @@ def test_the_line_position_loss_asks_a_traced_pixel_to_beat_its_unpainted_flanks
     logits.requires_grad_(True)
     loss = line_position_loss(logits, targets, [2], 0.5)
     loss.backward()
-    assert float(loss) > 0
+    assert float(loss.detach()) > 0
     assert logits.grad[0, 2, 3, 5] > 0 > logits.grad[0, 2, 3, 4]
     assert logits.grad[0, 2, 3, 3] == 0 and logits.grad[0, 2, 5, 5] == 0
     # A class that is no line class is not asked to peak.
