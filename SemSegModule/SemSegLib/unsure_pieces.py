@@ -56,7 +56,7 @@ def reassign_unsure_pieces(labels: np.ndarray, probabilities: np.ndarray, uncert
         if unsure.size == 0:
             continue
         where = np.isin(pieces, unsure)
-        others = probabilities[:, where].copy()
+        others = probabilities[:, where]  # boolean indexing: already a copy
         others[c] = -1.0
         out[where] = (others.argmax(0) + 1).astype(out.dtype)
     return out
