@@ -1,11 +1,11 @@
 import copy
-import functools
 
 import numpy as np
 import torch
 from conftest import disk_task
 from scipy import ndimage as ndi
 from SemSegLib.calibration import (
+    corrected_class_pixels,
     estimate_log_prior_shift,
     label_fractions,
     learned_class_mix,
@@ -98,6 +98,34 @@ def test_learned_class_mix_is_the_strokes_now_times_the_first_trainings_sampling
     assert learned_class_mix([]) is None
 
 
+def test_corrections_are_left_out_of_the_learned_mix_and_new_strokes_are_not():
+    first = {"training_class_pixels": [600.0, 400.0], "labeled_class_pixels": [900, 100]}  # bias 2/3 and 4
+    # Round 1: 200 new pixels of class 2, 150 of them corrections; round 2: 100 new of class 1, none corrections.
+    round1 = {"labeled_class_pixels": [900, 300], "corrected_class_pixels": [0, 150]}
+    round2 = {"labeled_class_pixels": [1000, 300], "corrected_class_pixels": [0, 0]}
+    expected = np.array([1000 / 1150 * 2 / 3, 150 / 1150 * 4])
+    assert np.allclose(learned_class_mix([first, round1, round2]), expected / expected.sum())
+    # Without correction counts (a file from before them), every labeled pixel counts, as it always did.
+    plain = {"labeled_class_pixels": [1000, 300]}
+    expected = np.array([1000 / 1300 * 2 / 3, 300 / 1300 * 4])
+    assert np.allclose(learned_class_mix([first, {"labeled_class_pixels": [900, 300]}, plain]),
+                       expected / expected.sum())
+
+
+def test_corrected_pixels_are_the_new_labels_the_model_predicted_as_another_class():
+    model = SemSegModel.create(1, default_classes(3), base_width=8, levels=3)
+    model.network = ConstantLogits([0.0, float(np.log(3.0)), 0.0])  # class 2 everywhere
+    images = np.random.default_rng(0).random((3, 1, 40, 48)).astype(np.float32)
+    labels = np.zeros((3, 40, 48), np.uint16)
+    labels[0, :4, :10] = 1  # 40 pixels of class 1: old strokes
+    labels[1, :2, :10] = 2  # 20 new pixels that confirm the prediction
+    labels[1, 10:13, :10] = 3  # 30 new pixels that correct it
+    labels[2, 5, :7] = 1  # 7 new pixels that correct it
+    new = labels > 0
+    new[0] = False
+    assert np.array_equal(corrected_class_pixels(model, images, labels, new, torch.device("cpu")), [7, 0, 30])
+
+
 def test_training_ends_with_the_correction_for_the_class_mix_its_loss_saw(monkeypatch):
     from SemSegLib.patches import IGNORE, PatchSampler
 
@@ -137,12 +165,13 @@ def test_training_ends_with_the_correction_for_the_class_mix_its_loss_saw(monkey
                                                            device=torch.device("cpu")), atol=0.02)
     assert res.model.history[-1]["log_prior_shift"] == [round(float(v), 4) for v in shift]
 
-    # A retrained network: the stroke shares now (corrections included) times the first training's sampling
-    # bias; neither the first training's mix alone nor the sum of all the pixels its losses saw.
+    # A retrained network learned the stroke shares now times the first training's sampling bias, neither the
+    # first training's mix alone nor the sum of all the pixels its losses saw. Its correction is the first
+    # model's, moved by that change of mix, not estimated afresh from its own mean probability.
     corrected = labels.copy()
     inside = ndi.distance_transform_edt(refs[1] == 2)
     cy, cx = np.unravel_index(inside.argmax(), inside.shape)
-    corrected[1, cy - 3:cy + 3, cx - 3:cx + 3] = 2  # corrections of the small class, on another image
+    corrected[1, cy - 3:cy + 3, cx - 3:cx + 3] = 2  # new strokes of the small class, on another image
     batches.clear()
     again = train(images[:, None], corrected, default_classes(2), TrainConfig(**fast), init_model=res.model)
     round_seen = sum(np.bincount(y[y != IGNORE].numpy(), weights=w[y != IGNORE].numpy(), minlength=2)
@@ -151,12 +180,32 @@ def test_training_ends_with_the_correction_for_the_class_mix_its_loss_saw(monkey
     expected = label_fractions(corrected, 2) * bias
     expected /= expected.sum()
     assert np.allclose(learned_class_mix(again.model.history), expected)
+    assert not np.allclose(expected, (seen + round_seen) / (seen + round_seen).sum(), atol=0.02)
+    assert np.allclose(again.model.log_prior_shift, shift + np.log(mix / expected), atol=1e-5)
     alone = copy.copy(again.model)
     alone.log_prior_shift, alone.earlier_rounds = None, []
-    estimate = functools.partial(estimate_log_prior_shift, alone, images[:, None], corrected,
-                                 device=torch.device("cpu"))
-    assert np.allclose(again.model.log_prior_shift, estimate(training_mix=expected), atol=1e-5)
-    assert not np.allclose(again.model.log_prior_shift, estimate(training_mix=seen + round_seen), atol=0.02)
-    assert not np.allclose(again.model.log_prior_shift, estimate(training_mix=seen), atol=0.02)
+    afresh = estimate_log_prior_shift(alone, images[:, None], corrected, device=torch.device("cpu"),
+                                      training_mix=expected)
+    assert not np.allclose(again.model.log_prior_shift, afresh, atol=0.02)
+    # With the images' names the round knows which labeled pixels are new. Those the first model showed as
+    # another class are corrections: counted (`corrected_class_pixels`) and left out of the learned mix.
+    names = [f"img{i}" for i in range(len(images))]
+    named = train(images[:, None], labels, default_classes(2), TrainConfig(**fast), names=names)
+    shown = predict_image(named.model, images[1, None], CPU).labels
+    assert np.array_equal(shown[cy - 3:cy + 3, cx - 3:cx + 3], np.full((6, 6), 2))  # new strokes it got right
+    painted = corrected.copy()
+    rows, columns = np.nonzero(ndi.binary_erosion(shown == 1, np.ones((5, 5)), border_value=0))
+    painted[1, rows[0] - 2:rows[0] + 2, columns[0] - 2:columns[0] + 2] = 2  # 16 pixels it showed as class 1
+    again = train(images[:, None], painted, default_classes(2), TrainConfig(**fast), init_model=named.model,
+                  names=names)
+    assert again.model.history[-1]["corrected_class_pixels"] == [0, 16]
+    first_mix = np.array(named.model.history[0]["training_class_pixels"])
+    first_mix /= first_mix.sum()
+    kept = np.bincount(painted[painted > 0], minlength=3)[1:] - [0, 16]
+    expected = kept / kept.sum() * first_mix / label_fractions(labels, 2)
+    expected /= expected.sum()
+    assert np.allclose(learned_class_mix(again.model.history), expected)
+    assert np.allclose(again.model.log_prior_shift, named.model.log_prior_shift + np.log(first_mix / expected),
+                       atol=1e-5)
     off = train(images[:, None], labels, default_classes(2), TrainConfig(prior_correction_images=0, **fast))
     assert off.model.log_prior_shift is None and off.model.history[-1]["log_prior_shift"] is None

@@ -11,7 +11,7 @@ The training prior is the class mix of the labeled pixels in the batches the los
 patches are centered on a class drawn uniformly, so long strokes are picked more often than short ones and
 bring the strokes around them into the patch; that mix differs from the strokes' pixel shares by up to a
 third for a thin class (bench/RESULTS.md, session 12). A retrained network's prior is the strokes' shares
-now (corrections included) times that sampling bias of its first training; see `learned_class_mix`.
+now, less the corrections, times that sampling bias of its first training; see `learned_class_mix`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .model_file import SemSegModel
-from .prediction import PredictConfig, predict_probabilities
+from .prediction import PredictConfig, predict_image, predict_probabilities
 
 
 def log_prior_shift(mean_probability: np.ndarray, label_fractions: np.ndarray) -> np.ndarray:
@@ -47,14 +47,14 @@ def label_fractions(labels: np.ndarray, num_classes: int) -> np.ndarray:
 def learned_class_mix(history: list[dict]) -> np.ndarray | None:
     """The class mix a network learned as its prior, from its training history (oldest first).
 
-    The shares of the labeled pixels of its last training, times the bias of the first training's patch
-    sampling (the mix its loss saw / the labeled pixels' shares). For a first training that is the mix its
-    loss saw. Why not the pixels all its trainings' losses saw: a first training sees several times the
-    labeled pixels of a retraining, so corrections would hardly move the prior, and a round whose
-    corrections are mostly of one thin class (where the uncertainty points) drew it far too thick
-    (bench/RESULTS.md, session 13). Why not the retraining's batches alone: they are full of corrections
-    (session 12). A first training from before these counts (an older model file) gives no bias: the plain
-    label shares. None when the last training has no label counts.
+    The shares of the labeled pixels of its last training less every round's corrections (labeled pixels the
+    model of the time predicted as another class, `corrected_class_pixels`), times the bias of the first
+    training's patch sampling (the mix its loss saw / the labeled pixels' shares). For a first training that
+    is the mix its loss saw. Why not the pixels all its trainings' losses saw: a first training sees several
+    times the labeled pixels of a retraining, so new strokes would hardly move the prior (bench/RESULTS.md,
+    session 13); why not the retraining's batches alone: they are full of corrections (session 12). Why not
+    the corrections: see `carried_log_prior_shift`. A first training from before these counts (an older
+    model file) gives no bias: the plain label shares. None when the last training has no label counts.
     """
 
     def counts(entry: dict, key: str) -> np.ndarray | None:
@@ -68,12 +68,58 @@ def learned_class_mix(history: list[dict]) -> np.ndarray | None:
     seen, then = counts(first, "training_class_pixels"), counts(first, "labeled_class_pixels")
     if now is None:
         return None
+    for entry in history[1:]:
+        corrected = counts(entry, "corrected_class_pixels")
+        if corrected is not None and len(corrected) == len(now):
+            now = now - corrected
+    now = np.maximum(now, 0.0)
+    if not now.sum() > 0:
+        return None
     bias = np.ones(len(now))
     if seen is not None and then is not None and len(seen) == len(then) == len(now):
         both = (seen > 0) & (then > 0)
         bias[both] = (seen[both] / seen.sum()) / (then[both] / then.sum())
     mix = now / now.sum() * bias
     return mix / mix.sum()
+
+
+def carried_log_prior_shift(init_model: SemSegModel, history: list[dict]) -> np.ndarray | None:
+    """A retrained network's correction: the one of the model it started from, moved by the change of the class
+    mix it learned (`learned_class_mix` of `init_model.history` -> of `history`, the retrained model's). None
+    when either is unknown (the caller estimates it afresh).
+
+    Why not estimated afresh from the retrained network's mean probability: corrections teach it a class in the
+    places they were (a membrane gap closed), its mean probability of that class goes up, and one EM step takes
+    that for more of the class in the stack. Counted in the learned mix, the corrections pushed the other way
+    and more: on isbi2012-em, where the suggested corrections are mostly membrane, the membrane was drawn ever
+    thinner (T2 0.749 -> 0.723 in three rounds, seed 6). New strokes that confirm the prediction are a sample of
+    the stack; they move the learned mix, and the correction with it (random strokes on dsb2018-fluo are mostly
+    background: a correction that did not follow them lost 0.004-0.005). bench/RESULTS.md, session 32.
+    """
+    if init_model.log_prior_shift is None:
+        return None
+    before, after = learned_class_mix(init_model.history), learned_class_mix(history)
+    if before is None or after is None or not len(before) == len(after) == len(init_model.log_prior_shift):
+        return None
+    shift = np.array(init_model.log_prior_shift, np.float64)
+    both = (before > 0) & (after > 0)
+    shift[both] += np.log(before[both] / after[both])
+    return shift
+
+
+def corrected_class_pixels(model: SemSegModel, images: np.ndarray, labels: np.ndarray, new: np.ndarray,
+                           device: torch.device | None = None, mixed_precision: bool = True) -> np.ndarray:
+    """Per class 1..K, the `new` labeled pixels that `model` (the one the person saw and corrected) predicts
+    as another class: corrections, as opposed to new strokes that confirm its prediction."""
+    out = np.zeros(model.num_classes)
+    new = (new > 0) & (labels > 0)
+    for i in np.flatnonzero(new.reshape(len(new), -1).any(1)):
+        shown = predict_image(model, images[i], PredictConfig(mixed_precision=mixed_precision), device=device)
+        wrong = new[i] & (shown.labels != labels[i])
+        out += np.bincount(labels[i][wrong], minlength=model.num_classes + 1)[1:model.num_classes + 1]
+    for member, _ in model.round_members():
+        member.network.cpu()  # the caller's model: it does not hold GPU memory after this
+    return out
 
 
 def spread_indices(n: int, count: int) -> list[int]:

@@ -20,7 +20,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .calibration import estimate_log_prior_shift, label_counts, learned_class_mix
+from .calibration import (
+    carried_log_prior_shift,
+    corrected_class_pixels,
+    estimate_log_prior_shift,
+    label_counts,
+    learned_class_mix,
+)
 from .classes import ClassInfo
 from .devices import autocast_dtype, resolve_device
 from .errors import InputError
@@ -109,7 +115,9 @@ class TrainConfig:
     pseudo_label_min_steps: int = 200  # ...and at least this many steps: a young teacher's confidence misleads
     # After training: correct the class prior the strokes taught for the stack's own class mix, estimated on
     # this many images spread over the stack (calibration.py; 0 = off). Thin classes get thinner: T2 +0.009 /
-    # +0.019 on the two benchmark sets, better in 10 of 10 runs (bench/RESULTS.md, session 9).
+    # +0.019 on the two benchmark sets, better in 10 of 10 runs (bench/RESULTS.md, session 9). A retraining
+    # carries its start's correction instead, moved with the class mix of the labels less the corrections
+    # (calibration.carried_log_prior_shift); estimated afresh only when its start has none.
     prior_correction_images: int = 8
     # A correction round's model predicts with its network averaged with the prediction the round started
     # from: 1/2 its network, 1/4 the one before, ... (model_file.round_weights). Averaging with the start
@@ -432,10 +440,16 @@ def train(
     if config.prior_correction_images > 0:
         if progress is not None:
             progress(TrainProgress(it, it, smoothed, seconds, 0.0, "correcting the class balance"))
-        model.log_prior_shift = estimate_log_prior_shift(model, images, labels, config.prior_correction_images,
-                                                         device, training_mix=learned_class_mix(model.history),
-                                                         mixed_precision=config.mixed_precision)
-        model.network.cpu()  # as before the estimate: a returned model does not hold GPU memory
+        if init_model is not None:
+            if corrections is not None:
+                model.history[-1]["corrected_class_pixels"] = [int(v) for v in corrected_class_pixels(
+                    init_model, images, labels, corrections, device, config.mixed_precision)]
+            model.log_prior_shift = carried_log_prior_shift(init_model, model.history)
+        if model.log_prior_shift is None:
+            model.log_prior_shift = estimate_log_prior_shift(model, images, labels, config.prior_correction_images,
+                                                             device, training_mix=learned_class_mix(model.history),
+                                                             mixed_precision=config.mixed_precision)
+            model.network.cpu()  # as before the estimate: a returned model does not hold GPU memory
     model.history[-1]["log_prior_shift"] = (None if model.log_prior_shift is None
                                             else [round(float(v), 4) for v in model.log_prior_shift])
     # `model` is a deep copy of init_model, so its earlier rounds are already this model's own copies.
