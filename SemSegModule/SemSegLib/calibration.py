@@ -117,7 +117,7 @@ def corrected_class_pixels(model: SemSegModel, images: np.ndarray, labels: np.nd
     for i in np.flatnonzero(new.reshape(len(new), -1).any(1)):
         shown = predict_image(model, images[i], PredictConfig(mixed_precision=mixed_precision), device=device)
         wrong = new[i] & (shown.labels != labels[i])
-        out += np.bincount(labels[i][wrong], minlength=model.num_classes + 1)[1:model.num_classes + 1]
+        out += label_counts(labels[i][wrong], model.num_classes)
     for member, _ in model.round_members():
         member.network.cpu()  # the caller's model: it does not hold GPU memory after this
     return out
