@@ -29,7 +29,7 @@ class StackLooks:
 
     def __init__(self, images: np.ndarray, normalization: NormalizationConfig | None = None,
                  indices: Sequence[int] | None = None, max_images: int = 32, pixels_per_image: int = 1500,
-                 neighbours: int = 16, reference_points: int = 4000, seed: int = 0):
+                 neighbours: int = 16, seed: int = 0):
         indices = list(range(len(images))) if indices is None else list(indices)
         if len(indices) > max_images:
             indices = [indices[int(round(v))] for v in np.linspace(0, len(indices) - 1, max_images)]
@@ -44,11 +44,7 @@ class StackLooks:
         points = np.concatenate(sample)
         self.mean, self.scale = points.mean(0), points.std(0) + 1e-6
         self.tree = cKDTree((points - self.mean) / self.scale)
-        # How far the sample's own points are from their neighbours, from an evenly spaced part of it: for the whole
-        # sample of a 30-image stack that took 26 s on a busy core, for this part under 3 s, and a typicality moves
-        # by at most 0.013 (isbi2012-em, dsb2018-fluo; bench/RESULTS.md, session 33).
-        spread = self.tree.data[::max(1, len(points) // reference_points)]
-        distances, _ = self.tree.query(spread, neighbours + 1)  # the first neighbour is the point itself
+        distances, _ = self.tree.query(self.tree.data, neighbours + 1)  # the first neighbour is the point itself
         self.sample_spread = np.sort(distances[:, -1])
 
     def _responses(self, image: np.ndarray) -> np.ndarray:
