@@ -104,10 +104,10 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         self.model = None  # SemSegLib.model_file.SemSegModel, once trained or loaded
         self.lastTrainResult = None
         self.lastTimings: dict[str, float] = {}
-        # Volume ID -> (its image data's modified time, what each slice looks like, how common each look is in
-        # the stack): where-to-paint groups look-alike slices and weighs regions by their look, and working those
-        # out for every slice takes too long for the GUI thread on a big stack, so the prediction's worker does it once.
-        self._sliceDescriptors: dict[str, tuple[int, dict, object]] = {}
+        # Volume ID -> (its image data's modified time, what each slice looks like): where-to-paint groups
+        # look-alike slices, and describing every slice takes too long for the GUI thread on a big stack, so the
+        # prediction's worker describes them once.
+        self._sliceDescriptors: dict[str, tuple[int, dict]] = {}
 
     # ---------------------------------------------------------------- parameter node
     def getParameterNode(self):
@@ -355,7 +355,6 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
                 eventCallback: Callable[[SemSegEvent], None] | None = None) -> SemSegTask:
         """Predict slices into the 'SemSeg prediction' segmentation and the uncertainty volume."""
         from SemSegLib.prediction import PredictConfig, predict_stack
-        from SemSegLib.stack_looks import StackLooks
         from SemSegLib.suggest import image_descriptors
 
         if self.model is None:
@@ -367,9 +366,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             raise InputError("no slices to predict (nothing painted yet?).")
         model = self.model
         config = PredictConfig(tta=tta, device=device)
-        describeSlices = self._cachedSliceDescriptors(volume) is None or self._cachedStackLooks(volume) is None
+        describeSlices = self._cachedSliceDescriptors(volume) is None
         described = {}
-        looks = []
 
         def run(job: Job):
             out = {}
@@ -378,9 +376,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
                                          should_stop=job.should_stop):
                 out[i] = (pred.labels, pred.uncertainty, pred.seconds)
             if describeSlices and out and not job.should_stop():
-                # Here on the worker, not when the person asks where to paint: a few seconds for a large stack.
                 described.update(image_descriptors(images, None, model.normalization))
-                looks.append(StackLooks(images, model.normalization))
             return out
 
         def describe(p) -> SemSegEvent:
@@ -392,7 +388,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
                 return result
             self._writePrediction(volume, result)
             if described:
-                self._sliceDescriptors[volume.GetID()] = (volume.GetImageData().GetMTime(), dict(described), looks[0])
+                self._sliceDescriptors[volume.GetID()] = (volume.GetImageData().GetMTime(), dict(described))
             self.lastTimings["predict_seconds_per_slice"] = float(np.mean([r[2] for r in result.values()]))
             if labelSegmentation is not None:
                 self._setBaseline(volume, self.labelsFromSegmentation(labelSegmentation, volume))
@@ -443,8 +439,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
     def suggestSlices(self, volume, top: int = 5) -> list[dict]:
         """Up to `top` predicted slices to paint next, with their most uncertain regions: the least sure slice of
         each of `top` groups, the least sure first: consecutive parts of an ordered stack, look-alike slices when
-        the order means nothing (`spread_groups`, `rank_by_uncertainty`). Of two regions as unsure, the one
-        that looks like more of the stack comes first (`stack_looks.py`)."""
+        the order means nothing (`spread_groups`, `rank_by_uncertainty`)."""
         from SemSegLib.suggest import rank_by_uncertainty, spread_groups, uncertain_regions
 
         predicted = self.predictedSlices(volume)
@@ -454,18 +449,12 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         means = {k: float(uncertainty[k].mean()) for k in predicted}
         descriptors = self.sliceDescriptors(volume)
         groups = spread_groups({k: descriptors[k] for k in predicted}, top)
-        looks, images = self.stackLooks(volume), self.imagesFromVolume(volume)
-        return [{"slice": k, "mean_uncertainty": means[k],
-                 "regions": uncertain_regions(uncertainty[k], top=3, typicality=looks.of_image(images[k]))}
+        return [{"slice": k, "mean_uncertainty": means[k], "regions": uncertain_regions(uncertainty[k], top=3)}
                 for k in rank_by_uncertainty(means, top, groups)]
 
     def _cachedSliceDescriptors(self, volume) -> dict | None:
         cached = self._sliceDescriptors.get(volume.GetID())
         return cached[1] if cached and cached[0] == volume.GetImageData().GetMTime() else None
-
-    def _cachedStackLooks(self, volume):
-        cached = self._sliceDescriptors.get(volume.GetID())
-        return cached[2] if cached and cached[0] == volume.GetImageData().GetMTime() else None
 
     def sliceDescriptors(self, volume) -> dict:
         """Slice index -> what the slice looks like (`image_descriptors`); those of the last prediction, or
@@ -477,23 +466,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         if descriptors is None:
             normalization = self.model.normalization if self.model is not None else NormalizationConfig()
             descriptors = image_descriptors(self.imagesFromVolume(volume), None, normalization)
-            self._sliceDescriptors[volume.GetID()] = (volume.GetImageData().GetMTime(), descriptors,
-                                                      self._cachedStackLooks(volume))
+            self._sliceDescriptors[volume.GetID()] = (volume.GetImageData().GetMTime(), descriptors)
         return descriptors
-
-    def stackLooks(self, volume):
-        """How common each look is in the volume's slices (`StackLooks`); that of the last prediction, or built
-        now (a scene loaded with a prediction in it)."""
-        from SemSegLib.normalization import NormalizationConfig
-        from SemSegLib.stack_looks import StackLooks
-
-        looks = self._cachedStackLooks(volume)
-        if looks is None:
-            normalization = self.model.normalization if self.model is not None else NormalizationConfig()
-            looks = StackLooks(self.imagesFromVolume(volume), normalization)
-            self._sliceDescriptors[volume.GetID()] = (volume.GetImageData().GetMTime(),
-                                                      self.sliceDescriptors(volume), looks)
-        return looks
 
     def markSuggestedRegions(self, volume, suggestion: dict | None):
         """Numbered, locked points on a suggested slice at its most uncertain regions (most uncertain = 1).

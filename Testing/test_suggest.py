@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-from SemSegLib.stack_looks import StackLooks
 from SemSegLib.suggest import (
     image_descriptors,
     look_alike_groups,
@@ -25,44 +24,6 @@ def test_regions_rank_by_how_unsure_the_model_is_there_not_by_size():
     assert regions[1].mean_uncertainty == pytest.approx(regions[2].mean_uncertainty, abs=0.02)
     assert uncertain_regions(u, threshold=0.5, top=1) == regions[:1]
     assert uncertain_regions(np.zeros((20, 20)), top=3) == []
-
-
-def test_of_two_regions_as_unsure_the_one_that_looks_like_more_of_the_stack_comes_first():
-    u = np.zeros((100, 100), np.float32)
-    u[10:30, 10:30] = 0.8  # larger: first by uncertainty alone
-    u[60:75, 60:75] = 0.8
-    u[40:50, 80:90] = 0.95  # the most unsure, but a rare look
-    rare = np.zeros_like(u, bool)
-    rare[10:30, 10:30] = rare[40:50, 80:90] = True
-    seen = []
-
-    def typicality(rows, columns):
-        seen.append(len(rows))
-        return np.where(rare[rows, columns], 0.2, 0.9)
-
-    plain = uncertain_regions(u, top=3)
-    assert [(r.row // 10, r.column // 10) for r in plain] == [(4, 8), (2, 2), (6, 6)]
-    weighed = uncertain_regions(u, top=3, typicality=typicality)
-    assert [(r.row // 10, r.column // 10) for r in weighed] == [(6, 6), (4, 8), (2, 2)]
-    assert max(seen) == 64  # a large region is judged by a sample of its pixels
-    assert weighed[0].mean_uncertainty == plain[2].mean_uncertainty  # what is shown is still the uncertainty
-    assert uncertain_regions(u, top=3, typicality=typicality) == weighed  # repeatable
-
-
-def test_stack_looks_tell_a_rare_look_from_the_common_one():
-    rng = np.random.default_rng(0)
-    images = rng.normal(100, 5, (6, 1, 64, 64)).astype(np.float32)  # a stack of one texture
-    images[3, 0, 20:30, 20:30] = 300  # and one bright square on one image
-    looks = StackLooks(images, pixels_per_image=500, neighbours=8)
-    typicality = looks.of_image(images[3])
-    rows, columns = np.mgrid[0:64, 0:64].reshape(2, -1)
-    t = typicality(rows, columns).reshape(64, 64)
-    assert t.min() >= 0 and t.max() <= 1
-    assert t[23:27, 23:27].mean() < 0.1 < 0.4 < t[45:60, 45:60].mean()
-    # Capped at max_images, spread over the stack; the same sample for the same seed.
-    few = StackLooks(images, pixels_per_image=500, neighbours=8, max_images=2)
-    assert len(few.sample_spread) == 1000
-    assert np.array_equal(StackLooks(images, pixels_per_image=500, neighbours=8).sample_spread, looks.sample_spread)
 
 
 def test_rank_by_uncertainty():

@@ -14,7 +14,7 @@ Same number of strokes per round for both. T2 = mean IoU on the 10 test images a
     python bench/suggest_curves.py [--data ../shared/data] [--sets ...] [--rounds 3] [--strokes 10]
                                    [--iterations N --finetune M --device cuda] [--seed N] [--save-models]
                                    [--people suggested|random] [--set KEY=VALUE ...]
-                                   [--first-model-cache DIR] [--no-spread] [--uncertainty-only]
+                                   [--first-model-cache DIR] [--no-spread]
     python bench/suggest_curves.py --merge run0/suggest.json run1/suggest.json ... --out DIR  (mean of seeds)
 """
 
@@ -39,7 +39,6 @@ def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, 
                queue) -> None:
     from SemSegLib.prediction import PredictConfig, predict_stack
     from SemSegLib.simulate import simulate_corrections_in, simulate_strokes_at
-    from SemSegLib.stack_looks import StackLooks
     from SemSegLib.suggest import image_descriptors, rank_by_uncertainty, spread_groups, uncertain_regions
     from SemSegLib.training import TrainConfig, train
 
@@ -65,9 +64,6 @@ def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, 
     start = t2(first_model)
     groups = (spread_groups(image_descriptors(stack.images, candidates, first_model.normalization), 3)
               if budget.get("spread", True) else None)
-    # How common each look is (regions weighed by it), from the candidates; the run's seed picks the sample.
-    looks = (StackLooks(stack.images, first_model.normalization, candidates, seed=seed)
-             if budget.get("looks", True) else None)
     out = {}
     for strategy in budget.get("people") or ("suggested", "random"):
         rng = np.random.default_rng(seed + 7)
@@ -80,8 +76,7 @@ def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, 
                 chosen = rank_by_uncertainty({i: float(p.uncertainty.mean()) for i, p in preds.items()}, 3, groups)
                 for i in chosen:
                     regions = uncertain_regions(preds[i].uncertainty, top=strokes,
-                                                smoothing=budget.get("smoothing", 2.0),
-                                                typicality=looks.of_image(stack.images[i]) if looks else None)
+                                                smoothing=budget.get("smoothing", 2.0))
                     boxes = [regions[j % len(regions)].bbox for j in range(strokes)] if regions else []
                     labels[i] = simulate_corrections_in(ref[i], preds[i].labels, labels[i], k, boxes, rng=rng)
                     total_strokes += len(boxes)
@@ -122,9 +117,6 @@ def main() -> None:
     ap.add_argument("--no-spread", action="store_true",
                     help="suggested person: the 3 most uncertain images of the stack, not the most uncertain of "
                          "each of 3 groups (the ranking before session 21)")
-    ap.add_argument("--uncertainty-only", action="store_true",
-                    help="suggested person: an image's regions by uncertainty alone, not weighed by how common their "
-                         "look is in the stack (the ranking before session 33)")
     ap.add_argument("--people", default="suggested,random", help="which simulated people run (comma-separated)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a TrainConfig field in every training, e.g. --set round_networks=2 (ablations)")
@@ -150,8 +142,7 @@ def main() -> None:
             budget = {"seconds": args.seconds, "iterations": args.iterations, "finetune": args.finetune,
                       "device": args.device, "smoothing": args.smoothing,
                       "people": args.people.split(","), "overrides": parse_overrides(args.set),
-                      "first_cache": args.first_model_cache, "spread": not args.no_spread,
-                      "looks": not args.uncertainty_only}
+                      "first_cache": args.first_model_cache, "spread": not args.no_spread}
             results[name] = in_child(run_curves, str(Path(args.data) / name), args.rounds, args.strokes, budget,
                                      args.seed, models)
             print(json.dumps({name: results[name]}), flush=True)

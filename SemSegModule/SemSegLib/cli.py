@@ -176,7 +176,7 @@ def cmd_suggest(args: argparse.Namespace) -> None:
     stack = read_stack(args.images)
     model.check_stack(stack.channels, str(args.images))
     result = suggest_slices(model, stack.images, stack.names, top=args.top, config=PredictConfig(device=args.device),
-                            spread=not args.no_spread, typical_first=not args.uncertainty_only)
+                            spread=not args.no_spread)
     print(json.dumps(result, indent=2))
 
 
@@ -302,9 +302,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-spread", action="store_true",
                    help="the most uncertain images wherever they are (default: the most uncertain of each of TOP "
                         "groups: consecutive parts of an ordered stack, else look-alike images)")
-    g.add_argument("--uncertainty-only", action="store_true",
-                   help="rank an image's regions by uncertainty alone (default: of two regions as unsure, the one "
-                        "that looks like more of the stack first)")
     g.add_argument("--device", default="auto")
     g.set_defaults(func=cmd_suggest)
 

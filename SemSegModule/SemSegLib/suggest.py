@@ -10,7 +10,6 @@ in 12 of 15 rounds (bench/RESULTS.md, session 14).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -22,7 +21,6 @@ from .filters import FilterBank
 from .model_file import SemSegModel
 from .normalization import NormalizationConfig, normalize_image
 from .prediction import PredictConfig, predict_stack
-from .stack_looks import StackLooks
 
 
 @dataclass
@@ -34,14 +32,8 @@ class UncertainRegion:
     mean_uncertainty: float
 
 
-Typicality = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (rows, columns) -> how common their look is, 0-1
-
-
 def uncertain_regions(uncertainty: np.ndarray, threshold: float = 0.5, top: int = 5, min_area: int = 16,
-                      smoothing: float = 2.0, typicality: Typicality | None = None) -> list[UncertainRegion]:
-    """The `top` regions, most uncertain first. With `typicality` (`StackLooks.of_image`): by mean uncertainty
-    times the mean typicality of up to 64 of the region's pixels, so that of two places as unsure the one that
-    looks like more of the stack comes first (stack_looks.py)."""
+                      smoothing: float = 2.0) -> list[UncertainRegion]:
     smooth = ndi.gaussian_filter(uncertainty.astype(np.float32), smoothing) if smoothing else uncertainty
     components, n = ndi.label(smooth >= threshold)
     if n == 0:
@@ -51,15 +43,8 @@ def uncertain_regions(uncertainty: np.ndarray, threshold: float = 0.5, top: int 
     means = ndi.sum_labels(uncertainty, components, index) / areas
     centroids = ndi.center_of_mass(uncertainty, components, index)
     slices = ndi.find_objects(components)
-    scores = means.copy()
-    if typicality is not None:
-        rng = np.random.default_rng(0)  # which pixels stand for a region: fixed, so a suggestion is repeatable
-        for j in np.flatnonzero(areas >= min_area):
-            rows, columns = np.nonzero(components[slices[j]] == j + 1)
-            pick = rng.choice(len(rows), min(64, len(rows)), replace=False)
-            scores[j] *= float(typicality(rows[pick] + slices[j][0].start, columns[pick] + slices[j][1].start).mean())
     regions = []
-    for j in np.lexsort((-areas, -scores)):  # most uncertain first; of equally uncertain ones, the larger
+    for j in np.lexsort((-areas, -means)):  # most uncertain first; of equally uncertain ones, the larger
         if areas[j] < min_area:
             continue
         sl = slices[j]
@@ -167,11 +152,9 @@ def rank_by_uncertainty(mean_uncertainty: dict[int, float], top: int,
 
 
 def suggest_slices(model: SemSegModel, images: np.ndarray, names: list[str], top: int = 5,
-                   regions_per_image: int = 3, config: PredictConfig | None = None, spread: bool = True,
-                   typical_first: bool = True) -> dict:
+                   regions_per_image: int = 3, config: PredictConfig | None = None, spread: bool = True) -> dict:
     """Predict the stack and return `top` images to paint next with their most uncertain regions: with `spread`,
-    the most uncertain image of each of `top` groups (`spread_groups`, `rank_by_uncertainty`); with
-    `typical_first`, of two regions as unsure the one that looks like more of the stack first (`StackLooks`)."""
+    the most uncertain image of each of `top` groups (`spread_groups`, `rank_by_uncertainty`)."""
     maps: dict[int, np.ndarray] = {}
     means: dict[int, float] = {}
     for i, pred in predict_stack(model, images, config):
@@ -179,12 +162,10 @@ def suggest_slices(model: SemSegModel, images: np.ndarray, names: list[str], top
         means[i] = float(pred.uncertainty.mean())
     groups = spread_groups(image_descriptors(images, list(means), model.normalization), top) if spread else None
     ranked = rank_by_uncertainty(means, top, groups)
-    looks = StackLooks(images, model.normalization, list(means)) if typical_first else None
     return {
         "images": [
             {"index": i, "number": i + 1, "name": names[i], "mean_uncertainty": round(means[i], 4),
-             "regions": [asdict(r) for r in uncertain_regions(maps[i], top=regions_per_image,
-                                                              typicality=looks.of_image(images[i]) if looks else None)]}
+             "regions": [asdict(r) for r in uncertain_regions(maps[i], top=regions_per_image)]}
             for i in ranked
         ],
         "stack_mean_uncertainty": round(float(np.mean(list(means.values()))), 4),
