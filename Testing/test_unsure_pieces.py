@@ -1,10 +1,18 @@
+from dataclasses import replace
+
 import numpy as np
 import torch
 from SemSegLib.classes import default_classes
 from SemSegLib.model_file import SemSegModel
 from SemSegLib.network import NetworkConfig
 from SemSegLib.prediction import PredictConfig, normalized_entropy, predict_image
-from SemSegLib.unsure_pieces import MAX_PIECE_SHARE, UNSURE_PIECE_UNCERTAINTY, reassign_unsure_pieces
+from SemSegLib.unsure_pieces import (
+    MAX_PIECE_SHARE,
+    UNSURE_PIECE_UNCERTAINTY,
+    reassign_unsure_off_lines,
+    reassign_unsure_pieces,
+    watershed_lines,
+)
 
 
 def two_class_scene(size: int = 64) -> np.ndarray:
@@ -79,3 +87,57 @@ def test_a_prediction_reassigns_unsure_pieces_unless_turned_off():
     model.history = [{"round": 1}, {"round": 2}]
     retrained = predict_image(model, image, PredictConfig(device="cpu", mixed_precision=False))
     assert np.array_equal(retrained.labels, raw.labels)
+
+
+def membrane_grid(size: int = 64, width: int = 5, unsure_edge: int = 1) -> np.ndarray:
+    """(2, H, W): four cells (sure) split by a cross of membrane `width` px wide (sure center, unsure edges
+    `unsure_edge` px wide), and an unsure dark bump joined to the vertical membrane inside the top right cell."""
+    membrane = np.full((size, size), 0.02, np.float32)
+    lo, hi = 32 - width // 2, 32 + width // 2 + 1
+    for band in (np.s_[:, lo:hi], np.s_[lo:hi, :]):
+        membrane[band] = 0.55
+    for band in (np.s_[:, lo + unsure_edge:hi - unsure_edge], np.s_[lo + unsure_edge:hi - unsure_edge, :]):
+        membrane[band] = 0.98
+    membrane[8:18, hi:hi + 9] = 0.55
+    return np.stack([membrane, 1 - membrane])
+
+
+def test_watershed_lines_run_between_basins_and_not_through_a_bump_inside_one():
+    lines = watershed_lines(membrane_grid()[0])
+    assert lines[:, 31:34].any(1)[:28].all() and lines[31:34, :].any(0)[:28].all()  # along the membrane
+    assert not lines[5:25, 36:50].any() and not lines[:25, :25].any()  # none through the bump or a cell
+
+
+def test_an_unsure_bump_on_a_thin_class_takes_the_next_likeliest_class_off_its_lines():
+    prob = membrane_grid()
+    labels, uncertainty = labels_and_uncertainty(prob)
+    assert (labels[8:18, 35:44] == 1).all()
+    # Joined to the membrane network, the bump is no unsure piece of its own: the piece rule keeps it.
+    assert np.array_equal(reassign_unsure_pieces(labels, prob, uncertainty), labels)
+    out = reassign_unsure_off_lines(labels, prob, uncertainty)
+    assert (out[8:18, 36:44] == 2).all()  # more than 3 px from the line: cell
+    assert (out[:, 30:35] == 1).all() and (out[30:35, :] == 1).all()  # the membrane itself stays, edges included
+    assert np.array_equal(out[:8], labels[:8]) and np.array_equal(out[18:], labels[18:])
+    assert np.array_equal(reassign_unsure_off_lines(labels, prob, uncertainty, line_classes=[0]), labels)
+    sure = prob.copy()
+    sure[0, 8:18, 35:44], sure[1, 8:18, 35:44] = 0.97, 0.03
+    sure_labels, sure_uncertainty = labels_and_uncertainty(sure)
+    assert np.array_equal(reassign_unsure_off_lines(sure_labels, sure, sure_uncertainty), sure_labels)
+
+
+def test_a_wide_class_is_not_a_thin_one():
+    prob = membrane_grid(width=21, unsure_edge=9)  # half its pixels more than 3 px from a cell, most unsure
+    labels, uncertainty = labels_and_uncertainty(prob)
+    assert np.array_equal(reassign_unsure_off_lines(labels, prob, uncertainty), labels)
+
+
+def test_a_first_prediction_reassigns_an_unsure_bump_off_the_lines():
+    prob = membrane_grid()
+    config = NetworkConfig(in_channels=1, num_classes=2, base_width=8, levels=3)
+    model = SemSegModel(FixedLogits(prob), config, default_classes(2))
+    image = np.random.default_rng(0).integers(0, 255, (1, 64, 64)).astype(np.uint8)
+    cpu = PredictConfig(device="cpu", mixed_precision=False)
+    assert (predict_image(model, image, cpu).labels[8:18, 36:44] == 2).all()
+    assert (predict_image(model, image, replace(cpu, unsure_pieces=False)).labels[8:18, 36:44] == 1).all()
+    model.history = [{"round": 1}, {"round": 2}]
+    assert (predict_image(model, image, cpu).labels[8:18, 36:44] == 1).all()

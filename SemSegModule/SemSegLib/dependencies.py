@@ -10,7 +10,8 @@ import importlib
 import importlib.util
 
 # import name -> pip requirement
-PACKAGES = {"tifffile": "tifffile", "nrrd": "pynrrd", "scipy": "scipy", "monai": "monai>=1.3"}
+PACKAGES = {"tifffile": "tifffile", "nrrd": "pynrrd", "scipy": "scipy", "skimage": "scikit-image",
+            "monai": "monai>=1.3"}
 
 
 def missing_packages() -> list[str]:

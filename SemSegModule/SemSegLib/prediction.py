@@ -20,7 +20,7 @@ from .line_classes import thin_line_classes
 from .model_file import SemSegModel
 from .normalization import normalize_image
 from .stack_io import label_dtype
-from .unsure_pieces import reassign_unsure_pieces
+from .unsure_pieces import reassign_unsure_off_lines, reassign_unsure_pieces
 
 
 @dataclass
@@ -32,7 +32,8 @@ class PredictConfig:
     device: str = "auto"
     blend: str = "gaussian"  # "constant" averages overlapping tiles uniformly
     mixed_precision: bool = True  # float16 on CUDA, bfloat16 on a CPU with AMX units (devices.autocast_dtype)
-    unsure_pieces: bool = True  # unsure pieces of a class get the next likeliest class (unsure_pieces.py)
+    # Unsure pieces of a class, and of a thin class off its lines, get the next likeliest class (unsure_pieces.py).
+    unsure_pieces: bool = True
 
 
 @dataclass
@@ -118,6 +119,7 @@ def predict_image(model: SemSegModel, image: np.ndarray, config: PredictConfig |
     probabilities = prob.numpy()
     if config.unsure_pieces and len(model.history) <= 1:  # a first training only: see unsure_pieces.py
         labels = reassign_unsure_pieces(labels, probabilities, uncertainty, model.line_classes)
+        labels = reassign_unsure_off_lines(labels, probabilities, uncertainty, model.line_classes)
     return Prediction(labels, uncertainty, probabilities if with_probabilities else None,
                       time.perf_counter() - start)
 
