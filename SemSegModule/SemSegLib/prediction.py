@@ -117,8 +117,9 @@ def predict_image(model: SemSegModel, image: np.ndarray, config: PredictConfig |
     labels = (prob.argmax(0) + 1).numpy().astype(label_dtype(model.num_classes))
     uncertainty = normalized_entropy(prob).numpy().astype(np.float32)
     probabilities = prob.numpy()
-    if config.unsure_pieces and len(model.history) <= 1:  # a first training only: see unsure_pieces.py
-        labels = reassign_unsure_pieces(labels, probabilities, uncertainty, model.line_classes)
+    if config.unsure_pieces:
+        if len(model.history) <= 1:  # a first training only: see unsure_pieces.py
+            labels = reassign_unsure_pieces(labels, probabilities, uncertainty, model.line_classes)
         labels = reassign_unsure_off_lines(labels, probabilities, uncertainty, model.line_classes)
     return Prediction(labels, uncertainty, probabilities if with_probabilities else None,
                       time.perf_counter() - start)
