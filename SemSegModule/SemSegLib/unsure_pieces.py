@@ -20,7 +20,7 @@ inside a cell is a bump within one basin that no line crosses. So the thin class
 `OFF_LINE_DISTANCE` px from those lines form pieces of their own, and the unsure ones take the next likeliest
 class. On the first models of 8 seeds: isbi2012-em T2 +0.008 (7 of 8 higher) and T1 +0.012 (8 of 8) on top of
 the piece rule; dsb2018-fluo unchanged (its classes are wide or lines). Unlike the piece rule it also helps a
-retrained model: T2 +0.008 on average over 26 retrained isbi2012-em models, higher on 24 (the other two -0.001;
+retrained model: T2 +0.007 on average over 26 retrained isbi2012-em models, higher on 24 (the other two -0.001;
 session 34 in bench/RESULTS.md), so every model predicts with it.
 
 Only a model's first training predicts with the piece rule. A retrained model has learned from the corrections where
