@@ -18,7 +18,7 @@ is such a bump on a true membrane). `reassign_unsure_off_lines` finds those: a t
 lines of its own probability (where two basins of low probability meet: between two cells), while a dark blob
 inside a cell is a bump within one basin that no line crosses. So the thin class's pixels more than
 `OFF_LINE_DISTANCE` px from those lines form pieces of their own, and the unsure ones take the next likeliest
-class. On the first models of 8 seeds: isbi2012-em T2 +0.008 (7 of 8 higher) and T1 +0.012 (8 of 8) on top of
+class. On the first models of 8 seeds: isbi2012-em T2 +0.005 (7 of 8 higher) and T1 +0.007 (8 of 8) on top of
 the piece rule; dsb2018-fluo unchanged (its classes are wide or lines). Unlike the piece rule it also helps a
 retrained model: T2 +0.007 on average over 26 retrained isbi2012-em models, higher on 24 (the other two -0.001;
 session 34 in bench/RESULTS.md), so every model predicts with it.
