@@ -273,8 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="auto")
     pr.add_argument("--float32", action="store_true", help=FLOAT32_HELP)
     pr.add_argument("--keep-unsure-pieces", action="store_true",
-                    help="keep the argmax class in pieces the network is unsure of throughout (default: they get "
-                         "each pixel's next likeliest class)")
+                    help="keep the argmax class in pieces the network is unsure of throughout, and in unsure bumps "
+                         "of a thin class off its lines (default: they get each pixel's next likeliest class)")
     pr.set_defaults(func=cmd_predict)
 
     e = sub.add_parser("evaluate", help="compare label maps with a reference")

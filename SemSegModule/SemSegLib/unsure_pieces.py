@@ -39,6 +39,12 @@ from scipy import ndimage as ndi
 UNSURE_PIECE_UNCERTAINTY = 0.7
 # Pieces above this share of the image's pixels stay (1311 px of a 512 x 512 image).
 MAX_PIECE_SHARE = 0.005
+# A thin class: half of its pixels at most this far (px) from another class. Its pixels farther than this from
+# the watershed lines of its probability are off its lines. isbi2012-em's membrane: median 2.0-2.2 px from the
+# cells; its cells 6.7-9 px, dsb2018-fluo's nuclei 4 px (8 first models each). 2 px: true membrane went too.
+OFF_LINE_DISTANCE = 3.0
+# Minima of the (smoothed) probability shallower than this are no basin of their own: a dip inside one cell.
+BASIN_DEPTH = 0.02
 _EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
 
 
@@ -70,13 +76,6 @@ def reassign_unsure_pieces(labels: np.ndarray, probabilities: np.ndarray, uncert
         others[c] = -1.0
         out[where] = (others.argmax(0) + 1).astype(out.dtype)
     return out
-
-# A thin class: half of its pixels at most this far (px) from another class. Its pixels farther than this from
-# the watershed lines of its probability are off its lines. isbi2012-em's membrane: median 2.0-2.2 px from the
-# cells; its cells 6.7-9 px, dsb2018-fluo's nuclei 4 px (8 first models each). 2 px: true membrane went too.
-OFF_LINE_DISTANCE = 3.0
-# Minima of the (smoothed) probability shallower than this are no basin of their own: a dip inside one cell.
-BASIN_DEPTH = 0.02
 
 
 def watershed_lines(probability: np.ndarray, smoothing: float = 0.5, depth: float = BASIN_DEPTH) -> np.ndarray:
