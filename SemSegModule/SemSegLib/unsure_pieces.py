@@ -58,24 +58,28 @@ def reassign_unsure_pieces(labels: np.ndarray, probabilities: np.ndarray, uncert
     indices left as they are.
     """
     out = labels.copy()
-    max_size = max_share * labels.size
     for c in range(probabilities.shape[0]):
-        if c in line_classes:
-            continue
-        pieces, count = ndi.label(labels == c + 1, structure=_EIGHT_NEIGHBOURS)
-        if count == 0:
-            continue
-        ids = np.arange(1, count + 1)
-        mean_uncertainty = ndi.mean(uncertainty, pieces, ids)
-        sizes = np.bincount(pieces.ravel(), minlength=count + 1)[1:]
-        unsure = ids[(mean_uncertainty > threshold) & (sizes <= max_size)]
-        if unsure.size == 0:
-            continue
-        where = np.isin(pieces, unsure)
-        others = probabilities[:, where]  # boolean indexing: already a copy
-        others[c] = -1.0
-        out[where] = (others.argmax(0) + 1).astype(out.dtype)
+        if c not in line_classes:
+            _reassign_unsure(out, labels == c + 1, c, probabilities, uncertainty, threshold, max_share * labels.size)
     return out
+
+
+def _reassign_unsure(out: np.ndarray, mask: np.ndarray, c: int, probabilities: np.ndarray, uncertainty: np.ndarray,
+                     threshold: float, max_size: float = np.inf) -> None:
+    """In `out`, each 8-connected piece of `mask` (pixels of 0-based class `c`) whose mean uncertainty is above
+    `threshold` and whose size is at most `max_size` gets each pixel's next likeliest class."""
+    pieces, count = ndi.label(mask, structure=_EIGHT_NEIGHBOURS)
+    if count == 0:
+        return
+    ids = np.arange(1, count + 1)
+    sizes = np.bincount(pieces.ravel(), minlength=count + 1)[1:]
+    unsure = ids[(ndi.mean(uncertainty, pieces, ids) > threshold) & (sizes <= max_size)]
+    if unsure.size == 0:
+        return
+    where = np.isin(pieces, unsure)
+    others = probabilities[:, where]  # boolean indexing: already a copy
+    others[c] = -1.0
+    out[where] = (others.argmax(0) + 1).astype(out.dtype)
 
 
 def watershed_lines(probability: np.ndarray, smoothing: float = 0.5, depth: float = BASIN_DEPTH) -> np.ndarray:
@@ -110,15 +114,5 @@ def reassign_unsure_off_lines(labels: np.ndarray, probabilities: np.ndarray, unc
         if np.median(ndi.distance_transform_edt(mine)[mine]) > distance:
             continue  # a wide class: its pixels are far from any line by nature
         off = mine & (ndi.distance_transform_edt(~watershed_lines(probabilities[c])) > distance)
-        pieces, count = ndi.label(off, structure=_EIGHT_NEIGHBOURS)
-        if count == 0:
-            continue
-        ids = np.arange(1, count + 1)
-        unsure = ids[ndi.mean(uncertainty, pieces, ids) > threshold]
-        if unsure.size == 0:
-            continue
-        where = np.isin(pieces, unsure)
-        others = probabilities[:, where]
-        others[c] = -1.0
-        out[where] = (others.argmax(0) + 1).astype(out.dtype)
+        _reassign_unsure(out, off, c, probabilities, uncertainty, threshold)
     return out
