@@ -101,7 +101,7 @@ def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, con
     overrides = dict(overrides)
     strokes = overrides.pop("strokes", 10)
     labels = make_strokes(ref, k, labeled, seed, strokes)
-    finetune_fraction = overrides.pop("finetune_fraction", 0.5)
+    finetune_fraction = overrides.pop("finetune_fraction", 1.0)
     finetune_overrides = overrides.pop("finetune_overrides", {})
     if overrides.pop("full_labels", False):  # the upper bound: the same 3 images, every pixel labeled
         labels = np.zeros_like(labels)
@@ -271,8 +271,9 @@ def main() -> None:
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--control", action="store_true",
                     help="also fine-tune on the old strokes alone (what corrections add beyond more training)")
-    ap.add_argument("--finetune-fraction", type=float, default=0.5,
-                    help="correction round's budget as a fraction of the first round's (0: no round)")
+    ap.add_argument("--finetune-fraction", type=float, default=1.0,
+                    help="correction round's budget as a fraction of the first round's (0: no round; default 1: "
+                         "the same budget, as the engine's retraining cap since session 35)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--strokes", type=int, default=10,
                     help="simulated strokes per class on each painted image, for both methods")

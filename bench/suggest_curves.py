@@ -90,9 +90,9 @@ def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, 
                     total_strokes += len(points)
             cfg = TrainConfig(seed=seed, device=base.device, **overrides)
             if base.iterations:
-                cfg.iterations = int(budget.get("finetune") or base.iterations // 2)
+                cfg.iterations = int(budget.get("finetune") or base.iterations)
             else:
-                cfg.seconds = budget.get("finetune") or base.seconds / 2
+                cfg.seconds = budget.get("finetune") or base.seconds
             model = train(stack.images, labels, classes, cfg, init_model=model, names=stack.names).model
             curve.append((int((labels > 0).sum()), total_strokes, t2(model)))
             if save_models:  # for post hoc studies of a round's prediction (bench/RESULTS.md, session 15)
@@ -110,7 +110,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=None, help="first training budget (default: SemSeg's)")
     ap.add_argument("--iterations", type=int, default=None, help="first training in iterations (GPU studies)")
     ap.add_argument("--finetune", type=float, default=None,
-                    help="budget per round, in the first budget's unit (default: half of it)")
+                    help="budget per round, in the first budget's unit (default: the same as the first)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--smoothing", type=float, default=2.0,
                     help="sigma (px) of the uncertainty smoothing before finding regions (larger: blobs over edges)")

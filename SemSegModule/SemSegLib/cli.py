@@ -244,8 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", help="start from this model (fine-tuning / correction round)")
     budget = t.add_mutually_exclusive_group()
     budget.add_argument("--seconds", type=float,
-                        help="training budget in seconds (default 180; it also ends after 750 iterations, "
-                             "375 with --init)")
+                        help="training budget in seconds (default 180; it also ends after 750 iterations)")
     budget.add_argument("--iterations", type=int, help="training budget in iterations (deterministic)")
     t.add_argument("--classes", help="classes.csv (value,name,r,g,b); default: LABELS/classes.csv or values present")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
