@@ -60,7 +60,7 @@ class TrainConfig:
     # the same steps on the old strokes alone were level), and the round's prediction, averaged with its start,
     # was level (T2 +0.0006). After 750 it gains: isbi2012-em T2 +0.006 (7 of 8 seeds; higher than with 375 on 8
     # of 8), dsb2018-fluo +0.0003 (-0.0014 with 375; 4 seeds; session 19's reason for 375, dsb2018-fluo's longer
-    # rounds losing, no longer holds). About 90 s on a 2-core CPU (bench/RESULTS.md, session 35).
+    # rounds losing, no longer holds). As long as a first training, about 90 s on a 2-core CPU (session 35).
     max_finetune_iterations: int | None = 750
     patch_size: int = 192  # context matters more than batch size with few strokes (bench/RESULTS.md)
     batch_size: int = 4

@@ -21,7 +21,8 @@ inside a cell is a bump within one basin that no line crosses. So the thin class
 class. On the first models of 8 seeds: isbi2012-em T2 +0.005 (7 of 8 higher) and T1 +0.007 (8 of 8) on top of
 the piece rule; dsb2018-fluo unchanged (its classes are wide or lines). Unlike the piece rule it also helps a
 retrained model: T2 +0.007 on average over 26 retrained isbi2012-em models, higher on 24 (the other two -0.001;
-session 34 in bench/RESULTS.md), so every model predicts with it. Cost: 0.25 s per 512 x 512 image on 2 CPU cores.
+session 34 in bench/RESULTS.md), so every model predicts with it. Cost: about 0.25 s more per 512 x 512 image
+on 2 CPU cores.
 
 Only a model's first training predicts with the piece rule. A retrained model has learned from the corrections where
 the look-alikes are, and the pieces it is still unsure of are more often true membrane: after `sparse.py`'s
