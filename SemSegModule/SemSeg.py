@@ -436,10 +436,11 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         return added
 
     # ---------------------------------------------------------------- where to paint next
-    def suggestSlices(self, volume, top: int = 5) -> list[dict]:
+    def suggestSlices(self, volume, top: int = 5, labelSegmentation=None) -> list[dict]:
         """Up to `top` predicted slices to paint next, with their most uncertain regions: the least sure slice of
         each of `top` groups, the least sure first: consecutive parts of an ordered stack, look-alike slices when
-        the order means nothing (`spread_groups`, `rank_by_uncertainty`)."""
+        the order means nothing (`spread_groups`, `rank_by_uncertainty`). With `labelSegmentation`, no region
+        lies where the person painted (`uncertain_regions`)."""
         from SemSegLib.suggest import rank_by_uncertainty, spread_groups, uncertain_regions
 
         predicted = self.predictedSlices(volume)
@@ -449,7 +450,9 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         means = {k: float(uncertainty[k].mean()) for k in predicted}
         descriptors = self.sliceDescriptors(volume)
         groups = spread_groups({k: descriptors[k] for k in predicted}, top)
-        return [{"slice": k, "mean_uncertainty": means[k], "regions": uncertain_regions(uncertainty[k], top=3)}
+        painted = None if labelSegmentation is None else self.labelsFromSegmentation(labelSegmentation, volume) > 0
+        return [{"slice": k, "mean_uncertainty": means[k],
+                 "regions": uncertain_regions(uncertainty[k], top=3, painted=None if painted is None else painted[k])}
                 for k in rank_by_uncertainty(means, top, groups)]
 
     def _cachedSliceDescriptors(self, volume) -> dict | None:
@@ -988,7 +991,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 labels.GetDisplayNode().SetVisibility(True)
             slicer.util.setSliceViewerLayers(background=volume, foreground=self.logic.uncertaintyVolume(volume),
                                              foregroundOpacity=0.3)
-            self._suggestions = self.logic.suggestSlices(volume, top=5)
+            self._suggestions = self.logic.suggestSlices(volume, top=5, labelSegmentation=labels)
             self.logic.markSuggestedRegions(volume, None)  # the regions of the last prediction are stale
             if self._suggestions:
                 s = self._suggestions[0]

@@ -278,6 +278,12 @@ def test_where_to_paint_ranks_slices_and_marks_their_regions(tmp_path, logic, sc
     assert not np.allclose(logic.sliceDescriptors(volume)[0], described[0])
     suggestion = next(s for s in suggestions if s["slice"] == 2)
     assert len(suggestion["regions"]) == 2
+    # Where the person painted is no region any more: a stroke over the bigger spot leaves the other one.
+    labels = logic.labelsFromSegmentation(seg, volume)
+    labels[2, 62:70, 22:32] = 1
+    logic.setLabelsToSegmentation(labels, seg, volume)
+    painted = next(s for s in logic.suggestSlices(volume, top=4, labelSegmentation=seg) if s["slice"] == 2)
+    assert [(r.row // 10, r.column // 10) for r in painted["regions"]] == [(1, 7)]
 
     # Geometry that is not the identity, so a swapped row / column or a lost offset shows.
     volume.SetSpacing(0.5, 0.25, 2.0)

@@ -26,6 +26,21 @@ def test_regions_rank_by_how_unsure_the_model_is_there_not_by_size():
     assert uncertain_regions(np.zeros((20, 20)), top=3) == []
 
 
+def test_no_region_where_the_person_already_painted():
+    u = np.zeros((100, 100), np.float32)
+    u[10:20, 10:20] = 0.9
+    u[50:70, 50:70] = 0.7
+    painted = np.zeros((100, 100), bool)
+    painted[13:17, 13:17] = True  # a stroke in the middle of the first spot: its margin covers the rest
+    regions = uncertain_regions(u, threshold=0.5, top=5, painted=painted)
+    assert len(regions) == 1 and 50 <= regions[0].row < 70 and 50 <= regions[0].column < 70
+    # Without the margin the spot's rim is still a region; paint elsewhere changes nothing.
+    assert len(uncertain_regions(u, threshold=0.5, top=5, painted=painted, painted_margin=0)) == 2
+    far = np.zeros((100, 100), bool)
+    far[90:95, 5:30] = True
+    assert uncertain_regions(u, threshold=0.5, top=5, painted=far) == uncertain_regions(u, threshold=0.5, top=5)
+
+
 def test_rank_by_uncertainty():
     assert rank_by_uncertainty({0: 0.1, 3: 0.5, 7: 0.3}, 2) == [3, 7]
     assert rank_by_uncertainty({0: 0.1, 3: 0.5, 7: 0.3}, 0) == []

@@ -75,8 +75,9 @@ def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, 
                 preds = dict(predict_stack(model, stack.images, PredictConfig(), indices=candidates))
                 chosen = rank_by_uncertainty({i: float(p.uncertainty.mean()) for i, p in preds.items()}, 3, groups)
                 for i in chosen:
+                    painted = labels[i] > 0 if budget.get("skip_painted", True) else None
                     regions = uncertain_regions(preds[i].uncertainty, top=strokes,
-                                                smoothing=budget.get("smoothing", 2.0))
+                                                smoothing=budget.get("smoothing", 2.0), painted=painted)
                     boxes = [regions[j % len(regions)].bbox for j in range(strokes)] if regions else []
                     labels[i] = simulate_corrections_in(ref[i], preds[i].labels, labels[i], k, boxes, rng=rng)
                     total_strokes += len(boxes)
@@ -117,6 +118,8 @@ def main() -> None:
     ap.add_argument("--no-spread", action="store_true",
                     help="suggested person: the 3 most uncertain images of the stack, not the most uncertain of "
                          "each of 3 groups (the ranking before session 21)")
+    ap.add_argument("--regions-on-painted", action="store_true",
+                    help="suggested person: regions may lie where the person painted (the ranking before session 37)")
     ap.add_argument("--people", default="suggested,random", help="which simulated people run (comma-separated)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a TrainConfig field in every training, e.g. --set round_networks=2 (ablations)")
@@ -142,7 +145,8 @@ def main() -> None:
             budget = {"seconds": args.seconds, "iterations": args.iterations, "finetune": args.finetune,
                       "device": args.device, "smoothing": args.smoothing,
                       "people": args.people.split(","), "overrides": parse_overrides(args.set),
-                      "first_cache": args.first_model_cache, "spread": not args.no_spread}
+                      "first_cache": args.first_model_cache, "spread": not args.no_spread,
+                      "skip_painted": not args.regions_on_painted}
             results[name] = in_child(run_curves, str(Path(args.data) / name), args.rounds, args.strokes, budget,
                                      args.seed, models)
             print(json.dumps({name: results[name]}), flush=True)

@@ -169,14 +169,15 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 def cmd_suggest(args: argparse.Namespace) -> None:
     from .model_file import SemSegModel
     from .prediction import PredictConfig
-    from .stack_io import read_stack
+    from .stack_io import read_labels, read_stack
     from .suggest import suggest_slices
 
     model = SemSegModel.load(args.model)
     stack = read_stack(args.images)
     model.check_stack(stack.channels, str(args.images))
+    labels = read_labels(args.labels, stack).labels if args.labels else None
     result = suggest_slices(model, stack.images, stack.names, top=args.top, config=PredictConfig(device=args.device),
-                            spread=not args.no_spread)
+                            spread=not args.no_spread, labels=labels)
     print(json.dumps(result, indent=2))
 
 
@@ -298,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--images", required=True)
     g.add_argument("--model", required=True)
     g.add_argument("--top", type=int, default=5)
+    g.add_argument("--labels", help="folder of the strokes painted so far: no region is suggested where they lie")
     g.add_argument("--no-spread", action="store_true",
                    help="the most uncertain images wherever they are (default: the most uncertain of each of TOP "
                         "groups: consecutive parts of an ordered stack, else look-alike images)")

@@ -32,9 +32,24 @@ class UncertainRegion:
     mean_uncertainty: float
 
 
+# Pixels this close to a painted one count as painted: a brush stroke's width on either side.
+PAINTED_MARGIN = 3
+
+
 def uncertain_regions(uncertainty: np.ndarray, threshold: float = 0.5, top: int = 5, min_area: int = 16,
-                      smoothing: float = 2.0) -> list[UncertainRegion]:
-    smooth = ndi.gaussian_filter(uncertainty.astype(np.float32), smoothing) if smoothing else uncertainty
+                      smoothing: float = 2.0, painted: np.ndarray | None = None,
+                      painted_margin: int = PAINTED_MARGIN) -> list[UncertainRegion]:
+    """The `top` most uncertain regions of one image, most uncertain first.
+
+    `painted` (H, W bool): the person's labels. Where they painted (and `painted_margin` px around it) is no
+    region: the person has told the model there already. It can still look unsure there, because the shown
+    prediction averages a retrained network with the earlier ones that never saw those strokes.
+    """
+    uncertainty = uncertainty.astype(np.float32)
+    if painted is not None and painted.any():
+        near = ndi.binary_dilation(painted, iterations=painted_margin) if painted_margin else painted
+        uncertainty = np.where(near, np.float32(0), uncertainty)
+    smooth = ndi.gaussian_filter(uncertainty, smoothing) if smoothing else uncertainty
     components, n = ndi.label(smooth >= threshold)
     if n == 0:
         return []
@@ -152,9 +167,11 @@ def rank_by_uncertainty(mean_uncertainty: dict[int, float], top: int,
 
 
 def suggest_slices(model: SemSegModel, images: np.ndarray, names: list[str], top: int = 5,
-                   regions_per_image: int = 3, config: PredictConfig | None = None, spread: bool = True) -> dict:
+                   regions_per_image: int = 3, config: PredictConfig | None = None, spread: bool = True,
+                   labels: np.ndarray | None = None) -> dict:
     """Predict the stack and return `top` images to paint next with their most uncertain regions: with `spread`,
-    the most uncertain image of each of `top` groups (`spread_groups`, `rank_by_uncertainty`)."""
+    the most uncertain image of each of `top` groups (`spread_groups`, `rank_by_uncertainty`). With `labels`
+    (N, H, W, 0 = unlabeled), no region lies where the person painted (`uncertain_regions`)."""
     maps: dict[int, np.ndarray] = {}
     means: dict[int, float] = {}
     for i, pred in predict_stack(model, images, config):
@@ -165,7 +182,8 @@ def suggest_slices(model: SemSegModel, images: np.ndarray, names: list[str], top
     return {
         "images": [
             {"index": i, "number": i + 1, "name": names[i], "mean_uncertainty": round(means[i], 4),
-             "regions": [asdict(r) for r in uncertain_regions(maps[i], top=regions_per_image)]}
+             "regions": [asdict(r) for r in uncertain_regions(
+                 maps[i], top=regions_per_image, painted=None if labels is None else labels[i] > 0)]}
             for i in ranked
         ],
         "stack_mean_uncertainty": round(float(np.mean(list(means.values()))), 4),
