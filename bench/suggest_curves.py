@@ -4,7 +4,8 @@ Start: 3 images with 10 strokes per class, trained with the default budget. Then
 simulated person adds strokes on 3 images and the model is fine-tuned from the previous round:
 - "suggested": the 3 images (of those not used for testing) and their most uncertain regions, as `semseg
   suggest --top 3` lists them: the most uncertain image of each of 3 groups (`spread_groups`: parts of the stack
-  on isbi2012-em, look-alike images on dsb2018-fluo, whose order means nothing); the person corrects the
+  on isbi2012-em, look-alike images on dsb2018-fluo, whose order means nothing), no region where the person
+  has painted (`--regions-on-painted`: the ranking before session 37); the person corrects the
   biggest error seen in each region (its true class from the reference), or confirms the class at its
   center where the model is right; more strokes than regions go to the top regions again
   (`simulate_corrections_in`);
@@ -14,7 +15,7 @@ Same number of strokes per round for both. T2 = mean IoU on the 10 test images a
     python bench/suggest_curves.py [--data ../shared/data] [--sets ...] [--rounds 3] [--strokes 10]
                                    [--iterations N --finetune M --device cuda] [--seed N] [--save-models]
                                    [--people suggested|random] [--set KEY=VALUE ...]
-                                   [--first-model-cache DIR] [--no-spread]
+                                   [--first-model-cache DIR] [--no-spread] [--regions-on-painted]
     python bench/suggest_curves.py --merge run0/suggest.json run1/suggest.json ... --out DIR  (mean of seeds)
 """
 
