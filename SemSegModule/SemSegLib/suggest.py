@@ -8,9 +8,10 @@ corrected the regions in this order gained more T2 than one who followed the siz
 in 12 of 15 rounds (bench/RESULTS.md, session 14).
 
 No region lies where the person has painted: the prediction shown after a retraining averages in earlier
-networks that never saw the newest strokes, so a place just corrected can still look unsure. With such places
-left out, a simulated person's T2 on isbi2012-em after rounds 1 / 2 was +0.004 / +0.006 above painting at
-random spots, against +0.002 / +0.000 with them in (5 seeds; bench/RESULTS.md, session 37).
+networks that never saw the newest strokes, so a place just corrected could look unsure again. On the
+benchmark that is rare: paired, a simulated person's T2 after rounds 1 / 2 / 3 moved by
++0.0002 / +0.0009 / -0.0010 with the rule (bench/RESULTS.md, session 37). The rule is for the person, who
+should never be sent back to their own strokes.
 """
 
 from __future__ import annotations
