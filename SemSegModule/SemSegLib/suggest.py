@@ -48,11 +48,11 @@ def uncertain_regions(uncertainty: np.ndarray, threshold: float = 0.5, top: int 
     """The `top` most uncertain regions of one image, most uncertain first.
 
     `painted` (H, W bool): the person's labels. Where they painted (and `painted_margin` px around it) is no
-    region: the person has told the model there already. It can still look unsure there, because the shown
-    prediction averages a retrained network with the earlier ones that never saw those strokes.
+    region (the module docstring says why).
     """
     uncertainty = uncertainty.astype(np.float32)
     if painted is not None and painted.any():
+        # Not iterations=0: scipy then dilates until nothing changes, i.e. over the whole image.
         near = ndi.binary_dilation(painted, iterations=painted_margin) if painted_margin else painted
         uncertainty = np.where(near, np.float32(0), uncertainty)
     smooth = ndi.gaussian_filter(uncertainty, smoothing) if smoothing else uncertainty
