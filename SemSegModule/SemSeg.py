@@ -439,18 +439,19 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
     def suggestSlices(self, volume, top: int = 5, labelSegmentation=None) -> list[dict]:
         """Up to `top` predicted slices to paint next, with their most uncertain regions: the least sure slice of
         each of `top` groups, the least sure first: consecutive parts of an ordered stack, look-alike slices when
-        the order means nothing (`spread_groups`, `rank_by_uncertainty`). With `labelSegmentation`, no region
-        lies where the person painted (`uncertain_regions`)."""
-        from SemSegLib.suggest import rank_by_uncertainty, spread_groups, uncertain_regions
+        the order means nothing (`spread_groups`, `rank_by_uncertainty`). With `labelSegmentation`, a slice's
+        uncertainty leaves out what lies near the person's strokes (`image_uncertainty`) and no region lies where
+        they painted (`uncertain_regions`)."""
+        from SemSegLib.suggest import image_uncertainty, rank_by_uncertainty, spread_groups, uncertain_regions
 
         predicted = self.predictedSlices(volume)
         if not predicted:
             raise InputError("no prediction yet: predict first, then ask where to paint next.")
         uncertainty = slicer.util.arrayFromVolume(self.uncertaintyVolume(volume))
-        means = {k: float(uncertainty[k].mean()) for k in predicted}
+        painted = None if labelSegmentation is None else self.labelsFromSegmentation(labelSegmentation, volume) > 0
+        means = {k: image_uncertainty(uncertainty[k], None if painted is None else painted[k]) for k in predicted}
         descriptors = self.sliceDescriptors(volume)
         groups = spread_groups({k: descriptors[k] for k in predicted}, top)
-        painted = None if labelSegmentation is None else self.labelsFromSegmentation(labelSegmentation, volume) > 0
         return [{"slice": k, "mean_uncertainty": means[k],
                  "regions": uncertain_regions(uncertainty[k], top=3, painted=None if painted is None else painted[k])}
                 for k in rank_by_uncertainty(means, top, groups)]

@@ -66,16 +66,17 @@ def test_full_loop_through_the_cli(disk_stack, capsys, monkeypatch):
     assert run("suggest", "--images", d / "images", "--model", d / "m2.pt", "--top", 2, "--no-spread") == 0
     plain = json.loads(capsys.readouterr().out)["images"]
     assert [e["index"] for e in plain] == sorted(means, key=lambda i: -means[i])[:2]
-    # --labels: no region where the person painted; an image painted all over has none left.
+    # --labels: an image painted all over is settled (uncertainty 0, no region) and comes last; the others keep
+    # their order and regions.
     (d / "painted").mkdir()
     top = plain[0]
     assert top["regions"]
     tifffile.imwrite(d / "painted" / f"{top['name']}.tif", np.ones((96, 96), np.uint8))
-    assert run("suggest", "--images", d / "images", "--model", d / "m2.pt", "--top", 2, "--no-spread",
+    assert run("suggest", "--images", d / "images", "--model", d / "m2.pt", "--top", 4, "--no-spread",
                "--labels", d / "painted") == 0
     with_labels = json.loads(capsys.readouterr().out)["images"]
-    assert with_labels[0]["index"] == top["index"] and with_labels[0]["regions"] == []
-    assert with_labels[1] == plain[1]
+    assert with_labels[-1]["index"] == top["index"] and with_labels[-1]["regions"] == []
+    assert with_labels[-1]["mean_uncertainty"] == 0 and with_labels[0] == plain[1]
 
 
 def _fast_init(original):

@@ -284,6 +284,8 @@ def test_where_to_paint_ranks_slices_and_marks_their_regions(tmp_path, logic, sc
     logic.setLabelsToSegmentation(labels, seg, volume)
     painted = next(s for s in logic.suggestSlices(volume, top=4, labelSegmentation=seg) if s["slice"] == 2)
     assert [(r.row // 10, r.column // 10) for r in painted["regions"]] == [(1, 7)]
+    # ... and the slice counts as less unsure: what lies near the stroke is settled (`image_uncertainty`).
+    assert painted["mean_uncertainty"] < suggestion["mean_uncertainty"]
 
     # Geometry that is not the identity, so a swapped row / column or a lost offset shows.
     volume.SetSpacing(0.5, 0.25, 2.0)

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from SemSegLib.suggest import (
     image_descriptors,
+    image_uncertainty,
     look_alike_groups,
     rank_by_uncertainty,
     spread_groups,
@@ -39,6 +40,24 @@ def test_no_region_where_the_person_already_painted():
     far = np.zeros((100, 100), bool)
     far[90:95, 5:30] = True
     assert uncertain_regions(u, threshold=0.5, top=5, painted=far) == uncertain_regions(u, threshold=0.5, top=5)
+
+
+def test_an_image_counts_as_less_unsure_near_what_the_person_painted():
+    u = np.full((100, 100), 0.4, np.float32)
+    assert image_uncertainty(u) == pytest.approx(0.4)
+    assert image_uncertainty(u, np.zeros((100, 100), bool)) == pytest.approx(0.4)
+    painted = np.zeros((100, 100), bool)
+    painted[50, 20:80] = True  # one stroke across the middle
+    rows, columns = np.mgrid[:100, :100]
+    reached = (rows - 50) ** 2 + (columns - np.clip(columns, 20, 79)) ** 2 <= 10**2  # within 10 px of the stroke
+    assert image_uncertainty(u, painted, reach=10) == pytest.approx(0.4 * (1 - reached.mean()), abs=1e-6)
+    assert image_uncertainty(u, painted, reach=10) > image_uncertainty(u, painted, reach=20)
+    # Two images alike: the one the person has painted on is no longer the first suggestion.
+    other = u.copy()
+    other[0, 0] = 0.39
+    means = {0: image_uncertainty(u, painted), 1: image_uncertainty(other)}
+    assert rank_by_uncertainty(means, 1) == [1]
+    assert rank_by_uncertainty({0: image_uncertainty(u), 1: image_uncertainty(other)}, 1) == [0]
 
 
 def test_rank_by_uncertainty():

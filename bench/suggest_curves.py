@@ -4,8 +4,9 @@ Start: 3 images with 10 strokes per class, trained with the default budget. Then
 simulated person adds strokes on 3 images and the model is fine-tuned from the previous round:
 - "suggested": the 3 images (of those not used for testing) and their most uncertain regions, as `semseg
   suggest --top 3` lists them: the most uncertain image of each of 3 groups (`spread_groups`: parts of the stack
-  on isbi2012-em, look-alike images on dsb2018-fluo, whose order means nothing), no region where the person
-  has painted (`--regions-on-painted`: the ranking before session 37); the person corrects the
+  on isbi2012-em, look-alike images on dsb2018-fluo, whose order means nothing), an image's uncertainty counted
+  as 0 near the person's labels (`--painted-reach -1`: the ranking before session 38), no region where the
+  person has painted (`--regions-on-painted`: the ranking before session 37); the person corrects the
   biggest error seen in each region (its true class from the reference), or confirms the class at its
   center where the model is right; more strokes than regions go to the top regions again
   (`simulate_corrections_in`);
@@ -16,6 +17,7 @@ Same number of strokes per round for both. T2 = mean IoU on the 10 test images a
                                    [--iterations N --finetune M --device cuda] [--seed N] [--save-models]
                                    [--people suggested|random] [--set KEY=VALUE ...]
                                    [--first-model-cache DIR] [--no-spread] [--regions-on-painted]
+                                   [--painted-reach PX]
     python bench/suggest_curves.py --merge run0/suggest.json run1/suggest.json ... --out DIR  (mean of seeds)
 """
 
@@ -40,7 +42,14 @@ def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, 
                queue) -> None:
     from SemSegLib.prediction import PredictConfig, predict_stack
     from SemSegLib.simulate import simulate_corrections_in, simulate_strokes_at
-    from SemSegLib.suggest import image_descriptors, rank_by_uncertainty, spread_groups, uncertain_regions
+    from SemSegLib.suggest import (
+        PAINTED_REACH,
+        image_descriptors,
+        image_uncertainty,
+        rank_by_uncertainty,
+        spread_groups,
+        uncertain_regions,
+    )
     from SemSegLib.training import TrainConfig, train
 
     stack, ref, classes = load_set(Path(folder))
@@ -74,7 +83,10 @@ def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, 
         for _ in range(rounds):
             if strategy == "suggested":
                 preds = dict(predict_stack(model, stack.images, PredictConfig(), indices=candidates))
-                chosen = rank_by_uncertainty({i: float(p.uncertainty.mean()) for i, p in preds.items()}, 3, groups)
+                reach = PAINTED_REACH if budget.get("painted_reach") is None else budget["painted_reach"]
+                means = {i: image_uncertainty(p.uncertainty, labels[i] > 0 if reach >= 0 else None, max(reach, 0))
+                         for i, p in preds.items()}
+                chosen = rank_by_uncertainty(means, 3, groups)
                 for i in chosen:
                     painted = labels[i] > 0 if budget.get("skip_painted", True) else None
                     regions = uncertain_regions(preds[i].uncertainty, top=strokes,
@@ -121,6 +133,9 @@ def main() -> None:
                          "each of 3 groups (the ranking before session 21)")
     ap.add_argument("--regions-on-painted", action="store_true",
                     help="suggested person: regions may lie where the person painted (the ranking before session 37)")
+    ap.add_argument("--painted-reach", type=int, default=None, metavar="PX",
+                    help="suggested person: an image's uncertainty leaves out PX around its labels (default: "
+                         "SemSeg's, suggest.PAINTED_REACH; -1: the whole image counts, the ranking before session 38)")
     ap.add_argument("--people", default="suggested,random", help="which simulated people run (comma-separated)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a TrainConfig field in every training, e.g. --set round_networks=2 (ablations)")
@@ -147,7 +162,7 @@ def main() -> None:
                       "device": args.device, "smoothing": args.smoothing,
                       "people": args.people.split(","), "overrides": parse_overrides(args.set),
                       "first_cache": args.first_model_cache, "spread": not args.no_spread,
-                      "skip_painted": not args.regions_on_painted}
+                      "skip_painted": not args.regions_on_painted, "painted_reach": args.painted_reach}
             results[name] = in_child(run_curves, str(Path(args.data) / name), args.rounds, args.strokes, budget,
                                      args.seed, models)
             print(json.dumps({name: results[name]}), flush=True)

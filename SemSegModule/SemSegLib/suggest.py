@@ -12,6 +12,12 @@ networks that never saw the newest strokes, so a place just corrected could look
 benchmark that is rare: paired, a simulated person's T2 after rounds 1 / 2 / 3 moved by
 +0.0002 / +0.0009 / -0.0010 with the rule (bench/RESULTS.md, session 37). The rule is for the person, who
 should never be sent back to their own strokes.
+
+An image's uncertainty counts as 0 within `PAINTED_REACH` px of the person's labels (`image_uncertainty`): a
+retraining learns what a stroke shows there, so what is left to learn in an image lies away from its strokes.
+Without it the same images came up round after round (dsb2018-fluo 1, 2, 24 on 4 of 5 seeds), and in the third
+round the simulated person who followed them fell behind one who paints at random (bench/RESULTS.md, sessions
+37-38).
 """
 
 from __future__ import annotations
@@ -40,6 +46,18 @@ class UncertainRegion:
 
 # Pixels this close to a painted one count as painted: a brush stroke's width on either side.
 PAINTED_MARGIN = 3
+# An image's uncertainty leaves out what lies this close to a painted pixel: about a stroke's length (25 px), the
+# surroundings a stroke settles. Not tuned.
+PAINTED_REACH = 16
+
+
+def image_uncertainty(uncertainty: np.ndarray, painted: np.ndarray | None = None,
+                      reach: int = PAINTED_REACH) -> float:
+    """An image's mean uncertainty, counting it as 0 within `reach` px of the person's labels (`painted`)."""
+    if painted is None or not painted.any():
+        return float(uncertainty.mean())
+    near = ndi.distance_transform_edt(~painted) <= reach
+    return float(np.where(near, 0.0, uncertainty).mean())
 
 
 def uncertain_regions(uncertainty: np.ndarray, threshold: float = 0.5, top: int = 5, min_area: int = 16,
@@ -177,12 +195,13 @@ def suggest_slices(model: SemSegModel, images: np.ndarray, names: list[str], top
                    labels: np.ndarray | None = None) -> dict:
     """Predict the stack and return `top` images to paint next with their most uncertain regions: with `spread`,
     the most uncertain image of each of `top` groups (`spread_groups`, `rank_by_uncertainty`). With `labels`
-    (N, H, W, 0 = unlabeled), no region lies where the person painted (`uncertain_regions`)."""
+    (N, H, W, 0 = unlabeled), an image's "mean_uncertainty" leaves out what lies near the person's labels
+    (`image_uncertainty`) and no region lies where they painted (`uncertain_regions`)."""
     maps: dict[int, np.ndarray] = {}
     means: dict[int, float] = {}
     for i, pred in predict_stack(model, images, config):
         maps[i] = pred.uncertainty
-        means[i] = float(pred.uncertainty.mean())
+        means[i] = image_uncertainty(pred.uncertainty, None if labels is None else labels[i] > 0)
     groups = spread_groups(image_descriptors(images, list(means), model.normalization), top) if spread else None
     ranked = rank_by_uncertainty(means, top, groups)
     return {
