@@ -299,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--images", required=True)
     g.add_argument("--model", required=True)
     g.add_argument("--top", type=int, default=5)
-    g.add_argument("--labels", help="folder of the strokes painted so far: no region is suggested where they lie")
+    g.add_argument("--labels", help="folder of the strokes painted so far: an image's uncertainty leaves out what lies "
+                                    "near them, and no region is suggested where they lie")
     g.add_argument("--no-spread", action="store_true",
                    help="the most uncertain images wherever they are (default: the most uncertain of each of TOP "
                         "groups: consecutive parts of an ordered stack, else look-alike images)")

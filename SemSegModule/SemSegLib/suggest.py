@@ -46,8 +46,8 @@ class UncertainRegion:
 
 # Pixels this close to a painted one count as painted: a brush stroke's width on either side.
 PAINTED_MARGIN = 3
-# An image's uncertainty leaves out what lies this close to a painted pixel: about a stroke's length (25 px), the
-# surroundings a stroke settles. Not tuned.
+# An image's uncertainty leaves out what lies this close to a painted pixel, the surroundings a stroke settles;
+# a guess of a bit over half a stroke's length (25 px), not tuned.
 PAINTED_REACH = 16
 
 
