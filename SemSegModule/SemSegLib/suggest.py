@@ -16,8 +16,9 @@ should never be sent back to their own strokes.
 An image's uncertainty counts as 0 within `PAINTED_REACH` px of the person's labels (`image_uncertainty`): a
 retraining learns what a stroke shows there, so what is left to learn in an image lies away from its strokes.
 Without it the same slices came up round after round; with it the suggestions on isbi2012-em spread over 8-9
-slices in 3 rounds, and paired on the same first models a simulated person's T2 after the third round was 0.003
-(isbi2012-em) / 0.002 (dsb2018-fluo) higher (bench/RESULTS.md, session 38).
+slices in 3 rounds. Paired on the same first models (7 seeds), a simulated person's T2 after the third round was
+-0.0001 on isbi2012-em and +0.0009 on dsb2018-fluo: level (bench/RESULTS.md, session 38). The rule is for the
+person, who should not be sent back to a slice they just corrected.
 """
 
 from __future__ import annotations
