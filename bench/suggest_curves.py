@@ -72,6 +72,7 @@ def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, 
         return miou(preds, ref, test, names)
 
     start = t2(first_model)
+    reach = PAINTED_REACH if budget.get("painted_reach") is None else budget["painted_reach"]  # -1: whole image
     groups = (spread_groups(image_descriptors(stack.images, candidates, first_model.normalization), 3)
               if budget.get("spread", True) else None)
     out = {}
@@ -83,7 +84,6 @@ def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, 
         for _ in range(rounds):
             if strategy == "suggested":
                 preds = dict(predict_stack(model, stack.images, PredictConfig(), indices=candidates))
-                reach = PAINTED_REACH if budget.get("painted_reach") is None else budget["painted_reach"]
                 means = {i: image_uncertainty(p.uncertainty, labels[i] > 0 if reach >= 0 else None, max(reach, 0))
                          for i, p in preds.items()}
                 chosen = rank_by_uncertainty(means, 3, groups)
