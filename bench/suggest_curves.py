@@ -92,7 +92,8 @@ def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, 
                     regions = uncertain_regions(preds[i].uncertainty, top=strokes,
                                                 smoothing=budget.get("smoothing", 2.0), painted=painted)
                     boxes = [regions[j % len(regions)].bbox for j in range(strokes)] if regions else []
-                    labels[i] = simulate_corrections_in(ref[i], preds[i].labels, labels[i], k, boxes, rng=rng)
+                    labels[i] = simulate_corrections_in(ref[i], preds[i].labels, labels[i], k, boxes, rng=rng,
+                                                        stay_in_region=budget.get("stay_in_region", False))
                     total_strokes += len(boxes)
                 print(f"round {len(curve)}: suggested images {chosen}", flush=True)
             else:
@@ -136,6 +137,9 @@ def main() -> None:
     ap.add_argument("--painted-reach", type=int, default=None, metavar="PX",
                     help="suggested person: an image's uncertainty leaves out PX around its labels (default: "
                          "SemSeg's, suggest.PAINTED_REACH; -1: the whole image counts, the ranking before session 38)")
+    ap.add_argument("--stay-in-region", action="store_true",
+                    help="suggested person: a region with no error left gets a stroke confirming its center's class, "
+                         "not a correction of the biggest error elsewhere in the image")
     ap.add_argument("--people", default="suggested,random", help="which simulated people run (comma-separated)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a TrainConfig field in every training, e.g. --set round_networks=2 (ablations)")
@@ -162,7 +166,8 @@ def main() -> None:
                       "device": args.device, "smoothing": args.smoothing,
                       "people": args.people.split(","), "overrides": parse_overrides(args.set),
                       "first_cache": args.first_model_cache, "spread": not args.no_spread,
-                      "skip_painted": not args.regions_on_painted, "painted_reach": args.painted_reach}
+                      "skip_painted": not args.regions_on_painted, "painted_reach": args.painted_reach,
+                      "stay_in_region": args.stay_in_region}
             results[name] = in_child(run_curves, str(Path(args.data) / name), args.rounds, args.strokes, budget,
                                      args.seed, models)
             print(json.dumps({name: results[name]}), flush=True)

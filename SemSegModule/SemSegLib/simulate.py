@@ -169,12 +169,15 @@ def simulate_strokes_at(reference: np.ndarray, points: list[tuple[int, int]], la
 
 def simulate_corrections_in(reference: np.ndarray, prediction: np.ndarray, labels: np.ndarray, num_classes: int,
                             boxes: list[tuple[int, int, int, int]], brush_radius: int = 1, stroke_length: int = 25,
-                            margin: int = 8, rng: np.random.Generator | None = None) -> np.ndarray:
+                            margin: int = 8, rng: np.random.Generator | None = None,
+                            stay_in_region: bool = False) -> np.ndarray:
     """`labels` plus one correction stroke per box (row0, col0, row1, col1): a person shown a suggested region.
 
     The person looks at the box (and `margin` pixels around it), finds the biggest error blob there not yet
     painted and paints its true class over it; with every error there painted, the biggest one left in the
     image; with no error left, they confirm the class at the box's center (an unsure prediction made sure).
+    `stay_in_region`: a person who keeps to the suggested regions confirms the class at the box's center as
+    soon as the box shows no error left, instead of looking for one elsewhere in the image.
     """
     rng = rng or np.random.default_rng(0)
     out = labels.copy()
@@ -187,7 +190,7 @@ def simulate_corrections_in(reference: np.ndarray, prediction: np.ndarray, label
         window = (slice(max(0, r0 - margin), min(h, r1 + margin)), slice(max(0, c0 - margin), min(w, c1 + margin)))
         best = max(((int(sizes[c][j]), c, j) for c in range(num_classes) for j in np.unique(blobs[c][window])),
                    default=(0, 0, 0))
-        if best[0] == 0:
+        if best[0] == 0 and not stay_in_region:
             best = max(((int(n.max()), c, int(n.argmax())) for c, n in enumerate(sizes)), default=(0, 0, 0))
         if best[0] == 0:
             out = simulate_strokes_at(reference, [((r0 + r1) // 2, (c0 + c1) // 2)], out, brush_radius,
