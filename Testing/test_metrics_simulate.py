@@ -109,3 +109,9 @@ def test_corrections_in_a_suggested_region_fix_its_errors_one_blob_per_stroke():
     right = simulate_corrections_in(ref, ref, old, 2, [(20, 20, 30, 30)], rng=np.random.default_rng(0))
     confirmed = (right > 0) & (old == 0)
     assert confirmed[20:30, 20:30].any() and np.all(right[confirmed] == 2)
+    # A person who keeps to the regions confirms the region's center once it shows no error left, and leaves
+    # the error outside it alone.
+    stay = simulate_corrections_in(ref, pred, old, 2, [box] * 3, rng=np.random.default_rng(0), stay_in_region=True)
+    assert not (stay[10:30, 70:90] > 0).any()
+    center = (stay > 0) & (two == 0)
+    assert center[40:45, 23:27].any() and np.all(stay[center] == ref[center])
