@@ -7,8 +7,9 @@ simulated person adds strokes on 3 images and the model is fine-tuned from the p
   on isbi2012-em, look-alike images on dsb2018-fluo, whose order means nothing), an image's uncertainty counted
   as 0 near the person's labels (`--painted-reach -1`: the ranking before session 38), no region where the
   person has painted (`--regions-on-painted`: the ranking before session 37); the person corrects the
-  biggest error seen in each region (its true class from the reference), or confirms the class at its
-  center where the model is right; more strokes than regions go to the top regions again
+  biggest error seen in each region (its true class from the reference), or paints the right class at its
+  center where it shows no error (`--leave-regions`: corrects the biggest error left in the image instead,
+  the person before session 39); more strokes than regions go to the top regions again
   (`simulate_corrections_in`);
 - "random": 3 random images, strokes at random spots (class from the reference).
 Same number of strokes per round for both. T2 = mean IoU on the 10 test images after each round.
@@ -17,7 +18,7 @@ Same number of strokes per round for both. T2 = mean IoU on the 10 test images a
                                    [--iterations N --finetune M --device cuda] [--seed N] [--save-models]
                                    [--people suggested|random] [--set KEY=VALUE ...]
                                    [--first-model-cache DIR] [--no-spread] [--regions-on-painted]
-                                   [--painted-reach PX]
+                                   [--painted-reach PX] [--leave-regions]
     python bench/suggest_curves.py --merge run0/suggest.json run1/suggest.json ... --out DIR  (mean of seeds)
 """
 
@@ -93,7 +94,7 @@ def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, 
                                                 smoothing=budget.get("smoothing", 2.0), painted=painted)
                     boxes = [regions[j % len(regions)].bbox for j in range(strokes)] if regions else []
                     labels[i] = simulate_corrections_in(ref[i], preds[i].labels, labels[i], k, boxes, rng=rng,
-                                                        stay_in_region=budget.get("stay_in_region", False))
+                                                        stay_in_region=budget.get("stay_in_region", True))
                     total_strokes += len(boxes)
                 print(f"round {len(curve)}: suggested images {chosen}", flush=True)
             else:
@@ -137,9 +138,9 @@ def main() -> None:
     ap.add_argument("--painted-reach", type=int, default=None, metavar="PX",
                     help="suggested person: an image's uncertainty leaves out PX around its labels (default: "
                          "SemSeg's, suggest.PAINTED_REACH; -1: the whole image counts, the ranking before session 38)")
-    ap.add_argument("--stay-in-region", action="store_true",
-                    help="suggested person: a region with no error left gets a stroke confirming its center's class, "
-                         "not a correction of the biggest error elsewhere in the image")
+    ap.add_argument("--leave-regions", action="store_true",
+                    help="suggested person: where a region shows no error, correct the biggest error left in the "
+                         "image instead of painting the right class at the region (the person before session 39)")
     ap.add_argument("--people", default="suggested,random", help="which simulated people run (comma-separated)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a TrainConfig field in every training, e.g. --set round_networks=2 (ablations)")
@@ -167,7 +168,7 @@ def main() -> None:
                       "people": args.people.split(","), "overrides": parse_overrides(args.set),
                       "first_cache": args.first_model_cache, "spread": not args.no_spread,
                       "skip_painted": not args.regions_on_painted, "painted_reach": args.painted_reach,
-                      "stay_in_region": args.stay_in_region}
+                      "stay_in_region": not args.leave_regions}
             results[name] = in_child(run_curves, str(Path(args.data) / name), args.rounds, args.strokes, budget,
                                      args.seed, models)
             print(json.dumps({name: results[name]}), flush=True)
