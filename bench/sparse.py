@@ -69,11 +69,12 @@ def train_first_model(stack, labels: np.ndarray, classes, config, cache: str | N
     """train()'s model, or the one cached in `cache` under `key`: an iteration budget is deterministic, so the
     cached model is the one training would give (a seconds budget is never cached)."""
     from SemSegLib.model_file import SemSegModel
-    from SemSegLib.training import train
+    from SemSegLib.training import attach_forest, train
 
     # The budget is in the name already; other settings change the model.
+    # The forest is fit after the network's training and does not change it: cached models get today's.
     changed = "".join(f"_{k}={v}" for k, v in sorted((overrides or {}).items())
-                      if k not in ("iterations", "seconds", "device"))
+                      if k not in ("iterations", "seconds", "device", "forest_weight"))
     cached = Path(cache) / f"{key}_it{config.iterations}{changed}.pt" if cache and config.iterations else None
     if cached is not None and cached.exists():
         model = SemSegModel.load(cached)
@@ -81,6 +82,7 @@ def train_first_model(stack, labels: np.ndarray, classes, config, cache: str | N
             from SemSegLib.line_classes import detect_line_classes
 
             model.line_classes = detect_line_classes(labels, model.num_classes) if config.thin_line_classes else []
+        attach_forest(model, stack.images, labels, config)
         return model
     model = train(stack.images, labels, classes, config, names=stack.names).model
     if cached is not None:
@@ -128,6 +130,7 @@ def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, con
            "labeled_fraction": float((labels[labeled] > 0).mean())}
     out.update(without_prior_correction(res.model, stack.images, ref, labeled, test, names))
     out.update(without_line_thinning(res.model, stack.images, ref, labeled, test, names))
+    out.update(without_forest(res.model, stack.images, ref, labeled, test, names))
     if not finetune_fraction:  # first-round studies: no correction round
         out.update({"T1_corrected": float("nan"), "T2_corrected": float("nan"), "finetune_s": 0.0,
                     "finetune_iterations": 0, "correction_pixels": 0, "peak_mb": peak_mb()})
@@ -146,6 +149,8 @@ def run_unet(folder: str, seconds: float | None, seed: int, overrides: dict, con
     out.update(round_network_alone(res2.model, stack.images, ref, labeled, test, names))
     out.update({f"{k}_round": v for k, v in
                 without_line_thinning(res2.model, stack.images, ref, labeled, test, names).items()})
+    out.update({f"{k}_round": v for k, v in
+                without_forest(res2.model, stack.images, ref, labeled, test, names).items()})
     out.update({"T1_corrected": miou(preds2, ref, labeled, names), "T2_corrected": miou(preds2, ref, test, names),
                 "finetune_s": res2.seconds, "finetune_iterations": res2.iterations,
                 "correction_pixels": int(((corrected > 0) & (labels == 0)).sum()), "peak_mb": peak_mb()})
@@ -174,6 +179,14 @@ def without_line_thinning(model, images: np.ndarray, ref: np.ndarray, labeled: l
         return {}
     return {**paired(model, "no_line_thinning", images, ref, labeled, test, names, line_classes=[]),
             "line_classes": list(model.line_classes)}
+
+
+def without_forest(model, images: np.ndarray, ref: np.ndarray, labeled: list[int], test: list[int],
+                   names: list[str]) -> dict:
+    """T1 / T2 of the same model without its random forest in the average (the ablation, paired in every run)."""
+    if model.forest is None or not model.forest_weight:
+        return {}
+    return paired(model, "no_forest", images, ref, labeled, test, names, forest_weight=0.0)
 
 
 def round_network_alone(model, images: np.ndarray, ref: np.ndarray, labeled: list[int], test: list[int],

@@ -11,7 +11,7 @@ import importlib.util
 
 # import name -> pip requirement
 PACKAGES = {"tifffile": "tifffile", "nrrd": "pynrrd", "scipy": "scipy", "skimage": "scikit-image",
-            "monai": "monai>=1.3"}
+            "sklearn": "scikit-learn", "monai": "monai>=1.3"}
 
 
 def missing_packages() -> list[str]:

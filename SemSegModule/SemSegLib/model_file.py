@@ -19,6 +19,7 @@ from .classes import ClassInfo
 from .errors import InputError
 from .network import NetworkConfig, build_network
 from .normalization import NormalizationConfig
+from .pixel_forest import PixelForest
 
 FORMAT_VERSION = 1
 FORMAT_NAME = "semseg-model"
@@ -67,6 +68,10 @@ class SemSegModel:
     earlier_rounds: list[RoundMember] = field(default_factory=list)
     # 0-based classes painted as 1-pixel lines: their predictions are thinned to lines (line_classes.py).
     line_classes: list[int] = field(default_factory=list)
+    # The random-forest pixel classifier fit on the same labels (pixel_forest.py), and the share of its
+    # probabilities in every prediction (0: the networks alone).
+    forest: PixelForest | None = None
+    forest_weight: float = 0.0
 
     @staticmethod
     def create(in_channels: int, classes: list[ClassInfo], **network_kwargs) -> SemSegModel:
@@ -129,6 +134,8 @@ class SemSegModel:
             "previous_round": _member_dict(self.earlier_rounds[0]) if self.earlier_rounds else None,
             "older_rounds": [_member_dict(m) for m in self.earlier_rounds[1:]],
             "line_classes": [int(c) for c in self.line_classes],
+            "forest": self.forest.to_dict() if self.forest is not None else None,
+            "forest_weight": float(self.forest_weight),
         }
 
     def save(self, path: str | Path) -> None:
@@ -156,8 +163,9 @@ class SemSegModel:
         network.eval()
         shape = d.get("image_shape")
         # "previous_round" is absent in files from before session 10 (like the shift before 9), "older_rounds"
-        # before session 17, "line_classes" before session 19 (nothing was thinned then).
+        # before session 17, "line_classes" before session 19 (nothing was thinned then), "forest" before 43.
         previous = d.get("previous_round")
+        forest = d.get("forest")
         stored = ([previous] if previous is not None else []) + list(d.get("older_rounds", []))
         earlier = []
         for member in stored:
@@ -175,6 +183,8 @@ class SemSegModel:
             log_prior_shift=_array(d.get("log_prior_shift")),
             earlier_rounds=earlier,
             line_classes=[int(c) for c in d.get("line_classes", [])],
+            forest=PixelForest.from_dict(forest) if forest is not None else None,
+            forest_weight=float(d.get("forest_weight", 0.0)),
         )
 
 

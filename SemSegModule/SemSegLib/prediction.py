@@ -61,9 +61,10 @@ def predict_probabilities(model: SemSegModel, image: np.ndarray, config: Predict
 
     With `prior_shift` each network's class-prior correction (calibration.py) is applied and, after correction
     rounds, the probabilities of the earlier rounds' networks are averaged in (`SemSegModel.round_members`), as
-    everywhere a prediction is shown or saved, and the model's line classes are thinned to lines
-    (line_classes.py). Without it: this model's network alone, uncorrected (to estimate
-    the correction).
+    everywhere a prediction is shown or saved; then the model's random forest gets its share
+    (`SemSegModel.forest_weight`, pixel_forest.py) and the line classes are thinned to lines (line_classes.py).
+    The uncertainty shown and the next-slice suggestions are the entropy of this average. Without
+    `prior_shift`: this model's network alone, uncorrected (to estimate the correction).
     """
     config = config or PredictConfig()
     device = device or resolve_device(config.device)
@@ -75,6 +76,10 @@ def predict_probabilities(model: SemSegModel, image: np.ndarray, config: Predict
     for member, weight in model.round_members():
         p = weight * _network_probabilities(model, member.network, member.log_prior_shift, x, config, device)
         prob = p if prob is None else prob + p
+    if model.forest is not None and model.forest_weight > 0:
+        # Before the thinning and the unsure-piece rules: they then act on what both models say.
+        forest = model.forest.probabilities(image, model.normalization)
+        prob = (1 - model.forest_weight) * prob + model.forest_weight * forest
     return thin_line_classes(prob, model.line_classes)
 
 

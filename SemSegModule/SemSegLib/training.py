@@ -35,6 +35,7 @@ from .line_classes import detect_line_classes
 from .model_file import RoundMember, SemSegModel
 from .normalization import normalize_image
 from .patches import IGNORE, PatchSampler, PatchSource, strong_view
+from .pixel_forest import PixelForest
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,12 @@ class TrainConfig:
     # average; weight 0.5: T2 +0.015, weight 2 or margin 1: less (bench/RESULTS.md, session 24).
     line_position_weight: float = 1.0
     line_position_margin: float = 0.5
+    # The random-forest pixel classifier (pixel_forest.py), fit on the same labels after every training, gets
+    # this share of each prediction; 0 = off. Averaged before the thinning and the unsure-piece rules, on
+    # session 37-40's first models of 750 iterations: weight 0.2 isbi2012-em T2 +0.008 (8 of 8 seeds), T1
+    # +0.008; dsb2018-fluo T2 +0.0025, T1 +0.008 (8 of 8). 0.35 trades dsb2018-fluo's T2 for T1, 0.5 loses T2
+    # there (bench/RESULTS.md, session 42).
+    forest_weight: float = 0.2
     # The network in float16 on CUDA; the predictions that estimate the class-prior correction also in
     # bfloat16 on CPUs with AMX units (devices.autocast_dtype). False: float32 everywhere.
     mixed_precision: bool = True
@@ -438,6 +445,9 @@ def train(
         "warning": warning,
     })
     model.set_labeled_masks(names, labels)
+    if config.forest_weight > 0 and progress is not None:
+        progress(TrainProgress(it, it, smoothed, seconds, 0.0, "fitting the random forest"))
+    attach_forest(model, images, labels, config)
     model.line_classes = list(detected_lines) if config.thin_line_classes else []
     model.history[-1]["line_classes"] = list(model.line_classes)
     model.log_prior_shift = None
@@ -464,6 +474,17 @@ def train(
     model.earlier_rounds = earlier
     model.history[-1]["round_networks"] = 1 + len(model.earlier_rounds)
     return TrainResult(model, it, seconds, smoothed, cancelled, device.type, losses, warning)
+
+
+def attach_forest(model: SemSegModel, images: np.ndarray, labels: np.ndarray, config: TrainConfig) -> None:
+    """Fit the model's random forest on all of `labels` (strokes and corrections alike, unweighted: the
+    forest that gained in session 42's correction rounds), or remove it when `config.forest_weight` is 0."""
+    model.forest, model.forest_weight = None, 0.0
+    if config.forest_weight > 0:
+        model.forest = PixelForest.fit(images, labels, model.num_classes, model.normalization, config.seed)
+        model.forest_weight = config.forest_weight if model.forest is not None else 0.0
+    if model.history:
+        model.history[-1]["forest_samples"] = 0 if model.forest is None else len(model.forest.targets)
 
 
 def _few_steps_warning(iterations: int, seconds: float, cap: int | None, config: TrainConfig,

@@ -1,0 +1,126 @@
+"""The random-forest pixel classifier (ilastik's) as a second opinion beside the U-Net.
+
+A forest of 100 trees on multiscale filter responses, fit on the same labeled pixels as the network. Its
+probabilities are averaged into the network's before the line classes are thinned and before the unsure-piece
+rules (prediction.py): the two models err in different places, and the rules act on the average. On the
+cached first models of sessions 37-40 this gained T2 on isbi2012-em in 8 of 8 seeds and T1 on both benchmark
+sets in 8 of 8 (bench/RESULTS.md, sessions 42-43).
+
+The model file keeps the forest's training set (features at the labeled pixels and their classes), never a
+pickled forest: loading a model file must not be able to run code, and refitting with the stored seed gives
+the same trees in about a second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .normalization import NormalizationConfig, normalize_image
+
+SIGMA_MIN, SIGMA_MAX = 1.0, 16.0
+# skimage smooths with Gaussians truncated at 4 sigma, and the edge and Hessian filters add a pixel or two:
+# a tile with this margin has the whole image's features in its interior.
+TILE_MARGIN = int(4 * SIGMA_MAX) + 8
+TILE_SIZE = 1024
+TREES = 100
+# A person who paints whole slices must not make every training take minutes: at most this many labeled
+# pixels per class train the forest (a seeded random subset; the benchmark's strokes are far below it).
+MAX_SAMPLES_PER_CLASS = 20000
+PREDICT_ROWS = 1 << 18  # pixels per predict_proba call: bounds the forest's working memory
+
+
+def _tiles(height: int, width: int, tile: int) -> Iterator[tuple[slice, slice, slice, slice]]:
+    """(rows, cols) of each tile padded by the margin, and where the tile lies inside that padded crop."""
+    for r0 in range(0, height, tile):
+        for c0 in range(0, width, tile):
+            r1, c1 = min(r0 + tile, height), min(c0 + tile, width)
+            pr0, pc0 = max(r0 - TILE_MARGIN, 0), max(c0 - TILE_MARGIN, 0)
+            pr1, pc1 = min(r1 + TILE_MARGIN, height), min(c1 + TILE_MARGIN, width)
+            yield (slice(pr0, pr1), slice(pc0, pc1), slice(r0 - pr0, r1 - pr0), slice(c0 - pc0, c1 - pc0))
+
+
+def feature_tiles(image: np.ndarray, normalization: NormalizationConfig, tile: int = TILE_SIZE
+                  ) -> Iterator[tuple[slice, slice, np.ndarray]]:
+    """(C, H, W) raw image -> (rows, cols, (h, w, F) float32 features) per tile, so a large image never holds
+    the whole feature stack at once (20 features per channel)."""
+    from skimage.feature import multiscale_basic_features
+
+    norm = normalize_image(image, normalization)  # as the network sees it: the same percentiles
+    for rows, cols, inner_r, inner_c in _tiles(norm.shape[1], norm.shape[2], tile):
+        crop = np.moveaxis(norm[:, rows, cols], 0, -1)
+        feats = multiscale_basic_features(crop, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, channel_axis=-1)
+        r = slice(rows.start + inner_r.start, rows.start + inner_r.stop)
+        c = slice(cols.start + inner_c.start, cols.start + inner_c.stop)
+        yield r, c, np.ascontiguousarray(feats[inner_r, inner_c], dtype=np.float32)
+
+
+@dataclass
+class PixelForest:
+    """The forest's training set and seed; the fitted trees are rebuilt from them when first needed."""
+
+    samples: np.ndarray  # (N, F) float32 features of labeled pixels
+    targets: np.ndarray  # (N,) class values 1..K
+    num_classes: int
+    seed: int = 0
+    _fitted: object | None = field(default=None, repr=False, compare=False)
+
+    @staticmethod
+    def fit(images: np.ndarray, labels: np.ndarray, num_classes: int, normalization: NormalizationConfig,
+            seed: int = 0, max_per_class: int = MAX_SAMPLES_PER_CLASS) -> PixelForest | None:
+        """From (N, C, H, W) images and (N, H, W) labels (0 = unlabeled); None when nothing is labeled."""
+        samples, targets = [], []
+        for i in np.flatnonzero(labels.reshape(len(labels), -1).any(1)):
+            for rows, cols, feats in feature_tiles(images[i], normalization):
+                lab = labels[i, rows, cols]
+                samples.append(feats[lab > 0])
+                targets.append(lab[lab > 0])
+        if not samples:
+            return None
+        x, y = np.concatenate(samples), np.concatenate(targets).astype(np.int64)
+        keep = _subset_per_class(y, max_per_class, seed)
+        forest = PixelForest(x[keep], y[keep], num_classes, seed)
+        forest.estimator()
+        return forest
+
+    def estimator(self):
+        if self._fitted is None:
+            from sklearn.ensemble import RandomForestClassifier
+
+            self._fitted = RandomForestClassifier(n_estimators=TREES, n_jobs=-1, random_state=self.seed)
+            self._fitted.fit(self.samples, self.targets)
+        return self._fitted
+
+    def probabilities(self, image: np.ndarray, normalization: NormalizationConfig) -> torch.Tensor:
+        """(C, H, W) raw image -> (K, H, W) float32 class probabilities (0 for a class it never saw)."""
+        forest = self.estimator()
+        columns = [int(c) - 1 for c in forest.classes_]
+        out = np.zeros((self.num_classes, *image.shape[1:]), np.float32)
+        for rows, cols, feats in feature_tiles(image, normalization):
+            flat = feats.reshape(-1, feats.shape[-1])
+            prob = np.concatenate([forest.predict_proba(flat[s:s + PREDICT_ROWS])
+                                   for s in range(0, len(flat), PREDICT_ROWS)])
+            out[columns, rows, cols] = prob.T.reshape(len(columns), *feats.shape[:2])
+        return torch.from_numpy(out)
+
+    def to_dict(self) -> dict:
+        return {"samples": torch.from_numpy(np.ascontiguousarray(self.samples, np.float32)),
+                "targets": torch.from_numpy(self.targets.astype(np.uint8 if self.num_classes < 256 else np.int64)),
+                "num_classes": int(self.num_classes), "seed": int(self.seed)}
+
+    @staticmethod
+    def from_dict(d: dict) -> PixelForest:
+        return PixelForest(d["samples"].numpy(), d["targets"].numpy().astype(np.int64), int(d["num_classes"]),
+                           int(d["seed"]))
+
+
+def _subset_per_class(targets: np.ndarray, max_per_class: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in np.unique(targets):
+        idx = np.flatnonzero(targets == c)
+        keep.append(idx if len(idx) <= max_per_class else np.sort(rng.choice(idx, max_per_class, replace=False)))
+    return np.sort(np.concatenate(keep))
