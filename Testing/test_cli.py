@@ -182,7 +182,7 @@ def test_every_command_has_help():
         assert out.returncode == 0 and "usage: semseg" in out.stdout
 
 
-def test_train_reports_its_line_classes_and_can_leave_them_wide(tmp_path, capsys, monkeypatch):
+def test_train_reports_its_line_classes_and_forest_and_can_leave_each_out(tmp_path, capsys, monkeypatch):
     from SemSegLib import training
     from SemSegLib.simulate import simulate_strokes
     from test_line_classes import ring_task
@@ -199,8 +199,13 @@ def test_train_reports_its_line_classes_and_can_leave_them_wide(tmp_path, capsys
     common = ("--images", tmp_path / "images", "--labels", tmp_path / "strokes", "--iterations", 2,
               "--device", "cpu")
     assert run("train", *common, "--model", tmp_path / "m.pt") == 0
-    assert "predicted as lines: border" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "predicted as lines: border" in out and "a random forest on the same labels gets 0.2" in out
     assert SemSegModel.load(tmp_path / "m.pt").line_classes == [2]
+    assert SemSegModel.load(tmp_path / "m.pt").forest is not None
     assert run("train", *common, "--model", tmp_path / "wide.pt", "--no-line-thinning") == 0
     assert "lines" not in capsys.readouterr().out
     assert SemSegModel.load(tmp_path / "wide.pt").line_classes == []
+    assert run("train", *common, "--model", tmp_path / "net.pt", "--no-forest") == 0
+    assert "random forest" not in capsys.readouterr().out
+    assert SemSegModel.load(tmp_path / "net.pt").forest is None

@@ -100,3 +100,14 @@ def test_the_engine_imports_no_slicer_and_the_mrml_helpers_no_qt():
     for path in (MODULE / "SemSegMRML").glob("*.py"):
         found = _top_level_imports(path) & {"qt", "ctk"}
         assert not found, f"SemSegMRML/{path.name} imports {sorted(found)}"
+
+
+def test_slicer_installs_every_package_the_engine_declares_and_only_those():
+    from SemSegLib.dependencies import PACKAGES
+
+    text = (ROOT / "pyproject.toml").read_text()
+    block = text.split("dependencies = [", 1)[1].split("]", 1)[0]
+    declared = {re.split(r"[<>=!~ ]", d)[0] for d in re.findall(r'"([^"]+)"', block)}
+    # torch comes from PyTorchUtils, numpy with Slicer, matplotlib and tqdm serve only the command line.
+    in_slicer = {re.split(r"[<>=!~ ]", r)[0] for r in PACKAGES.values()}
+    assert in_slicer == declared - {"torch", "numpy", "matplotlib", "tqdm"}

@@ -51,6 +51,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         config.round_networks = 1
     if args.no_line_thinning:
         config.thin_line_classes = False
+    if args.no_forest:
+        config.forest_weight = 0.0
     if args.iterations is not None:
         config.iterations, config.seconds = args.iterations, None
     elif args.seconds is not None:
@@ -76,8 +78,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     rounds = f"; predicts with {networks} networks (this round's and earlier ones)" if networks > 1 else ""
     lines = result.model.line_class_names()
     lines = f"; painted as 1-pixel lines, predicted as lines: {', '.join(lines)}" if lines else ""
+    forest = (f"; a random forest on the same labels gets {result.model.forest_weight:g} of each prediction"
+              if result.model.forest is not None else "")
     print(f"model written to {args.model} ({result.iterations} iterations, {result.seconds:.1f} s on "
-          f"{result.device}, final loss {result.final_loss:.4f}{rounds}{lines})")
+          f"{result.device}, final loss {result.final_loss:.4f}{rounds}{lines}{forest})")
     if result.warning:
         print(f"warning: {result.warning}", file=sys.stderr)
 
@@ -261,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-line-thinning", action="store_true",
                    help="predict a class traced as 1-pixel lines as wide as the network draws it "
                         "(README: How it works)")
+    t.add_argument("--no-forest", action="store_true",
+                   help="predict with the network(s) alone, without the random forest's share (README: How it works)")
     t.set_defaults(func=cmd_train)
 
     pr = sub.add_parser("predict", help="label every pixel of a stack")
