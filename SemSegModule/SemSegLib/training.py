@@ -144,10 +144,10 @@ class TrainConfig:
     line_position_weight: float = 1.0
     line_position_margin: float = 0.5
     # The random-forest pixel classifier (pixel_forest.py), fit on the same labels after every training, gets
-    # this share of each prediction; 0 = off. Averaged before the thinning and the unsure-piece rules, on
-    # session 37-40's first models of 750 iterations: weight 0.2 isbi2012-em T2 +0.008 (8 of 8 seeds), T1
-    # +0.008; dsb2018-fluo T2 +0.0025, T1 +0.008 (8 of 8). 0.35 trades dsb2018-fluo's T2 for T1, 0.5 loses T2
-    # there (bench/RESULTS.md, session 42).
+    # this share of each prediction; 0 = off. Averaged before the thinning and the unsure-piece rules, on the
+    # benchmark's first models of 750 iterations: isbi2012-em T2 +0.008 (8 of 8 seeds), T1 +0.008;
+    # dsb2018-fluo T2 +0.002 (7 of 12), T1 +0.007 (11 of 12) (bench/RESULTS.md, session 43). 0.35 traded
+    # dsb2018-fluo's T2 for T1, 0.5 lost T2 there (session 42).
     forest_weight: float = 0.2
     # The network in float16 on CUDA; the predictions that estimate the class-prior correction also in
     # bfloat16 on CPUs with AMX units (devices.autocast_dtype). False: float32 everywhere.
