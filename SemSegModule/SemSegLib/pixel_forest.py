@@ -3,8 +3,8 @@
 A forest of 100 trees on multiscale filter responses, fit on the same labeled pixels as the network. Its
 probabilities are averaged into the network's before the line classes are thinned and before the unsure-piece
 rules (prediction.py): the two models err in different places, and the rules act on the average. On the
-cached first models of sessions 37-40 this gained T2 on isbi2012-em in 8 of 8 seeds and T1 on both benchmark
-sets in 8 of 8 (bench/RESULTS.md, sessions 42-43).
+benchmark's first models this gained T2 and T1 on isbi2012-em in 8 of 8 seeds and T1 on dsb2018-fluo in 11 of
+12 (bench/RESULTS.md, session 43).
 
 The model file keeps the forest's training set (features at the labeled pixels and their classes), never a
 pickled forest: loading a model file must not be able to run code, and refitting with the stored seed gives
