@@ -800,7 +800,9 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             ui.modelInfoLabel.text = (f"{len(self.logic.model.classes)} classes, {self.logic.model.in_channels} "
                                       f"channel(s), {len(self.logic.model.history)} training round(s)"
                                       + (f", last: {last.get('iterations')} it in {last.get('seconds')} s"
-                                         if last else ""))
+                                         if last else "")
+                                      + (f"; a random forest gets {self.logic.model.forest_weight:g} of each "
+                                         "prediction" if self.logic.model.forest is not None else ""))
         else:
             ui.modelInfoLabel.text = "no model yet"
 
