@@ -34,13 +34,12 @@ PREDICT_ROWS = 1 << 18  # pixels per predict_proba call: bounds the forest's wor
 
 
 def _tiles(height: int, width: int, tile: int) -> Iterator[tuple[slice, slice, slice, slice]]:
-    """(rows, cols) of each tile padded by the margin, and where the tile lies inside that padded crop."""
+    """Per tile: the rows and columns of the tile padded by the margin, then those of the tile itself."""
     for r0 in range(0, height, tile):
         for c0 in range(0, width, tile):
             r1, c1 = min(r0 + tile, height), min(c0 + tile, width)
-            pr0, pc0 = max(r0 - TILE_MARGIN, 0), max(c0 - TILE_MARGIN, 0)
-            pr1, pc1 = min(r1 + TILE_MARGIN, height), min(c1 + TILE_MARGIN, width)
-            yield (slice(pr0, pr1), slice(pc0, pc1), slice(r0 - pr0, r1 - pr0), slice(c0 - pc0, c1 - pc0))
+            yield (slice(max(r0 - TILE_MARGIN, 0), min(r1 + TILE_MARGIN, height)),
+                   slice(max(c0 - TILE_MARGIN, 0), min(c1 + TILE_MARGIN, width)), slice(r0, r1), slice(c0, c1))
 
 
 def feature_tiles(image: np.ndarray, normalization: NormalizationConfig, tile: int = TILE_SIZE
@@ -50,12 +49,12 @@ def feature_tiles(image: np.ndarray, normalization: NormalizationConfig, tile: i
     from skimage.feature import multiscale_basic_features
 
     norm = normalize_image(image, normalization)  # as the network sees it: the same percentiles
-    for rows, cols, inner_r, inner_c in _tiles(norm.shape[1], norm.shape[2], tile):
-        crop = np.moveaxis(norm[:, rows, cols], 0, -1)
+    for pad_r, pad_c, rows, cols in _tiles(norm.shape[1], norm.shape[2], tile):
+        crop = np.moveaxis(norm[:, pad_r, pad_c], 0, -1)
         feats = multiscale_basic_features(crop, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, channel_axis=-1)
-        r = slice(rows.start + inner_r.start, rows.start + inner_r.stop)
-        c = slice(cols.start + inner_c.start, cols.start + inner_c.stop)
-        yield r, c, np.ascontiguousarray(feats[inner_r, inner_c], dtype=np.float32)
+        r, c = rows.start - pad_r.start, cols.start - pad_c.start
+        inner = feats[r:r + rows.stop - rows.start, c:c + cols.stop - cols.start]
+        yield rows, cols, np.ascontiguousarray(inner, dtype=np.float32)
 
 
 @dataclass
