@@ -77,11 +77,14 @@ def test_the_model_file_keeps_the_forests_training_set_and_loads_the_same_forest
     path = tmp_path / "m.pt"
     model.save(path)
     loaded = SemSegModel.load(path)
-    assert loaded.forest_weight == 0.2 and loaded.forest.seed == 4
+    assert loaded.forest_weight == 0.2 and loaded.forest.seed == 4 and loaded.forest.trees == model.forest.trees
     assert np.array_equal(loaded.forest.samples, model.forest.samples)
     image = images[1][None]
     assert torch.equal(loaded.forest.probabilities(image, NORM), model.forest.probabilities(image, NORM))
     stored = model.to_dict()
+    del stored["forest"]["trees"]  # a file of session 43: its forest had 100 trees
+    torch.save(stored, path)
+    assert SemSegModel.load(path).forest.trees == 100 and model.forest.trees == 50
     del stored["forest"], stored["forest_weight"]  # a file from before session 43
     torch.save(stored, path)
     older = SemSegModel.load(path)
