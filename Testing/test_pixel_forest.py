@@ -7,7 +7,7 @@ from SemSegLib.classes import default_classes
 from SemSegLib.model_file import SemSegModel
 from SemSegLib.normalization import NormalizationConfig
 from SemSegLib.pixel_forest import PixelForest, feature_tiles
-from SemSegLib.prediction import PredictConfig, predict_probabilities
+from SemSegLib.prediction import PredictConfig, normalized_entropy, predict_image, predict_probabilities
 from SemSegLib.training import TrainConfig, train
 from test_calibration import ConstantLogits
 
@@ -68,6 +68,20 @@ def test_the_forest_gets_its_share_of_the_average_and_the_prior_estimate_sees_th
     model.forest_weight = 0.3
     assert torch.allclose(predict_probabilities(model, image, CPU), 0.7 * network + 0.3 * forest, atol=1e-6)
     assert torch.allclose(predict_probabilities(model, image, CPU, prior_shift=False), network.expand_as(forest))
+
+
+def test_the_map_has_the_forests_share_and_the_uncertainty_shown_is_the_networks_alone():
+    images, refs = disk_task(n=2)
+    model = SemSegModel.create(1, default_classes(2), base_width=8, levels=3)
+    model.network = ConstantLogits([0.0, 0.2])
+    model.forest, model.forest_weight = PixelForest.fit(images[:, None], _strokes(refs), 2, NORM), 0.3
+    image = images[1][None]
+    pred = predict_image(model, image, CPU, with_probabilities=True)
+    network = torch.softmax(torch.tensor([0.0, 0.2]), 0)[:, None, None]
+    forest = model.forest.probabilities(image, NORM)
+    assert np.allclose(pred.probabilities, (0.7 * network + 0.3 * forest).numpy(), atol=1e-6)
+    assert (pred.labels == 1).any()  # the forest's share turns some pixels, the network alone says class 2
+    assert np.allclose(pred.uncertainty, float(normalized_entropy(network)[0, 0]), atol=1e-6)
 
 
 def test_the_model_file_keeps_the_forests_training_set_and_loads_the_same_forest(tmp_path):

@@ -39,7 +39,7 @@ class PredictConfig:
 @dataclass
 class Prediction:
     labels: np.ndarray  # (H, W) class values 1..K
-    uncertainty: np.ndarray  # (H, W) normalized entropy, 0 = certain, 1 = uniform
+    uncertainty: np.ndarray  # (H, W) normalized entropy of the networks' average, 0 = certain, 1 = uniform
     probabilities: np.ndarray | None  # (K, H, W) float32, if requested
     seconds: float
 
@@ -63,9 +63,14 @@ def predict_probabilities(model: SemSegModel, image: np.ndarray, config: Predict
     rounds, the probabilities of the earlier rounds' networks are averaged in (`SemSegModel.round_members`), as
     everywhere a prediction is shown or saved; then the model's random forest gets its share
     (`SemSegModel.forest_weight`, pixel_forest.py) and the line classes are thinned to lines (line_classes.py).
-    The uncertainty shown and the next-slice suggestions are the entropy of this average. Without
-    `prior_shift`: this model's network alone, uncorrected (to estimate the correction).
+    Without `prior_shift`: this model's network alone, uncorrected (to estimate the correction).
     """
+    networks = _networks_average(model, image, config, device, prior_shift)
+    return _with_forest(model, image, networks) if prior_shift else networks
+
+
+def _networks_average(model: SemSegModel, image: np.ndarray, config: PredictConfig | None,
+                      device: torch.device | None, prior_shift: bool = True) -> torch.Tensor:
     config = config or PredictConfig()
     device = device or resolve_device(config.device)
     model.check_stack(image.shape[0])
@@ -76,6 +81,12 @@ def predict_probabilities(model: SemSegModel, image: np.ndarray, config: Predict
     for member, weight in model.round_members():
         p = weight * _network_probabilities(model, member.network, member.log_prior_shift, x, config, device)
         prob = p if prob is None else prob + p
+    return prob
+
+
+def _with_forest(model: SemSegModel, image: np.ndarray, networks: torch.Tensor) -> torch.Tensor:
+    """The forest's share, then the thinning: `networks` as every shown or saved prediction has it."""
+    prob = networks
     if model.forest is not None and model.forest_weight > 0:
         # Before the thinning and the unsure-piece rules: they then act on what both models say.
         forest = model.forest.probabilities(image, model.normalization)
@@ -118,7 +129,8 @@ def predict_image(model: SemSegModel, image: np.ndarray, config: PredictConfig |
                   with_probabilities: bool = False, device: torch.device | None = None) -> Prediction:
     start = time.perf_counter()
     config = config or PredictConfig()
-    prob = predict_probabilities(model, image, config, device)
+    networks = _networks_average(model, image, config, device)
+    prob = _with_forest(model, image, networks)
     labels = (prob.argmax(0) + 1).numpy().astype(label_dtype(model.num_classes))
     uncertainty = normalized_entropy(prob).numpy().astype(np.float32)
     probabilities = prob.numpy()
@@ -126,6 +138,11 @@ def predict_image(model: SemSegModel, image: np.ndarray, config: PredictConfig |
         if len(model.history) <= 1:  # a first training only: see unsure_pieces.py
             labels = reassign_unsure_pieces(labels, probabilities, uncertainty, model.line_classes)
         labels = reassign_unsure_off_lines(labels, probabilities, uncertainty, model.line_classes)
+    # The uncertainty shown, and the suggestions made from it, are the networks' alone: the places where a
+    # correction teaches the networks. With the forest's share in it the suggested corrections trained worse
+    # networks; the map itself keeps the forest (bench/RESULTS.md, session 44).
+    if model.forest is not None and model.forest_weight > 0:
+        uncertainty = normalized_entropy(thin_line_classes(networks, model.line_classes)).numpy().astype(np.float32)
     return Prediction(labels, uncertainty, probabilities if with_probabilities else None,
                       time.perf_counter() - start)
 
