@@ -26,8 +26,9 @@ SIGMA_MIN, SIGMA_MAX = 1.0, 16.0
 # a tile with this margin has the whole image's features in its interior.
 TILE_MARGIN = int(4 * SIGMA_MAX) + 8
 TILE_SIZE = 1024
-# 50 trees scored level with 100 on both sets' first models (8 seeds each, T1 and T2 within 0.001) and predict
-# in half the time; a file keeps its own count, so a model saved with 100 trees is refit with 100.
+# 50 trees scored level with 100 on both sets' first models (8 seeds each, every T1 and T2 within 0.0015) and
+# give their probabilities in two thirds of the time; a file keeps its own count (one saved with 100 trees is
+# refit with 100).
 TREES = 50
 # A person who paints whole slices must not make every training take minutes: at most this many labeled
 # pixels per class train the forest (a seeded random subset; the benchmark's strokes are far below it).
