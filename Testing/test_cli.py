@@ -200,7 +200,9 @@ def test_train_reports_its_line_classes_and_forest_and_can_leave_each_out(tmp_pa
               "--device", "cpu")
     assert run("train", *common, "--model", tmp_path / "m.pt") == 0
     out = capsys.readouterr().out
-    assert "predicted as lines: border" in out and "a random forest on the same labels gets 0.2" in out
+    assert "predicted as lines: border" in out
+    assert ("a random forest on the same labels and the networks' confident pixels gets 0.5 of each prediction "
+            "(0.2 of a line class)") in out
     assert SemSegModel.load(tmp_path / "m.pt").line_classes == [2]
     assert SemSegModel.load(tmp_path / "m.pt").forest is not None
     assert run("train", *common, "--model", tmp_path / "wide.pt", "--no-line-thinning") == 0

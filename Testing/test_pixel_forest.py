@@ -3,10 +3,11 @@ import dataclasses
 import numpy as np
 import torch
 from conftest import disk_task
+from SemSegLib import forest_teacher
 from SemSegLib.classes import default_classes
 from SemSegLib.model_file import SemSegModel
 from SemSegLib.normalization import NormalizationConfig
-from SemSegLib.pixel_forest import PixelForest, feature_tiles
+from SemSegLib.pixel_forest import LINE_CLASS_WEIGHT, PixelForest, feature_tiles
 from SemSegLib.prediction import PredictConfig, normalized_entropy, predict_image, predict_probabilities
 from SemSegLib.training import TrainConfig, train
 from test_calibration import ConstantLogits
@@ -111,13 +112,49 @@ def test_every_training_refits_the_forest_on_strokes_and_corrections_and_weight_
     images, refs = disk_task(n=2)
     labels = _strokes(refs)
     classes = default_classes(2)
-    first = train(images[:, None], labels, classes, TrainConfig(**FAST)).model
-    assert first.forest_weight == 0.2 and len(first.forest.targets) == (labels > 0).sum()
+    alone = dict(FAST, forest_teacher_images=0)  # the forest of the labels alone
+    first = train(images[:, None], labels, classes, TrainConfig(**alone)).model
+    assert first.forest_weight == 0.5 and len(first.forest.targets) == (labels > 0).sum()
     assert first.history[-1]["forest_samples"] == (labels > 0).sum()
+    assert first.history[-1]["forest_taught_pixels"] == 0
     corrected = labels.copy()
     corrected[1, 20:30, 20:30] = refs[1, 20:30, 20:30]
-    second = train(images[:, None], corrected, classes, TrainConfig(**FAST), init_model=first).model
+    second = train(images[:, None], corrected, classes, TrainConfig(**alone), init_model=first).model
     assert len(second.forest.targets) == (corrected > 0).sum()
     assert len(first.forest.targets) == (labels > 0).sum()  # the model it started from is untouched
     off = train(images[:, None], corrected, classes, TrainConfig(forest_weight=0.0, **FAST), init_model=first).model
     assert off.forest is None and off.forest_weight == 0.0 and off.history[-1]["forest_samples"] == 0
+    taught = train(images[:, None], labels, classes, TrainConfig(**FAST)).model
+    extra = taught.history[-1]["forest_taught_pixels"]
+    assert extra > 0 and len(taught.forest.targets) == (labels > 0).sum() + extra  # few pixels: none capped
+
+
+def test_the_networks_teach_the_forest_what_they_are_sure_of_as_shown_never_where_the_person_painted(monkeypatch):
+    images, refs = disk_task(n=9, size=48)
+    labels = np.zeros(refs.shape, np.uint16)
+    labels[0, 20:30, 20:30] = refs[0, 20:30, 20:30]
+    model = SemSegModel.create(1, default_classes(2), base_width=8, levels=3)
+    model.network = ConstantLogits([0.0, 1.5])  # class 2 at 0.82 everywhere: below the confidence
+    model.forest, model.forest_weight = PixelForest.fit(images[:, None], _strokes(refs), 2, NORM), 0.5
+    monkeypatch.setattr(forest_teacher, "PIXELS_PER_CLASS_AND_IMAGE", 100)
+    teach = dict(seed=0, device=torch.device("cpu"), unpainted_images=2)
+    assert not forest_teacher.confident_labels(model, images[:, None], labels, **teach).any()
+    model.log_prior_shift = np.array([0.0, 1.0])  # as shown: class 2 at 0.92
+    confident = forest_teacher.confident_labels(model, images[:, None], labels, **teach)
+    # The painted image and 2 of the 8 others, spread: the first and the last.
+    assert [i for i in range(9) if confident[i].any()] == [0, 1, 8]
+    assert [int((confident[i] == 2).sum()) for i in (0, 1, 8)] == [100, 100, 100]
+    assert not (confident == 1).any()  # the forest's share (it says class 1 on the background) is left out
+    assert not confident[0, 20:30, 20:30].any()
+
+
+def test_a_line_class_gets_a_smaller_share_of_the_forest():
+    images, refs = disk_task(n=2)
+    forest = PixelForest.fit(images[:, None], _strokes(refs), 2, NORM)
+    image = images[1][None]
+    f = forest.probabilities(image, NORM)
+    n = torch.tensor([0.3, 0.7])[:, None, None].expand_as(f)
+    assert torch.allclose(forest.mixed_into(n, image, NORM, 0.5, []), 0.5 * n + 0.5 * f, atol=1e-6)
+    line = torch.stack([0.5 * n[0] + 0.5 * f[0], (1 - LINE_CLASS_WEIGHT) * n[1] + LINE_CLASS_WEIGHT * f[1]])
+    assert torch.allclose(forest.mixed_into(n, image, NORM, 0.5, [1]), line / line.sum(0), atol=1e-6)
+    assert torch.allclose(forest.mixed_into(n, image, NORM, 0.1, [1]), 0.9 * n + 0.1 * f, atol=1e-6)

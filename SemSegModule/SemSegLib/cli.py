@@ -35,6 +35,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from .model_file import SemSegModel
+    from .pixel_forest import LINE_CLASS_WEIGHT
     from .stack_io import read_labels, read_stack
     from .training import TrainConfig, train
 
@@ -78,8 +79,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     rounds = f"; predicts with {networks} networks (this round's and earlier ones)" if networks > 1 else ""
     lines = result.model.line_class_names()
     lines = f"; painted as 1-pixel lines, predicted as lines: {', '.join(lines)}" if lines else ""
-    forest = (f"; a random forest on the same labels gets {result.model.forest_weight:g} of each prediction"
-              if result.model.forest is not None else "")
+    forest = ""
+    if result.model.forest is not None:
+        weight = result.model.forest_weight
+        taught = " and the networks' confident pixels" if result.model.history[-1].get("forest_taught_pixels") else ""
+        line_weight = min(weight, LINE_CLASS_WEIGHT)
+        of_lines = f" ({line_weight:g} of a line class)" if lines and line_weight < weight else ""
+        forest = f"; a random forest on the same labels{taught} gets {weight:g} of each prediction{of_lines}"
     print(f"model written to {args.model} ({result.iterations} iterations, {result.seconds:.1f} s on "
           f"{result.device}, final loss {result.final_loss:.4f}{rounds}{lines}{forest})")
     if result.warning:

@@ -31,8 +31,13 @@ TILE_SIZE = 1024
 # refit with 100).
 TREES = 50
 # A person who paints whole slices must not make every training take minutes: at most this many labeled
-# pixels per class train the forest (a seeded random subset; the benchmark's strokes are far below it).
+# pixels per class train the forest (a seeded random subset; the benchmark's strokes are far below it), and
+# at most as many of the networks' confident pixels (forest_teacher.py).
 MAX_SAMPLES_PER_CLASS = 20000
+# A class painted as 1-pixel lines gets at most this share of the forest: filters of sigma 1 and more cannot
+# place a line to the pixel, and a larger share moved dsb2018-fluo's nucleus border off it (T2 -0.005 at 0.5
+# for every class, +0.001 with the border at 0.2; bench/RESULTS.md, session 45).
+LINE_CLASS_WEIGHT = 0.2
 PREDICT_ROWS = 1 << 18  # pixels per predict_proba call: bounds the forest's working memory
 
 
@@ -73,19 +78,28 @@ class PixelForest:
 
     @staticmethod
     def fit(images: np.ndarray, labels: np.ndarray, num_classes: int, normalization: NormalizationConfig,
-            seed: int = 0, max_per_class: int = MAX_SAMPLES_PER_CLASS) -> PixelForest | None:
-        """From (N, C, H, W) images and (N, H, W) labels (0 = unlabeled); None when nothing is labeled."""
+            seed: int = 0, max_per_class: int = MAX_SAMPLES_PER_CLASS,
+            confident: np.ndarray | None = None) -> PixelForest | None:
+        """From (N, C, H, W) images and (N, H, W) labels (0 = unlabeled); None when nothing is labeled.
+        `confident`: (N, H, W) classes the networks are sure of where nothing is labeled (forest_teacher.py),
+        at most `max_per_class` of each class beside as many labeled pixels."""
+        sets = [labels] if confident is None else [labels, np.where(labels > 0, 0, confident)]
         samples, targets = [], []
-        for i in np.flatnonzero(labels.reshape(len(labels), -1).any(1)):
-            for rows, cols, feats in feature_tiles(images[i], normalization):
-                lab = labels[i, rows, cols]
-                samples.append(feats[lab > 0])
-                targets.append(lab[lab > 0])
-        if not samples:
+        for pixels in sets:
+            x, y = [], []
+            for i in np.flatnonzero(pixels.reshape(len(pixels), -1).any(1)):
+                for rows, cols, feats in feature_tiles(images[i], normalization):
+                    lab = pixels[i, rows, cols]
+                    x.append(feats[lab > 0])
+                    y.append(lab[lab > 0])
+            if x:
+                x, y = np.concatenate(x), np.concatenate(y).astype(np.int64)
+                keep = _subset_per_class(y, max_per_class, seed)
+                samples.append(x[keep])
+                targets.append(y[keep])
+        if not samples or not (labels > 0).any():
             return None
-        x, y = np.concatenate(samples), np.concatenate(targets).astype(np.int64)
-        keep = _subset_per_class(y, max_per_class, seed)
-        forest = PixelForest(x[keep], y[keep], num_classes, seed)
+        forest = PixelForest(np.concatenate(samples), np.concatenate(targets), num_classes, seed)
         forest.estimator()
         return forest
 
@@ -108,6 +122,16 @@ class PixelForest:
                                    for s in range(0, len(flat), PREDICT_ROWS)])
             out[columns, rows, cols] = prob.T.reshape(len(columns), *feats.shape[:2])
         return torch.from_numpy(out)
+
+    def mixed_into(self, networks: torch.Tensor, image: np.ndarray, normalization: NormalizationConfig,
+                   weight: float, line_classes: list[int]) -> torch.Tensor:
+        """(K, H, W) probabilities of the networks with this forest's share: `weight`, at most
+        LINE_CLASS_WEIGHT for a line class (0-based), the classes' sum normalized to 1 again."""
+        shares = torch.full((self.num_classes, 1, 1), float(weight))
+        for c in line_classes:
+            shares[c] = min(float(weight), LINE_CLASS_WEIGHT)
+        prob = (1 - shares) * networks + shares * self.probabilities(image, normalization)
+        return prob / prob.sum(0, keepdim=True).clamp_min(1e-8)
 
     def to_dict(self) -> dict:
         return {"samples": torch.from_numpy(np.ascontiguousarray(self.samples, np.float32)),

@@ -56,17 +56,21 @@ def _round_up(v: int, m: int) -> int:
 
 
 def predict_probabilities(model: SemSegModel, image: np.ndarray, config: PredictConfig | None = None,
-                          device: torch.device | None = None, prior_shift: bool = True) -> torch.Tensor:
+                          device: torch.device | None = None, prior_shift: bool = True,
+                          forest: bool = True) -> torch.Tensor:
     """(C, H, W) raw image -> (K, H, W) float32 class probabilities on the CPU.
 
     With `prior_shift` each network's class-prior correction (calibration.py) is applied and, after correction
     rounds, the probabilities of the earlier rounds' networks are averaged in (`SemSegModel.round_members`), as
     everywhere a prediction is shown or saved; then the model's random forest gets its share
     (`SemSegModel.forest_weight`, pixel_forest.py) and the line classes are thinned to lines (line_classes.py).
-    Without `prior_shift`: this model's network alone, uncorrected (to estimate the correction).
+    Without `prior_shift`: this model's network alone, uncorrected (to estimate the correction). Without
+    `forest`: the networks' share alone, thinned (what teaches the forest, forest_teacher.py).
     """
     networks = _networks_average(model, image, config, device, prior_shift)
-    return _with_forest(model, image, networks) if prior_shift else networks
+    if not prior_shift:
+        return networks
+    return _with_forest(model, image, networks) if forest else thin_line_classes(networks, model.line_classes)
 
 
 def _networks_average(model: SemSegModel, image: np.ndarray, config: PredictConfig | None,
@@ -89,8 +93,7 @@ def _with_forest(model: SemSegModel, image: np.ndarray, networks: torch.Tensor) 
     prob = networks
     if model.forest is not None and model.forest_weight > 0:
         # Before the thinning and the unsure-piece rules: they then act on what both models say.
-        forest = model.forest.probabilities(image, model.normalization)
-        prob = (1 - model.forest_weight) * prob + model.forest_weight * forest
+        prob = model.forest.mixed_into(networks, image, model.normalization, model.forest_weight, model.line_classes)
     return thin_line_classes(prob, model.line_classes)
 
 

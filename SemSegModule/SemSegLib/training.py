@@ -31,6 +31,7 @@ from .classes import ClassInfo
 from .devices import autocast_dtype, resolve_device
 from .errors import InputError
 from .filters import DEFAULT_SIGMAS
+from .forest_teacher import confident_labels
 from .line_classes import detect_line_classes
 from .model_file import RoundMember, SemSegModel
 from .normalization import normalize_image
@@ -143,12 +144,15 @@ class TrainConfig:
     # average; weight 0.5: T2 +0.015, weight 2 or margin 1: less (bench/RESULTS.md, session 24).
     line_position_weight: float = 1.0
     line_position_margin: float = 0.5
-    # The random-forest pixel classifier (pixel_forest.py), fit on the same labels after every training, gets
-    # this share of each prediction; 0 = off. Averaged before the thinning and the unsure-piece rules, on the
-    # benchmark's first models of 750 iterations: isbi2012-em T2 +0.008 (8 of 8 seeds), T1 +0.008;
-    # dsb2018-fluo T2 +0.002 (7 of 12), T1 +0.007 (11 of 12) (bench/RESULTS.md, session 43). 0.35 traded
-    # dsb2018-fluo's T2 for T1, 0.5 lost T2 there (session 42).
-    forest_weight: float = 0.2
+    # The random-forest pixel classifier (pixel_forest.py), fit after every training on the same labels and on
+    # the networks' confident pixels of the painted images and `forest_teacher_images` others (forest_teacher.py),
+    # gets this share of each prediction (a line class at most pixel_forest.LINE_CLASS_WEIGHT); 0 = off.
+    # Averaged before the thinning and the unsure-piece rules. The forest of the labels alone at 0.2: on the
+    # benchmark's first models isbi2012-em T2 +0.008 (8 of 8 seeds), T1 +0.008; dsb2018-fluo T2 +0.002, T1
+    # +0.007 (session 43). Taught by the networks at 0.5: isbi2012-em a further T2 +0.009, T1 +0.008 (session
+    # 45); the forest of the labels alone at 0.5 lost dsb2018-fluo's T2 (session 42).
+    forest_weight: float = 0.5
+    forest_teacher_images: int = 6  # 0: the forest of the labels alone
     # The network in float16 on CUDA; the predictions that estimate the class-prior correction also in
     # bfloat16 on CPUs with AMX units (devices.autocast_dtype). False: float32 everywhere.
     mixed_precision: bool = True
@@ -445,9 +449,6 @@ def train(
         "warning": warning,
     })
     model.set_labeled_masks(names, labels)
-    if config.forest_weight > 0 and progress is not None:
-        progress(TrainProgress(it, it, smoothed, seconds, 0.0, "fitting the random forest"))
-    attach_forest(model, images, labels, config)
     model.line_classes = list(detected_lines) if config.thin_line_classes else []
     model.history[-1]["line_classes"] = list(model.line_classes)
     model.log_prior_shift = None
@@ -473,18 +474,34 @@ def train(
         earlier = [start, *model.earlier_rounds][:config.round_networks - 1]
     model.earlier_rounds = earlier
     model.history[-1]["round_networks"] = 1 + len(model.earlier_rounds)
+    # Last: the networks teach the forest as the model shows them (corrected, rounds averaged, lines thinned).
+    if config.forest_weight > 0 and progress is not None:
+        progress(TrainProgress(it, it, smoothed, seconds, 0.0, "fitting the random forest"))
+    attach_forest(model, images, labels, config, device)
     return TrainResult(model, it, seconds, smoothed, cancelled, device.type, losses, warning)
 
 
-def attach_forest(model: SemSegModel, images: np.ndarray, labels: np.ndarray, config: TrainConfig) -> None:
+def attach_forest(model: SemSegModel, images: np.ndarray, labels: np.ndarray, config: TrainConfig,
+                  device: torch.device | None = None) -> None:
     """Fit the model's random forest on all of `labels` (strokes and corrections alike, unweighted: the
-    forest that gained in session 42's correction rounds), or remove it when `config.forest_weight` is 0."""
+    forest that gained in session 42's correction rounds) and on the pixels the model's networks are sure of
+    (forest_teacher.py), or remove it when `config.forest_weight` is 0."""
     model.forest, model.forest_weight = None, 0.0
-    if config.forest_weight > 0:
-        model.forest = PixelForest.fit(images, labels, model.num_classes, model.normalization, config.seed)
+    taught = 0
+    if config.forest_weight > 0 and (labels > 0).any():
+        confident = None
+        if config.forest_teacher_images > 0:
+            confident = confident_labels(model, images, labels, config.seed, device, config.mixed_precision,
+                                         config.forest_teacher_images)
+            for member, _ in model.round_members():  # a returned model does not hold GPU memory
+                member.network.cpu()
+            taught = int((confident > 0).sum())
+        model.forest = PixelForest.fit(images, labels, model.num_classes, model.normalization, config.seed,
+                                       confident=confident)
         model.forest_weight = config.forest_weight if model.forest is not None else 0.0
     if model.history:
         model.history[-1]["forest_samples"] = 0 if model.forest is None else len(model.forest.targets)
+        model.history[-1]["forest_taught_pixels"] = taught  # offered by the networks, before the cap
 
 
 def _few_steps_warning(iterations: int, seconds: float, cap: int | None, config: TrainConfig,
