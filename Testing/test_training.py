@@ -146,7 +146,9 @@ def test_a_cpu_with_amx_trains_in_float32_and_predicts_in_bfloat16(monkeypatch, 
     monkeypatch.setattr(model_file.SemSegModel, "create", staticmethod(create_and_watch))
     images, refs = disk_task(n=2)
     labels = sparse_labels(refs, [0])
-    config = TrainConfig(iterations=3, seed=0, mixed_precision=mixed, prior_correction_images=0, **FAST)
+    # No predictions after the training steps: the prior estimate and the forest's teacher predict (below).
+    config = TrainConfig(iterations=3, seed=0, mixed_precision=mixed, prior_correction_images=0,
+                         forest_teacher_images=0, **FAST)
     model = train(images[:, None], labels, default_classes(2), config).model
     assert seen[0] and set(seen[0]) == {torch.float32}
     assert model.history[-1]["precision"] == "float32"
