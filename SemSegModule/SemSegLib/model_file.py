@@ -68,8 +68,9 @@ class SemSegModel:
     earlier_rounds: list[RoundMember] = field(default_factory=list)
     # 0-based classes painted as 1-pixel lines: their predictions are thinned to lines (line_classes.py).
     line_classes: list[int] = field(default_factory=list)
-    # The random-forest pixel classifier fit on the same labels (pixel_forest.py), and the share of its
-    # probabilities in every prediction (0: the networks alone).
+    # The random-forest pixel classifier fit on the same labels and the networks' confident pixels
+    # (pixel_forest.py), and the share of its probabilities in every prediction (0: the networks alone; a line
+    # class at most pixel_forest.LINE_CLASS_WEIGHT).
     forest: PixelForest | None = None
     forest_weight: float = 0.0
 

@@ -1,15 +1,15 @@
 """The random-forest pixel classifier (ilastik's) as a second opinion beside the U-Net.
 
-A forest of 50 trees on multiscale filter responses, fit on the same labeled pixels as the network. Its
-probabilities are averaged into the network's before the line classes are thinned and before the unsure-piece
-rules (prediction.py): the two models err in different places, and the rules act on the average. On the
-benchmark's first models this gained T2 and T1 on isbi2012-em in 8 of 8 seeds and T1 on dsb2018-fluo in 11 of
-12 (bench/RESULTS.md, session 43).
+A forest of 50 trees on multiscale filter responses, fit on the same labeled pixels as the network and on
+pixels the networks are sure of (forest_teacher.py). Its probabilities are averaged into the networks' before
+the line classes are thinned and before the unsure-piece rules (prediction.py): the two models err in
+different places, and the rules act on the average. On the benchmark's first models the forest of the strokes
+alone gained T2 and T1 on isbi2012-em in 8 of 8 seeds and T1 on dsb2018-fluo in 11 of 12 (bench/RESULTS.md,
+session 43); taught by the networks, with a larger share, more (session 45).
 
-The model file keeps the forest's training set (features at the labeled pixels and their classes), never a
+The model file keeps the forest's training set (features at those pixels and their classes), never a
 pickled forest: loading a model file must not be able to run code, and refitting with the stored seed gives
-the same trees in about a second.
-"""
+the same trees in a few seconds."""
 
 from __future__ import annotations
 
