@@ -9,7 +9,8 @@ session 43); taught by the networks, with a larger share, more (session 45).
 
 The model file keeps the forest's training set (features at those pixels and their classes), never a
 pickled forest: loading a model file must not be able to run code, and refitting with the stored seed gives
-the same trees in a few seconds."""
+the same trees in a few seconds.
+"""
 
 from __future__ import annotations
 
