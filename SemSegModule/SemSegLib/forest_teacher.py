@@ -37,16 +37,15 @@ def confident_labels(model: SemSegModel, images: np.ndarray, labels: np.ndarray,
     corrected, earlier rounds averaged in, lines thinned), give a class at least CONFIDENCE and nothing is
     labeled; 0 elsewhere and on the images not taught on."""
     painted = [int(i) for i in np.flatnonzero(labels.reshape(len(labels), -1).any(1))]
-    unpainted = [i for i in range(len(images)) if i not in set(painted)]
+    unpainted = sorted(set(range(len(images))) - set(painted))
     chosen = painted + [unpainted[j] for j in spread_indices(len(unpainted), unpainted_images)]
     rng = np.random.default_rng(seed)
     out = np.zeros(labels.shape, label_dtype(model.num_classes))
     config = PredictConfig(mixed_precision=mixed_precision)
     for i in chosen:
         prob = predict_probabilities(model, images[i], config, device, forest=False)
-        conf, best = prob.max(0)
-        sure = ((conf >= CONFIDENCE) & torch.from_numpy(labels[i] == 0)).numpy().ravel()
-        best = best.numpy().ravel()
+        conf, best = (t.numpy().ravel() for t in prob.max(0))
+        sure = (conf >= CONFIDENCE) & (labels[i] == 0).ravel()
         flat = out[i].reshape(-1)
         for c in range(model.num_classes):
             idx = np.flatnonzero(sure & (best == c))

@@ -84,6 +84,8 @@ class PixelForest:
         """From (N, C, H, W) images and (N, H, W) labels (0 = unlabeled); None when nothing is labeled.
         `confident`: (N, H, W) classes the networks are sure of where nothing is labeled (forest_teacher.py),
         at most `max_per_class` of each class beside as many labeled pixels."""
+        if not (labels > 0).any():
+            return None
         sets = [labels] if confident is None else [labels, np.where(labels > 0, 0, confident)]
         samples, targets = [], []
         for pixels in sets:
@@ -98,8 +100,6 @@ class PixelForest:
                 keep = _subset_per_class(y, max_per_class, seed)
                 samples.append(x[keep])
                 targets.append(y[keep])
-        if not samples or not (labels > 0).any():
-            return None
         forest = PixelForest(np.concatenate(samples), np.concatenate(targets), num_classes, seed)
         forest.estimator()
         return forest

@@ -149,8 +149,9 @@ class TrainConfig:
     # gets this share of each prediction (a line class at most pixel_forest.LINE_CLASS_WEIGHT); 0 = off.
     # Averaged before the thinning and the unsure-piece rules. The forest of the labels alone at 0.2: on the
     # benchmark's first models isbi2012-em T2 +0.008 (8 of 8 seeds), T1 +0.008; dsb2018-fluo T2 +0.002, T1
-    # +0.007 (session 43). Taught by the networks at 0.5: isbi2012-em a further T2 +0.009, T1 +0.008 (session
-    # 45); the forest of the labels alone at 0.5 lost dsb2018-fluo's T2 (session 42).
+    # +0.007 (session 43). Taught by the networks at 0.5: a further isbi2012-em T2 +0.008 (8 of 8), T1 +0.005;
+    # dsb2018-fluo T2 +0.002, T1 +0.003 (12 of 12) (session 45); the forest of the labels alone at 0.5 lost
+    # dsb2018-fluo's T2 (session 42).
     forest_weight: float = 0.5
     forest_teacher_images: int = 6  # 0: the forest of the labels alone
     # The network in float16 on CUDA; the predictions that estimate the class-prior correction also in
