@@ -137,14 +137,17 @@ def predict_image(model: SemSegModel, image: np.ndarray, config: PredictConfig |
     labels = (prob.argmax(0) + 1).numpy().astype(label_dtype(model.num_classes))
     uncertainty = normalized_entropy(prob).numpy().astype(np.float32)
     probabilities = prob.numpy()
+    with_forest = model.forest is not None and model.forest_weight > 0
     if config.unsure_pieces:
-        if len(model.history) <= 1:  # a first training only: see unsure_pieces.py
-            labels = reassign_unsure_pieces(labels, probabilities, uncertainty, model.line_classes)
+        first_training = len(model.history) <= 1
+        if first_training or with_forest:  # see unsure_pieces.py
+            labels = reassign_unsure_pieces(labels, probabilities, uncertainty, model.line_classes,
+                                            thin_only=not first_training)
         labels = reassign_unsure_off_lines(labels, probabilities, uncertainty, model.line_classes)
     # The uncertainty shown, and the suggestions made from it, are the networks' alone: the places where a
     # correction teaches the networks. With the forest's share in it the suggested corrections trained worse
     # networks; the map itself keeps the forest (bench/RESULTS.md, session 44).
-    if model.forest is not None and model.forest_weight > 0:
+    if with_forest:
         uncertainty = normalized_entropy(thin_line_classes(networks, model.line_classes)).numpy().astype(np.float32)
     return Prediction(labels, uncertainty, probabilities if with_probabilities else None,
                       time.perf_counter() - start)

@@ -24,10 +24,15 @@ retrained model: T2 +0.007 on average over 26 retrained isbi2012-em models, high
 session 34 in bench/RESULTS.md), so every model predicts with it. Cost: about 0.25 s more per 512 x 512 image
 on 2 CPU cores.
 
-Only a model's first training predicts with the piece rule. A retrained model has learned from the corrections where
-the look-alikes are, and the pieces it is still unsure of are more often true membrane: after `sparse.py`'s
-correction round the rule cost isbi2012-em T2 0.013 and 0.007 (seeds 0-1), and 0.005 and 0.003 with the
-networks' mean entropy in place of the entropy of their average.
+A retrained model predicts with the piece rule only where its map has the random forest's share in it
+(pixel_forest.py), and then only for thin classes. Without the forest a retrained model has learned from the
+corrections where the look-alikes are, and the pieces it is still unsure of are more often true membrane: after
+`sparse.py`'s correction round the rule cost isbi2012-em T2 0.013 and 0.007 (seeds 0-1, session 30), and 0.0014
+over 8 seeds of session 46's round models (session 48), for thin classes only as well. With the forest's share
+in the map (the forest knows no more of the corrections than their few pixels among its samples), the same
+round models gained: isbi2012-em T2 +0.006 (8 of 8 seeds; the round's change -0.001 -> +0.005), +0.004 with the rule
+on every class; on dsb2018-fluo the rule on every class cost 0.0015 (4 of 4: its pieces of nucleus, a wide
+class), on thin classes only it is level (-0.0001; bench/RESULTS.md, session 48).
 """
 
 from __future__ import annotations
@@ -52,17 +57,24 @@ _EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
 def reassign_unsure_pieces(labels: np.ndarray, probabilities: np.ndarray, uncertainty: np.ndarray,
                            line_classes: list[int] | tuple[int, ...] = (),
                            threshold: float = UNSURE_PIECE_UNCERTAINTY,
-                           max_share: float = MAX_PIECE_SHARE) -> np.ndarray:
+                           max_share: float = MAX_PIECE_SHARE, thin_only: bool = False) -> np.ndarray:
     """(H, W) labels 1..K -> a copy in which every unsure piece of a class has each pixel's next likeliest class.
 
     `probabilities` (K, H, W) and `uncertainty` (H, W) are the prediction's; `line_classes` are 0-based class
-    indices left as they are.
+    indices left as they are, and with `thin_only` the wide classes too.
     """
     out = labels.copy()
     for c in range(probabilities.shape[0]):
-        if c not in line_classes:
-            _reassign_unsure(out, labels == c + 1, c, probabilities, uncertainty, threshold, max_share * labels.size)
+        mine = labels == c + 1
+        if c in line_classes or (thin_only and not _is_thin(mine)):
+            continue
+        _reassign_unsure(out, mine, c, probabilities, uncertainty, threshold, max_share * labels.size)
     return out
+
+
+def _is_thin(mask: np.ndarray, distance: float = OFF_LINE_DISTANCE) -> bool:
+    """Half of the class's pixels at most `distance` px from another class (see OFF_LINE_DISTANCE)."""
+    return bool(mask.any()) and float(np.median(ndi.distance_transform_edt(mask)[mask])) <= distance
 
 
 def _reassign_unsure(out: np.ndarray, mask: np.ndarray, c: int, probabilities: np.ndarray, uncertainty: np.ndarray,
@@ -112,7 +124,7 @@ def reassign_unsure_off_lines(labels: np.ndarray, probabilities: np.ndarray, unc
         mine = labels == c + 1
         if c in line_classes or not mine.any():
             continue
-        if np.median(ndi.distance_transform_edt(mine)[mine]) > distance:
+        if not _is_thin(mine, distance):
             continue  # a wide class: its pixels are far from any line by nature
         off = mine & (ndi.distance_transform_edt(~watershed_lines(probabilities[c])) > distance)
         _reassign_unsure(out, off, c, probabilities, uncertainty, threshold)
