@@ -31,8 +31,8 @@ corrections where the look-alikes are, and the pieces it is still unsure of are 
 over 8 seeds of session 46's round models (session 48), for thin classes only as well. With the forest's share
 in the map (the forest knows no more of the corrections than their few pixels among its samples), the same
 round models gained: isbi2012-em T2 +0.006 (8 of 8 seeds; the round's change -0.001 -> +0.005), +0.004 with the rule
-on every class; on dsb2018-fluo the rule on every class cost 0.0015 (4 of 4: its pieces of nucleus, a wide
-class), on thin classes only it is level (-0.0001; bench/RESULTS.md, session 48).
+on every class; on dsb2018-fluo the rule on every class cost 0.0015 (4 of 4: its pieces there are of wide
+classes), on thin classes only it is level (-0.0001; bench/RESULTS.md, session 48).
 """
 
 from __future__ import annotations
