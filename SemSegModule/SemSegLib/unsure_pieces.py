@@ -29,10 +29,9 @@ A retrained model predicts with the piece rule only where its map has the random
 corrections where the look-alikes are, and the pieces it is still unsure of are more often true membrane: after
 `sparse.py`'s correction round the rule cost isbi2012-em T2 0.013 and 0.007 (seeds 0-1, session 30), and 0.0014
 over 8 seeds of session 46's round models (session 48), for thin classes only as well. With the forest's share
-in the map (the forest knows no more of the corrections than their few pixels among its samples), the same
-round models gained: isbi2012-em T2 +0.006 (8 of 8 seeds; the round's change -0.001 -> +0.005), +0.004 with the rule
-on every class; on dsb2018-fluo the rule on every class cost 0.0015 (4 of 4: its pieces there are of wide
-classes), on thin classes only it is level (-0.0001; bench/RESULTS.md, session 48).
+in the map the same round models gained: isbi2012-em T2 +0.006 (8 of 8 seeds; the round's change -0.001 ->
++0.005), +0.004 with the rule on every class; on dsb2018-fluo the rule on every class cost 0.0015 (4 of 4: its
+pieces there are of wide classes), on thin classes only it is level (-0.0001; bench/RESULTS.md, session 48).
 """
 
 from __future__ import annotations
