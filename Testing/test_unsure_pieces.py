@@ -84,8 +84,9 @@ def test_a_prediction_reassigns_unsure_pieces_unless_turned_off():
     # Only the labels change: the person still sees the piece as unsure.
     assert np.array_equal(shown.uncertainty, raw.uncertainty)
     assert np.allclose(shown.probabilities, prob, atol=1e-5)
-    # A retrained model predicts without the piece rule: it has learned from the corrections where the look-alikes
-    # are. An unsure gap of cell in the membrane shows it (the off-lines rule leaves a wide class alone).
+    # A retrained model without the forest predicts without the piece rule: it has learned from the corrections
+    # where the look-alikes are. An unsure gap of cell in the membrane shows it (the off-lines rule leaves a wide
+    # class alone).
     gap = prob.copy()
     gap[:, 50:53, 30:33] = np.array([0.45, 0.55])[:, None, None]
     model = SemSegModel(FixedLogits(gap), config, default_classes(2))
@@ -108,8 +109,8 @@ class SameAsNetworks(PixelForest):
 
 
 def test_a_retrained_model_with_the_forest_in_its_map_reassigns_unsure_pieces_of_its_thin_classes_only():
-    # With the forest's share in the map a round's map again calls look-alikes membrane, and the rule gained
-    # (isbi2012-em); on a wide class's unsure pieces (dsb2018-fluo's nuclei) it lost: those stay.
+    # With the forest's share in a round's map the rule gained on isbi2012-em's membrane; on the wide classes
+    # (dsb2018-fluo's background and nuclei) it lost: those stay (bench/RESULTS.md, session 48).
     membrane = np.full((64, 64), 0.02, np.float32)
     membrane[:, 29:34] = 0.55
     membrane[:, 30:33] = 0.98

@@ -121,10 +121,8 @@ def reassign_unsure_off_lines(labels: np.ndarray, probabilities: np.ndarray, unc
     out = labels.copy()
     for c in range(probabilities.shape[0]):
         mine = labels == c + 1
-        if c in line_classes or not mine.any():
-            continue
-        if not _is_thin(mine, distance):
-            continue  # a wide class: its pixels are far from any line by nature
+        if c in line_classes or not _is_thin(mine, distance):
+            continue  # a wide class (or none here): its pixels are far from any line by nature
         off = mine & (ndi.distance_transform_edt(~watershed_lines(probabilities[c])) > distance)
         _reassign_unsure(out, off, c, probabilities, uncertainty, threshold)
     return out
