@@ -202,12 +202,12 @@ def test_train_reports_its_line_classes_and_forest_and_can_leave_each_out(tmp_pa
     out = capsys.readouterr().out
     assert "predicted as lines: border" in out
     # Two steps leave the networks sure of nothing: the forest has the labels alone.
-    assert "a random forest on the same labels gets 0.5 of each prediction (0.2 of a line class)" in out
+    assert "a random forest on the same labels gets 0.65 of each prediction (0.2 of a line class)" in out
     from SemSegLib import forest_teacher
 
     monkeypatch.setattr(forest_teacher, "CONFIDENCE", 0.0)  # now every pixel is sure enough to teach it
     assert run("train", *common, "--model", tmp_path / "taught.pt") == 0
-    assert "a random forest on the same labels and the networks' confident pixels gets 0.5" in capsys.readouterr().out
+    assert "a random forest on the same labels and the networks' confident pixels gets 0.65" in capsys.readouterr().out
     assert SemSegModel.load(tmp_path / "m.pt").line_classes == [2]
     assert SemSegModel.load(tmp_path / "m.pt").forest is not None
     assert run("train", *common, "--model", tmp_path / "wide.pt", "--no-line-thinning") == 0

@@ -7,7 +7,7 @@ from SemSegLib import forest_teacher
 from SemSegLib.classes import default_classes
 from SemSegLib.model_file import SemSegModel
 from SemSegLib.normalization import NormalizationConfig
-from SemSegLib.pixel_forest import LINE_CLASS_WEIGHT, PixelForest, feature_tiles
+from SemSegLib.pixel_forest import LINE_CLASS_WEIGHT, SMOOTHING, PixelForest, feature_tiles, smoothed
 from SemSegLib.prediction import PredictConfig, normalized_entropy, predict_image, predict_probabilities
 from SemSegLib.training import TrainConfig, train
 from test_calibration import ConstantLogits
@@ -64,7 +64,7 @@ def test_the_forest_gets_its_share_of_the_average_and_the_prior_estimate_sees_th
     model.forest = PixelForest.fit(images[:, None], _strokes(refs), 2, NORM)
     image = images[1][None]
     network = torch.softmax(torch.tensor([0.0, 1.0]), 0)[:, None, None]
-    forest = model.forest.probabilities(image, NORM)
+    forest = smoothed(model.forest.probabilities(image, NORM), [], SMOOTHING)
     assert torch.allclose(predict_probabilities(model, image, CPU), network.expand_as(forest))  # weight 0
     model.forest_weight = 0.3
     assert torch.allclose(predict_probabilities(model, image, CPU), 0.7 * network + 0.3 * forest, atol=1e-6)
@@ -79,7 +79,7 @@ def test_the_map_has_the_forests_share_and_the_uncertainty_shown_is_the_networks
     image = images[1][None]
     pred = predict_image(model, image, CPU, with_probabilities=True)
     network = torch.softmax(torch.tensor([0.0, 0.2]), 0)[:, None, None]
-    forest = model.forest.probabilities(image, NORM)
+    forest = smoothed(model.forest.probabilities(image, NORM), [], SMOOTHING)
     assert np.allclose(pred.probabilities, (0.7 * network + 0.3 * forest).numpy(), atol=1e-6)
     assert (pred.labels == 1).any()  # the forest's share turns some pixels, the network alone says class 2
     assert np.allclose(pred.uncertainty, float(normalized_entropy(network)[0, 0]), atol=1e-6)
@@ -93,13 +93,15 @@ def test_the_model_file_keeps_the_forests_training_set_and_loads_the_same_forest
     model.save(path)
     loaded = SemSegModel.load(path)
     assert loaded.forest_weight == 0.2 and loaded.forest.seed == 4 and loaded.forest.trees == model.forest.trees
+    assert loaded.forest.smoothing == model.forest.smoothing == SMOOTHING
     assert np.array_equal(loaded.forest.samples, model.forest.samples)
     image = images[1][None]
     assert torch.equal(loaded.forest.probabilities(image, NORM), model.forest.probabilities(image, NORM))
     stored = model.to_dict()
-    del stored["forest"]["trees"]  # a file of session 43: its forest had 100 trees
+    del stored["forest"]["trees"], stored["forest"]["smoothing"]  # a file of session 43: 100 trees, no smoothing
     torch.save(stored, path)
     assert SemSegModel.load(path).forest.trees == 100 and model.forest.trees == 50
+    assert SemSegModel.load(path).forest.smoothing == 0.0
     del stored["forest"], stored["forest_weight"]  # a file from before session 43
     torch.save(stored, path)
     older = SemSegModel.load(path)
@@ -114,7 +116,7 @@ def test_every_training_refits_the_forest_on_strokes_and_corrections_and_weight_
     classes = default_classes(2)
     alone = dict(FAST, forest_teacher_images=0)  # the forest of the labels alone
     first = train(images[:, None], labels, classes, TrainConfig(**alone)).model
-    assert first.forest_weight == 0.5 and len(first.forest.targets) == (labels > 0).sum()
+    assert first.forest_weight == 0.65 and len(first.forest.targets) == (labels > 0).sum()
     assert first.history[-1]["forest_samples"] == (labels > 0).sum()
     assert first.history[-1]["forest_taught_pixels"] == 0
     corrected = labels.copy()
@@ -151,6 +153,7 @@ def test_the_networks_teach_the_forest_what_they_are_sure_of_as_shown_never_wher
 def test_a_line_class_gets_a_smaller_share_of_the_forest():
     images, refs = disk_task(n=2)
     forest = PixelForest.fit(images[:, None], _strokes(refs), 2, NORM)
+    forest.smoothing = 0.0  # the shares alone (the smoothing has its own tests)
     image = images[1][None]
     f = forest.probabilities(image, NORM)
     n = torch.tensor([0.3, 0.7])[:, None, None].expand_as(f)
@@ -158,3 +161,34 @@ def test_a_line_class_gets_a_smaller_share_of_the_forest():
     line = torch.stack([0.5 * n[0] + 0.5 * f[0], (1 - LINE_CLASS_WEIGHT) * n[1] + LINE_CLASS_WEIGHT * f[1]])
     assert torch.allclose(forest.mixed_into(n, image, NORM, 0.5, [1]), line / line.sum(0), atol=1e-6)
     assert torch.allclose(forest.mixed_into(n, image, NORM, 0.1, [1]), 0.9 * n + 0.1 * f, atol=1e-6)
+
+
+def test_the_forests_speckle_is_smoothed_away_while_a_line_class_keeps_its_probability_to_the_pixel():
+    prob = torch.zeros(3, 40, 40)
+    prob[0], prob[1] = 0.7, 0.1  # background sure, a little nucleus
+    prob[2, :, 20] = 0.9  # a 1-pixel line class
+    prob[0, :, 20], prob[1, :, 20] = 0.05, 0.05
+    prob[:2, 10, 5] = torch.tensor([0.1, 0.7])  # one speckled pixel: the forest's lone vote for nucleus
+    prob = prob / prob.sum(0, keepdim=True)
+    out = smoothed(prob, [2], 1.0)
+    assert torch.allclose(out.sum(0), torch.ones(40, 40), atol=1e-5)
+    assert torch.equal(out[2], prob[2])  # the line class to the pixel
+    assert out[:2, 10, 5].argmax() == 0 and out[1, 10, 5] < 0.3  # the speckle is gone
+    assert out[1, 10, 4] > prob[1, 10, 4]  # spread over its neighbours
+    assert torch.equal(smoothed(prob, [2], 0.0), prob)
+    assert torch.equal(smoothed(prob, [0, 2], 1.0), prob)  # one class besides the lines: nothing to smooth
+
+
+def test_the_map_mixes_in_the_forests_smoothed_probabilities_and_a_forest_without_smoothing_its_own():
+    images, refs = disk_task(n=2)
+    model = SemSegModel.create(1, default_classes(2), base_width=8, levels=3)
+    model.network = ConstantLogits([0.0, 0.2])
+    model.forest, model.forest_weight = PixelForest.fit(images[:, None], _strokes(refs), 2, NORM), 0.5
+    image = images[1][None]
+    network = torch.softmax(torch.tensor([0.0, 0.2]), 0)[:, None, None]
+    raw = model.forest.probabilities(image, NORM)
+    shown = predict_probabilities(model, image, CPU)
+    assert torch.allclose(shown, 0.5 * network + 0.5 * smoothed(raw, [], SMOOTHING), atol=1e-6)
+    assert not torch.allclose(shown, 0.5 * network + 0.5 * raw, atol=1e-3)
+    model.forest.smoothing = 0.0  # as a file saved before smoothing loads
+    assert torch.allclose(predict_probabilities(model, image, CPU), 0.5 * network + 0.5 * raw, atol=1e-6)

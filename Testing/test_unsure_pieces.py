@@ -101,16 +101,17 @@ class SameAsNetworks(PixelForest):
     """A forest that says what the fixed networks say: only whether a forest is in the map differs."""
 
     def __init__(self, prob: np.ndarray):
-        super().__init__(np.zeros((1, 1), np.float32), np.ones(1, np.int64), prob.shape[0])
+        super().__init__(np.zeros((1, 1), np.float32), np.ones(1, np.int64), prob.shape[0], smoothing=0.0)
         self.prob = torch.from_numpy(prob)
 
     def probabilities(self, image, normalization):
         return self.prob.clone()
 
 
-def test_a_retrained_model_with_the_forest_in_its_map_reassigns_unsure_pieces_of_its_thin_classes_only():
+def test_a_map_with_the_forest_in_it_reassigns_unsure_pieces_of_its_thin_classes_only():
     # With the forest's share in a round's map the rule gained on isbi2012-em's membrane; on the wide classes
-    # (dsb2018-fluo's background and nuclei) it lost: those stay (bench/RESULTS.md, session 48).
+    # (dsb2018-fluo's background and nuclei) it lost: those stay (bench/RESULTS.md, session 48). On a first
+    # training's map with the forest, thin classes only scored higher on both sets too (session 49).
     membrane = np.full((64, 64), 0.02, np.float32)
     membrane[:, 29:34] = 0.55
     membrane[:, 30:33] = 0.98
@@ -129,7 +130,10 @@ def test_a_retrained_model_with_the_forest_in_its_map_reassigns_unsure_pieces_of
     retrained = predict_image(model, image, settings).labels
     assert (retrained[44:48, 30:33] == 2).all()  # the thin class's unsure piece goes
     assert (retrained[10:13, 30:33] == 2).all()  # the wide class's stays
-    model.history = model.history[:1]  # a first training's map: every class's unsure pieces
+    model.history = model.history[:1]  # a first training's map: the same
+    first = predict_image(model, image, settings).labels
+    assert (first[44:48, 30:33] == 2).all() and (first[10:13, 30:33] == 2).all()
+    model.forest, model.forest_weight = None, 0.0  # without the forest: every class's unsure pieces
     first = predict_image(model, image, settings).labels
     assert (first[44:48, 30:33] == 2).all() and (first[10:13, 30:33] == 1).all()
 

@@ -142,7 +142,7 @@ def predict_image(model: SemSegModel, image: np.ndarray, config: PredictConfig |
         first_training = len(model.history) <= 1
         if first_training or with_forest:  # see unsure_pieces.py
             labels = reassign_unsure_pieces(labels, probabilities, uncertainty, model.line_classes,
-                                            thin_only=not first_training)
+                                            thin_only=with_forest)
         labels = reassign_unsure_off_lines(labels, probabilities, uncertainty, model.line_classes)
     # The uncertainty shown, and the suggestions made from it, are the networks' alone: the places where a
     # correction teaches the networks. With the forest's share in it the suggested corrections trained worse

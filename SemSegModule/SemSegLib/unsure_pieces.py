@@ -24,14 +24,16 @@ retrained model: T2 +0.007 on average over 26 retrained isbi2012-em models, high
 session 34 in bench/RESULTS.md), so every model predicts with it. Cost: about 0.25 s more per 512 x 512 image
 on 2 CPU cores.
 
-A retrained model predicts with the piece rule only where its map has the random forest's share in it
-(pixel_forest.py), and then only for thin classes. Without the forest a retrained model has learned from the
-corrections where the look-alikes are, and the pieces it is still unsure of are more often true membrane: after
-`sparse.py`'s correction round the rule cost isbi2012-em T2 0.013 and 0.007 (seeds 0-1, session 30), and 0.0014
-over 8 seeds of session 46's round models (session 48), for thin classes only as well. With the forest's share
-in the map the same round models gained: isbi2012-em T2 +0.006 (8 of 8 seeds; the round's change -0.001 ->
-+0.005), +0.004 with the rule on every class; on dsb2018-fluo the rule on every class cost 0.0015 (4 of 4: its
-pieces there are of wide classes), on thin classes only it is level (-0.0001; bench/RESULTS.md, session 48).
+A map with the random forest's share in it (pixel_forest.py) gets the piece rule for thin classes only; without
+the forest a first training's map gets it for every class and a retrained model's map not at all. Without the
+forest a retrained model has learned from the corrections where the look-alikes are, and the pieces it is still
+unsure of are more often true membrane: after `sparse.py`'s correction round the rule cost isbi2012-em T2 0.013
+and 0.007 (seeds 0-1, session 30), and 0.0014 over 8 seeds of session 46's round models (session 48), for thin
+classes only as well. With the forest's share in the map the same round models gained: isbi2012-em T2 +0.006
+(8 of 8 seeds; the round's change -0.001 -> +0.005), +0.004 with the rule on every class; on dsb2018-fluo the
+rule on every class cost 0.0015 (4 of 4: its pieces there are of wide classes), on thin classes only it is
+level (-0.0001; bench/RESULTS.md, session 48). On first models with the forest, thin classes only against every
+class: isbi2012-em T2 +0.0008 (7 of 8 seeds up), dsb2018-fluo +0.0005 (7 of 8; session 49).
 """
 
 from __future__ import annotations
