@@ -57,7 +57,7 @@ def test_at_most_so_many_labeled_pixels_per_class_train_the_forest_the_same_ones
     assert np.array_equal(small[0].samples, small[1].samples)
 
 
-def test_the_forest_gets_its_share_of_the_average_and_the_prior_estimate_sees_the_network_alone():
+def test_the_forest_gets_its_share_of_the_average_smoothed_and_the_prior_estimate_sees_the_network_alone():
     images, refs = disk_task(n=2)
     model = SemSegModel.create(1, default_classes(2), base_width=8, levels=3)
     model.network = ConstantLogits([0.0, 1.0])
@@ -69,6 +69,10 @@ def test_the_forest_gets_its_share_of_the_average_and_the_prior_estimate_sees_th
     model.forest_weight = 0.3
     assert torch.allclose(predict_probabilities(model, image, CPU), 0.7 * network + 0.3 * forest, atol=1e-6)
     assert torch.allclose(predict_probabilities(model, image, CPU, prior_shift=False), network.expand_as(forest))
+    raw = model.forest.probabilities(image, NORM)
+    assert not torch.allclose(forest, raw, atol=1e-3)  # the smoothing changes the forest's map
+    model.forest.smoothing = 0.0  # as a forest from a file saved before session 49 loads
+    assert torch.allclose(predict_probabilities(model, image, CPU), 0.7 * network + 0.3 * raw, atol=1e-6)
 
 
 def test_the_map_has_the_forests_share_and_the_uncertainty_shown_is_the_networks_alone():
@@ -177,18 +181,3 @@ def test_the_forests_speckle_is_smoothed_away_while_a_line_class_keeps_its_proba
     assert out[1, 10, 4] > prob[1, 10, 4]  # spread over its neighbours
     assert torch.equal(smoothed(prob, [2], 0.0), prob)
     assert torch.equal(smoothed(prob, [0, 2], 1.0), prob)  # one class besides the lines: nothing to smooth
-
-
-def test_the_map_mixes_in_the_forests_smoothed_probabilities_and_a_forest_without_smoothing_its_own():
-    images, refs = disk_task(n=2)
-    model = SemSegModel.create(1, default_classes(2), base_width=8, levels=3)
-    model.network = ConstantLogits([0.0, 0.2])
-    model.forest, model.forest_weight = PixelForest.fit(images[:, None], _strokes(refs), 2, NORM), 0.5
-    image = images[1][None]
-    network = torch.softmax(torch.tensor([0.0, 0.2]), 0)[:, None, None]
-    raw = model.forest.probabilities(image, NORM)
-    shown = predict_probabilities(model, image, CPU)
-    assert torch.allclose(shown, 0.5 * network + 0.5 * smoothed(raw, [], SMOOTHING), atol=1e-6)
-    assert not torch.allclose(shown, 0.5 * network + 0.5 * raw, atol=1e-3)
-    model.forest.smoothing = 0.0  # as a file saved before smoothing loads
-    assert torch.allclose(predict_probabilities(model, image, CPU), 0.5 * network + 0.5 * raw, atol=1e-6)
