@@ -9,7 +9,7 @@ from SemSegLib.model_file import SemSegModel
 from SemSegLib.normalization import NormalizationConfig
 from SemSegLib.pixel_forest import LINE_CLASS_WEIGHT, SMOOTHING, PixelForest, feature_tiles, smoothed
 from SemSegLib.prediction import PredictConfig, normalized_entropy, predict_image, predict_probabilities
-from SemSegLib.training import TrainConfig, train
+from SemSegLib.training import TrainConfig, attach_forest, train
 from test_calibration import ConstantLogits
 
 CPU = PredictConfig(device="cpu")
@@ -152,6 +152,26 @@ def test_the_networks_teach_the_forest_what_they_are_sure_of_as_shown_never_wher
     assert [int((confident[i] == 2).sum()) for i in (0, 1, 8)] == [100, 100, 100]
     assert not (confident == 1).any()  # the forest's share (it says class 1 on the background) is left out
     assert not confident[0, 20:30, 20:30].any()
+
+
+def test_a_retrained_models_forest_is_taught_by_its_start_too_where_its_own_networks_are_unsure():
+    images, refs = disk_task(n=3, size=48)
+    labels = _strokes(refs)
+    painted = int((labels > 0).sum())
+    start = SemSegModel.create(1, default_classes(2), base_width=8, levels=3)
+    start.network = ConstantLogits([0.0, 5.0])  # sure of class 2 everywhere
+    retrained = SemSegModel.create(1, default_classes(2), base_width=8, levels=3)
+    retrained.network = ConstantLogits([0.0, 0.0])  # sure of nothing
+    config = TrainConfig(**FAST)
+    attach_forest(retrained, images[:, None], labels, config)
+    assert len(retrained.forest.targets) == painted  # the labels alone
+    attach_forest(retrained, images[:, None], labels, config, start=start)
+    taught = retrained.forest.targets[painted:]
+    assert len(taught) > 0 and (taught == 2).all()  # the start's sure pixels
+    retrained.network = ConstantLogits([5.0, 0.0])  # now sure of class 1 everywhere: its own pixels win
+    attach_forest(retrained, images[:, None], labels, config, start=start)
+    taught = retrained.forest.targets[painted:]
+    assert len(taught) > 0 and (taught == 1).all()
 
 
 def test_a_line_class_gets_a_smaller_share_of_the_forest():

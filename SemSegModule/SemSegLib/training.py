@@ -479,24 +479,31 @@ def train(
     # Last: the networks teach the forest as the model shows them (corrected, rounds averaged, lines thinned).
     if config.forest_weight > 0 and progress is not None:
         progress(TrainProgress(it, it, smoothed, seconds, 0.0, "fitting the random forest"))
-    attach_forest(model, images, labels, config, device)
+    attach_forest(model, images, labels, config, device, start=init_model)
     return TrainResult(model, it, seconds, smoothed, cancelled, device.type, losses, warning)
 
 
 def attach_forest(model: SemSegModel, images: np.ndarray, labels: np.ndarray, config: TrainConfig,
-                  device: torch.device | None = None) -> None:
+                  device: torch.device | None = None, start: SemSegModel | None = None) -> None:
     """Fit the model's random forest on all of `labels` (strokes and corrections alike, unweighted: the
     forest that gained in session 42's correction rounds) and on the pixels the model's networks are sure of
-    (forest_teacher.py), or remove it when `config.forest_weight` is 0."""
+    (forest_teacher.py), or remove it when `config.forest_weight` is 0. After a retraining, `start` (the model
+    it started from) teaches too, where the model's own networks are not sure."""
     model.forest, model.forest_weight = None, 0.0
     taught = 0
     if config.forest_weight > 0 and (labels > 0).any():
         confident = None
         if config.forest_teacher_images > 0:
-            confident = confident_labels(model, images, labels, config.seed, device, config.mixed_precision,
-                                         config.forest_teacher_images)
-            for member, _ in model.round_members():  # a returned model does not hold GPU memory
-                member.network.cpu()
+            teach = (images, labels, config.seed, device, config.mixed_precision, config.forest_teacher_images)
+            confident = confident_labels(model, *teach)
+            if start is not None:
+                # A retrained model's networks, averaged with their start's, are sure of less of the stack; the
+                # start's sure pixels fill in. Post hoc on session 46's round models, isbi2012-em T2 +0.0029 over
+                # the retrained networks' teaching alone (7 of 8 seeds; session 48, before the forest's smoothing:
+                # +0.0022, 8 of 8); bench/RESULTS.md, session 49.
+                confident = np.where(confident > 0, confident, confident_labels(start, *teach))
+            for member, _ in [*model.round_members(), *(start.round_members() if start else [])]:
+                member.network.cpu()  # a returned model, or the one given, does not hold GPU memory
             taught = int((confident > 0).sum())
         model.forest = PixelForest.fit(images, labels, model.num_classes, model.normalization, config.seed,
                                        confident=confident)
