@@ -8,6 +8,9 @@ benchmark's first models (bench/RESULTS.md, session 45), against the forest of t
 former share of 0.2: isbi2012-em T2 +0.008 (8 of 8 seeds up), T1 +0.005 with a share of 0.5; dsb2018-fluo T2
 +0.002, T1 +0.003 (12 of 12), its nucleus border (a line class) at 0.2. The forest of the strokes alone at
 0.5 gained only +0.002 on isbi2012-em; taught and at 0.2, nothing: the teaching and the larger share go together.
+
+After a retraining the networks it started from teach too, where the retrained ones are not sure
+(training.attach_forest).
 """
 
 from __future__ import annotations

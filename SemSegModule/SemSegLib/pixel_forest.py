@@ -46,8 +46,8 @@ LINE_CLASS_WEIGHT = 0.2
 # The forest decides each pixel alone, so its map is speckled where the network's is smooth. Before the mix, its
 # split among the classes that are not line classes is smoothed by a Gaussian of this sigma (px; the smallest
 # scale of its features); a line class keeps its probability to the pixel. With a share of 0.65 instead of 0.5,
-# on the benchmark's first models (post hoc): isbi2012-em T2 +0.0046 (8 of 8 seeds), T1 +0.0059; dsb2018-fluo
-# T2 +0.0012, T1 +0.0017; smoothing every class cost dsb2018-fluo's T1 0.002 (bench/RESULTS.md, session 49).
+# on the benchmark's first models (12 seeds): isbi2012-em T2 +0.0048 (12 of 12), T1 +0.0062; dsb2018-fluo T2
+# +0.0016, T1 +0.0014; smoothing every class cost dsb2018-fluo's T1 0.002 (bench/RESULTS.md, session 49).
 # A file keeps its own (one saved before session 49 has none).
 SMOOTHING = 1.0
 PREDICT_ROWS = 1 << 18  # pixels per predict_proba call: bounds the forest's working memory
