@@ -72,7 +72,9 @@ class SemSegModel:
     line_classes: list[int] = field(default_factory=list)
     # The random-forest pixel classifier fit on the same labels and the networks' confident pixels
     # (pixel_forest.py), and the share of its probabilities in every prediction (0: the networks alone; a line
-    # class at most pixel_forest.LINE_CLASS_WEIGHT).
+    # class at most pixel_forest.LINE_CLASS_WEIGHT). The earlier rounds' forests are averaged in with their
+    # networks' weights (`round_forests`): the start's forest, fit across the stack, still knows the unpainted
+    # images, while a round's is fit on a few corrected ones (round T2 +0.001 on both sets, session 50).
     forest: PixelForest | None = None
     forest_weight: float = 0.0
 
