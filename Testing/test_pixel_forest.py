@@ -5,9 +5,9 @@ import torch
 from conftest import disk_task
 from SemSegLib import forest_teacher
 from SemSegLib.classes import default_classes
-from SemSegLib.model_file import RoundMember, SemSegModel
+from SemSegLib.model_file import SemSegModel
 from SemSegLib.normalization import NormalizationConfig
-from SemSegLib.pixel_forest import LINE_CLASS_WEIGHT, SMOOTHING, PixelForest, feature_tiles, mixed, smoothed
+from SemSegLib.pixel_forest import LINE_CLASS_WEIGHT, SMOOTHING, PixelForest, feature_tiles, smoothed
 from SemSegLib.prediction import PredictConfig, normalized_entropy, predict_image, predict_probabilities
 from SemSegLib.training import TrainConfig, attach_forest, train
 from test_calibration import ConstantLogits
@@ -114,41 +114,6 @@ def test_the_model_file_keeps_the_forests_training_set_and_loads_the_same_forest
                        predict_probabilities(dataclasses.replace(model, forest=None), image, CPU))
 
 
-def test_a_rounds_map_averages_the_earlier_rounds_forests_as_it_does_their_networks(tmp_path):
-    images, refs = disk_task(n=2)
-    labels = _strokes(refs)
-    image = images[1][None]
-    model = SemSegModel.create(1, default_classes(2), base_width=8, levels=3)
-    model.network, model.forest_weight = ConstantLogits([0.0, 1.0]), 0.3
-    model.forest = PixelForest.fit(images[:, None], labels, 2, NORM, seed=1)
-    start = RoundMember(ConstantLogits([1.0, 0.0]), None, PixelForest.fit(images[:, None], labels[::-1], 2, NORM))
-    model.earlier_rounds = [start]
-    networks = 0.5 * torch.softmax(torch.tensor([0.0, 1.0]), 0) + 0.5 * torch.softmax(torch.tensor([1.0, 0.0]), 0)
-    ours, theirs = (f.smoothed_probabilities(image, NORM, []) for f in (model.forest, start.forest))
-    assert not torch.allclose(ours, theirs, atol=1e-2)
-    both = mixed(networks[:, None, None], 0.5 * ours + 0.5 * theirs, 0.3, [])
-    assert torch.allclose(predict_probabilities(model, image, CPU), both, atol=1e-6)
-    # The model file keeps each round's forest (real networks: a file holds a U-Net's weights).
-    unet = SemSegModel.create(1, default_classes(2), base_width=8, levels=3).network
-    saved = dataclasses.replace(model, network=unet, earlier_rounds=[dataclasses.replace(start, network=unet)])
-    saved.save(tmp_path / "m.pt")
-    loaded = SemSegModel.load(tmp_path / "m.pt")
-    assert np.array_equal(loaded.earlier_rounds[0].forest.samples, start.forest.samples)
-    assert torch.allclose(predict_probabilities(loaded, image, CPU), predict_probabilities(saved, image, CPU))
-    stored = saved.to_dict()
-    del stored["previous_round"]["forest"]
-    torch.save(stored, tmp_path / "m.pt")
-    assert SemSegModel.load(tmp_path / "m.pt").earlier_rounds[0].forest is None
-    # A round trained before session 50 kept no forest: its map has this model's forest alone.
-    start.forest = None
-    assert torch.allclose(predict_probabilities(model, image, CPU), mixed(networks[:, None, None], ours, 0.3, []),
-                          atol=1e-6)
-    start.forest = loaded.forest
-    # Three rounds, the middle one without a forest: the others keep their rounds' weights, renormalized.
-    model.earlier_rounds = [RoundMember(ConstantLogits([0.0, 0.0])), start]
-    assert [w for _, w in model.round_forests()] == [0.5 / 0.75, 0.25 / 0.75]
-
-
 def test_every_training_refits_the_forest_on_strokes_and_corrections_and_weight_zero_leaves_it_out():
     images, refs = disk_task(n=2)
     labels = _strokes(refs)
@@ -163,7 +128,6 @@ def test_every_training_refits_the_forest_on_strokes_and_corrections_and_weight_
     second = train(images[:, None], corrected, classes, TrainConfig(**alone), init_model=first).model
     assert len(second.forest.targets) == (corrected > 0).sum()
     assert len(first.forest.targets) == (labels > 0).sum()  # the model it started from is untouched
-    assert second.earlier_rounds[0].forest is first.forest  # and its forest is averaged in, as its network
     off = train(images[:, None], corrected, classes, TrainConfig(forest_weight=0.0, **FAST), init_model=first).model
     assert off.forest is None and off.forest_weight == 0.0 and off.history[-1]["forest_samples"] == 0
     taught = train(images[:, None], labels, classes, TrainConfig(**FAST)).model
@@ -217,11 +181,10 @@ def test_a_line_class_gets_a_smaller_share_of_the_forest():
     image = images[1][None]
     f = forest.probabilities(image, NORM)
     n = torch.tensor([0.3, 0.7])[:, None, None].expand_as(f)
-    assert torch.allclose(forest.smoothed_probabilities(image, NORM, [1]), f)
-    assert torch.allclose(mixed(n, f, 0.5, []), 0.5 * n + 0.5 * f, atol=1e-6)
+    assert torch.allclose(forest.mixed_into(n, image, NORM, 0.5, []), 0.5 * n + 0.5 * f, atol=1e-6)
     line = torch.stack([0.5 * n[0] + 0.5 * f[0], (1 - LINE_CLASS_WEIGHT) * n[1] + LINE_CLASS_WEIGHT * f[1]])
-    assert torch.allclose(mixed(n, f, 0.5, [1]), line / line.sum(0), atol=1e-6)
-    assert torch.allclose(mixed(n, f, 0.1, [1]), 0.9 * n + 0.1 * f, atol=1e-6)
+    assert torch.allclose(forest.mixed_into(n, image, NORM, 0.5, [1]), line / line.sum(0), atol=1e-6)
+    assert torch.allclose(forest.mixed_into(n, image, NORM, 0.1, [1]), 0.9 * n + 0.1 * f, atol=1e-6)
 
 
 def test_the_forests_speckle_is_smoothed_away_while_a_line_class_keeps_its_probability_to_the_pixel():

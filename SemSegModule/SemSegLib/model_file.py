@@ -27,12 +27,10 @@ FORMAT_NAME = "semseg-model"
 
 @dataclass
 class RoundMember:
-    """The network of an earlier round, with its prior correction and its random forest (see
-    SemSegModel.earlier_rounds; a round trained before session 50 kept no forest)."""
+    """The network of an earlier round, with its prior correction (see SemSegModel.earlier_rounds)."""
 
     network: nn.Module
     log_prior_shift: np.ndarray | None = None
-    forest: PixelForest | None = None
 
 
 def round_weights(networks: int) -> list[float]:
@@ -72,9 +70,7 @@ class SemSegModel:
     line_classes: list[int] = field(default_factory=list)
     # The random-forest pixel classifier fit on the same labels and the networks' confident pixels
     # (pixel_forest.py), and the share of its probabilities in every prediction (0: the networks alone; a line
-    # class at most pixel_forest.LINE_CLASS_WEIGHT). The earlier rounds' forests are averaged in with their
-    # networks' weights (`round_forests`): the start's forest, fit across the stack, still knows the unpainted
-    # images, while a round's is fit on a few corrected ones (round T2 +0.001 on both sets, session 50).
+    # class at most pixel_forest.LINE_CLASS_WEIGHT).
     forest: PixelForest | None = None
     forest_weight: float = 0.0
 
@@ -93,15 +89,8 @@ class SemSegModel:
 
     def round_members(self) -> list[tuple[RoundMember, float]]:
         """Every network a prediction averages, newest (this model's own) first, with its weight."""
-        members = [RoundMember(self.network, self.log_prior_shift, self.forest), *self.earlier_rounds]
+        members = [RoundMember(self.network, self.log_prior_shift), *self.earlier_rounds]
         return list(zip(members, round_weights(len(members))))
-
-    def round_forests(self) -> list[tuple[PixelForest, float]]:
-        """The forests a prediction averages, as its networks: this model's and its earlier rounds', each with
-        its round's weight, renormalized over the rounds that have one."""
-        forests = [(m.forest, w) for m, w in self.round_members() if m.forest is not None]
-        total = sum(w for _, w in forests)
-        return [(f, w / total) for f, w in forests]
 
     def line_class_names(self) -> list[str]:
         return [self.classes[c].name for c in self.line_classes]
@@ -183,9 +172,7 @@ class SemSegModel:
         for member in stored:
             member_network = build_network(config)
             member_network.load_state_dict(member["state_dict"])
-            member_forest = member.get("forest")  # absent before session 50
-            earlier.append(RoundMember(member_network.eval(), _array(member.get("log_prior_shift")),
-                                       PixelForest.from_dict(member_forest) if member_forest is not None else None))
+            earlier.append(RoundMember(member_network.eval(), _array(member.get("log_prior_shift"))))
         return SemSegModel(
             network=network,
             network_config=config,
@@ -207,8 +194,7 @@ def _state_dict(network: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _member_dict(member: RoundMember) -> dict:
-    return {"state_dict": _state_dict(member.network), "log_prior_shift": _floats(member.log_prior_shift),
-            "forest": member.forest.to_dict() if member.forest is not None else None}
+    return {"state_dict": _state_dict(member.network), "log_prior_shift": _floats(member.log_prior_shift)}
 
 
 def _floats(values: np.ndarray | None) -> list[float] | None:

@@ -136,10 +136,17 @@ class PixelForest:
             out[columns, rows, cols] = prob.T.reshape(len(columns), *feats.shape[:2])
         return torch.from_numpy(out)
 
-    def smoothed_probabilities(self, image: np.ndarray, normalization: NormalizationConfig,
-                               line_classes: list[int]) -> torch.Tensor:
-        """`probabilities`, `smoothed` by this forest's own `smoothing`: what a map averages in."""
-        return smoothed(self.probabilities(image, normalization), line_classes, self.smoothing)
+    def mixed_into(self, networks: torch.Tensor, image: np.ndarray, normalization: NormalizationConfig,
+                   weight: float, line_classes: list[int]) -> torch.Tensor:
+        """(K, H, W) probabilities of the networks with this forest's share: `weight`, at most
+        LINE_CLASS_WEIGHT for a line class (0-based), the classes' sum normalized to 1 again. The forest's
+        probabilities are `smoothed` first."""
+        shares = torch.full((self.num_classes, 1, 1), float(weight))
+        for c in line_classes:
+            shares[c] = min(float(weight), LINE_CLASS_WEIGHT)
+        forest = smoothed(self.probabilities(image, normalization), line_classes, self.smoothing)
+        prob = (1 - shares) * networks + shares * forest
+        return prob / prob.sum(0, keepdim=True).clamp_min(1e-8)
 
     def to_dict(self) -> dict:
         return {"samples": torch.from_numpy(np.ascontiguousarray(self.samples, np.float32)),
@@ -152,16 +159,6 @@ class PixelForest:
         # Files of session 43 do not say: their forests had 100 trees; files before session 49 were not smoothed.
         return PixelForest(d["samples"].numpy(), d["targets"].numpy().astype(np.int64), int(d["num_classes"]),
                            int(d["seed"]), int(d.get("trees", 100)), float(d.get("smoothing", 0.0)))
-
-
-def mixed(networks: torch.Tensor, forest: torch.Tensor, weight: float, line_classes: list[int]) -> torch.Tensor:
-    """(K, H, W) probabilities of the networks with the forest's share: `weight`, at most LINE_CLASS_WEIGHT for a
-    line class (0-based), the classes' sum normalized to 1 again."""
-    shares = torch.full((networks.shape[0], 1, 1), float(weight))
-    for c in line_classes:
-        shares[c] = min(float(weight), LINE_CLASS_WEIGHT)
-    prob = (1 - shares) * networks + shares * forest
-    return prob / prob.sum(0, keepdim=True).clamp_min(1e-8)
 
 
 def smoothed(prob: torch.Tensor, line_classes: list[int], sigma: float) -> torch.Tensor:

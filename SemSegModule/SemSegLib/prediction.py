@@ -19,7 +19,6 @@ from .devices import autocast_dtype, resolve_device
 from .line_classes import thin_line_classes
 from .model_file import SemSegModel
 from .normalization import normalize_image
-from .pixel_forest import mixed
 from .stack_io import label_dtype
 from .unsure_pieces import reassign_unsure_off_lines, reassign_unsure_pieces
 
@@ -63,9 +62,8 @@ def predict_probabilities(model: SemSegModel, image: np.ndarray, config: Predict
 
     With `prior_shift` each network's class-prior correction (calibration.py) is applied and, after correction
     rounds, the probabilities of the earlier rounds' networks are averaged in (`SemSegModel.round_members`), as
-    everywhere a prediction is shown or saved; then the random forests of the same rounds, averaged with the
-    same weights, get their share (`SemSegModel.forest_weight`, pixel_forest.py) and the line classes are
-    thinned to lines (line_classes.py).
+    everywhere a prediction is shown or saved; then the model's random forest gets its share
+    (`SemSegModel.forest_weight`, pixel_forest.py) and the line classes are thinned to lines (line_classes.py).
     Without `prior_shift`: this model's network alone, uncorrected (to estimate the correction). Without
     `forest`: the networks' share alone, thinned (what teaches the forest, forest_teacher.py).
     """
@@ -95,11 +93,7 @@ def _with_forest(model: SemSegModel, image: np.ndarray, networks: torch.Tensor) 
     prob = networks
     if model.forest is not None and model.forest_weight > 0:
         # Before the thinning and the unsure-piece rules: they then act on what both models say.
-        # A round halves what the earlier rounds' forests say, as it does their networks (bench/RESULTS.md,
-        # session 50).
-        forest = sum(w * f.smoothed_probabilities(image, model.normalization, model.line_classes)
-                     for f, w in model.round_forests())
-        prob = mixed(networks, forest, model.forest_weight, model.line_classes)
+        prob = model.forest.mixed_into(networks, image, model.normalization, model.forest_weight, model.line_classes)
     return thin_line_classes(prob, model.line_classes)
 
 

@@ -472,8 +472,7 @@ def train(
     # `model` is a deep copy of init_model, so its earlier rounds are already this model's own copies.
     earlier: list[RoundMember] = []
     if init_model is not None and config.round_networks > 1:
-        start = RoundMember(copy.deepcopy(init_model.network).cpu().eval(), init_model.log_prior_shift,
-                            init_model.forest)
+        start = RoundMember(copy.deepcopy(init_model.network).cpu().eval(), init_model.log_prior_shift)
         earlier = [start, *model.earlier_rounds][:config.round_networks - 1]
     model.earlier_rounds = earlier
     model.history[-1]["round_networks"] = 1 + len(model.earlier_rounds)
