@@ -499,8 +499,8 @@ def attach_forest(model: SemSegModel, images: np.ndarray, labels: np.ndarray, co
             if start is not None:
                 # A retrained model's networks, averaged with their start's, are sure of less of the stack; the
                 # start's sure pixels fill in. With the smoothed forest, `sparse.py`'s round on isbi2012-em went
-                # from T2 -0.0011 (seeds 0-5) to +0.0028 (6 of 8 seeds up); dsb2018-fluo's is level (-0.0006, 4
-                # seeds; bench/RESULTS.md, session 49).
+                # from T2 -0.0011 (seeds 0-5) to +0.0028 (6 of 8 seeds up), dsb2018-fluo's is +0.0010 (5 of 8);
+                # without it the round lost T2 on 16 of 16 seeds (bench/RESULTS.md, sessions 49-50).
                 confident = np.where(confident > 0, confident, confident_labels(start, *teach))
             for member, _ in [*model.round_members(), *(start.round_members() if start else [])]:
                 member.network.cpu()  # a returned model, or the one given, does not hold GPU memory
