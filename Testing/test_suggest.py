@@ -11,20 +11,35 @@ from SemSegLib.suggest import (
 )
 
 
-def test_regions_rank_by_how_unsure_the_model_is_there_not_by_size():
+def test_regions_in_mean_order_rank_by_how_unsure_the_model_is_there_not_by_size():
     u = np.zeros((100, 100), np.float32)
     u[10:20, 10:20] = 0.9  # small, very uncertain: first
     u[50:90, 50:90] = 0.7  # large, fairly uncertain: more total uncertainty, but second
     u[10:30, 60:80] = 0.7  # as unsure as the large one, smaller: after it
     u[95:97, 2:4] = 1.0  # too small for a brush stroke even after smoothing: not a region
-    regions = uncertain_regions(u, threshold=0.5, top=5)
+    regions = uncertain_regions(u, threshold=0.5, top=5, order="mean")
     assert len(regions) == 3
     assert 10 <= regions[0].row < 20 and 10 <= regions[0].column < 20
     assert 50 <= regions[1].row < 90 and 50 <= regions[1].column < 90 and regions[1].area > regions[2].area
     assert regions[0].mean_uncertainty > regions[1].mean_uncertainty
     assert regions[1].mean_uncertainty == pytest.approx(regions[2].mean_uncertainty, abs=0.02)
-    assert uncertain_regions(u, threshold=0.5, top=1) == regions[:1]
+    assert uncertain_regions(u, threshold=0.5, top=1, order="mean") == regions[:1]
     assert uncertain_regions(np.zeros((20, 20)), top=3) == []
+
+
+def test_regions_by_the_uncertainty_they_hold_put_a_large_unsure_area_before_a_small_very_unsure_spot():
+    u = np.zeros((100, 100), np.float32)
+    u[10:20, 10:20] = 0.9  # small, very uncertain
+    u[50:90, 50:90] = 0.7  # large, fairly uncertain: holds the most uncertainty
+    u[10:30, 60:80] = 0.7  # holds more than the small spot
+    regions = uncertain_regions(u, threshold=0.5, top=5)  # the default order
+    assert regions == uncertain_regions(u, threshold=0.5, top=5, order="total")
+    assert [(r.row, r.column) for r in regions] == [(70, 70), (20, 70), (14, 14)]  # centroids, x.5 rounded to even
+    totals = [r.area * r.mean_uncertainty for r in regions]
+    assert totals == sorted(totals, reverse=True)
+    assert {r.bbox for r in regions} == {r.bbox for r in uncertain_regions(u, threshold=0.5, top=5, order="mean")}
+    with pytest.raises(ValueError, match="order"):
+        uncertain_regions(u, order="size")
 
 
 def test_no_region_where_the_person_already_painted():

@@ -9,8 +9,9 @@ simulated person adds strokes on 3 images and the model is fine-tuned from the p
   person has painted (`--regions-on-painted`: the ranking before session 37); the person corrects the
   biggest error seen in each region (its true class from the reference), or paints the right class at its
   center where it shows no error (`--leave-regions`: corrects the biggest error left in the image instead,
-  the person before session 39); more strokes than regions go to the top regions again
-  (`simulate_corrections_in`);
+  the person before session 39); regions in SemSeg's order, by the uncertainty they hold (`--region-order
+  mean`: by their mean uncertainty, the order before session 53); more strokes than regions go to the top
+  regions again (`simulate_corrections_in`);
 - "random": 3 random images, strokes at random spots (class from the reference).
 Same number of strokes per round for both. T2 = mean IoU on the 10 test images after each round.
 
@@ -18,7 +19,7 @@ Same number of strokes per round for both. T2 = mean IoU on the 10 test images a
                                    [--iterations N --finetune M --device cuda] [--seed N] [--save-models]
                                    [--people suggested|random] [--set KEY=VALUE ...]
                                    [--first-model-cache DIR] [--no-spread] [--regions-on-painted]
-                                   [--painted-reach PX] [--leave-regions]
+                                   [--painted-reach PX] [--leave-regions] [--region-order mean|total]
     python bench/suggest_curves.py --merge run0/suggest.json run1/suggest.json ... --out DIR  (mean of seeds)
 """
 
@@ -45,6 +46,7 @@ def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, 
     from SemSegLib.simulate import simulate_corrections_in, simulate_strokes_at
     from SemSegLib.suggest import (
         PAINTED_REACH,
+        REGION_ORDER,
         image_descriptors,
         image_uncertainty,
         rank_by_uncertainty,
@@ -91,7 +93,8 @@ def run_curves(folder: str, rounds: int, strokes: int, budget: dict, seed: int, 
                 for i in chosen:
                     painted = labels[i] > 0 if budget.get("skip_painted", True) else None
                     regions = uncertain_regions(preds[i].uncertainty, top=strokes,
-                                                smoothing=budget.get("smoothing", 2.0), painted=painted)
+                                                smoothing=budget.get("smoothing", 2.0), painted=painted,
+                                                order=budget.get("region_order") or REGION_ORDER)
                     boxes = [regions[j % len(regions)].bbox for j in range(strokes)] if regions else []
                     labels[i] = simulate_corrections_in(ref[i], preds[i].labels, labels[i], k, boxes, rng=rng,
                                                         stay_in_region=budget.get("stay_in_region", True))
@@ -141,6 +144,9 @@ def main() -> None:
     ap.add_argument("--leave-regions", action="store_true",
                     help="suggested person: where a region shows no error, correct the biggest error left in the "
                          "image instead of painting the right class at the region (the person before session 39)")
+    ap.add_argument("--region-order", default=None, choices=("mean", "total"),
+                    help="suggested person: regions by the uncertainty they hold (area x mean; SemSeg's default) or "
+                         "by their mean uncertainty (the order before session 53)")
     ap.add_argument("--people", default="suggested,random", help="which simulated people run (comma-separated)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a TrainConfig field in every training, e.g. --set round_networks=2 (ablations)")
@@ -168,7 +174,7 @@ def main() -> None:
                       "people": args.people.split(","), "overrides": parse_overrides(args.set),
                       "first_cache": args.first_model_cache, "spread": not args.no_spread,
                       "skip_painted": not args.regions_on_painted, "painted_reach": args.painted_reach,
-                      "stay_in_region": not args.leave_regions}
+                      "stay_in_region": not args.leave_regions, "region_order": args.region_order}
             results[name] = in_child(run_curves, str(Path(args.data) / name), args.rounds, args.strokes, budget,
                                      args.seed, models)
             print(json.dumps({name: results[name]}), flush=True)

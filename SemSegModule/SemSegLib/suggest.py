@@ -1,11 +1,11 @@
 """Where to paint next: images ranked by mean uncertainty, and their most uncertain regions.
 
 A region is a connected area of high normalized entropy (smoothed first so it is a place a brush can go,
-not salt noise); regions are ranked by how unsure the model is there on average, not by size times that:
-the biggest uncertain areas are the long bands along class borders, where a stroke fixes little, while a
-compact area the model is very unsure of is an object it does not know yet. A simulated person who
-corrected the regions in this order gained more T2 than one who followed the size-times-uncertainty order
-in 12 of 15 rounds (bench/RESULTS.md, session 14).
+not salt noise); regions are ranked by the uncertainty they hold, area times mean (`REGION_ORDER`), a stand-in
+for how many pixels the model may have wrong there. Ranked by their mean alone (sessions 14-52), the first regions
+were spots of ~25 px along a membrane where the line's exact position is in doubt: on isbi2012-em 2-3 of 30
+suggested strokes met an error a brush can fix; the regions holding the most uncertainty hold most of the
+errors (21-22 of 30; bench/RESULTS.md, session 53).
 
 No region lies where the person has painted: the prediction shown after a retraining averages in earlier
 networks that never saw the newest strokes, so a place just corrected could look unsure again. On the
@@ -47,6 +47,9 @@ class UncertainRegion:
 
 # Pixels this close to a painted one count as painted: a brush stroke's width on either side.
 PAINTED_MARGIN = 3
+# How regions are ranked (`uncertain_regions`): "total" (area x mean uncertainty) or "mean". A simulated person
+# who corrected the "total" regions gained more T2 per stroke than with "mean" (bench/RESULTS.md, session 53).
+REGION_ORDER = "total"
 # An image's uncertainty leaves out what lies this close to a painted pixel, the surroundings a stroke settles;
 # a guess of a bit over half a stroke's length (25 px), not tuned.
 PAINTED_REACH = 16
@@ -63,12 +66,16 @@ def image_uncertainty(uncertainty: np.ndarray, painted: np.ndarray | None = None
 
 def uncertain_regions(uncertainty: np.ndarray, threshold: float = 0.5, top: int = 5, min_area: int = 16,
                       smoothing: float = 2.0, painted: np.ndarray | None = None,
-                      painted_margin: int = PAINTED_MARGIN) -> list[UncertainRegion]:
+                      painted_margin: int = PAINTED_MARGIN, order: str = REGION_ORDER) -> list[UncertainRegion]:
     """The `top` most uncertain regions of one image, most uncertain first.
+
+    `order`: "total" ranks regions by the uncertainty they hold (area x mean), "mean" by their mean uncertainty.
 
     `painted` (H, W bool): the person's labels. Where they painted (and `painted_margin` px around it) is no
     region (the module docstring says why).
     """
+    if order not in ("mean", "total"):
+        raise ValueError(f'uncertain_regions: order must be "mean" or "total", not {order!r}')
     uncertainty = uncertainty.astype(np.float32)
     if painted is not None and painted.any():
         # Not iterations=0: scipy then dilates until nothing changes, i.e. over the whole image.
@@ -84,7 +91,9 @@ def uncertain_regions(uncertainty: np.ndarray, threshold: float = 0.5, top: int 
     centroids = ndi.center_of_mass(uncertainty, components, index)
     slices = ndi.find_objects(components)
     regions = []
-    for j in np.lexsort((-areas, -means)):  # most uncertain first; of equally uncertain ones, the larger
+    # Of two regions equally unsure on average, the larger first.
+    ranking = np.lexsort((-areas, -means)) if order == "mean" else np.argsort(-areas * means, kind="stable")
+    for j in ranking:
         if areas[j] < min_area:
             continue
         sl = slices[j]
