@@ -1055,7 +1055,8 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._jumpToSlice(s["slice"])
             self.logic.markSuggestedRegions(self._volume(), s)
             self.ui.statusLabel.text = (f"Slice {s['slice'] + 1}: the numbered points mark where the model is "
-                                        "least sure (1 = most). Paint the right class there, then train again.")
+                                        "unsure (1 = the most uncertainty). Paint the right class there, then "
+                                        "train again.")
             if self._suggestions:
                 n = self._suggestions[0]
                 self.ui.nextSliceButton.text = f"Next: slice {n['slice'] + 1} (uncertainty {n['mean_uncertainty']:.2f})"
