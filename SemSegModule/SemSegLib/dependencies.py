@@ -57,13 +57,14 @@ def install_packages(requirements: list[str]) -> None:
     if plain:
         for module_name in ("slicer.packaging", "slicer.pydeps"):
             try:
-                packaging = importlib.import_module(module_name)
+                pip_helpers = importlib.import_module(module_name)
             except ImportError:
                 continue
-            if hasattr(packaging, "pip_ensure"):
+            if hasattr(pip_helpers, "pip_ensure"):
+                # The `packaging` distribution (bundled with Slicer), not `slicer.packaging`.
                 from packaging.requirements import Requirement
 
-                packaging.pip_ensure([Requirement(r) for r in plain], requester="SemSeg")
+                pip_helpers.pip_ensure([Requirement(r) for r in plain], requester="SemSeg")
                 break
         else:
             slicer.util.pip_install(plain)
