@@ -49,7 +49,8 @@ class UncertainRegion:
 PAINTED_MARGIN = 3
 # How regions are ranked (`uncertain_regions`): "total" (area x mean uncertainty) or "mean". A simulated person
 # who corrected the "total" regions gained 0.003 more T2 in 3 rounds than with "mean" on isbi2012-em (12 seeds),
-# 0.0007 less on dsb2018-fluo (8 seeds; behind in the first round; bench/RESULTS.md, session 53).
+# 0.0007 less on dsb2018-fluo (8 seeds; behind in the first round; bench/RESULTS.md, session 53). Against strokes at
+# random spots it gained 0.0038 (isbi2012-em) and 0.0041 (dsb2018-fluo) more after 3 rounds, 12 seeds each (session 54).
 REGION_ORDER = "total"
 # An image's uncertainty leaves out what lies this close to a painted pixel, the surroundings a stroke settles;
 # a guess of a bit over half a stroke's length (25 px), not tuned.
