@@ -69,9 +69,8 @@ def image_uncertainty(uncertainty: np.ndarray, painted: np.ndarray | None = None
 def uncertain_regions(uncertainty: np.ndarray, threshold: float = 0.5, top: int = 5, min_area: int = 16,
                       smoothing: float = 2.0, painted: np.ndarray | None = None,
                       painted_margin: int = PAINTED_MARGIN, order: str = REGION_ORDER) -> list[UncertainRegion]:
-    """The `top` most uncertain regions of one image, most uncertain first.
-
-    `order`: "total" ranks regions by the uncertainty they hold (area x mean), "mean" by their mean uncertainty.
+    """The `top` most uncertain regions of one image, in `order`: "total" ranks them by the uncertainty they hold
+    (area x mean), "mean" by their mean uncertainty (of two equally unsure on average, the larger first).
 
     `painted` (H, W bool): the person's labels. Where they painted (and `painted_margin` px around it) is no
     region (the module docstring says why).
@@ -93,7 +92,6 @@ def uncertain_regions(uncertainty: np.ndarray, threshold: float = 0.5, top: int 
     centroids = ndi.center_of_mass(uncertainty, components, index)
     slices = ndi.find_objects(components)
     regions = []
-    # Of two regions equally unsure on average, the larger first.
     ranking = np.lexsort((-areas, -means)) if order == "mean" else np.argsort(-areas * means, kind="stable")
     for j in ranking:
         if areas[j] < min_area:
