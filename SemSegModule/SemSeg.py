@@ -979,8 +979,10 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._taskLabel == "Training" and event.data is not None:
             r = event.data
             lines = r.model.line_class_names()
+            start = r.model.history[-1].get("starting_point")
             self.ui.statusLabel.text = (f"Trained {r.iterations} iterations in {r.seconds:.0f} s on {r.device}"
                                         + (" (cancelled: best model kept)" if r.cancelled else "")
+                                        + (f", started from the pretrained {start['name']} network" if start else "")
                                         + (f"; predicted as 1-pixel lines: {', '.join(lines)}" if lines else ""))
             if r.warning:  # too few steps for the seconds given: say so where the person looks, not only in the log
                 self.ui.statusLabel.text += f"; {r.warning}"

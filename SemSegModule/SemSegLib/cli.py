@@ -54,6 +54,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         config.thin_line_classes = False
     if args.no_forest:
         config.forest_weight = 0.0
+    config.starting_point = args.start
     if args.iterations is not None:
         config.iterations, config.seconds = args.iterations, None
     elif args.seconds is not None:
@@ -86,8 +87,11 @@ def cmd_train(args: argparse.Namespace) -> None:
         line_weight = min(weight, LINE_CLASS_WEIGHT)
         of_lines = f" ({line_weight:g} of a line class)" if lines and line_weight < weight else ""
         forest = f"; a random forest on the same labels{taught} gets {weight:g} of each prediction{of_lines}"
+    start = result.model.history[-1].get("starting_point")
+    start = (f"; started from the shipped {start['name']} network (its classes agree with {start['agreement']:.0%} "
+             "of the strokes)" if start else "")
     print(f"model written to {args.model} ({result.iterations} iterations, {result.seconds:.1f} s on "
-          f"{result.device}, final loss {result.final_loss:.4f}{rounds}{lines}{forest})")
+          f"{result.device}, final loss {result.final_loss:.4f}{start}{rounds}{lines}{forest})")
     if result.warning:
         print(f"warning: {result.warning}", file=sys.stderr)
 
@@ -273,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(README: How it works)")
     t.add_argument("--no-forest", action="store_true",
                    help="predict with the network(s) alone, without the random forest's share (README: How it works)")
+    # No `choices`: the names live with the engine (starting_points.py), which says which exist when given another.
+    t.add_argument("--start", default="auto",
+                   help="a first training's starting network: auto (default: a shipped pretrained one when its "
+                        "classes agree with the strokes), none (random weights) or a shipped one by name, "
+                        "fluorescent-nuclei (README: How it works)")
     t.set_defaults(func=cmd_train)
 
     pr = sub.add_parser("predict", help="label every pixel of a stack")

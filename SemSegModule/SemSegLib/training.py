@@ -37,6 +37,7 @@ from .model_file import RoundMember, SemSegModel
 from .normalization import normalize_image
 from .patches import IGNORE, PatchSampler, PatchSource, strong_view
 from .pixel_forest import PixelForest
+from .starting_points import AUTO, NONE, choose_starting_point
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,11 @@ class TrainConfig:
     # (session 49); unsmoothed, 0.65 lost dsb2018-fluo T2 (-0.0012, 1 of 8 seeds up).
     forest_weight: float = 0.65
     forest_teacher_images: int = 6  # 0: the forest of the labels alone
+    # A first training starts from a network the project pretrained (starting_points.py) when one fits the
+    # classes and agrees with the strokes ("auto"), from random weights ("none"), or from the one named.
+    # dsb2018-fluo's first models: T2 +0.005 / +0.009 / +0.009 / +0.010, T1 +0.001 on average (paired seeds
+    # 0-3, bench/RESULTS.md, session 55); isbi2012-em has 2 classes, so no shipped start applies.
+    starting_point: str = AUTO
     # The network in float16 on CUDA; the predictions that estimate the class-prior correction also in
     # bfloat16 on CPUs with AMX units (devices.autocast_dtype). False: float32 everywhere.
     mixed_precision: bool = True
@@ -277,6 +283,7 @@ def train(
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
 
+    start_choice = None
     if init_model is not None:
         model = copy.deepcopy(init_model)
         model.check_stack(images.shape[1])
@@ -288,6 +295,13 @@ def train(
         model = SemSegModel.create(images.shape[1], classes, base_width=config.base_width, levels=config.levels,
                                     input_filters=config.input_filters,
                                     filter_sigmas=config.filter_sigmas)
+        if progress is not None and config.starting_point != NONE:
+            progress(TrainProgress(0, config.iterations, float("nan"), 0.0, float("nan"),
+                                   "choosing a starting point"))
+        start_choice = choose_starting_point(config.starting_point, images, labels, classes, model.network_config,
+                                             device)
+        if start_choice is not None:
+            model.network = start_choice.network()
 
     use_pseudo = config.pseudo_label_weight > 0 and (init_model is not None or config.ema_decay > 0)
     # Corrections, once for the whole stack: they get the correction weight and the focused patches.
@@ -449,6 +463,7 @@ def train(
         "config": config.to_dict(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "warning": warning,
+        "starting_point": None if start_choice is None else start_choice.to_dict(),
     })
     model.set_labeled_masks(names, labels)
     model.line_classes = list(detected_lines) if config.thin_line_classes else []
