@@ -216,3 +216,27 @@ def test_train_reports_its_line_classes_and_forest_and_can_leave_each_out(tmp_pa
     assert run("train", *common, "--model", tmp_path / "net.pt", "--no-forest") == 0
     assert "random forest" not in capsys.readouterr().out
     assert SemSegModel.load(tmp_path / "net.pt").forest is None
+
+
+def test_train_names_the_starting_point_it_used_and_takes_another(tmp_path, capsys):
+    from SemSegLib.simulate import simulate_strokes
+    from SemSegLib.synthetic_nuclei import NUCLEI_CLASSES, make_nuclei_image
+
+    rng = np.random.default_rng(5)
+    pairs = [make_nuclei_image(rng, 128) for _ in range(2)]
+    for folder, arrays in (("images", [(p[0][0] * 1000).clip(0, 65535).astype(np.uint16) for p in pairs]),
+                           ("strokes", [simulate_strokes(p[1], 3, 4, rng=rng).astype(np.uint8) for p in pairs])):
+        (tmp_path / folder).mkdir()
+        for i, a in enumerate(arrays):
+            tifffile.imwrite(tmp_path / folder / f"img_{i + 1}.tif", a)
+    write_classes_csv(tmp_path / "strokes" / "classes.csv", NUCLEI_CLASSES)
+    # The default network (a smaller one, as the other tests train, fits no shipped start: none is used).
+    common = ("--images", tmp_path / "images", "--labels", tmp_path / "strokes", "--iterations", 2,
+              "--device", "cpu", "--no-forest")
+    assert run("train", *common, "--model", tmp_path / "m.pt") == 0
+    assert "started from the shipped fluorescent-nuclei network" in capsys.readouterr().out
+    assert SemSegModel.load(tmp_path / "m.pt").history[-1]["starting_point"]["class_order"] == [0, 1, 2]
+    assert run("train", *common, "--model", tmp_path / "fresh.pt", "--start", "none") == 0
+    assert "started from" not in capsys.readouterr().out
+    assert run("train", *common, "--model", tmp_path / "x.pt", "--start", "membranes") == 2
+    assert "unknown starting point 'membranes'" in capsys.readouterr().err

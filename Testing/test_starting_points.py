@@ -108,7 +108,9 @@ def test_a_first_training_starts_from_the_shipped_network_with_the_person_s_clas
                ClassInfo(3, "outside", (0, 0, 0))]
     rng = np.random.default_rng(0)
     labels = np.stack([simulate_strokes(ref, 3, 6, rng=rng) for ref in person])
-    result = train(images, labels, classes, TrainConfig(**QUICK))
+    messages = []
+    result = train(images, labels, classes, TrainConfig(**QUICK), progress=lambda p: messages.append(p.message))
+    assert "checking the pretrained fluorescent-nuclei network against the strokes" in messages
     start = result.model.history[-1]["starting_point"]
     assert start["name"] == "fluorescent-nuclei" and start["class_order"] == [1, 2, 0]
     assert start["agreement"] >= MIN_AGREEMENT

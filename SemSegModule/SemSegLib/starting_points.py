@@ -15,6 +15,7 @@ class names, so a person who calls the border "rim" or lists the classes in anot
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -160,11 +161,13 @@ def class_order_from_strokes(probabilities: list[np.ndarray], labels: list[np.nd
 
 
 def choose_starting_point(requested: str, images: np.ndarray, labels: np.ndarray, classes: list[ClassInfo],
-                          network_config: NetworkConfig, device: torch.device | None = None) -> StartChoice | None:
+                          network_config: NetworkConfig, device: torch.device | None = None,
+                          report: Callable[[str], None] | None = None) -> StartChoice | None:
     """The shipped start a first training of `network_config` on these strokes begins from, or None.
 
     `requested`: AUTO (the first shipped start that fits and agrees with the strokes), NONE, or a shipped name
     (used whenever it fits, whatever the agreement; an error naming the reason when it does not fit).
+    `report(message)` is called before a start's predictions on the painted images (a few seconds).
     """
     if requested == NONE:
         return None
@@ -179,6 +182,8 @@ def choose_starting_point(requested: str, images: np.ndarray, labels: np.ndarray
                 f"and a network for {point.network_config.in_channels}-channel images; these labels define "
                 f"{network_config.num_classes} classes on {network_config.in_channels}-channel images (or the "
                 f"network settings differ). Train with starting point 'none'.")
+        if report is not None:
+            report(f"checking the pretrained {name} network against the strokes")
         painted = [i for i in range(len(labels)) if labels[i].any()]
         painted = [painted[j] for j in spread_indices(len(painted), MAX_IMAGES)]
         start = SemSegModel(point.network(), point.network_config, list(classes), point.normalization)

@@ -37,7 +37,7 @@ from .model_file import RoundMember, SemSegModel
 from .normalization import normalize_image
 from .patches import IGNORE, PatchSampler, PatchSource, strong_view
 from .pixel_forest import PixelForest
-from .starting_points import AUTO, NONE, choose_starting_point
+from .starting_points import AUTO, choose_starting_point
 
 log = logging.getLogger(__name__)
 
@@ -295,11 +295,12 @@ def train(
         model = SemSegModel.create(images.shape[1], classes, base_width=config.base_width, levels=config.levels,
                                     input_filters=config.input_filters,
                                     filter_sigmas=config.filter_sigmas)
-        if progress is not None and config.starting_point != NONE:
-            progress(TrainProgress(0, config.iterations, float("nan"), 0.0, float("nan"),
-                                   "choosing a starting point"))
+        def report(message: str) -> None:
+            if progress is not None:
+                progress(TrainProgress(0, config.iterations, float("nan"), 0.0, float("nan"), message))
+
         start_choice = choose_starting_point(config.starting_point, images, labels, classes, model.network_config,
-                                             device)
+                                             device, report)
         if start_choice is not None:
             model.network = start_choice.network()
 
