@@ -38,10 +38,11 @@ AUTO, NONE = "auto", "none"
 FOLDER = Path(__file__).with_name("starting_points")
 SHIPPED = {"fluorescent-nuclei": "fluorescent_nuclei.pt"}
 # The start's prediction must agree with the strokes on at least this share of each class's painted pixels
-# (averaged over the classes). On dsb2018-fluo's benchmark strokes the shipped start agrees on 0.85-0.87 of them
-# (its traced border pixels are the ones it misses); on isbi2012-em's strokes with a third class it would not
-# apply anyway (2 classes).
-MIN_AGREEMENT = 0.7
+# (averaged over the classes). On dsb2018-fluo's benchmark strokes the shipped start agrees on 0.79-0.80 of them
+# (seeds 0-1; most of what it misses are traced border pixels, placed a pixel off); on the bundled sample stack
+# (background / cell / nucleus, sample_data.py) its best order agrees on 0.41, and a start that explains nothing
+# agrees on about 1 / 3 of them. Midway.
+MIN_AGREEMENT = 0.6
 # The agreement is measured on at most this many painted images (one prediction each).
 MAX_IMAGES = 4
 
