@@ -133,3 +133,15 @@ def test_no_start_for_other_classes_and_a_named_one_that_does_not_fit_says_why()
         train(images, labels, classes, TrainConfig(**QUICK, starting_point="fluorescent-nuclei"))
     with pytest.raises(InputError, match="unknown starting point"):
         train(images, labels, classes, TrainConfig(**QUICK, starting_point="membranes"))
+
+
+def test_a_missing_shipped_start_costs_auto_the_head_start_and_a_named_one_says_what_to_do(tmp_path, monkeypatch):
+    from SemSegLib import starting_points
+
+    images, reference = nuclei_stack(1, 128)
+    labels = simulate_strokes(reference[0], 3, 4, rng=np.random.default_rng(0))[None]
+    monkeypatch.setattr(starting_points, "FOLDER", tmp_path)
+    result = train(images, labels, NUCLEI_CLASSES, TrainConfig(**QUICK))
+    assert result.model.history[-1]["starting_point"] is None
+    with pytest.raises(InputError, match="is missing .*reinstall SemSeg, or train with starting point 'none'"):
+        train(images, labels, NUCLEI_CLASSES, TrainConfig(**QUICK, starting_point="fluorescent-nuclei"))
