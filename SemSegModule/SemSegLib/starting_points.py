@@ -1,10 +1,11 @@
 """Starting points: networks the project pretrained, shipped in the package, that a first training starts from.
 
-Why: from a few strokes the network learns both what the structures look like and where their edges run. A
-network that has already seen many fully labeled images of the same kind of structure starts with the second
-half. The shipped "fluorescent-nuclei" network was trained by `bench/make_starting_point.py` on generated images
-(synthetic_nuclei.py), never on the benchmark's or any held-out images. On dsb2018-fluo it gives the first model
-+0.008 T2 (4 of 4 seeds; bench/RESULTS.md, session 55); isbi2012-em (2 classes) never uses it.
+Why: from a few strokes the network has to learn both which structure is which and where their edges run, and
+the strokes say little about the edges. A network that has seen many fully labeled images of the same kind of
+structure already knows the second. The shipped "fluorescent-nuclei" network was trained by
+`bench/make_starting_point.py` on generated images (synthetic_nuclei.py), never on the benchmark's or any held-out
+images. On dsb2018-fluo it gives the first models T2 +0.008 (11 of 12 seeds up, one level; T1 +0.002;
+bench/RESULTS.md, session 55); isbi2012-em (2 classes) never uses it.
 
 A start is used when its classes can be matched to the person's: the same number of classes, and on the
 painted pixels the start's own prediction, with its classes put in the best order for the person's, agrees
