@@ -4,7 +4,7 @@
 
 (default FILE: SemSegModule/SemSegLib/starting_points/fluorescent_nuclei.pt, the shipped one).
 
-Deterministic (seeded generator and initialization); about 5 minutes on one CPU core. The images come from
+Deterministic (seeded generator and initialization); about 6 minutes on one CPU core. The images come from
 SemSegLib.synthetic_nuclei, never from ../shared/data: the benchmark's sets and held-out images must not train
 anything SemSeg ships.
 """
