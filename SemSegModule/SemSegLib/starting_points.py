@@ -116,9 +116,10 @@ class StartChoice:
     name: str
     class_order: list[int]
     agreement: float
+    point: StartingPoint = field(repr=False)  # loaded once, for the choice and for the network
 
     def network(self) -> torch.nn.Module:
-        return StartingPoint.shipped(self.name).network(self.class_order)
+        return self.point.network(self.class_order)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "class_order": list(self.class_order), "agreement": round(self.agreement, 4)}
@@ -205,5 +206,5 @@ def choose_starting_point(requested: str, images: np.ndarray, labels: np.ndarray
                          for i in painted]
         order, agreement = class_order_from_strokes(probabilities, [labels[i] for i in painted])
         if requested != AUTO or agreement >= MIN_AGREEMENT:
-            return StartChoice(name, order, agreement)
+            return StartChoice(name, order, agreement, point)
     return None
