@@ -84,6 +84,7 @@ DEFAULT_PARAMETERS = {
     "ContinueTraining": "true",
     "CorrectionWeight": "1.0",
     "Device": "auto",
+    "StartingPoint": "auto",
     "PredictScope": "all",
     "TTA": "false",
     "ModelPath": "",
@@ -665,6 +666,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui.continueCheckBox.toggled.connect(self.updateParameterNodeFromGUI)
         ui.correctionWeightSpinBox.valueChanged.connect(self.updateParameterNodeFromGUI)
         ui.deviceComboBox.currentIndexChanged.connect(self.updateParameterNodeFromGUI)
+        ui.startingPointComboBox.currentIndexChanged.connect(self.updateParameterNodeFromGUI)
         ui.trainButton.clicked.connect(self.onTrain)
         ui.cancelButton.clicked.connect(self.onCancel)
         ui.predictScopeComboBox.currentIndexChanged.connect(self.updateParameterNodeFromGUI)
@@ -740,6 +742,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             ui.continueCheckBox.checked = node.GetParameter("ContinueTraining") == "true"
             ui.correctionWeightSpinBox.value = float(node.GetParameter("CorrectionWeight"))
             ui.deviceComboBox.currentText = node.GetParameter("Device")
+            ui.startingPointComboBox.currentText = node.GetParameter("StartingPoint")
             ui.predictScopeComboBox.setCurrentIndex(
                 max(0, ["current", "painted", "all"].index(node.GetParameter("PredictScope"))))
             ui.ttaCheckBox.checked = node.GetParameter("TTA") == "true"
@@ -774,6 +777,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node.SetParameter("ContinueTraining", "true" if ui.continueCheckBox.checked else "false")
         node.SetParameter("CorrectionWeight", str(ui.correctionWeightSpinBox.value))
         node.SetParameter("Device", ui.deviceComboBox.currentText)
+        node.SetParameter("StartingPoint", ui.startingPointComboBox.currentText)
         node.SetParameter("PredictScope", ["current", "painted", "all"][ui.predictScopeComboBox.currentIndex])
         node.SetParameter("TTA", "true" if ui.ttaCheckBox.checked else "false")
         node.SetParameter("ReferencePath", ui.referencePathLineEdit.text)
@@ -1017,7 +1021,8 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 seconds=None if byIterations else value, iterations=int(value) if byIterations else None,
                 continueTraining=node.GetParameter("ContinueTraining") == "true",
                 correctionWeight=float(node.GetParameter("CorrectionWeight")),
-                device=node.GetParameter("Device"), waitForCompletion=False)
+                device=node.GetParameter("Device"), starting_point=node.GetParameter("StartingPoint"),
+                waitForCompletion=False)
             self._startTask(task, "Training")
             self.ui.deviceLabel.text = self._deviceDescription(node.GetParameter("Device"))
 

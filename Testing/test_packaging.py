@@ -73,6 +73,10 @@ def test_the_combo_boxes_offer_what_the_parameter_node_stores():
 
     for name in items("deviceComboBox"):
         assert name == "auto" or torch.device(name).type == name  # what resolve_device() hands to torch
+    from SemSegLib.starting_points import AUTO, NONE, SHIPPED
+
+    assert defaults["StartingPoint"] in items("startingPointComboBox") == [AUTO, NONE, *SHIPPED]
+    assert 'starting_point=node.GetParameter("StartingPoint")' in source  # the choice reaches Logic.train
     # ...and the index for the prediction scope, in the order the widget maps it.
     scopes = re.search(r'\[("current", "painted", "all")\]\[ui\.predictScopeComboBox\.currentIndex\]', source)
     assert scopes and defaults["PredictScope"] == "all"
