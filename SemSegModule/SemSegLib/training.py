@@ -159,8 +159,9 @@ class TrainConfig:
     # A first training starts from a network the project pretrained (starting_points.py) when one fits the
     # classes and agrees with the strokes ("auto"), from random weights ("none"), or from the one named.
     # dsb2018-fluo's first models: T2 +0.0078 (11 of 12 seeds up, one level; standard error 0.0012), T1 +0.0022;
-    # the correction round still gains (+0.0011, 8 of 12 up), but where-to-paint rounds no longer raise T2 (seeds
-    # 0-2) (bench/RESULTS.md, session 55). isbi2012-em has 2 classes, so no shipped start applies.
+    # the correction round still gains (+0.0011, 8 of 12 up) (bench/RESULTS.md, session 55). Where to paint from
+    # it: the suggested person ahead of the random one after every round, clearly only after round 1 (session
+    # 56, 12 seeds). isbi2012-em has 2 classes, so no shipped start applies.
     starting_point: str = AUTO
     # The network in float16 on CUDA; the predictions that estimate the class-prior correction also in
     # bfloat16 on CPUs with AMX units (devices.autocast_dtype). False: float32 everywhere.
