@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 from conftest import disk_task
 from SemSegLib.classes import default_classes
@@ -26,6 +27,14 @@ def test_round_weights_halve_and_the_oldest_network_gets_the_rest():
     assert round_weights(4) == [0.5, 0.25, 0.125, 0.125]
 
 
+def test_a_first_network_with_a_share_keeps_it_and_the_newer_ones_halve_the_rest():
+    assert round_weights(1, 0.5) == [1.0]
+    assert round_weights(2, 0.5) == [0.5, 0.5]  # a first round is the same either way
+    assert round_weights(3, 0.5) == [0.25, 0.25, 0.5]
+    assert round_weights(4, 0.5) == [0.25, 0.125, 0.125, 0.5]
+    assert round_weights(4, 0.6) == pytest.approx([0.2, 0.1, 0.1, 0.6])
+
+
 def test_a_round_model_averages_the_corrected_probabilities_of_its_networks_by_halving():
     model = SemSegModel.create(1, default_classes(2), base_width=8, levels=3)
     model.network = ConstantLogits([0.0, 2.0])
@@ -38,6 +47,11 @@ def test_a_round_model_averages_the_corrected_probabilities_of_its_networks_by_h
     expected = (_softmax([0.0, 2.0], [0.5, -0.5]) / 2 + _softmax([1.0, 0.0], [0.0, 1.0]) / 4
                 + _softmax([3.0, 0.0]) / 4)
     assert np.allclose(prob[:, 5, 7].numpy(), expected, atol=1e-6)
+    model.first_network_share = 0.5  # the oldest (first) network keeps half, the newer ones a quarter each
+    shared = predict_probabilities(model, image, CPU)
+    expected = (_softmax([0.0, 2.0], [0.5, -0.5]) / 4 + _softmax([1.0, 0.0], [0.0, 1.0]) / 4
+                + _softmax([3.0, 0.0]) / 2)
+    assert np.allclose(shared[:, 5, 7].numpy(), expected, atol=1e-6)
     # The prior estimate sees this round's network alone, uncorrected.
     raw = predict_probabilities(model, image, CPU, prior_shift=False)
     assert np.allclose(raw[:, 5, 7].numpy(), _softmax([0.0, 2.0]), atol=1e-6)
@@ -58,6 +72,11 @@ def test_the_earlier_networks_are_kept_in_the_model_file_and_older_files_still_l
     assert _same_weights(loaded.earlier_rounds[1].network, earlier[1])  # the order is kept: newest first
     assert torch.allclose(predict_probabilities(loaded, image, CPU), predict_probabilities(model, image, CPU),
                           atol=1e-6)
+    assert loaded.first_network_share == 0.0
+    model.first_network_share = 0.5
+    model.save(path)
+    assert SemSegModel.load(path).first_network_share == 0.5
+    model.first_network_share = 0.0
     alone = SemSegModel.load(path)
     alone.earlier_rounds = []
     assert not torch.allclose(predict_probabilities(alone, image, CPU), predict_probabilities(model, image, CPU))

@@ -121,6 +121,34 @@ def test_a_first_training_starts_from_the_shipped_network_with_the_person_s_clas
     assert again.model.history[-1]["starting_point"] is None
 
 
+def test_rounds_after_a_first_training_from_a_start_keep_its_network_at_its_share():
+    images, reference = nuclei_stack()
+    rng = np.random.default_rng(0)
+    labels = np.stack([simulate_strokes(ref, 3, 6, rng=rng) for ref in reference])
+    first = train(images, labels, NUCLEI_CLASSES, TrainConfig(**QUICK, starting_point="fluorescent-nuclei")).model
+    models = [first]
+    for _ in range(3):
+        models.append(train(images, labels, NUCLEI_CLASSES, TrainConfig(**QUICK, round_networks=3),
+                            init_model=models[-1]).model)
+    second, third, fourth = models[1:]
+    assert first.first_network_share == 0.0 and second.first_network_share == 0.5
+    assert second.history[-1]["first_network_share"] == 0.5
+    assert [w for _, w in third.round_members()] == [0.25, 0.25, 0.5]
+    # Past the cap of 3 networks the first stays and the second goes.
+    assert [_same(m.network, n.network) for m, n in zip(fourth.earlier_rounds, [third, first])] == [True, True]
+    assert [w for _, w in fourth.round_members()] == [0.25, 0.25, 0.5]
+    # From random weights, or with the share set to 0, every network is halved.
+    plain = train(images, labels, NUCLEI_CLASSES, TrainConfig(**QUICK, starting_point="none")).model
+    for start, config in ((plain, TrainConfig(**QUICK)), (first, TrainConfig(**QUICK, start_network_share=0.0))):
+        second = train(images, labels, NUCLEI_CLASSES, config, init_model=start).model
+        third = train(images, labels, NUCLEI_CLASSES, config, init_model=second).model
+        assert third.first_network_share == 0.0 and [w for _, w in third.round_members()] == [0.5, 0.25, 0.25]
+
+
+def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
 def test_no_start_for_other_classes_and_a_named_one_that_does_not_fit_says_why():
     images, reference = disk_task(2, 64)
     images = images[:, None]

@@ -77,7 +77,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     bar.close()
     result.model.save(args.model)
     networks = 1 + len(result.model.earlier_rounds)
-    rounds = f"; predicts with {networks} networks (this round's and earlier ones)" if networks > 1 else ""
+    first = (f"; the first, trained from the shipped start, keeps {result.model.first_network_share:g}"
+             if result.model.first_network_share > 0 else "")
+    rounds = f"; predicts with {networks} networks (this round's and earlier ones{first})" if networks > 1 else ""
     lines = result.model.line_class_names()
     lines = f"; painted as 1-pixel lines, predicted as lines: {', '.join(lines)}" if lines else ""
     forest = ""

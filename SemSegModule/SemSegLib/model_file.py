@@ -33,14 +33,18 @@ class RoundMember:
     log_prior_shift: np.ndarray | None = None
 
 
-def round_weights(networks: int) -> list[float]:
+def round_weights(networks: int, first_share: float = 0.0) -> list[float]:
     """Weights of a prediction's networks, newest first: 1/2, 1/4, ..., the oldest gets the rest.
 
     That is a round's prediction = the average of its network and the prediction the round started from, so
-    each round halves what the earlier ones say instead of replacing it.
+    each round halves what the earlier ones say instead of replacing it. With `first_share` > 0 the oldest
+    network (the first training's) keeps that share and the newer ones halve the rest.
     """
-    weights = [0.5 ** (j + 1) for j in range(networks - 1)]
-    return weights + [1.0 - sum(weights)]
+    if first_share <= 0 or networks < 2:
+        weights = [0.5 ** (j + 1) for j in range(networks - 1)]
+        return weights + [1.0 - sum(weights)]
+    newer = round_weights(networks - 1)
+    return [(1.0 - first_share) * w for w in newer] + [first_share]
 
 
 @dataclass
@@ -66,6 +70,9 @@ class SemSegModel:
     # networks averaged have nothing left to damp it; with halving the third round of the where-to-paint
     # curves gained in 5 of 5 runs for the suggested person and was level for the random one (session 17).
     earlier_rounds: list[RoundMember] = field(default_factory=list)
+    # > 0: the oldest of earlier_rounds is the first training's network and keeps this share of every
+    # prediction (TrainConfig.start_network_share); 0: it is halved like the others.
+    first_network_share: float = 0.0
     # 0-based classes painted as 1-pixel lines: their predictions are thinned to lines (line_classes.py).
     line_classes: list[int] = field(default_factory=list)
     # The random-forest pixel classifier fit on the same labels and the networks' confident pixels
@@ -90,7 +97,7 @@ class SemSegModel:
     def round_members(self) -> list[tuple[RoundMember, float]]:
         """Every network a prediction averages, newest (this model's own) first, with its weight."""
         members = [RoundMember(self.network, self.log_prior_shift), *self.earlier_rounds]
-        return list(zip(members, round_weights(len(members))))
+        return list(zip(members, round_weights(len(members), self.first_network_share)))
 
     def line_class_names(self) -> list[str]:
         return [self.classes[c].name for c in self.line_classes]
@@ -137,6 +144,7 @@ class SemSegModel:
             "line_classes": [int(c) for c in self.line_classes],
             "forest": self.forest.to_dict() if self.forest is not None else None,
             "forest_weight": float(self.forest_weight),
+            "first_network_share": float(self.first_network_share),
         }
 
     def save(self, path: str | Path) -> None:
@@ -164,7 +172,8 @@ class SemSegModel:
         network.eval()
         shape = d.get("image_shape")
         # "previous_round" is absent in files from before session 10 (like the shift before 9), "older_rounds"
-        # before session 17, "line_classes" before session 19 (nothing was thinned then), "forest" before 43.
+        # before session 17, "line_classes" before session 19 (nothing was thinned then), "forest" before 43,
+        # "first_network_share" before 57 (every network was halved).
         previous = d.get("previous_round")
         forest = d.get("forest")
         stored = ([previous] if previous is not None else []) + list(d.get("older_rounds", []))
@@ -186,6 +195,7 @@ class SemSegModel:
             line_classes=[int(c) for c in d.get("line_classes", [])],
             forest=PixelForest.from_dict(forest) if forest is not None else None,
             forest_weight=float(d.get("forest_weight", 0.0)),
+            first_network_share=float(d.get("first_network_share", 0.0)),
         )
 
 

@@ -133,6 +133,13 @@ class TrainConfig:
     # person (5 of 5 runs), level for the random one (session 17). At most this many networks (the oldest
     # gets the remaining weight); each costs one prediction pass. 1 = the round's network alone.
     round_networks: int = 4
+    # When the first training began from a shipped starting point, its network keeps this share of every later
+    # round's prediction (the newer networks halve the rest; 0 = halved like them). Why: the start knows the
+    # images nobody painted, and round networks fine-tuned again and again on the few images the suggestions
+    # send the person back to lose some of it. Post hoc on dsb2018-fluo's where-to-paint round models
+    # (seeds 3-8): the suggested person's map after round 3 +0.0025 (5 of 6 up), the random person's level
+    # (bench/RESULTS.md, session 56). The first round is unchanged (1/2 each either way).
+    start_network_share: float = 0.5
     # Classes painted as 1-pixel lines while others are painted with a brush are predicted as 1-pixel lines
     # (line_classes.py): dsb2018-fluo's nucleus border, drawn three times too thick otherwise.
     thin_line_classes: bool = True
@@ -492,14 +499,29 @@ def train(
     earlier: list[RoundMember] = []
     if init_model is not None and config.round_networks > 1:
         start = RoundMember(copy.deepcopy(init_model.network).cpu().eval(), init_model.log_prior_shift)
-        earlier = [start, *model.earlier_rounds][:config.round_networks - 1]
+        if not init_model.earlier_rounds and _began_from_a_starting_point(init_model):
+            model.first_network_share = config.start_network_share
+        earlier = [start, *model.earlier_rounds]
+        keep = config.round_networks - 1
+        # A first network with a share of its own stays however many rounds follow; the cap drops the next oldest.
+        earlier = (earlier[:keep - 1] + earlier[-1:] if model.first_network_share > 0 and len(earlier) > keep
+                   else earlier[:keep])
+    else:
+        model.first_network_share = 0.0
     model.earlier_rounds = earlier
     model.history[-1]["round_networks"] = 1 + len(model.earlier_rounds)
+    if model.first_network_share > 0:
+        model.history[-1]["first_network_share"] = model.first_network_share
     # Last: the networks teach the forest as the model shows them (corrected, rounds averaged, lines thinned).
     if config.forest_weight > 0 and progress is not None:
         progress(TrainProgress(it, it, smoothed, seconds, 0.0, "fitting the random forest"))
     attach_forest(model, images, labels, config, device, start=init_model)
     return TrainResult(model, it, seconds, smoothed, cancelled, device.type, losses, warning)
+
+
+def _began_from_a_starting_point(model: SemSegModel) -> bool:
+    """Whether the model's first training began from a shipped starting point (its history says so)."""
+    return bool(model.history) and model.history[0].get("starting_point") is not None
 
 
 def attach_forest(model: SemSegModel, images: np.ndarray, labels: np.ndarray, config: TrainConfig,
