@@ -136,9 +136,9 @@ class TrainConfig:
     # When the first training began from a shipped starting point, its network keeps this share of every later
     # round's prediction (the newer networks halve the rest; 0 = halved like them). Why: the start knows the
     # images nobody painted, and round networks fine-tuned again and again on the few images the suggestions
-    # send the person back to lose some of it. Post hoc on dsb2018-fluo's where-to-paint round models
-    # (seeds 3-8): the suggested person's map after round 3 +0.0025 (5 of 6 up), the random person's level
-    # (bench/RESULTS.md, session 56). The first round is unchanged (1/2 each either way).
+    # send the person back to lose some of it. dsb2018-fluo's where-to-paint rounds, 10 seeds: T2 after round 3
+    # +0.0015 for the suggested person, +0.0012 for the random one (8 of 10 up each); the one seed the start did
+    # not lift loses (-0.003) (bench/RESULTS.md, session 57). The first round is unchanged (1/2 each either way).
     start_network_share: float = 0.5
     # Classes painted as 1-pixel lines while others are painted with a brush are predicted as 1-pixel lines
     # (line_classes.py): dsb2018-fluo's nucleus border, drawn three times too thick otherwise.
@@ -167,8 +167,8 @@ class TrainConfig:
     # classes and agrees with the strokes ("auto"), from random weights ("none"), or from the one named.
     # dsb2018-fluo's first models: T2 +0.0078 (11 of 12 seeds up, one level; standard error 0.0012), T1 +0.0022;
     # the correction round still gains (+0.0011, 8 of 12 up) (bench/RESULTS.md, session 55). Where to paint from
-    # it: the suggested person ahead of the random one after every round, clearly only after round 1 (session
-    # 56, 12 seeds). isbi2012-em has 2 classes, so no shipped start applies.
+    # it: the suggested person ahead of the random one after every round (sessions 56-57, with the first
+    # network kept at 1/2 in later rounds). isbi2012-em has 2 classes, so no shipped start applies.
     starting_point: str = AUTO
     # The network in float16 on CUDA; the predictions that estimate the class-prior correction also in
     # bfloat16 on CPUs with AMX units (devices.autocast_dtype). False: float32 everywhere.
