@@ -17,6 +17,7 @@ from SemSegLib.starting_points import (
 )
 from SemSegLib.synthetic_nuclei import NUCLEI_CLASSES, make_nuclei_image, nuclei_labels, nucleus_instances
 from SemSegLib.training import TrainConfig, train
+from test_round_ensemble import _same_weights
 
 
 def test_generated_nuclei_are_labeled_with_each_nucleus_s_1_pixel_inner_border():
@@ -135,7 +136,7 @@ def test_rounds_after_a_first_training_from_a_start_keep_its_network_at_its_shar
     assert second.history[-1]["first_network_share"] == 0.5
     assert [w for _, w in third.round_members()] == [0.25, 0.25, 0.5]
     # Past the cap of 3 networks the first stays and the second goes.
-    assert [_same(m.network, n.network) for m, n in zip(fourth.earlier_rounds, [third, first])] == [True, True]
+    assert [_same_weights(m.network, n.network) for m, n in zip(fourth.earlier_rounds, [third, first])] == [True, True]
     assert [w for _, w in fourth.round_members()] == [0.25, 0.25, 0.5]
     # From random weights, or with the share set to 0, every network is halved.
     plain = train(images, labels, NUCLEI_CLASSES, TrainConfig(**QUICK, starting_point="none")).model
@@ -143,10 +144,6 @@ def test_rounds_after_a_first_training_from_a_start_keep_its_network_at_its_shar
         second = train(images, labels, NUCLEI_CLASSES, config, init_model=start).model
         third = train(images, labels, NUCLEI_CLASSES, config, init_model=second).model
         assert third.first_network_share == 0.0 and [w for _, w in third.round_members()] == [0.5, 0.25, 0.25]
-
-
-def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
 def test_no_start_for_other_classes_and_a_named_one_that_does_not_fit_says_why():
