@@ -240,3 +240,25 @@ def test_train_names_the_starting_point_it_used_and_takes_another(tmp_path, caps
     assert "started from" not in capsys.readouterr().out
     assert run("train", *common, "--model", tmp_path / "x.pt", "--start", "membranes") == 2
     assert "unknown starting point 'membranes'" in capsys.readouterr().err
+
+
+def test_train_says_when_dense_labels_make_the_loss_weigh_the_classes(disk_stack, capsys, monkeypatch):
+    from SemSegLib import training
+
+    d = disk_stack
+    classes = [ClassInfo(1, "background", (0, 0, 0)), ClassInfo(2, "disk", (255, 0, 0))]
+    (d / "dense").mkdir()
+    write_classes_csv(d / "dense" / "classes.csv", classes)
+    ref = tifffile.imread(d / "reference" / "img_1.tif")
+    dense = np.where(ref == 1, 1, 0).astype(np.uint8)  # every background pixel, 30 disk pixels
+    rows, columns = np.nonzero(ref == 2)
+    dense[rows[:30], columns[:30]] = 2
+    tifffile.imwrite(d / "dense" / "img_1.tif", dense)
+    monkeypatch.setattr(training.TrainConfig, "__init__", _fast_init(training.TrainConfig.__init__))
+    capsys.readouterr()
+    assert run("train", "--images", d / "images", "--labels", d / "dense", "--model", d / "m.pt",
+               "--iterations", 2, "--device", "cpu") == 0
+    out = capsys.readouterr().out
+    weights = SemSegModel.load(d / "m.pt").history[-1]["class_weights"]
+    assert weights[1] > 10 * weights[0]
+    assert f"the loss weighs the classes background {weights[0]:.2g}, disk {weights[1]:.2g}" in out

@@ -15,6 +15,7 @@ from SemSegLib.training import (
     prepare_training_arrays,
     pseudo_targets,
     train,
+    weighs_classes,
 )
 
 FAST = dict(patch_size=64, batch_size=4, base_width=8, levels=3, device="cpu")
@@ -433,3 +434,39 @@ def test_a_scaled_patch_keeps_a_one_pixel_line_label_on_the_image_line():
         on_line.append(brightest[y == 1].float().mean())
     # The label sits on the image's line, not half a pixel beside it (the old resampling: 61%).
     assert float(torch.stack(on_line).mean()) > 0.99
+
+
+def test_the_loss_weighs_the_classes_only_when_the_labels_are_dense():
+    def targets(*counts):  # class c painted counts[c] times, then unlabeled pixels
+        return np.concatenate([np.full(n, c) for c, n in enumerate(counts)] + [np.full(50, IGNORE)])
+
+    auto = TrainConfig()
+    # 10 strokes per class on dsb2018-fluo's 3 images: a 1-pixel class has a quarter of the others' pixels.
+    assert not weighs_classes(targets(2753, 2483, 687), 3, auto)
+    # The same 3 images fully labeled: 35 times more background than nucleus border.
+    assert weighs_classes(targets(871057, 189771, 24932), 3, auto)
+    assert not weighs_classes(targets(5000, 0), 2, auto)  # one class painted so far: nothing to balance
+    assert not weighs_classes(targets(871057, 189771, 24932), 3, TrainConfig(class_balance=False))
+    assert weighs_classes(targets(2753, 2483, 687), 3, TrainConfig(class_balance=True))
+
+
+def test_a_densely_painted_image_trains_with_class_weights_and_strokes_without():
+    images, refs = disk_task(n=2, size=96)
+    strokes = sparse_labels(refs, [0])
+    plain = train(images[:, None], strokes, default_classes(2), TrainConfig(iterations=2, **FAST)).model
+    assert plain.history[-1]["class_weights"] is None
+    dense = np.zeros_like(strokes)
+    dense[0][refs[0] == 1] = 1  # all the background painted, and a few disk pixels
+    rows, columns = np.nonzero(refs[0] == 2)
+    dense[0, rows[:20], columns[:20]] = 2
+    weighted = train(images[:, None], dense, default_classes(2), TrainConfig(iterations=2, **FAST)).model
+    weights = weighted.history[-1]["class_weights"]
+    assert weights is not None and weights[1] > 10 * weights[0]
+    # The class mix the loss saw (which the class-prior correction undoes) is the weighted one: the same
+    # patches as without weights (two steps, no pseudo-labels yet), each class's pixels times its weight (the
+    # history rounds the weights).
+    unweighted = train(images[:, None], dense, default_classes(2),
+                       TrainConfig(iterations=2, class_balance=False, **FAST)).model
+    assert unweighted.history[-1]["class_weights"] is None
+    assert np.allclose(weighted.history[-1]["training_class_pixels"],
+                       np.asarray(unweighted.history[-1]["training_class_pixels"]) * weights, rtol=0.02)

@@ -92,8 +92,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     start = result.model.history[-1].get("starting_point")
     start = (f"; started from the shipped {start['name']} network (its classes agree with {start['agreement']:.0%} "
              "of the strokes)" if start else "")
+    weights = result.model.history[-1].get("class_weights")
+    if weights:
+        each = ", ".join(f"{c.name} {w:.2g}" for c, w in zip(labels.classes, weights))
+        weights = f"; the loss weighs the classes {each} (dense labels: one class far more painted than another)"
+    else:
+        weights = ""
     print(f"model written to {args.model} ({result.iterations} iterations, {result.seconds:.1f} s on "
-          f"{result.device}, final loss {result.final_loss:.4f}{start}{rounds}{lines}{forest})")
+          f"{result.device}, final loss {result.final_loss:.4f}{start}{weights}{rounds}{lines}{forest})")
     if result.warning:
         print(f"warning: {result.warning}", file=sys.stderr)
 

@@ -47,6 +47,10 @@ DEFAULT_SECONDS = 180.0
 # 60 s demo ran 592 steps (mean IoU 0.72) on an idle 2-core CPU and 55 (0.42-0.48) while two other jobs held
 # the cores (bench/RESULTS.md, session 26). The result says so (`TrainResult.warning`) instead of passing silently.
 FEW_ITERATIONS = 200
+# Labels with a class this many times more painted than another are dense, not strokes (`TrainConfig.class_balance`):
+# 10 strokes per class give 1.2-4.2 on the benchmark sets, their 3 images fully labeled 3.7 (isbi2012-em, no need
+# to weigh) and 35 (dsb2018-fluo).
+CLASS_BALANCE_RATIO = 10.0
 
 
 @dataclass
@@ -71,9 +75,15 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_fraction: float = 0.05
     labeled_fraction: float = 0.75
-    # Classes are balanced by sampling (a class is picked uniformly, then one of its labeled pixels). Also
-    # weighting the loss by inverse class frequency measured worse on both benchmark sets: off by default.
-    class_balance: bool = False  # median-frequency class weights in the loss
+    # Classes are balanced by sampling (a class is picked uniformly, then one of its labeled pixels), which is
+    # enough for strokes: weighting the loss as well measured worse on both benchmark sets (session 2). Densely
+    # painted images (a whole slice, an imported label map) bring their class mix into every patch instead, and
+    # a rare class is then hardly learned: dsb2018-fluo's 3 images fully labeled (35x more background than
+    # nucleus border) gave T2 0.725 unweighted, 0.746 weighted, its networks alone 0.627 / 0.747 (3 seeds;
+    # bench/RESULTS.md, session 58). None: median-frequency weights in the loss when the most-labeled class has
+    # more than CLASS_BALANCE_RATIO times the pixels of the least-labeled one (strokes: about 1.2-4.2); True /
+    # False: always / never.
+    class_balance: bool | None = None
     correction_weight: float = 1.0  # weight of pixels labeled since the init model was trained (corrections)
     # Fine-tuning: share of the stroke-centered patches centered on a correction instead. Off: the gain first
     # measured for 0.5 came from a bug that sent those patches to unpainted images (bench/RESULTS.md).
@@ -198,6 +208,15 @@ class TrainResult:
     device: str
     losses: list[float] = field(default_factory=list)
     warning: str = ""  # why the result may disappoint (too few steps for its seconds budget); "" if nothing
+
+
+def weighs_classes(targets: np.ndarray, num_classes: int, config: TrainConfig) -> bool:
+    """Whether the loss weighs the classes (`TrainConfig.class_balance`; None: by the labels' class mix)."""
+    if config.class_balance is not None:
+        return config.class_balance
+    counts = np.bincount(targets[targets != IGNORE].ravel(), minlength=num_classes)
+    counts = counts[counts > 0]
+    return len(counts) > 1 and counts.max() > CLASS_BALANCE_RATIO * counts.min()
 
 
 def _class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
@@ -339,7 +358,8 @@ def train(
     detected_lines = (detect_line_classes(labels, model.num_classes)
                       if config.line_position_weight > 0 or config.thin_line_classes else [])
     line_classes = detected_lines if config.line_position_weight > 0 else []
-    class_weights = (_class_weights(targets, model.num_classes) if config.class_balance
+    weighted = weighs_classes(targets, model.num_classes, config)
+    class_weights = (_class_weights(targets, model.num_classes) if weighted
                      else torch.ones(model.num_classes)).to(device)
 
     net = model.network.to(device)
@@ -472,6 +492,7 @@ def train(
         "training_class_pixels": [round(float(v), 1) for v in seen_pixels],
         "labeled_class_pixels": [int(v) for v in label_counts(labels, model.num_classes)],
         "config": config.to_dict(),
+        "class_weights": [round(float(v), 4) for v in class_weights.cpu()] if weighted else None,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "warning": warning,
         "starting_point": None if start_choice is None else start_choice.to_dict(),
