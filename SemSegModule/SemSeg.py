@@ -987,6 +987,8 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = (f"Trained {r.iterations} iterations in {r.seconds:.0f} s on {r.device}"
                                         + (" (cancelled: best model kept)" if r.cancelled else "")
                                         + (f", started from the pretrained {start['name']} network" if start else "")
+                                        + ("; classes weighted in the loss (the labels are dense)"
+                                           if r.model.history[-1].get("class_weights") else "")
                                         + (f"; predicted as 1-pixel lines: {', '.join(lines)}" if lines else ""))
             if r.warning:  # too few steps for the seconds given: say so where the person looks, not only in the log
                 self.ui.statusLabel.text += f"; {r.warning}"

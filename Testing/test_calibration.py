@@ -146,8 +146,7 @@ def test_training_ends_with_the_correction_for_the_class_mix_its_loss_saw(monkey
         return x, y, w
 
     monkeypatch.setattr(PatchSampler, "sample", recording_sample)
-    # 576 against 16 pixels would make the loss weigh the classes (test_class_balance.py): the sampling alone here.
-    fast = dict(iterations=20, patch_size=32, batch_size=2, base_width=8, levels=3, device="cpu", class_balance=False)
+    fast = dict(iterations=20, patch_size=32, batch_size=2, base_width=8, levels=3, device="cpu")
     res = train(images[:, None], labels, default_classes(2), TrainConfig(**fast))
     seen = np.zeros(2)
     for y, w in batches:

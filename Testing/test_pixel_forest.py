@@ -13,9 +13,7 @@ from SemSegLib.training import TrainConfig, attach_forest, train
 from test_calibration import ConstantLogits
 
 CPU = PredictConfig(device="cpu")
-# `_strokes` paints 50x more background than disk, which would make the loss weigh the classes: these tests are
-# about the forest, with the networks of an unweighted loss.
-FAST = dict(iterations=10, patch_size=64, batch_size=2, base_width=8, levels=3, device="cpu", class_balance=False)
+FAST = dict(iterations=10, patch_size=64, batch_size=2, base_width=8, levels=3, device="cpu")
 NORM = NormalizationConfig()
 
 

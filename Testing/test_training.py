@@ -437,17 +437,19 @@ def test_a_scaled_patch_keeps_a_one_pixel_line_label_on_the_image_line():
 
 
 def test_the_loss_weighs_the_classes_only_when_the_labels_are_dense():
-    def targets(*counts):  # class c painted counts[c] times, then unlabeled pixels
-        return np.concatenate([np.full(n, c) for c, n in enumerate(counts)] + [np.full(50, IGNORE)])
-
+    images, refs = disk_task(n=3, size=96)
     auto = TrainConfig()
-    # 10 strokes per class on dsb2018-fluo's 3 images: a 1-pixel class has a quarter of the others' pixels.
-    assert not weighs_classes(targets(2753, 2483, 687), 3, auto)
-    # The same 3 images fully labeled: 35 times more background than nucleus border.
-    assert weighs_classes(targets(871057, 189771, 24932), 3, auto)
-    assert not weighs_classes(targets(5000, 0), 2, auto)  # one class painted so far: nothing to balance
-    assert not weighs_classes(targets(871057, 189771, 24932), 3, TrainConfig(class_balance=False))
-    assert weighs_classes(targets(2753, 2483, 687), 3, TrainConfig(class_balance=True))
+    strokes = sparse_labels(refs, [0, 1])
+    assert not weighs_classes(strokes, auto)
+    assert not weighs_classes(np.zeros_like(strokes), auto)
+    wide = strokes.copy()
+    wide[0, :30] = refs[0, :30]  # a third of an image painted: still strokes
+    assert not weighs_classes(wide, auto)
+    dense = strokes.copy()
+    dense[2] = refs[2]  # one fully labeled image among two with strokes: most of what the loss sees
+    assert weighs_classes(dense, auto)
+    assert not weighs_classes(dense, TrainConfig(class_balance=False))
+    assert weighs_classes(strokes, TrainConfig(class_balance=True))
 
 
 def test_a_densely_painted_image_trains_with_class_weights_and_strokes_without():

@@ -95,7 +95,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     weights = result.model.history[-1].get("class_weights")
     if weights:
         each = ", ".join(f"{c.name} {w:.2g}" for c, w in zip(labels.classes, weights))
-        weights = f"; the loss weighs the classes {each} (dense labels: one class far more painted than another)"
+        weights = f"; the loss weighs the classes {each} (the labels are dense: each patch brings its image's mix)"
     else:
         weights = ""
     print(f"model written to {args.model} ({result.iterations} iterations, {result.seconds:.1f} s on "

@@ -47,10 +47,10 @@ DEFAULT_SECONDS = 180.0
 # 60 s demo ran 592 steps (mean IoU 0.72) on an idle 2-core CPU and 55 (0.42-0.48) while two other jobs held
 # the cores (bench/RESULTS.md, session 26). The result says so (`TrainResult.warning`) instead of passing silently.
 FEW_ITERATIONS = 200
-# Labels with a class this many times more painted than another are dense, not strokes (`TrainConfig.class_balance`):
-# 10 strokes per class give 1.2-4.2 on the benchmark sets, their 3 images fully labeled 3.7 (isbi2012-em, no need
-# to weigh) and 35 (dsb2018-fluo).
-CLASS_BALANCE_RATIO = 10.0
+# Labels are dense, not strokes, when a labeled pixel lies, on average, in an image labeled at least this much
+# (`TrainConfig.class_balance`). The benchmark's 10 strokes per class cover 0.5% of their images, three rounds of
+# corrections at most 1.5%, with 10 more background strokes of a 9-pixel brush 1.3%; a fully labeled image 100%.
+DENSE_LABELS = 0.5
 
 
 @dataclass
@@ -79,10 +79,9 @@ class TrainConfig:
     # enough for strokes: weighting the loss as well measured worse on both benchmark sets (session 2). Densely
     # painted images (a whole slice, an imported label map) bring their class mix into every patch instead, and
     # a rare class is then hardly learned: dsb2018-fluo's 3 images fully labeled (35x more background than
-    # nucleus border) gave T2 0.725 unweighted, 0.746 weighted, its networks alone 0.627 / 0.747 (3 seeds;
-    # bench/RESULTS.md, session 58). None: median-frequency weights in the loss when the most-labeled class has
-    # more than CLASS_BALANCE_RATIO times the pixels of the least-labeled one (strokes: about 1.2-4.2); True /
-    # False: always / never.
+    # nucleus border) gave T2 0.724 unweighted, 0.746 weighted, its networks alone 0.627 / 0.747 (3 seeds;
+    # bench/RESULTS.md, session 58). None: median-frequency weights in the loss when the labels are dense
+    # (DENSE_LABELS); True / False: always / never.
     class_balance: bool | None = None
     correction_weight: float = 1.0  # weight of pixels labeled since the init model was trained (corrections)
     # Fine-tuning: share of the stroke-centered patches centered on a correction instead. Off: the gain first
@@ -210,13 +209,19 @@ class TrainResult:
     warning: str = ""  # why the result may disappoint (too few steps for its seconds budget); "" if nothing
 
 
-def weighs_classes(targets: np.ndarray, num_classes: int, config: TrainConfig) -> bool:
-    """Whether the loss weighs the classes (`TrainConfig.class_balance`; None: by the labels' class mix)."""
+def weighs_classes(labels: np.ndarray, config: TrainConfig) -> bool:
+    """Whether the loss weighs the classes (`TrainConfig.class_balance`; None: when `labels` are dense).
+
+    Dense: a labeled pixel lies, on average, in an image whose pixels are labeled at least DENSE_LABELS; so one
+    fully labeled slice among a few with strokes counts as dense, as its patches are most of what the loss sees.
+    """
     if config.class_balance is not None:
         return config.class_balance
-    counts = np.bincount(targets[targets != IGNORE].ravel(), minlength=num_classes)
-    counts = counts[counts > 0]
-    return len(counts) > 1 and counts.max() > CLASS_BALANCE_RATIO * counts.min()
+    painted = (labels > 0).reshape(len(labels), -1)
+    per_image = painted.sum(1).astype(np.float64)
+    if per_image.sum() == 0:
+        return False
+    return float((per_image * painted.mean(1)).sum() / per_image.sum()) >= DENSE_LABELS
 
 
 def _class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
@@ -358,7 +363,7 @@ def train(
     detected_lines = (detect_line_classes(labels, model.num_classes)
                       if config.line_position_weight > 0 or config.thin_line_classes else [])
     line_classes = detected_lines if config.line_position_weight > 0 else []
-    weighted = weighs_classes(targets, model.num_classes, config)
+    weighted = weighs_classes(labels, config)
     class_weights = (_class_weights(targets, model.num_classes) if weighted
                      else torch.ones(model.num_classes)).to(device)
 
