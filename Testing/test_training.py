@@ -437,7 +437,7 @@ def test_a_scaled_patch_keeps_a_one_pixel_line_label_on_the_image_line():
 
 
 def test_the_loss_weighs_the_classes_only_when_the_labels_are_dense():
-    images, refs = disk_task(n=3, size=96)
+    _, refs = disk_task(n=3, size=96)
     auto = TrainConfig()
     strokes = sparse_labels(refs, [0, 1])
     assert not weighs_classes(strokes, auto)

@@ -76,7 +76,7 @@ class TrainConfig:
     warmup_fraction: float = 0.05
     labeled_fraction: float = 0.75
     # Classes are balanced by sampling (a class is picked uniformly, then one of its labeled pixels), which is
-    # enough for strokes: weighting the loss as well measured worse on both benchmark sets (session 2). Densely
+    # enough for strokes: weighting the loss as well measured worse with them (sessions 2 and 58). Densely
     # painted images (a whole slice, an imported label map) bring their class mix into every patch instead, and
     # a rare class is then hardly learned: dsb2018-fluo's 3 images fully labeled (35x more background than
     # nucleus border) gave T2 0.724 unweighted, 0.746 weighted, its networks alone 0.627 / 0.747 (3 seeds;
