@@ -165,6 +165,10 @@ def test_train_predict_accept_evaluate_export(tmp_path, logic, scene):
     logic.setLabelsToSegmentation(corrected, seg, volume)
     mask = logic.correctionMask(volume, corrected)
     assert mask.sum() == int((corrected != after).sum()) > 0
+    # The accepted slice is fully labeled: the next round's loss weighs the classes, the strokes' did not.
+    assert logic.model.history[-1]["class_weights"] is None
+    logic.train(volume, seg, iterations=2, **FAST)
+    assert len(logic.model.history) == 2 and logic.model.history[-1]["class_weights"] is not None
 
     metrics = logic.evaluate(volume, str(folder / "reference"))
     table = scene.GetFirstNodeByName("SemSeg metrics")
