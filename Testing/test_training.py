@@ -472,3 +472,27 @@ def test_a_densely_painted_image_trains_with_class_weights_and_strokes_without()
     assert unweighted.history[-1]["class_weights"] is None
     assert np.allclose(weighted.history[-1]["training_class_pixels"],
                        np.asarray(unweighted.history[-1]["training_class_pixels"]) * weights, rtol=0.02)
+
+
+def test_a_dense_round_estimates_its_prior_correction_from_the_mix_its_weighted_loss_saw():
+    import copy
+
+    from SemSegLib.calibration import carried_log_prior_shift, estimate_log_prior_shift
+
+    images, refs = disk_task(n=3, size=96)
+    strokes = sparse_labels(refs, [0, 1])
+    config = TrainConfig(iterations=3, **FAST)
+    first = train(images[:, None], strokes, default_classes(2), config).model
+    accepted = strokes.copy()
+    accepted[0] = np.where(strokes[0] > 0, strokes[0], refs[0])  # a slice's prediction accepted, strokes kept
+    rounded = train(images[:, None], accepted, default_classes(2), config, init_model=first).model
+    assert rounded.history[-1]["class_weights"] is not None
+    alone = copy.deepcopy(rounded)
+    alone.log_prior_shift, alone.earlier_rounds = None, []
+    mix = np.asarray(rounded.history[-1]["training_class_pixels"])
+    expected = estimate_log_prior_shift(alone, images[:, None], accepted, config.prior_correction_images,
+                                        torch.device("cpu"), training_mix=mix, mixed_precision=config.mixed_precision)
+    assert np.allclose(rounded.log_prior_shift, expected, atol=1e-3)
+    # Not the correction carried from the first model, which models the strokes' sampling.
+    carried = carried_log_prior_shift(first, rounded.history)
+    assert carried is not None and not np.allclose(rounded.log_prior_shift, carried, atol=0.05)

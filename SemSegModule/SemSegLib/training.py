@@ -513,10 +513,16 @@ def train(
             if corrections is not None:
                 model.history[-1]["corrected_class_pixels"] = [int(v) for v in corrected_class_pixels(
                     init_model, images, labels, corrections, device, config.mixed_precision)]
-            model.log_prior_shift = carried_log_prior_shift(init_model, model.history)
+            # A weighted (dense) round's loss saw its own labels' mix times the weights, not the strokes' sampling
+            # that the carried correction models: it is estimated afresh from that mix, as a first training's is.
+            # Accepted and corrected predictions of dsb2018-fluo's 3 painted images, 4 seeds: T2 +0.0028 against
+            # carried (4 of 4 up), T1 level (bench/RESULTS.md, session 58).
+            if not weighted:
+                model.log_prior_shift = carried_log_prior_shift(init_model, model.history)
         if model.log_prior_shift is None:
+            mix = seen_pixels if weighted else learned_class_mix(model.history)
             model.log_prior_shift = estimate_log_prior_shift(model, images, labels, config.prior_correction_images,
-                                                             device, training_mix=learned_class_mix(model.history),
+                                                             device, training_mix=mix,
                                                              mixed_precision=config.mixed_precision)
             model.network.cpu()  # as before the estimate: a returned model does not hold GPU memory
     model.history[-1]["log_prior_shift"] = (None if model.log_prior_shift is None
