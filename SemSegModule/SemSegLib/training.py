@@ -133,7 +133,8 @@ class TrainConfig:
     # this many images spread over the stack (calibration.py; 0 = off). Thin classes get thinner: T2 +0.009 /
     # +0.019 on the two benchmark sets, better in 10 of 10 runs (bench/RESULTS.md, session 9). A retraining
     # carries its start's correction instead, moved with the class mix of the labels less the corrections
-    # (calibration.carried_log_prior_shift); estimated afresh only when its start has none.
+    # (calibration.carried_log_prior_shift); estimated afresh when its start has none, or when its loss weighs
+    # the classes (dense labels, `class_balance`).
     prior_correction_images: int = 8
     # A correction round's model predicts with its network averaged with the prediction the round started
     # from: 1/2 its network, 1/4 the one before, ... (model_file.round_weights). Averaging with the start
