@@ -503,7 +503,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         if predictionNode is None or not predicted:
             raise InputError("no prediction yet: predict, then evaluate.")
         classes = self.classes()
-        reference = referenceLabels(referencePath, names, arrays.slice_shape(volume)[1:])
+        reference = referenceLabels(referencePath, names, arrays.slice_shape(volume)[1:], classes)
         have = [k for k in predicted if reference[k].any()]
         if not have:
             raise InputError(f"{referencePath}: no reference label file matches a predicted slice "
@@ -587,12 +587,14 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         return False
 
 
-def referenceLabels(path: str, names: list[str], shape: tuple[int, int]) -> np.ndarray:
-    """Reference label maps for the volume's images, matched by file name; missing files are all-zero."""
+def referenceLabels(path: str, names: list[str], shape: tuple[int, int], classes: list[ClassInfo]) -> np.ndarray:
+    """Reference label maps for the volume's images, matched by file name; missing files are all-zero. A value
+    beyond `classes` (the panel's) is refused: it would drop out of every score unseen."""
     from SemSegLib.stack_io import ImageStack, read_labels
 
     images = ImageStack(np.zeros((len(names), 1, *shape), np.uint8), names, "the loaded images")
-    return read_labels(path, images).labels
+    return read_labels(path, images, classes=classes, classes_from="the classes in the panel",
+                       advice="Use reference maps with the panel's class values, or edit the classes.").labels
 
 
 #

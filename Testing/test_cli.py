@@ -153,6 +153,29 @@ def test_bad_input_exits_2_with_a_message(disk_stack, capsys):
     assert run("predict", "--images", d / "images", "--model", d / "m.pt", "--out", d / "images") == 2
     assert run("simulate", "--reference", d / "reference", "--out", d / "s", "--images", "99") == 2
     assert "outside 1..4" in capsys.readouterr().err
+    # Label maps that are masks or images, not class values: named, not taken for 255 classes.
+    (d / "masks").mkdir()
+    (d / "masks_csv").mkdir()
+    for i in (1, 2, 3, 4):
+        ref = tifffile.imread(d / "reference" / f"img_{i}.tif")
+        tifffile.imwrite(d / "masks" / f"img_{i}.tif", np.where(ref == 2, 255, 0).astype(np.uint8))
+        tifffile.imwrite(d / "masks_csv" / f"img_{i}.tif", ref + (i == 3))
+    write_classes_csv(d / "two.csv", [ClassInfo(1, "background", (0, 0, 0)), ClassInfo(2, "disk", (255, 0, 0))])
+    capsys.readouterr()
+    assert run("train", "--images", d / "images", "--labels", d / "masks", "--model", d / "m.pt") == 2
+    assert "label value 255 found in img_1, img_2, img_3, img_4. Without a classes.csv" in capsys.readouterr().err
+    assert run("simulate", "--reference", d / "masks", "--out", d / "s") == 2
+    assert "Convert 0/255 masks" in capsys.readouterr().err
+    assert run("simulate", "--reference", d / "masks_csv", "--out", d / "s", "--classes", d / "two.csv") == 2
+    assert "label value 3 found in img_3, but there are only 2 classes" in capsys.readouterr().err
+    # The images instead of the predictions: the reference has 2 classes, the "prediction" values up to 255.
+    assert run("evaluate", "--pred", d / "images", "--reference", d / "reference") == 2
+    err = capsys.readouterr().err
+    assert "images: label value" in err and "only 2 classes (the reference's values)" in err
+    assert "Give the folder of label maps that `semseg predict` wrote." in err
+    assert run("evaluate", "--pred", d / "reference", "--reference", d / "masks_csv", "--classes", d / "two.csv") == 2
+    assert "masks_csv: label value 3 found in img_3" in capsys.readouterr().err
+    assert not any((d / "s").iterdir())  # nothing simulated from them
     with pytest.raises(SystemExit) as e:
         run("train", "--images", d / "images")  # missing required arguments
     assert e.value.code == 2

@@ -176,6 +176,14 @@ def test_train_predict_accept_evaluate_export(tmp_path, logic, scene):
     assert float(table.GetCellText(3, 1)) == pytest.approx(metrics.mean_iou, abs=1e-6)
     chart = scene.GetFirstNodeByName("SemSeg IoU chart")
     assert chart is not None and chart.GetNumberOfPlotSeriesNodes() == 2
+    # A reference value beyond the panel's classes would drop out of every score unseen: refused, named.
+    (tmp_path / "reference4").mkdir()
+    names = logic.imageNames(volume)
+    for k, name in enumerate(names):
+        tifffile.imwrite(tmp_path / "reference4" / f"{name}.tif", (reference[k] + (k == 1)).astype(np.uint8))
+    with pytest.raises(InputError, match=f"label value 4 found in {names[1]}, but there are only 3 classes "
+                                         r"\(the classes in the panel\)"):
+        logic.evaluate(volume, str(tmp_path / "reference4"))
 
     written = logic.export(volume, seg, str(tmp_path / "results"))
     final = logic.finalLabels(volume, seg)

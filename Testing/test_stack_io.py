@@ -92,6 +92,26 @@ def test_labels_partial_and_bad(tmp_path):
         read_labels(labs, stack)
 
 
+def test_masks_are_not_taken_for_hundreds_of_classes(tmp_path):
+    imgs, labs = tmp_path / "images", tmp_path / "labels"
+    for i in (1, 2):
+        _write(imgs, f"img_{i}.tif", np.zeros((8, 8), np.uint8))
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:5, 2:5] = 255  # a 0/255 mask: 255 classes, 254 never painted, if taken at its word
+    _write(labs, "img_2.tif", mask)
+    stack = read_stack(imgs)
+    with pytest.raises(InputError, match=r"labels: label value 255 found in img_2\. .*Convert 0/255 masks"):
+        read_labels(labs, stack)
+    mask[mask > 0] = 64  # up to 64 classes need no classes.csv
+    _write(labs, "img_2.tif", mask)
+    assert len(read_labels(labs, stack).classes) == 64
+    # Classes the caller knows (a model's, the panel's): a value beyond them is refused with the caller's advice.
+    with pytest.raises(InputError, match=r"value 64 found in img_2, but there are only 2 classes \(the model's\)\. "
+                                         r"Label maps hold class values 1\.\.2 \(0 = unlabeled\)\. Retry\."):
+        read_labels(labs, stack, classes=[ClassInfo(1, "a", (0, 0, 0)), ClassInfo(2, "b", (1, 1, 1))],
+                    classes_from="the model's", advice="Retry.")
+
+
 def test_classes_csv_roundtrip_and_errors(tmp_path):
     classes = [ClassInfo(1, "collagen", (200, 10, 10)), ClassInfo(2, "cells, nuclei", (1, 2, 3))]
     write_classes_csv(tmp_path / "c.csv", classes)

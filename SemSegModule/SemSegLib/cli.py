@@ -131,25 +131,28 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from .classes import default_classes, read_classes_csv
+    from .classes import read_classes_csv
     from .metrics import evaluate
-    from .stack_io import read_labels, read_stack
+    from .stack_io import check_class_values, implicit_classes, read_labels, read_stack
 
     reference = read_stack(args.reference)
     if reference.channels != 1 or not np.issubdtype(reference.images.dtype, np.integer):
         raise InputError(f"{args.reference}: reference label maps must be 2D integer images.")
     ref = reference.images[:, 0]
-    pred = read_labels(args.pred, reference).labels
+    csv = Path(args.classes) if args.classes else Path(args.reference).parent / "classes.csv"
+    if csv.exists():
+        classes = read_classes_csv(csv)
+        check_class_values(ref, len(classes), reference.names, args.reference, str(csv),
+                           "Fix the reference or the classes file.")
+    else:  # the reference says which classes there are, whatever the prediction holds
+        classes = implicit_classes(ref, reference.names, args.reference)
+    pred = read_labels(args.pred, reference, classes=classes,
+                       classes_from=str(csv) if csv.exists() else "the reference's values",
+                       advice="Give the folder of label maps that `semseg predict` wrote.").labels
     missing = [n for i, n in enumerate(reference.names) if not pred[i].any()]
     if missing:
         raise InputError(f"{args.pred}: no prediction for {', '.join(missing[:5])}"
                          f"{' ...' if len(missing) > 5 else ''} (same file names as the reference expected).")
-    if args.classes:
-        classes = read_classes_csv(args.classes)
-    elif (Path(args.reference).parent / "classes.csv").exists():
-        classes = read_classes_csv(Path(args.reference).parent / "classes.csv")
-    else:
-        classes = default_classes(int(max(ref.max(), pred.max())))
     m = evaluate(pred, ref, [c.name for c in classes])
     if args.json:
         print(json.dumps(m.to_dict(), indent=2))
@@ -160,14 +163,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_simulate(args: argparse.Namespace) -> None:
     from .classes import read_classes_csv, write_classes_csv
     from .simulate import simulate_corrections, simulate_strokes
-    from .stack_io import check_output_dir, read_labels, read_stack, write_tiff
+    from .stack_io import check_class_values, check_output_dir, implicit_classes, read_labels, read_stack, write_tiff
 
     reference = read_stack(args.reference)
     ref = reference.images[:, 0]
     if reference.channels != 1 or not np.issubdtype(ref.dtype, np.integer):
         raise InputError(f"{args.reference}: reference label maps must be 2D integer images.")
     csv = Path(args.classes) if args.classes else Path(args.reference).parent / "classes.csv"
-    k = len(read_classes_csv(csv)) if csv.exists() else int(ref.max())
+    if csv.exists():
+        k = len(read_classes_csv(csv))
+        check_class_values(ref, k, reference.names, args.reference, str(csv), "Fix the reference or the classes file.")
+    else:
+        k = len(implicit_classes(ref, reference.names, args.reference))
     out = check_output_dir(args.out, [args.reference, args.labels, args.correct_from])
     rng = np.random.default_rng(args.seed)
     if args.correct_from:
@@ -197,7 +204,8 @@ def cmd_suggest(args: argparse.Namespace) -> None:
     model = SemSegModel.load(args.model)
     stack = read_stack(args.images)
     model.check_stack(stack.channels, str(args.images))
-    labels = read_labels(args.labels, stack).labels if args.labels else None
+    labels = read_labels(args.labels, stack, classes=model.classes, classes_from=f"the model's, {args.model}",
+                         advice="Give the labels this model was trained with.").labels if args.labels else None
     result = suggest_slices(model, stack.images, stack.names, top=args.top, config=PredictConfig(device=args.device),
                             spread=not args.no_spread, labels=labels)
     print(json.dumps(result, indent=2))

@@ -193,8 +193,13 @@ def _find_label_file(folder: Path, name: str) -> Path | None:
     return None
 
 
-def read_labels(folder: str | Path, stack: ImageStack, classes_csv: str | Path | None = None) -> LabelSet:
-    """Sparse labels for `stack`: one 2D integer image per image name; missing files mean unlabeled."""
+def read_labels(folder: str | Path, stack: ImageStack, classes_csv: str | Path | None = None,
+                classes: list[ClassInfo] | None = None, classes_from: str = "", advice: str = "") -> LabelSet:
+    """Sparse labels for `stack`: one 2D integer image per image name; missing files mean unlabeled.
+
+    The classes are `classes` when given (`classes_from` says whose, `advice` what to do about a value beyond
+    them), else those of `classes_csv` (default: the folder's classes.csv), else 1..the largest value
+    (`implicit_classes`)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: labels must be a folder with one label image per image (same file names).")
@@ -219,20 +224,51 @@ def read_labels(folder: str | Path, stack: ImageStack, classes_csv: str | Path |
         raise InputError(f"{folder}: no label file matches an image name of {stack.source} "
                          f"(e.g. {stack.names[0]}.tif). Label files must have the same names as the images.")
     classes_csv = Path(classes_csv) if classes_csv else (folder / "classes.csv")
-    present = sorted(int(v) for v in np.unique(labels) if v > 0)
-    if classes_csv.exists():
-        classes = read_classes_csv(classes_csv)
-    else:
-        if not present:
+    if classes is None and classes_csv.exists():
+        classes, classes_from = read_classes_csv(classes_csv), str(classes_csv)
+        advice = "Fix the label files or add the class to classes.csv."
+    elif classes is None:
+        if not labels.any():
             raise InputError(f"{folder}: the label files contain only 0 (unlabeled). Paint at least one class.")
-        classes = default_classes(list(range(1, max(present) + 1)))
-    k = len(classes)
-    if present and present[-1] > k:
-        bad = [name for i, name in enumerate(stack.names) if labels[i].max() > k]
-        raise InputError(f"{folder}: label value {present[-1]} found in {', '.join(bad[:5])} but only {k} classes "
-                         f"are defined ({classes_csv if classes_csv.exists() else 'values present'}). "
-                         "Fix the label files or add the class to classes.csv.")
+        classes = implicit_classes(labels, stack.names, folder)
+    check_class_values(labels, len(classes), stack.names, folder, classes_from or "the given classes", advice)
     return LabelSet(labels, classes, found)
+
+
+# Without a classes.csv the classes are 1..the largest label value. A map holding more than this is a mask or an
+# image rather than classes a person painted: a 0/255 mask would otherwise train a network of 255 classes, 253
+# of them never painted, at seconds per step.
+IMPLICIT_CLASSES_MAX = 64
+
+
+def implicit_classes(labels: np.ndarray, names: list[str], source: str | Path) -> list[ClassInfo]:
+    """Classes 1..the largest value of (N, H, W) label maps that come without a classes.csv."""
+    top, listed = _values_above(labels, IMPLICIT_CLASSES_MAX, names)
+    if top == 0:
+        raise InputError(f"{source}: the label maps hold only 0 (unlabeled), so they define no class.")
+    if listed:
+        raise InputError(f"{source}: label value {top} found in {listed}. Without a classes.csv the classes are "
+                         f"1..the largest value, and more than {IMPLICIT_CLASSES_MAX} classes means these are masks "
+                         "or images, not class values (0 = unlabeled). Convert 0/255 masks to class values, e.g. "
+                         f"1 = background, 2 = foreground; for more than {IMPLICIT_CLASSES_MAX} classes add a "
+                         "classes.csv.")
+    return default_classes(top)
+
+
+def check_class_values(labels: np.ndarray, num_classes: int, names: list[str], source: str | Path,
+                       classes_from: str, advice: str = "") -> None:
+    """InputError naming the files of (N, H, W) label maps that hold a value above `num_classes`."""
+    top, listed = _values_above(labels, num_classes, names)
+    if listed:
+        raise InputError(f"{source}: label value {top} found in {listed}, but there are only {num_classes} "
+                         f"classes ({classes_from}). Label maps hold class values 1..{num_classes} (0 = unlabeled)."
+                         + (f" {advice}" if advice else ""))
+
+
+def _values_above(labels: np.ndarray, num_classes: int, names: list[str]) -> tuple[int, str]:
+    """The largest value, and the names of the maps above `num_classes` ("" when none)."""
+    bad = [name for name, lab in zip(names, labels) if lab.max(initial=0) > num_classes]
+    return int(labels.max(initial=0)), ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
 
 
 def check_output_dir(out: str | Path, protected: list[str | Path | None]) -> Path:
