@@ -174,8 +174,14 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def imagesFromVolume(volume) -> np.ndarray:
-        """Volume -> (N, C, H, W) copy (safe to hand to the worker thread)."""
-        return arrays.images_from_volume(volume)
+        """Volume -> (N, C, H, W) copy (safe to hand to the worker thread); NaN or infinite pixels are refused,
+        as when a stack is read from files (a volume may come from elsewhere in Slicer)."""
+        from SemSegLib.stack_io import check_finite
+
+        images = arrays.images_from_volume(volume)
+        names = arrays.image_names(volume)
+        check_finite(images, [f"slice {k + 1} ({name})" for k, name in enumerate(names)], volume.GetName())
+        return images
 
     @staticmethod
     def imageNames(volume) -> list[str]:

@@ -63,6 +63,18 @@ def test_stack_to_volume_ordering_geometry_and_rgb(tmp_path, logic, scene):
     assert np.array_equal(logic.imagesFromVolume(vector)[1, 2], rgb[1, :, :, 2])
 
 
+def test_a_volume_with_nan_pixels_is_refused_before_training(tmp_path, logic):
+    _, volume, seg, _, _ = _sample_scene(tmp_path, logic)
+    # A float volume from elsewhere in Slicer (not read by SemSeg) with a NaN pixel on slice 2.
+    array = slicer.util.arrayFromVolume(volume).astype(np.float32)
+    array[1, 5, 5] = np.nan
+    slicer.util.updateVolumeFromArray(volume, array)
+    name = logic.imageNames(volume)[1]
+    with pytest.raises(InputError, match=rf"NaN or infinite pixel values in slice 2 \({name}\) \(1 pixels\)"):
+        logic.train(volume, seg, iterations=1, **FAST)
+    assert logic.model is None
+
+
 def test_bad_stack_leaves_nothing_in_the_scene(tmp_path, logic, scene):
     write_numbered(tmp_path, [np.zeros((6, 9), np.uint8), np.zeros((7, 9), np.uint8)])
     before = scene.GetNumberOfNodes()

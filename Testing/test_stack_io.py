@@ -92,6 +92,23 @@ def test_labels_partial_and_bad(tmp_path):
         read_labels(labs, stack)
 
 
+def test_nan_or_infinite_pixels_are_refused_with_the_files_named(tmp_path):
+    good = np.ones((8, 8), np.float32)
+    bad = good.copy()
+    bad[1, 1:4] = np.nan
+    bad[5, 5] = np.inf
+    for i, arr in enumerate((good, bad, good), start=1):
+        _write(tmp_path / "images", f"img_{i}.tif", arr)
+    with pytest.raises(InputError, match=r"images: NaN or infinite pixel values in img_2.tif \(4 pixels\)\. "
+                                         "Replace them"):
+        read_stack(tmp_path / "images")
+    tifffile.imwrite(tmp_path / "pages.tif", np.stack([good, good, bad]), photometric="minisblack")
+    with pytest.raises(InputError, match=r"pages.tif: NaN or infinite pixel values in page 3 \(4 pixels\)"):
+        read_stack(tmp_path / "pages.tif")
+    tifffile.imwrite(tmp_path / "pages.tif", np.stack([good, good]), photometric="minisblack")
+    assert read_stack(tmp_path / "pages.tif").images.shape == (2, 1, 8, 8)
+
+
 def test_masks_are_not_taken_for_hundreds_of_classes(tmp_path):
     imgs, labs = tmp_path / "images", tmp_path / "labels"
     for i in (1, 2):

@@ -132,7 +132,24 @@ def read_stack(source: str | Path, channel_axis: int | None = None) -> ImageStac
         )
     dtypes = {im.dtype for im in images}
     stack = np.stack(images).astype(np.result_type(*dtypes)) if len(dtypes) > 1 else np.stack(images)
+    check_finite(stack, [f.name for f in files], source)
     return ImageStack(stack, names, str(source), _read_spacing(files[0]))
+
+
+def check_finite(images: np.ndarray, names: list[str], source: str | Path) -> None:
+    """InputError naming the images of an (N, C, H, W) stack with NaN or infinite pixels.
+
+    Why refuse rather than train: one NaN pixel in a training patch makes the loss NaN and every weight after
+    it, and the model file is written all the same; a NaN in a predicted image turns its whole tile into one
+    class."""
+    if not np.issubdtype(images.dtype, np.floating):
+        return
+    counts = [int((~np.isfinite(im)).sum()) for im in images]
+    bad = [f"{name} ({n} pixels)" for name, n in zip(names, counts) if n]
+    if bad:
+        raise InputError(f"{source}: NaN or infinite pixel values in {', '.join(bad[:5])}"
+                         f"{' ...' if len(bad) > 5 else ''}. Replace them with a real value (e.g. the background's) "
+                         "in the image files before loading them.")
 
 
 def _read_spacing(path: Path) -> tuple[float, float]:
@@ -182,6 +199,7 @@ def _read_multipage(path: Path, channel_axis: int | None) -> ImageStack:
     if arr.shape[1] == 4 and (axes.endswith("S")):
         arr = arr[:, :3]
     names = [f"{path.stem}_{i + 1:04d}" for i in range(arr.shape[0])]
+    check_finite(arr, [f"page {i + 1}" for i in range(arr.shape[0])], path)
     return ImageStack(np.ascontiguousarray(arr), names, str(path), _read_spacing(path))
 
 
