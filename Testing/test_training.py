@@ -43,6 +43,30 @@ def test_loss_ignores_unlabeled_pixels():
     assert torch.isclose(base, expected)
 
 
+def test_a_diverged_training_keeps_no_model(tmp_path, monkeypatch, capsys):
+    from SemSegLib import cli, training
+    from SemSegLib.errors import TrainingDiverged
+
+    images, refs = disk_task(n=2)
+    labels = sparse_labels(refs, [0])
+    real = training.masked_cross_entropy
+    monkeypatch.setattr(training, "masked_cross_entropy", lambda *a: real(*a) * float("nan"))
+    with pytest.raises(TrainingDiverged, match="weights became NaN or infinite within 3 steps .* no model was kept"):
+        train(images[:, None], labels, default_classes(2), TrainConfig(iterations=3, **FAST))
+    # On the command line: exit code 1 with the message, and no model file.
+    import tifffile
+
+    for name, arrays in (("images", images), ("labels", labels)):
+        (tmp_path / name).mkdir()
+        for i, a in enumerate(arrays):
+            tifffile.imwrite(tmp_path / name / f"img_{i}.tif", a)
+    args = ["train", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"),
+            "--model", str(tmp_path / "m.pt"), "--iterations", "2"]
+    assert cli.main(args) == 1
+    assert "semseg train: error: the training diverged" in capsys.readouterr().err
+    assert not (tmp_path / "m.pt").exists()
+
+
 def test_training_learns_from_sparse_strokes():
     images, refs = disk_task(n=4)
     labels = sparse_labels(refs, [0, 1])

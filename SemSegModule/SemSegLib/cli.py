@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, TrainingDiverged
 
 
 def _parse_indices(text: str | None, n: int) -> list[int]:
@@ -361,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"semseg {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except TrainingDiverged as e:  # not the input's fault, nor a bug to report: the message says what to try
+        print(f"semseg {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 1

@@ -11,3 +11,7 @@ class InputError(ValueError):
 
 class TrainingCancelled(Exception):
     """Raised inside the training loop when cancellation was requested (caught by `train`)."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The training's weights became NaN or infinite: no model comes out of it (the message says what to try)."""

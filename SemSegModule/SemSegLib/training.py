@@ -29,7 +29,7 @@ from .calibration import (
 )
 from .classes import ClassInfo
 from .devices import autocast_dtype, resolve_device
-from .errors import InputError
+from .errors import InputError, TrainingDiverged
 from .filters import DEFAULT_SIGMAS
 from .forest_teacher import confident_labels
 from .line_classes import detect_line_classes
@@ -481,6 +481,13 @@ def train(
         net.load_state_dict(ema.module.state_dict())
     elif cancelled and best_state is not None:
         net.load_state_dict(best_state)
+    if not all(t.isfinite().all() for t in net.state_dict().values() if t.is_floating_point()):
+        # Such a network predicts one class everywhere; saved, it would look like a model that merely learned badly.
+        raise TrainingDiverged(
+            f"the training diverged: the network's weights became NaN or infinite within {it} steps (last loss "
+            f"{losses[-1] if losses else float('nan'):.4g}), so no model was kept. Train again with the default "
+            "settings; if it happens again, start from random weights (start 'none') or check the images for "
+            "extreme values.")
     net.eval().cpu()
     model.network = net
     names = names or [f"image_{i}" for i in range(len(labels))]
