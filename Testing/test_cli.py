@@ -33,6 +33,18 @@ def test_full_loop_through_the_cli(disk_stack, capsys, monkeypatch):
     names = sorted(p.name for p in (d / "pred").iterdir())
     assert "img_3.tif" in names and "img_3_uncertainty.tif" in names and "img_3_probabilities.tif" in names
     assert tifffile.imread(d / "pred" / "img_3_probabilities.tif").shape == (2, 96, 96)
+    # A rerun into its own output folder replaces its files; files it did not write (strokes) are refused.
+    assert run("predict", "--images", d / "images", "--model", d / "m.pt", "--out", d / "pred", "--uncertainty") == 0
+    strokes = {p.name: p.read_bytes() for p in (d / "strokes").iterdir()}
+    capsys.readouterr()
+    assert run("predict", "--images", d / "images", "--model", d / "m.pt", "--out", d / "strokes") == 2
+    assert "img_1.tif, img_2.tif already exist(s) and semseg predict did not write them" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (d / "strokes").iterdir()} == strokes
+    (d / "mine").mkdir()
+    tifffile.imwrite(d / "mine" / "img_2.tif", tifffile.imread(d / "strokes" / "img_2.tif"))
+    assert run("simulate", "--reference", d / "reference", "--out", d / "mine", "--images", "1,2") == 2
+    assert run("simulate", "--reference", d / "reference", "--out", d / "mine", "--images", "1") == 0
+    assert run("simulate", "--reference", d / "reference", "--out", d / "mine", "--images", "1,2", "--overwrite") == 0
     capsys.readouterr()
     assert run("evaluate", "--pred", d / "pred", "--reference", d / "reference", "--json") == 0
     result = json.loads(capsys.readouterr().out)

@@ -16,6 +16,10 @@ import numpy as np
 
 from .errors import InputError, TrainingDiverged
 
+# What `predict` and `simulate` write into their TIFFs' ImageDescription: a rerun into the same folder may replace
+# these, and nothing else without --overwrite (stack_io.check_overwrite).
+PREDICT, SIMULATE = "semseg predict", "semseg simulate"
+OVERWRITE_HELP = "replace files of these names that an earlier run of this command did not write"
 
 def _parse_indices(text: str | None, n: int) -> list[int]:
     """'1,11,21' (1-based image numbers) -> 0-based indices; default: 3 images evenly spread."""
@@ -109,23 +113,25 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     from .model_file import SemSegModel
     from .prediction import PredictConfig, predict_stack
-    from .stack_io import check_output_dir, read_stack, write_tiff
+    from .stack_io import check_output_dir, check_overwrite, read_stack, write_tiff
 
     model = SemSegModel.load(args.model)
     stack = read_stack(args.images)
     model.check_stack(stack.channels, str(args.images))
     out = check_output_dir(args.out, [args.images])
+    suffixes = [""] + ["_uncertainty"] * args.uncertainty + ["_probabilities"] * args.probabilities
+    check_overwrite([out / f"{name}{s}.tif" for name in stack.names for s in suffixes], PREDICT, args.overwrite)
     config = PredictConfig(tta=args.tta, device=args.device, mixed_precision=not args.float32,
                            unsure_pieces=not args.keep_unsure_pieces)
     times = []
     for i, pred in tqdm(predict_stack(model, stack.images, config, with_probabilities=args.probabilities),
                         total=len(stack), desc="predict", unit="img", file=sys.stderr):
         name = stack.names[i]
-        write_tiff(out / f"{name}.tif", pred.labels)
+        write_tiff(out / f"{name}.tif", pred.labels, PREDICT)
         if args.uncertainty:
-            write_tiff(out / f"{name}_uncertainty.tif", pred.uncertainty)
+            write_tiff(out / f"{name}_uncertainty.tif", pred.uncertainty, PREDICT)
         if args.probabilities:
-            write_tiff(out / f"{name}_probabilities.tif", pred.probabilities.astype(np.float32))
+            write_tiff(out / f"{name}_probabilities.tif", pred.probabilities.astype(np.float32), PREDICT)
         times.append(pred.seconds)
     print(f"{len(times)} label maps written to {out} ({np.mean(times):.2f} s per image)")
 
@@ -163,7 +169,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_simulate(args: argparse.Namespace) -> None:
     from .classes import read_classes_csv, write_classes_csv
     from .simulate import simulate_corrections, simulate_strokes
-    from .stack_io import check_class_values, check_output_dir, implicit_classes, read_labels, read_stack, write_tiff
+    from .stack_io import (
+        check_class_values,
+        check_output_dir,
+        check_overwrite,
+        implicit_classes,
+        read_labels,
+        read_stack,
+        write_tiff,
+    )
 
     reference = read_stack(args.reference)
     ref = reference.images[:, 0]
@@ -187,8 +201,9 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     else:
         indices = _parse_indices(args.images, len(ref))
         new = {i: simulate_strokes(ref[i], k, args.strokes, rng=rng) for i in indices}
+    check_overwrite([out / f"{reference.names[i]}.tif" for i in new], SIMULATE, args.overwrite)
     for i, lab in new.items():
-        write_tiff(out / f"{reference.names[i]}.tif", lab.astype(np.uint8 if k < 256 else np.uint16))
+        write_tiff(out / f"{reference.names[i]}.tif", lab.astype(np.uint8 if k < 256 else np.uint16), SIMULATE)
     if csv.exists():
         write_classes_csv(out / "classes.csv", read_classes_csv(csv))
     total = sum(int((v > 0).sum()) for v in new.values())
@@ -313,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--keep-unsure-pieces", action="store_true",
                     help="keep the argmax class in pieces the network is unsure of throughout, and in unsure bumps "
                          "of a thin class off its lines (default: they get each pixel's next likeliest class)")
+    pr.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     pr.set_defaults(func=cmd_predict)
 
     e = sub.add_parser("evaluate", help="compare label maps with a reference")
@@ -331,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--classes")
     s.add_argument("--correct-from", help="prediction folder: place correction strokes on its largest errors")
     s.add_argument("--labels", help="the existing stroke folder the corrections are added to")
+    s.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     s.set_defaults(func=cmd_simulate)
 
     g = sub.add_parser("suggest", help="rank images by uncertainty: where to paint next (JSON)")

@@ -303,13 +303,40 @@ def check_output_dir(out: str | Path, protected: list[str | Path | None]) -> Pat
     return out
 
 
-def write_tiff(path: str | Path, array: np.ndarray) -> None:
-    """Write one TIFF atomically (compressed when the array is a label map)."""
+def write_tiff(path: str | Path, array: np.ndarray, written_by: str | None = None) -> None:
+    """Write one TIFF atomically (compressed when the array is a label map). `written_by` goes into its
+    ImageDescription, so that a later run can tell its own earlier output from a person's files
+    (`check_overwrite`)."""
     import tifffile
 
     array = np.ascontiguousarray(array)
     compression = "zlib" if np.issubdtype(array.dtype, np.integer) else None
-    write_atomic(Path(path), lambda tmp: tifffile.imwrite(tmp, array, compression=compression))
+    write_atomic(Path(path), lambda tmp: tifffile.imwrite(tmp, array, compression=compression,
+                                                          description=written_by))
+
+
+def check_overwrite(paths: list[Path], written_by: str, overwrite: bool = False) -> None:
+    """Refuse to replace existing files that `written_by` did not write, unless `overwrite`.
+
+    Why: an output folder given by mistake may hold the labels a person painted under the very names a prediction
+    is written to; rerunning a command into its own output folder stays allowed."""
+    if overwrite:
+        return
+    foreign = [p for p in paths if p.exists() and _written_by(p) != written_by]
+    if foreign:
+        listed = ", ".join(p.name for p in foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise InputError(f"{foreign[0].parent}: {listed} already exist(s) and {written_by} did not write them: they "
+                         "may be labels you painted. Choose another output folder, or add --overwrite to replace them.")
+
+
+def _written_by(path: Path) -> str | None:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return tif.pages[0].description
+    except Exception:  # noqa: BLE001 - unreadable or not a TIFF: not ours
+        return None
 
 
 def label_dtype(num_classes: int) -> type:
