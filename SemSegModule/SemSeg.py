@@ -331,11 +331,12 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
                 and [c.name for c in self.model.classes] == [c.name for c in classes])
 
     def _autosaveModel(self) -> None:
-        """Keep the latest model on disk (parameter ModelPath) so a reopened scene can continue."""
+        """Keep the latest model on disk (parameter ModelPath) so a reopened scene can continue. Only SemSeg's own
+        autosave file is rewritten: a model file the person loaded (ModelPath too) stays as it was saved."""
         node = self.getParameterNode()
         path = node.GetParameter("ModelPath")
-        if not path:
-            folder = Path(tempfile.gettempdir()) / "SemSeg"
+        folder = Path(tempfile.gettempdir()) / "SemSeg"
+        if not path or Path(path).parent.resolve() != folder.resolve():
             folder.mkdir(parents=True, exist_ok=True)
             path = str(folder / f"model-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.pt")
         self.model.save(path)

@@ -232,6 +232,23 @@ def test_cancel_keeps_a_model_and_continue_training_uses_it(tmp_path, logic):
     assert len(logic.model.history) == 2 and logic.model is not first
 
 
+def test_training_never_writes_over_a_model_file_the_person_loaded(tmp_path, logic):
+    _, volume, seg, _, _ = _sample_scene(tmp_path, logic)
+    logic.train(volume, seg, iterations=2, **FAST)
+    logic.saveModel(str(tmp_path / "mine.pt"))
+    saved = (tmp_path / "mine.pt").read_bytes()
+    logic.loadModel(str(tmp_path / "mine.pt"), volume)
+    logic.train(volume, seg, iterations=2, **FAST)
+    assert (tmp_path / "mine.pt").read_bytes() == saved
+    autosaved = Path(logic.getParameterNode().GetParameter("ModelPath"))
+    assert autosaved != tmp_path / "mine.pt" and autosaved.is_file()
+    logic.train(volume, seg, iterations=2, **FAST)  # the autosave file itself is kept up to date
+    assert Path(logic.getParameterNode().GetParameter("ModelPath")) == autosaved
+    from SemSegLib.model_file import SemSegModel
+
+    assert len(SemSegModel.load(autosaved).history) == 3
+
+
 def test_training_errors_are_actionable(tmp_path, logic):
     _, volume, seg, labels, _ = _sample_scene(tmp_path, logic, painted=())
     with pytest.raises(InputError, match="nothing is painted"):
