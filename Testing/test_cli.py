@@ -155,6 +155,26 @@ def test_keep_unsure_pieces_turns_their_reassignment_off(disk_stack, monkeypatch
         assert bool(calls) == expected
 
 
+def test_train_keeps_the_classes_of_the_model_it_fine_tunes_and_wants_every_class_painted(disk_stack, capsys):
+    d = disk_stack
+    classes = [ClassInfo(1, "background", (0, 0, 0)), ClassInfo(2, "disk", (255, 0, 0))]
+    SemSegModel.create(1, classes, base_width=8, levels=3).save(d / "start.pt")
+    fine_tune = ["--images", d / "images", "--iterations", 1, "--init", d / "start.pt", "--device", "cpu"]
+    # Labels without a classes.csv are in the model's classes: its names and colors stay.
+    assert run("train", "--labels", d / "reference", "--model", d / "m.pt", *fine_tune) == 0
+    assert SemSegModel.load(d / "m.pt").classes == classes
+    write_classes_csv(d / "swapped.csv", [ClassInfo(1, "disk", (255, 0, 0)), ClassInfo(2, "background", (0, 0, 0))])
+    capsys.readouterr()
+    assert run("train", "--labels", d / "reference", "--classes", d / "swapped.csv", "--model", d / "x.pt",
+               *fine_tune) == 2
+    assert "swapped.csv: the classes disk, background are not the model's (background, disk" in capsys.readouterr().err
+    write_classes_csv(d / "three.csv", [*classes, ClassInfo(3, "debris", (0, 255, 0))])
+    assert run("train", "--images", d / "images", "--labels", d / "reference", "--classes", d / "three.csv",
+               "--model", d / "x.pt", "--iterations", 1) == 2
+    assert "no labeled pixel of class(es) debris" in capsys.readouterr().err
+    assert not (d / "x.pt").exists()
+
+
 def test_bad_input_exits_2_with_a_message(disk_stack, capsys):
     d = disk_stack
     assert run("train", "--images", d / "missing", "--labels", d / "reference", "--model", d / "m.pt") == 2

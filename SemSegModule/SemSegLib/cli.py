@@ -44,10 +44,25 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .training import TrainConfig, train
 
     stack = read_stack(args.images)
-    labels = read_labels(args.labels, stack, args.classes)
     init = SemSegModel.load(args.init) if args.init else None
     if init is not None:
         init.check_stack(stack.channels, str(args.images))
+    named = bool(args.classes) or (Path(args.labels) / "classes.csv").exists()
+    if init is not None and not named:  # labels without a classes.csv are in the model's classes
+        labels = read_labels(args.labels, stack, classes=init.classes, classes_from=f"the model's, {args.init}",
+                             advice="Fine-tuning keeps the model's classes: train a new model when they change.")
+    else:
+        labels = read_labels(args.labels, stack, args.classes)
+    if init is not None and [c.name for c in labels.classes] != [c.name for c in init.classes]:
+        raise InputError(f"{args.classes or Path(args.labels) / 'classes.csv'}: the classes "
+                         f"{', '.join(c.name for c in labels.classes)} are not the model's "
+                         f"({', '.join(c.name for c in init.classes)}, {args.init}). Fine-tuning keeps each class "
+                         "in its place: give the model's classes in the same order, or train a new model without "
+                         "--init.")
+    missing = [c.name for c in labels.classes if not (labels.labels == c.value).any()]
+    if missing:
+        raise InputError(f"{args.labels}: no labeled pixel of class(es) {', '.join(missing)}. Paint at least one "
+                         "stroke of each class, or leave the class out of classes.csv.")
     config = TrainConfig(seed=args.seed, device=args.device, correction_weight=args.correction_weight,
                          mixed_precision=not args.float32)
     if args.no_prior_correction:
