@@ -5,11 +5,12 @@ from conftest import disk_task
 from scipy import ndimage as ndi
 from SemSegLib.classes import default_classes
 from SemSegLib.line_classes import detect_line_classes, interior_share, ridge, thin_line_classes
+from SemSegLib.losses import line_position_loss
 from SemSegLib.model_file import SemSegModel
 from SemSegLib.patches import IGNORE
 from SemSegLib.prediction import PredictConfig, predict_image, predict_probabilities
 from SemSegLib.simulate import simulate_strokes
-from SemSegLib.training import TrainConfig, line_position_loss, train
+from SemSegLib.training import TrainConfig, train
 
 
 def ring_task(n: int = 3, size: int = 96) -> tuple[np.ndarray, np.ndarray]:

@@ -4,6 +4,7 @@ import torch
 from conftest import disk_task
 from SemSegLib.classes import default_classes
 from SemSegLib.errors import InputError
+from SemSegLib.losses import masked_cross_entropy, pseudo_targets
 from SemSegLib.metrics import evaluate
 from SemSegLib.patches import IGNORE
 from SemSegLib.prediction import PredictConfig, predict_image
@@ -11,9 +12,7 @@ from SemSegLib.simulate import simulate_strokes
 from SemSegLib.training import (
     TrainConfig,
     correction_pixels,
-    masked_cross_entropy,
     prepare_training_arrays,
-    pseudo_targets,
     train,
     weighs_classes,
 )

@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .calibration import (
     carried_log_prior_shift,
@@ -33,11 +32,13 @@ from .errors import InputError, TrainingDiverged
 from .filters import DEFAULT_SIGMAS
 from .forest_teacher import confident_labels
 from .line_classes import detect_line_classes
+from .losses import line_position_loss, masked_cross_entropy, pseudo_targets
 from .model_file import RoundMember, SemSegModel
 from .normalization import normalize_image
 from .patches import IGNORE, PatchSampler, PatchSource, strong_view
 from .pixel_forest import PixelForest
 from .starting_points import AUTO, choose_starting_point
+from .weight_average import WeightAverage
 
 log = logging.getLogger(__name__)
 
@@ -601,93 +602,3 @@ def _few_steps_warning(iterations: int, seconds: float, cap: int | None, config:
         return ""
     return (f"only {iterations} training steps in {seconds:.0f} s (a few hundred are needed): this machine was slow "
             f"or busy. Train again with more seconds, with other work stopped, or on a GPU.")
-
-
-class WeightAverage:
-    """Exponential moving average of weights and normalization statistics, with a warm-up.
-
-    The decay ramps up as (1 + t) / (10 + t) so that a short run is not dominated by the random initial
-    weights (with a fixed 0.99, 22% of the average after 150 steps would still be the initialization).
-    The ramp reaches 0.99 only after 890 steps, so in most CPU runs it alone sets the decay: the average
-    covers about the last tenth of the run (a longer window measured no better, bench/RESULTS.md session 8).
-    """
-
-    def __init__(self, net: torch.nn.Module, decay: float):
-        self.decay = decay
-        self.steps = 0
-        self.module = copy.deepcopy(net)
-        for p in self.module.parameters():
-            p.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, net: torch.nn.Module) -> None:
-        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
-        self.steps += 1
-        for avg, new in zip(self.module.state_dict().values(), net.state_dict().values()):
-            if avg.dtype.is_floating_point:
-                avg.mul_(d).add_(new.detach(), alpha=1 - d)
-            else:
-                avg.copy_(new)
-
-
-@torch.no_grad()
-def pseudo_targets(teacher: torch.nn.Module, x: torch.Tensor, labeled: torch.Tensor, threshold: float,
-                   class_quantile: float = 0.0) -> torch.Tensor:
-    """Teacher's class where it is sure enough and the person has not labeled; else IGNORE.
-
-    Sure enough: confidence >= `threshold`, or with `class_quantile` > 0 >= the lower of `threshold` and that
-    quantile of the confidence over the pixels given the same class in this batch.
-    """
-    was_training = teacher.training
-    teacher.eval()
-    prob = torch.softmax(teacher(x).float(), dim=1)
-    teacher.train(was_training)
-    confidence, target = prob.max(1)
-    needed = torch.full_like(confidence, threshold)
-    if class_quantile > 0:
-        for c in target.unique():
-            mine = target == c
-            needed[mine] = min(threshold, float(torch.quantile(confidence[mine], class_quantile)))
-    target[(confidence < needed) | (labeled != IGNORE)] = IGNORE
-    return target
-
-
-def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, pixel_weights: torch.Tensor,
-                         class_weights: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over labeled pixels only, weighted per class and per pixel, normalized by total weight."""
-    per_pixel = F.cross_entropy(logits, targets.clamp(min=0), reduction="none")
-    labeled = targets != IGNORE
-    w = pixel_weights * class_weights[targets.clamp(min=0)] * labeled
-    total = w.sum()
-    if total <= 0:
-        return logits.sum() * 0.0  # a batch without labels: keep the graph, add nothing
-    return (per_pixel * w).sum() / total
-
-
-_ALL, _HEAD, _TAIL = slice(None), slice(None, -1), slice(1, None)
-# (center, neighbour) slices of a (B, H, W) tensor: the neighbour below, above, right and left.
-_NEIGHBOUR_SLICES = (((_ALL, _HEAD), (_ALL, _TAIL)), ((_ALL, _TAIL), (_ALL, _HEAD)),
-                     ((_ALL, _ALL, _HEAD), (_ALL, _ALL, _TAIL)), ((_ALL, _ALL, _TAIL), (_ALL, _ALL, _HEAD)))
-
-
-def line_position_loss(logits: torch.Tensor, targets: torch.Tensor, line_classes: list[int],
-                       margin: float) -> torch.Tensor:
-    """Hinge loss: a pixel labeled with a line class has that class's log-probability at least `margin` above
-    each 4-neighbour not labeled with it (the line's flanks: unpainted, or painted as another class).
-
-    Relative, not "the flank is another class": where the line's position is uncertain by a pixel, as on new
-    images, flanks taught as another class make the line lose everywhere (session 19). Here a flank may stay
-    the line class, only less surely than the traced pixel, so the ridge (line_classes.ridge) falls on it.
-    """
-    log_p = F.log_softmax(logits, dim=1)
-    terms = []
-    for c in line_classes:
-        on = targets == c
-        score = log_p[:, c]
-        for center, neighbour in _NEIGHBOUR_SLICES:
-            pairs = on[center] & (targets[neighbour] != c)
-            if pairs.any():
-                terms.append(F.relu(score[neighbour] - score[center] + margin)[pairs])
-    if not terms:
-        return logits.sum() * 0.0
-    return torch.cat(terms).mean()
