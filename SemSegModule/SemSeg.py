@@ -69,6 +69,9 @@ PREDICTION_NAME = "SemSeg prediction"
 UNCERTAINTY_NAME = "SemSeg uncertainty"
 BASELINE_NAME = "SemSeg labels at last prediction"
 SUGGESTION_MARKERS_NAME = "SemSeg where to paint"
+# On the prediction segmentation (saved with the scene): per predicted slice, which model predicted it, so that
+# an export can say which slices the current model has not labeled.
+PREDICTED_BY_ATTRIBUTE = "SemSeg.PredictedBy"
 
 # Parameter node: node reference roles and parameter names (saved with the scene).
 ROLE_VOLUME = "InputVolume"
@@ -394,7 +397,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         def finish(result):
             if not result:
                 return result
-            self._writePrediction(volume, result)
+            self._writePrediction(volume, result, model)
             if described:
                 self._sliceDescriptors[volume.GetID()] = (volume.GetImageData().GetMTime(), dict(described))
             self.lastTimings["predict_seconds_per_slice"] = float(np.mean([r[2] for r in result.values()]))
@@ -404,7 +407,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
         return self._start("predict", run, describe, finish, waitForCompletion, eventCallback)
 
-    def _writePrediction(self, volume, result: dict) -> None:
+    def _writePrediction(self, volume, result: dict, model) -> None:
         segmentation = self.predictionSegmentation(volume)
         labels = self.labelsFromSegmentation(segmentation, volume)
         uncertaintyNode = self.uncertaintyVolume(volume)
@@ -414,6 +417,41 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             uncertainty[k] = sliceUncertainty
         self.setLabelsToSegmentation(labels, segmentation, volume)
         slicer.util.updateVolumeFromArray(uncertaintyNode, uncertainty)
+        predictedBy = self._predictedBy(segmentation)
+        predictedBy.update({str(k): modelSignature(model) for k in result})
+        segmentation.SetAttribute(PREDICTED_BY_ATTRIBUTE, json.dumps(predictedBy))
+
+    @staticmethod
+    def _predictedBy(segmentation) -> dict[str, str]:
+        text = segmentation.GetAttribute(PREDICTED_BY_ATTRIBUTE) if segmentation is not None else None
+        return json.loads(text) if text else {}
+
+    def unlabeledByCurrentModel(self, volume) -> tuple[list[int], list[int]]:
+        """Slices without a prediction, and slices predicted by another model than the current one (0-based)."""
+        segmentation = self.predictionSegmentation(volume, create=False)
+        predicted = set(self.predictedSlices(volume))
+        n = arrays.slice_shape(volume)[0]
+        current = modelSignature(self.model) if self.model is not None else None
+        predictedBy = self._predictedBy(segmentation)
+        earlier = [k for k in sorted(predicted) if current is not None and predictedBy.get(str(k)) != current]
+        return [k for k in range(n) if k not in predicted], earlier
+
+    def exportWarning(self, volume) -> str:
+        """What an export now would leave short of 'a label for every pixel from the current model' ('' if nothing)."""
+        unpredicted, earlier = self.unlabeledByCurrentModel(volume)
+        n = arrays.slice_shape(volume)[0]
+        parts = []
+        if unpredicted:
+            one = len(unpredicted) == 1
+            parts.append(f"{len(unpredicted)} of {n} slices {'has' if one else 'have'} no prediction "
+                         f"({_slices(unpredicted)}): {'its label map' if one else 'their label maps'} will hold only "
+                         "your strokes, 0 (unlabeled) elsewhere.")
+        if earlier:
+            parts.append(f"{len(earlier)} {'slice was' if len(earlier) == 1 else 'slices were'} predicted by an "
+                         f"earlier model ({_slices(earlier)}).")
+        if parts:
+            parts.append("Predict all slices first to label every pixel with the current model.")
+        return " ".join(parts)
 
     def predictedSlices(self, volume) -> list[int]:
         segmentation = self.predictionSegmentation(volume, create=False)
@@ -542,6 +580,9 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
         source = volume.GetAttribute(SOURCE_ATTRIBUTE) or None
         out = check_output_dir(folder, [source])
+        warning = self.exportWarning(volume)
+        if warning:  # the panel asks before exporting; a script is told here
+            logging.warning(f"SemSeg export to {out}: {warning}")
         classes = self.classes()
         names = self.imageNames(volume)
         final = self.finalLabels(volume, labelSegmentation).astype(label_dtype(len(classes)))
@@ -592,6 +633,18 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             except InputError as e:
                 logging.warning(f"SemSeg: could not restore the model: {e}")
         return False
+
+
+def modelSignature(model) -> str:
+    """Which model this is: its number of trainings, and when and how the last one ended (kept in its file)."""
+    last = model.history[-1] if model.history else {}
+    return f"{len(model.history)}:{last.get('finished', '')}:{last.get('seconds', '')}:{last.get('final_loss', '')}"
+
+
+def _slices(indices: list[int], shown: int = 8) -> str:
+    """'slices 1, 4, 9' (1-based, as the panel numbers them), at most `shown` of them."""
+    listed = ", ".join(str(k + 1) for k in indices[:shown])
+    return f"slice{'s' if len(indices) > 1 else ''} {listed}{' ...' if len(indices) > shown else ''}"
 
 
 def referenceLabels(path: str, names: list[str], shape: tuple[int, int], classes: list[ClassInfo]) -> np.ndarray:
@@ -1097,6 +1150,9 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         folder = self.ui.outputPathLineEdit.text.strip()
         if not folder:
             slicer.util.errorDisplay("Choose a results folder first.")
+            return
+        warning = self.logic.exportWarning(self._volume())
+        if warning and not slicer.util.confirmYesNoDisplay(f"{warning}\n\nExport anyway?"):
             return
         with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):
             written = self.logic.export(self._volume(), self._labels(), folder)

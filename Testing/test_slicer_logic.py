@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -213,6 +214,24 @@ def test_train_predict_accept_evaluate_export(tmp_path, logic, scene):
     assert SemSegModel.load(written["model"]).classes == SAMPLE_CLASSES
     with pytest.raises(InputError, match="input folder"):
         logic.export(volume, seg, str(folder / "images"))
+
+
+def test_export_says_which_slices_the_current_model_has_not_labeled(tmp_path, logic, caplog):
+    _, volume, seg, _, _ = _sample_scene(tmp_path, logic)
+    logic.train(volume, seg, iterations=2, **FAST)
+    assert logic.exportWarning(volume).startswith("4 of 4 slices have no prediction (slices 1, 2, 3, 4)")
+    logic.predict(volume, [0, 1])
+    logic.train(volume, seg, iterations=2, **FAST)
+    logic.predict(volume, 1)
+    assert logic.unlabeledByCurrentModel(volume) == ([2, 3], [0])
+    warning = logic.exportWarning(volume)
+    assert "2 of 4 slices have no prediction (slices 3, 4): their label maps will hold only your strokes" in warning
+    assert "1 slice was predicted by an earlier model (slice 1)." in warning
+    with caplog.at_level(logging.WARNING):
+        logic.export(volume, seg, str(tmp_path / "out"))
+    assert "no prediction (slices 3, 4)" in caplog.text
+    logic.predict(volume, "all")
+    assert logic.unlabeledByCurrentModel(volume) == ([], []) and logic.exportWarning(volume) == ""
 
 
 def test_cancel_keeps_a_model_and_continue_training_uses_it(tmp_path, logic):
