@@ -21,6 +21,7 @@ from .errors import InputError, TrainingDiverged
 PREDICT, SIMULATE = "semseg predict", "semseg simulate"
 OVERWRITE_HELP = "replace files of these names that an earlier run of this command did not write"
 
+
 def _parse_indices(text: str | None, n: int) -> list[int]:
     """'1,11,21' (1-based image numbers) -> 0-based indices; default: 3 images evenly spread."""
     if not text:

@@ -254,7 +254,7 @@ def read_labels(folder: str | Path, stack: ImageStack, classes_csv: str | Path |
 
 
 # Without a classes.csv the classes are 1..the largest label value. A map holding more than this is a mask or an
-# image rather than classes a person painted: a 0/255 mask would otherwise train a network of 255 classes, 253
+# image rather than classes a person painted: a 0/255 mask would otherwise train a network of 255 classes, 254
 # of them never painted, at seconds per step.
 IMPLICIT_CLASSES_MAX = 64
 
