@@ -348,10 +348,12 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
     # ---------------------------------------------------------------- predict
     def sliceIndices(self, volume, scope: str | int | list[int], labelSegmentation=None) -> list[int]:
         n = arrays.slice_shape(volume)[0]
-        if isinstance(scope, int):
-            return [scope]
-        if isinstance(scope, (list, tuple)):
-            return [int(k) for k in scope]
+        if isinstance(scope, (int, np.integer, list, tuple)):
+            indices = [int(k) for k in (scope if isinstance(scope, (list, tuple)) else [scope])]
+            outside = [k for k in indices if not 0 <= k < n]
+            if outside:
+                raise InputError(f"slice index {outside[0]} is outside the volume's {n} slices (0..{n - 1}).")
+            return indices
         if scope == "all":
             return list(range(n))
         if scope == "painted":
@@ -467,6 +469,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         Returns the number of pixels that were added. The person's strokes are never overwritten, and the
         result becomes the new correction baseline: whatever is painted afterwards counts as a correction.
         """
+        self.sliceIndices(volume, sliceIndex)  # in range, or a clear error
         prediction = self.predictionSegmentation(volume, create=False)
         if prediction is None:
             raise InputError("no prediction yet: predict this slice first.")

@@ -220,7 +220,11 @@ def test_export_says_which_slices_the_current_model_has_not_labeled(tmp_path, lo
     _, volume, seg, _, _ = _sample_scene(tmp_path, logic)
     logic.train(volume, seg, iterations=2, **FAST)
     assert logic.exportWarning(volume).startswith("4 of 4 slices have no prediction (slices 1, 2, 3, 4)")
+    with pytest.raises(InputError, match=r"slice index 4 is outside the volume's 4 slices \(0..3\)"):
+        logic.predict(volume, [1, 4])
     logic.predict(volume, [0, 1])
+    with pytest.raises(InputError, match="slice index -1 is outside"):
+        logic.acceptPrediction(volume, seg, -1)
     logic.train(volume, seg, iterations=2, **FAST)
     logic.predict(volume, 1)
     assert logic.unlabeledByCurrentModel(volume) == ([2, 3], [0])
