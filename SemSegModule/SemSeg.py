@@ -72,6 +72,8 @@ SUGGESTION_MARKERS_NAME = "SemSeg where to paint"
 # On the prediction segmentation (saved with the scene): per predicted slice, which model predicted it, so that
 # an export can say which slices the current model has not labeled.
 PREDICTED_BY_ATTRIBUTE = "SemSeg.PredictedBy"
+# In the ImageDescription of every TIFF an export writes: a later export may replace those, and no other file.
+EXPORT_MARK = "SemSeg export"
 
 # Parameter node: node reference roles and parameter names (saved with the scene).
 ROLE_VOLUME = "InputVolume"
@@ -579,21 +581,27 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         """Write labels/<name>.tif, labels.nrrd, strokes/<name>.tif, model.pt, classes.csv into `folder`."""
         import nrrd
         from SemSegLib.atomic import write_atomic
-        from SemSegLib.stack_io import check_output_dir, label_dtype, write_tiff
+        from SemSegLib.stack_io import check_output_dir, check_overwrite, label_dtype, write_tiff
 
         source = volume.GetAttribute(SOURCE_ATTRIBUTE) or None
         out = check_output_dir(folder, [source])
+        # A results folder chosen where the person keeps their own labels/ (a reference, say) must not lose them.
+        names = self.imageNames(volume)
+        check_overwrite([out / sub / f"{name}.tif" for sub in ("labels", "strokes") for name in names], EXPORT_MARK,
+                        advice="Choose another results folder, or move those files away first.")
         warning = self.exportWarning(volume)
         if warning:  # the panel asks before exporting; a script is told here
             logging.warning(f"SemSeg export to {out}: {warning}")
         classes = self.classes()
-        names = self.imageNames(volume)
         final = self.finalLabels(volume, labelSegmentation).astype(label_dtype(len(classes)))
         strokes = self.labelsFromSegmentation(labelSegmentation, volume).astype(final.dtype)
         for k, name in enumerate(names):
-            write_tiff(out / "labels" / f"{name}.tif", final[k])
+            write_tiff(out / "labels" / f"{name}.tif", final[k], EXPORT_MARK)
+            strokesFile = out / "strokes" / f"{name}.tif"
             if strokes[k].any():
-                write_tiff(out / "strokes" / f"{name}.tif", strokes[k])
+                write_tiff(strokesFile, strokes[k], EXPORT_MARK)
+            elif strokesFile.exists():  # an earlier export's (checked above) of a slice no longer painted
+                strokesFile.unlink()
         spacing = volume.GetSpacing()
         header = {"space dimension": 3, "space directions": np.diag([spacing[2], spacing[1], spacing[0]]),
                   "kinds": ["domain", "domain", "domain"], "encoding": "gzip"}

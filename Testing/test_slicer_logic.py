@@ -214,6 +214,20 @@ def test_train_predict_accept_evaluate_export(tmp_path, logic, scene):
     assert SemSegModel.load(written["model"]).classes == SAMPLE_CLASSES
     with pytest.raises(InputError, match="input folder"):
         logic.export(volume, seg, str(folder / "images"))
+    # Exporting again replaces the export's own files; a slice no longer painted loses its old strokes file.
+    unpainted = corrected.copy()
+    unpainted[2] = 0
+    logic.setLabelsToSegmentation(unpainted, seg, volume)
+    logic.export(volume, seg, str(tmp_path / "results"))
+    assert not (Path(written["strokes"]) / f"{names[2]}.tif").exists()
+    assert (Path(written["strokes"]) / f"{names[0]}.tif").exists()
+    # A folder holding the person's own label maps under the images' names is refused, and they stay.
+    (tmp_path / "mine" / "labels").mkdir(parents=True)
+    tifffile.imwrite(tmp_path / "mine" / "labels" / f"{names[1]}.tif", reference[1])
+    with pytest.raises(InputError, match=rf"labels: {names[1]}.tif already exist\(s\) and SemSeg export did not "
+                                         "write them.*Choose another results folder"):
+        logic.export(volume, seg, str(tmp_path / "mine"))
+    assert np.array_equal(tifffile.imread(tmp_path / "mine" / "labels" / f"{names[1]}.tif"), reference[1])
 
 
 def test_export_says_which_slices_the_current_model_has_not_labeled(tmp_path, logic, caplog):

@@ -315,7 +315,8 @@ def write_tiff(path: str | Path, array: np.ndarray, written_by: str | None = Non
                                                           description=written_by))
 
 
-def check_overwrite(paths: list[Path], written_by: str, overwrite: bool = False) -> None:
+def check_overwrite(paths: list[Path], written_by: str, overwrite: bool = False,
+                    advice: str = "Choose another output folder, or add --overwrite to replace them.") -> None:
     """Refuse to replace existing files that `written_by` did not write, unless `overwrite`.
 
     Why: an output folder given by mistake may hold the labels a person painted under the very names a prediction
@@ -326,7 +327,7 @@ def check_overwrite(paths: list[Path], written_by: str, overwrite: bool = False)
     if foreign:
         listed = ", ".join(p.name for p in foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise InputError(f"{foreign[0].parent}: {listed} already exist(s) and {written_by} did not write them: they "
-                         "may be labels you painted. Choose another output folder, or add --overwrite to replace them.")
+                         f"may be labels you painted. {advice}")
 
 
 def _written_by(path: Path) -> str | None:
