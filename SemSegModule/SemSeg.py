@@ -72,8 +72,6 @@ SUGGESTION_MARKERS_NAME = "SemSeg where to paint"
 # On the prediction segmentation (saved with the scene): per predicted slice, which model predicted it, so that
 # an export can say which slices the current model has not labeled.
 PREDICTED_BY_ATTRIBUTE = "SemSeg.PredictedBy"
-# In the ImageDescription of every TIFF an export writes: a later export may replace those, and no other file.
-EXPORT_MARK = "SemSeg export"
 
 # Parameter node: node reference roles and parameter names (saved with the scene).
 ROLE_VOLUME = "InputVolume"
@@ -578,43 +576,20 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         return np.where(labels > 0, labels, predicted).astype(np.uint16)
 
     def export(self, volume, labelSegmentation, folder: str) -> dict[str, str]:
-        """Write labels/<name>.tif, labels.nrrd, strokes/<name>.tif, model.pt, classes.csv into `folder`."""
-        import nrrd
-        from SemSegLib.atomic import write_atomic
-        from SemSegLib.stack_io import check_output_dir, check_overwrite, label_dtype, write_tiff
+        """Write labels/<name>.tif, labels.nrrd, strokes/<name>.tif, model.pt, classes.csv into `folder`
+        (SemSegLib.results_folder: nothing there is replaced that an earlier export did not write)."""
+        from SemSegLib.results_folder import write_results
+        from SemSegLib.stack_io import label_dtype
 
-        source = volume.GetAttribute(SOURCE_ATTRIBUTE) or None
-        out = check_output_dir(folder, [source])
-        # A results folder chosen where the person keeps their own labels/ (a reference, say) must not lose them.
-        names = self.imageNames(volume)
-        check_overwrite([out / sub / f"{name}.tif" for sub in ("labels", "strokes") for name in names], EXPORT_MARK,
-                        advice="Choose another results folder, or move those files away first.")
         warning = self.exportWarning(volume)
         if warning:  # the panel asks before exporting; a script is told here
-            logging.warning(f"SemSeg export to {out}: {warning}")
+            logging.warning(f"SemSeg export to {folder}: {warning}")
         classes = self.classes()
         final = self.finalLabels(volume, labelSegmentation).astype(label_dtype(len(classes)))
         strokes = self.labelsFromSegmentation(labelSegmentation, volume).astype(final.dtype)
-        for k, name in enumerate(names):
-            write_tiff(out / "labels" / f"{name}.tif", final[k], EXPORT_MARK)
-            strokesFile = out / "strokes" / f"{name}.tif"
-            if strokes[k].any():
-                write_tiff(strokesFile, strokes[k], EXPORT_MARK)
-            elif strokesFile.exists():  # an earlier export's (checked above) of a slice no longer painted
-                strokesFile.unlink()
-        spacing = volume.GetSpacing()
-        header = {"space dimension": 3, "space directions": np.diag([spacing[2], spacing[1], spacing[0]]),
-                  "kinds": ["domain", "domain", "domain"], "encoding": "gzip"}
-        # Axis order (slice, row, column) as in the TIFFs, documented in the header for other tools.
-        header["labels"] = ["slice", "row", "column"]
-        write_atomic(out / "labels.nrrd", lambda tmp: nrrd.write(str(tmp), final, header, index_order="C"))
-        write_classes_csv(out / "classes.csv", classes)
-        written = {"labels": str(out / "labels"), "nrrd": str(out / "labels.nrrd"),
-                   "strokes": str(out / "strokes"), "classes": str(out / "classes.csv")}
-        if self.model is not None:
-            self.model.save(out / "model.pt")
-            written["model"] = str(out / "model.pt")
-        self.getParameterNode().SetParameter("OutputPath", str(out))
+        written = write_results(folder, self.imageNames(volume), final, strokes, classes, self.model,
+                                volume.GetSpacing(), [volume.GetAttribute(SOURCE_ATTRIBUTE) or None])
+        self.getParameterNode().SetParameter("OutputPath", str(Path(folder)))
         return written
 
     def saveModel(self, path: str) -> None:

@@ -228,6 +228,11 @@ def test_train_predict_accept_evaluate_export(tmp_path, logic, scene):
                                          "write them.*Choose another results folder"):
         logic.export(volume, seg, str(tmp_path / "mine"))
     assert np.array_equal(tifffile.imread(tmp_path / "mine" / "labels" / f"{names[1]}.tif"), reference[1])
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "model.pt").write_bytes(b"a model of the person's")
+    with pytest.raises(InputError, match="models: model.pt already exist\\(s\\) and no SemSeg export wrote them"):
+        logic.export(volume, seg, str(tmp_path / "models"))
+    assert (tmp_path / "models" / "model.pt").read_bytes() == b"a model of the person's"
 
 
 def test_export_says_which_slices_the_current_model_has_not_labeled(tmp_path, logic, caplog):

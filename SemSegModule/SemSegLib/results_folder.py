@@ -1,0 +1,62 @@
+"""The results folder an export writes: label maps of every image, the person's strokes, one NRRD volume,
+classes.csv and the model.
+
+Nothing in a results folder is replaced unless an earlier export wrote it: its TIFFs carry EXPORT_MARK in their
+ImageDescription, and MANIFEST lists the other files it wrote. A folder chosen where a person keeps their own
+label maps, or a model, under the same names is refused with the names.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import write_atomic
+from .classes import ClassInfo, write_classes_csv
+from .errors import InputError
+from .stack_io import check_output_dir, check_overwrite, write_tiff
+
+EXPORT_MARK = "SemSeg export"
+MANIFEST = "semseg-export.json"
+ADVICE = "Choose another results folder, or move those files away first."
+
+
+def write_results(folder: str | Path, names: list[str], labels: np.ndarray, strokes: np.ndarray,
+                  classes: list[ClassInfo], model, spacing_xyz: tuple[float, float, float],
+                  protected: list[str | Path | None]) -> dict[str, str]:
+    """labels/<name>.tif and strokes/<name>.tif (slices with strokes) from (N, H, W) arrays, labels.nrrd,
+    classes.csv and model.pt (when `model` is given); returns what was written where."""
+    out = check_output_dir(folder, protected)
+    check_overwrite([out / sub / f"{name}.tif" for sub in ("labels", "strokes") for name in names], EXPORT_MARK,
+                    advice=ADVICE)
+    others = ["labels.nrrd", "classes.csv"] + (["model.pt"] if model is not None else [])
+    ours = set(json.loads((out / MANIFEST).read_text())["files"]) if (out / MANIFEST).is_file() else set()
+    foreign = [name for name in others if (out / name).exists() and name not in ours]
+    if foreign:
+        raise InputError(f"{out}: {', '.join(foreign)} already exist(s) and no SemSeg export wrote them. {ADVICE}")
+    for k, name in enumerate(names):
+        write_tiff(out / "labels" / f"{name}.tif", labels[k], EXPORT_MARK)
+        strokes_file = out / "strokes" / f"{name}.tif"
+        if strokes[k].any():
+            write_tiff(strokes_file, strokes[k], EXPORT_MARK)
+        elif strokes_file.exists():  # an earlier export's (checked above), of a slice no longer painted
+            strokes_file.unlink()
+    import nrrd
+
+    x, y, z = spacing_xyz
+    # Axis order (slice, row, column) as in the TIFFs, documented in the header for other tools.
+    header = {"space dimension": 3, "space directions": np.diag([z, y, x]), "kinds": ["domain"] * 3,
+              "encoding": "gzip", "labels": ["slice", "row", "column"]}
+    write_atomic(out / "labels.nrrd", lambda tmp: nrrd.write(str(tmp), labels, header, index_order="C"))
+    write_classes_csv(out / "classes.csv", classes)
+    if model is not None:
+        model.save(out / "model.pt")
+    write_atomic(out / MANIFEST, lambda tmp: tmp.write_text(json.dumps({"written_by": EXPORT_MARK,
+                                                                       "files": others}, indent=1)))
+    written = {"labels": out / "labels", "nrrd": out / "labels.nrrd", "strokes": out / "strokes",
+               "classes": out / "classes.csv"}
+    if model is not None:
+        written["model"] = out / "model.pt"
+    return {key: str(path) for key, path in written.items()}
