@@ -163,6 +163,9 @@ def test_train_keeps_the_classes_of_the_model_it_fine_tunes_and_wants_every_clas
     # Labels without a classes.csv are in the model's classes: its names and colors stay.
     assert run("train", "--labels", d / "reference", "--model", d / "m.pt", *fine_tune) == 0
     assert SemSegModel.load(d / "m.pt").classes == classes
+    assert f"model written to {d / 'm.pt'} (" in capsys.readouterr().out
+    assert run("train", "--labels", d / "reference", "--model", d / "m.pt", *fine_tune) == 0
+    assert f"model written to {d / 'm.pt'}, replacing the earlier file (" in capsys.readouterr().out
     write_classes_csv(d / "swapped.csv", [ClassInfo(1, "disk", (255, 0, 0)), ClassInfo(2, "background", (0, 0, 0))])
     capsys.readouterr()
     assert run("train", "--labels", d / "reference", "--classes", d / "swapped.csv", "--model", d / "x.pt",

@@ -95,6 +95,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     result = train(stack.images, labels.labels, labels.classes, config, init_model=init, names=stack.names,
                    progress=progress)
     bar.close()
+    replaced = ", replacing the earlier file" if Path(args.model).exists() else ""
     result.model.save(args.model)
     networks = 1 + len(result.model.earlier_rounds)
     first = (f"; the first, trained from the shipped start, keeps {result.model.first_network_share:g}"
@@ -118,7 +119,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         weights = f"; the loss weighs the classes {each} (the labels are dense: each patch brings its image's mix)"
     else:
         weights = ""
-    print(f"model written to {args.model} ({result.iterations} iterations, {result.seconds:.1f} s on "
+    print(f"model written to {args.model}{replaced} ({result.iterations} iterations, {result.seconds:.1f} s on "
           f"{result.device}, final loss {result.final_loss:.4f}{start}{weights}{rounds}{lines}{forest})")
     if result.warning:
         print(f"warning: {result.warning}", file=sys.stderr)
