@@ -211,6 +211,11 @@ def test_bad_input_exits_2_with_a_message(disk_stack, capsys):
     assert run("evaluate", "--pred", d / "reference", "--reference", d / "masks_csv", "--classes", d / "two.csv") == 2
     assert "masks_csv: label value 3 found in img_3" in capsys.readouterr().err
     assert not any((d / "s").iterdir())  # nothing simulated from them
+    # The demo writes only into a folder of its own (new, empty, or an earlier demo's).
+    assert run("demo", "--out", d / "images", "--sample-only") == 2
+    assert "holds other files" in capsys.readouterr().err
+    assert run("demo", "--out", d / "demo", "--sample-only") == 0
+    assert run("demo", "--out", d / "demo", "--sample-only") == 0
     with pytest.raises(SystemExit) as e:
         run("train", "--images", d / "images")  # missing required arguments
     assert e.value.code == 2

@@ -20,6 +20,7 @@ from .errors import InputError, TrainingDiverged
 # these, and nothing else without --overwrite (stack_io.check_overwrite).
 PREDICT, SIMULATE = "semseg predict", "semseg simulate"
 OVERWRITE_HELP = "replace files of these names that an earlier run of this command did not write"
+DEMO_MARK = "semseg-demo.txt"
 
 
 def _parse_indices(text: str | None, n: int) -> list[int]:
@@ -253,6 +254,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from .training import TrainConfig, train
 
     out = Path(args.out)
+    # The demo rewrites sample/, strokes/, predictions/, model.pt and overview.png: only in a folder of its own.
+    if out.is_dir() and any(out.iterdir()) and not (out / DEMO_MARK).is_file():
+        raise InputError(f"{out}: this folder holds other files, and the demo writes sample/, strokes/, predictions/, "
+                         "model.pt and overview.png into its folder. Give --out a new or empty folder.")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARK).write_text("This folder is semseg demo's; it rewrites its files here.\n")
     sample = write_sample_stack(out / "sample", seed=args.seed)
     print(f"sample stack written to {sample} (images/, reference/, classes.csv)")
     if args.sample_only:
