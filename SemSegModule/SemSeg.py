@@ -76,10 +76,14 @@ PREDICTED_BY_ATTRIBUTE = "SemSeg.PredictedBy"
 # Parameter node: node reference roles and parameter names (saved with the scene).
 ROLE_VOLUME = "InputVolume"
 ROLE_LABELS = "LabelSegmentation"
-ROLE_PREDICTION = "PredictionSegmentation"
-ROLE_UNCERTAINTY = "UncertaintyVolume"
-ROLE_BASELINE = "CorrectionBaseline"
 ROLE_SUGGESTION_MARKERS = "SuggestionMarkers"
+# References on the image volume itself: its prediction, uncertainty and correction baseline belong to it, so a
+# second stack never shows, accepts or exports the first one's prediction (saved with the scene, like all
+# node references). A label segmentation SemSeg creates refers back to its volume (ROLE_OF_VOLUME).
+ROLE_PREDICTION = "SemSegPrediction"
+ROLE_UNCERTAINTY = "SemSegUncertainty"
+ROLE_BASELINE = "SemSegCorrectionBaseline"
+ROLE_OF_VOLUME = "SemSegVolume"
 DEFAULT_PARAMETERS = {
     "Classes": json.dumps([c.to_dict() for c in DEFAULT_CLASSES]),
     "BudgetValue": "60",
@@ -171,8 +175,12 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
     def volumeFromStack(self, images: np.ndarray, names: list[str], name: str = "SemSeg images",
                         spacing: tuple[float, float] = (1.0, 1.0), source: str = ""):
         """(N, C, H, W) -> scalar volume (C == 1) or vector volume (RGB / multi-channel), slice k = image k."""
-        volume = arrays.volume_from_stack(self.scene, images, names, name, spacing, source)
-        self.getParameterNode().SetNodeReferenceID(ROLE_VOLUME, volume.GetID())
+        # A unique name: messages that tell two stacks apart name them ("images", "images_1").
+        volume = arrays.volume_from_stack(self.scene, images, names, self.scene.GenerateUniqueName(name), spacing,
+                                          source)
+        node = self.getParameterNode()
+        node.SetNodeReferenceID(ROLE_VOLUME, volume.GetID())
+        node.SetNodeReferenceID(ROLE_LABELS, None)  # the last stack's strokes are not this one's
         return volume
 
     @staticmethod
@@ -198,36 +206,50 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         if segmentation is None:
             segmentation = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
             segmentation.CreateDefaultDisplayNodes()
+        self.checkLabelsBelongTo(volume, segmentation)
         segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+        segmentation.SetNodeReferenceID(ROLE_OF_VOLUME, volume.GetID())
         arrays.ensure_segments(segmentation, classes)
         self.getParameterNode().SetNodeReferenceID(ROLE_LABELS, segmentation.GetID())
         return segmentation
 
+    @staticmethod
+    def checkLabelsBelongTo(volume, segmentation) -> None:
+        """A label segmentation SemSeg made for another volume is refused: its strokes would land on this
+        volume's slices (a segmentation from elsewhere, with no such record, is taken as given)."""
+        owner = segmentation.GetNodeReference(ROLE_OF_VOLUME) if segmentation is not None else None
+        if owner is not None and owner.GetID() != volume.GetID():
+            raise InputError(f"the label segmentation '{segmentation.GetName()}' holds the strokes painted on "
+                             f"'{owner.GetName()}', not on '{volume.GetName()}'. Select this volume's labels, or "
+                             "press 'Start painting' for new ones.")
+
     def labelsFromSegmentation(self, segmentation, volume, classes: list[ClassInfo] | None = None) -> np.ndarray:
         """Painted segments -> (N, H, W) uint16, 0 = unlabeled, k = class k (later classes win on overlap)."""
+        self.checkLabelsBelongTo(volume, segmentation)
         return arrays.labels_from_segmentation(self.scene, segmentation, volume, classes or self.classes())
 
     def setLabelsToSegmentation(self, labels: np.ndarray, segmentation, volume,
                                 classes: list[ClassInfo] | None = None) -> None:
         """(N, H, W) class values -> one binary labelmap per class segment (replaces their content)."""
+        self.checkLabelsBelongTo(volume, segmentation)
         arrays.set_labels_to_segmentation(self.scene, labels, segmentation, volume, classes or self.classes())
 
     def predictionSegmentation(self, volume, create: bool = True):
-        node = self.getParameterNode().GetNodeReference(ROLE_PREDICTION)
+        node = volume.GetNodeReference(ROLE_PREDICTION)
         if node is None and create:
             node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", PREDICTION_NAME)
             node.CreateDefaultDisplayNodes()
             node.SetReferenceImageGeometryParameterFromVolumeNode(volume)
-            self.getParameterNode().SetNodeReferenceID(ROLE_PREDICTION, node.GetID())
+            volume.SetNodeReferenceID(ROLE_PREDICTION, node.GetID())
         if node is not None:
             arrays.ensure_segments(node, self.classes())
         return node
 
     def _scalarVolumeLike(self, volume, role: str, name: str, className: str = "vtkMRMLScalarVolumeNode"):
-        node = self.getParameterNode().GetNodeReference(role)
+        node = volume.GetNodeReference(role)
         if node is None:
             node = self.scene.AddNewNodeByClass(className, name)
-            self.getParameterNode().SetNodeReferenceID(role, node.GetID())
+            volume.SetNodeReferenceID(role, node.GetID())
         node.CopyOrientation(volume)
         return node
 
@@ -249,7 +271,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
     # ---------------------------------------------------------------- corrections baseline
     def _baseline(self, volume, create: bool = False):
-        node = self.getParameterNode().GetNodeReference(ROLE_BASELINE)
+        node = volume.GetNodeReference(ROLE_BASELINE)
         if node is None and create:
             node = self._scalarVolumeLike(volume, ROLE_BASELINE, BASELINE_NAME, "vtkMRMLLabelMapVolumeNode")
             node.SetHideFromEditors(True)

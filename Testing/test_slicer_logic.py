@@ -257,6 +257,29 @@ def test_export_says_which_slices_the_current_model_has_not_labeled(tmp_path, lo
     assert logic.unlabeledByCurrentModel(volume) == ([], []) and logic.exportWarning(volume) == ""
 
 
+def test_a_second_stack_has_its_own_labels_and_prediction(tmp_path, logic):
+    _, first, labelsOfFirst, labels, _ = _sample_scene(tmp_path, logic)
+    logic.train(first, labelsOfFirst, iterations=2, **FAST)
+    logic.predict(first, "all")
+    folder = write_sample_stack(tmp_path / "second", num_images=4, size=(96, 96), seed=4)
+    second = logic.loadStack(str(folder / "images"))
+    assert (first.GetName(), second.GetName()) == ("images", "images_1")
+    # The first stack's strokes are not offered for the second, nor is its prediction shown, accepted or exported.
+    assert logic.getParameterNode().GetNodeReference(SemSeg.ROLE_LABELS) is None
+    assert logic.predictionSegmentation(second, create=False) is None and logic.predictedSlices(second) == []
+    with pytest.raises(InputError, match="holds the strokes painted on 'images', not on 'images_1'"):
+        logic.train(second, labelsOfFirst, iterations=1, **FAST)
+    with pytest.raises(InputError, match="holds the strokes painted on 'images'"):
+        logic.createLabelSegmentation(second, segmentation=labelsOfFirst)
+    labelsOfSecond = logic.createLabelSegmentation(second)
+    assert not logic.labelsFromSegmentation(labelsOfSecond, second).any()
+    assert not logic.finalLabels(second, labelsOfSecond).any()
+    logic.predict(second, [0])
+    assert logic.predictedSlices(second) == [0] and logic.predictedSlices(first) == [0, 1, 2, 3]
+    assert logic.uncertaintyVolume(second) is not logic.uncertaintyVolume(first)
+    assert np.array_equal(logic.labelsFromSegmentation(labelsOfFirst, first), labels)
+
+
 def test_cancel_keeps_a_model_and_continue_training_uses_it(tmp_path, logic):
     _, volume, seg, labels, _ = _sample_scene(tmp_path, logic)
     seen = []
