@@ -213,6 +213,14 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         self.getParameterNode().SetNodeReferenceID(ROLE_LABELS, segmentation.GetID())
         return segmentation
 
+    def labelSegmentationOf(self, volume):
+        """The label segmentation SemSeg made for `volume` (the most recent), or None."""
+        kind = "vtkMRMLSegmentationNode"
+        nodes = [self.scene.GetNthNodeByClass(i, kind) for i in range(self.scene.GetNumberOfNodesByClass(kind))]
+        made = [node for node in nodes
+                if (owner := node.GetNodeReference(ROLE_OF_VOLUME)) is not None and owner.GetID() == volume.GetID()]
+        return made[-1] if made else None
+
     @staticmethod
     def checkLabelsBelongTo(volume, segmentation) -> None:
         """A label segmentation SemSeg made for another volume is refused: its strokes would land on this
@@ -840,6 +848,8 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         wasModifying = node.StartModify()
         volume = ui.inputVolumeSelector.currentNode()
         segmentation = ui.labelSegmentationSelector.currentNode()
+        if volume is not None and volume.GetID() != node.GetNodeReferenceID(ROLE_VOLUME):
+            segmentation = self.logic.labelSegmentationOf(volume)  # another stack: its own labels, if any
         node.SetNodeReferenceID(ROLE_VOLUME, volume.GetID() if volume else None)
         node.SetNodeReferenceID(ROLE_LABELS, segmentation.GetID() if segmentation else None)
         node.SetParameter("BudgetValue", str(ui.budgetSpinBox.value))
