@@ -1246,6 +1246,7 @@ class SemSegTest(ScriptedLoadableModuleTest):
         self.assertGreater(added, 0)
         metrics = logic.evaluate(volume, str(folder / "reference"))
         self.assertGreater(metrics.mean_iou, 0.4)
+        self.assertEqual(logic.exportWarning(volume), "")  # every slice predicted by the current model
         written = logic.export(volume, segmentation, str(folder / "results"))
         for key in ("labels", "nrrd", "model", "classes"):
             self.assertTrue(Path(written[key]).exists(), key)
