@@ -130,6 +130,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         for key, value in DEFAULT_PARAMETERS.items():
             if not node.GetParameter(key):
                 node.SetParameter(key, value)
+        _moveLegacyReferences(node)
         return node
 
     def classes(self) -> list[ClassInfo]:
@@ -649,6 +650,22 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             except InputError as e:
                 logging.warning(f"SemSeg: could not restore the model: {e}")
         return False
+
+
+# Scenes saved before session 59 referenced the prediction, uncertainty and baseline from the parameter node;
+# they belong to the volume then referenced as the input (the only stack SemSeg knew of).
+_LEGACY_ROLES = {"PredictionSegmentation": ROLE_PREDICTION, "UncertaintyVolume": ROLE_UNCERTAINTY,
+                 "CorrectionBaseline": ROLE_BASELINE}
+
+
+def _moveLegacyReferences(parameterNode) -> None:
+    volume = parameterNode.GetNodeReference(ROLE_VOLUME)
+    for legacy, role in _LEGACY_ROLES.items():
+        node = parameterNode.GetNodeReference(legacy)
+        if node is not None and volume is not None and volume.GetNodeReference(role) is None:
+            volume.SetNodeReferenceID(role, node.GetID())
+        if parameterNode.GetNodeReferenceID(legacy):
+            parameterNode.SetNodeReferenceID(legacy, None)
 
 
 def modelSignature(model) -> str:

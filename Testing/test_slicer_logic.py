@@ -282,6 +282,20 @@ def test_a_second_stack_has_its_own_labels_and_prediction(tmp_path, logic):
     assert np.array_equal(logic.labelsFromSegmentation(labelsOfFirst, first), labels)
 
 
+def test_a_scene_from_before_the_volume_references_keeps_its_prediction(tmp_path, logic, scene):
+    _, volume, seg, _, _ = _sample_scene(tmp_path, logic)
+    logic.train(volume, seg, iterations=2, **FAST)
+    logic.predict(volume, "all")
+    # As session 58 saved it: the prediction referenced from the parameter node, not from the volume.
+    prediction = logic.predictionSegmentation(volume, create=False)
+    volume.SetNodeReferenceID(SemSeg.ROLE_PREDICTION, None)
+    scene.GetSingletonNode("SemSeg", "vtkMRMLScriptedModuleNode").SetNodeReferenceID("PredictionSegmentation",
+                                                                                      prediction.GetID())
+    logic.loadStack(str(write_sample_stack(tmp_path / "second", num_images=4, size=(96, 96), seed=4) / "images"))
+    assert logic.predictionSegmentation(volume, create=False) is prediction  # moved to its volume on first use
+    assert logic.getParameterNode().GetNodeReference("PredictionSegmentation") is None
+
+
 def test_cancel_keeps_a_model_and_continue_training_uses_it(tmp_path, logic):
     _, volume, seg, labels, _ = _sample_scene(tmp_path, logic)
     seen = []
