@@ -111,6 +111,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         self.scene = scene if scene is not None else slicer.mrmlScene
         self.model = None  # SemSegLib.model_file.SemSegModel, once trained or loaded
         self.lastTrainResult = None
+        self.lastTrainNote = ""  # what the last training did other than asked (shown after it in the panel)
+        self.lastEvaluationNote = ""  # what the last evaluation's scores include that the person may not expect
         self.lastTimings: dict[str, float] = {}
         # Volume ID -> (its image data's modified time, what each slice looks like): where-to-paint groups
         # look-alike slices, and describing every slice takes too long for the GUI thread on a big stack, so the
@@ -333,6 +335,11 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         names = self.imageNames(volume)
         init = self.model if continueTraining and self._modelFits(images.shape[1], classes) else None
         corrections = self.correctionMask(volume, labels) if init is not None else None
+        note = ""
+        if continueTraining and init is None and self.model is not None:  # say so: the person asked to continue
+            was = (f"{self.model.in_channels}-channel images" if self.model.in_channels != images.shape[1]
+                   else f"the classes {', '.join(c.name for c in self.model.classes)}")
+            note = f"a new model, since the current one was trained on {was}"
         config = TrainConfig(seed=seed, device=device, correction_weight=correctionWeight, **trainOptions)
         if iterations:
             config.iterations, config.seconds = int(iterations), None
@@ -354,6 +361,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
                 return None
             self.model = result.model
             self.lastTrainResult = result
+            self.lastTrainNote = note
             self._setBaseline(volume, labels)
             self._autosaveModel()
             return result
@@ -590,6 +598,9 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         prediction = self.labelsFromSegmentation(predictionNode, volume)
         metrics = evaluate(prediction[have], reference[have], [c.name for c in classes])
         self.metricsToTable(metrics, tableNode)
+        earlier = [k for k in self.unlabeledByCurrentModel(volume)[1] if k in have]
+        self.lastEvaluationNote = (f"{len(earlier)} of the {len(have)} slices scored were predicted by an earlier "
+                                   f"model ({_slices(earlier)})" if earlier else "")
         return metrics
 
     def metricsToTable(self, metrics, tableNode=None):
@@ -1087,6 +1098,8 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                         + ("; classes weighted in the loss (the labels are dense)"
                                            if r.model.history[-1].get("class_weights") else "")
                                         + (f"; predicted as 1-pixel lines: {', '.join(lines)}" if lines else ""))
+            if self.logic.lastTrainNote:
+                self.ui.statusLabel.text += f"; {self.logic.lastTrainNote}"
             if r.warning:  # too few steps for the seconds given: say so where the person looks, not only in the log
                 self.ui.statusLabel.text += f"; {r.warning}"
                 slicer.util.warningDisplay(f"Training: {r.warning}")
@@ -1175,7 +1188,9 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay("Evaluation failed.", waitCursor=True):
             metrics = self.logic.evaluate(self._volume(), self.ui.referencePathLineEdit.text.strip())
             self.ui.metricsLabel.text = (f"mean IoU {metrics.mean_iou:.3f}, mean Dice {metrics.mean_dice:.3f}, "
-                                         f"pixel accuracy {metrics.pixel_accuracy:.3f}")
+                                         f"pixel accuracy {metrics.pixel_accuracy:.3f}"
+                                         + (f"; {self.logic.lastEvaluationNote}" if self.logic.lastEvaluationNote
+                                            else ""))
             chart = slicer.mrmlScene.GetFirstNodeByName("SemSeg IoU chart")
             if chart is not None:
                 slicer.modules.plots.logic().ShowChartInLayout(chart)

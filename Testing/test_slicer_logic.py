@@ -236,7 +236,7 @@ def test_train_predict_accept_evaluate_export(tmp_path, logic, scene):
 
 
 def test_export_says_which_slices_the_current_model_has_not_labeled(tmp_path, logic, caplog):
-    _, volume, seg, _, _ = _sample_scene(tmp_path, logic)
+    folder, volume, seg, _, _ = _sample_scene(tmp_path, logic)
     logic.train(volume, seg, iterations=2, **FAST)
     assert logic.exportWarning(volume).startswith("4 of 4 slices have no prediction (slices 1, 2, 3, 4)")
     with pytest.raises(InputError, match=r"slice index 4 is outside the volume's 4 slices \(0..3\)"):
@@ -247,6 +247,8 @@ def test_export_says_which_slices_the_current_model_has_not_labeled(tmp_path, lo
     logic.train(volume, seg, iterations=2, **FAST)
     logic.predict(volume, 1)
     assert logic.unlabeledByCurrentModel(volume) == ([2, 3], [0])
+    logic.evaluate(volume, str(folder / "reference"))
+    assert logic.lastEvaluationNote == "1 of the 2 slices scored were predicted by an earlier model (slice 1)"
     warning = logic.exportWarning(volume)
     assert "2 of 4 slices have no prediction (slices 3, 4): their label maps will hold only your strokes" in warning
     assert "1 slice was predicted by an earlier model (slice 1)." in warning
@@ -255,6 +257,17 @@ def test_export_says_which_slices_the_current_model_has_not_labeled(tmp_path, lo
     assert "no prediction (slices 3, 4)" in caplog.text
     logic.predict(volume, "all")
     assert logic.unlabeledByCurrentModel(volume) == ([], []) and logic.exportWarning(volume) == ""
+    logic.evaluate(volume, str(folder / "reference"))
+    assert logic.lastEvaluationNote == ""
+    # Asked to continue, a training on other classes starts a new model, and says so.
+    assert logic.lastTrainNote == ""
+    segments = seg.GetSegmentation()
+    segments.GetSegment(segments.GetSegmentIdBySegmentName("cell")).SetName("cells")
+    logic.setClasses([ClassInfo(c.value, "cells" if c.name == "cell" else c.name, c.color) for c in SAMPLE_CLASSES])
+    logic.train(volume, seg, iterations=1, **FAST)
+    assert logic.lastTrainNote == ("a new model, since the current one was trained on the classes background, cell, "
+                                   "nucleus")
+    assert len(logic.model.history) == 1
 
 
 def test_a_second_stack_has_its_own_labels_and_prediction(tmp_path, logic):
