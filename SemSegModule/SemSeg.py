@@ -880,7 +880,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             segmentation = self.logic.labelSegmentationOf(volume)  # another stack: its own labels, if any
             self._suggestions = []  # the last stack's, and its marked regions with them
             self.logic.markSuggestedRegions(volume, None)
-            self.ui.nextSliceButton.text = "Next: (predict for suggestions)"
+            self.ui.nextSliceButton.text = "Next: (predict first)"
         node.SetNodeReferenceID(ROLE_VOLUME, volume.GetID() if volume else None)
         node.SetNodeReferenceID(ROLE_LABELS, segmentation.GetID() if segmentation else None)
         node.SetParameter("BudgetValue", str(ui.budgetSpinBox.value))
