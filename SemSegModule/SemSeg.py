@@ -459,7 +459,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         self.setLabelsToSegmentation(labels, segmentation, volume)
         slicer.util.updateVolumeFromArray(uncertaintyNode, uncertainty)
         predictedBy = self._predictedBy(segmentation)
-        predictedBy.update({str(k): modelSignature(model) for k in result})
+        predictedBy.update({str(k): model.signature for k in result})
         segmentation.SetAttribute(PREDICTED_BY_ATTRIBUTE, json.dumps(predictedBy))
 
     @staticmethod
@@ -472,7 +472,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         segmentation = self.predictionSegmentation(volume, create=False)
         predicted = set(self.predictedSlices(volume))
         n = arrays.slice_shape(volume)[0]
-        current = modelSignature(self.model) if self.model is not None else None
+        current = self.model.signature if self.model is not None else None
         predictedBy = self._predictedBy(segmentation)
         earlier = [k for k in sorted(predicted) if current is not None and predictedBy.get(str(k)) != current]
         return [k for k in range(n) if k not in predicted], earlier
@@ -677,12 +677,6 @@ def _moveLegacyReferences(parameterNode) -> None:
             volume.SetNodeReferenceID(role, node.GetID())
         if parameterNode.GetNodeReferenceID(legacy):
             parameterNode.SetNodeReferenceID(legacy, None)
-
-
-def modelSignature(model) -> str:
-    """Which model this is: its number of trainings, and when and how the last one ended (kept in its file)."""
-    last = model.history[-1] if model.history else {}
-    return f"{len(model.history)}:{last.get('finished', '')}:{last.get('seconds', '')}:{last.get('final_loss', '')}"
 
 
 def _slices(indices: list[int], shown: int = 8) -> str:

@@ -99,6 +99,13 @@ class SemSegModel:
         members = [RoundMember(self.network, self.log_prior_shift), *self.earlier_rounds]
         return list(zip(members, round_weights(len(members), self.first_network_share)))
 
+    @property
+    def signature(self) -> str:
+        """Which model this is, kept in its file: its number of trainings, and when and how the last one ended
+        (a Slicer scene records it per predicted slice, to tell the current model's predictions from older ones)."""
+        last = self.history[-1] if self.history else {}
+        return f"{len(self.history)}:{last.get('finished', '')}:{last.get('seconds', '')}:{last.get('final_loss', '')}"
+
     def line_class_names(self) -> list[str]:
         return [self.classes[c].name for c in self.line_classes]
 
