@@ -216,6 +216,14 @@ def test_bad_input_exits_2_with_a_message(disk_stack, capsys):
     assert "holds other files" in capsys.readouterr().err
     assert run("demo", "--out", d / "demo", "--sample-only") == 0
     assert run("demo", "--out", d / "demo", "--sample-only") == 0
+    # Numbers out of range are usage errors before anything runs (0 iterations crashed, -3 never ended).
+    for command, option, value in (("train", "--iterations", "0"), ("train", "--iterations", "-3"),
+                                   ("train", "--seconds", "0"), ("train", "--seed", "-1"),
+                                   ("train", "--correction-weight", "-1"), ("suggest", "--top", "0"),
+                                   ("simulate", "--strokes", "0"), ("demo", "--seconds", "-5")):
+        with pytest.raises(SystemExit) as e:
+            run(command, option, value)
+        assert e.value.code == 2 and f"argument {option}: {value} must be" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         run("train", "--images", d / "images")  # missing required arguments
     assert e.value.code == 2

@@ -42,6 +42,15 @@ def test_loss_ignores_unlabeled_pixels():
     assert torch.isclose(base, expected)
 
 
+def test_a_budget_weight_or_seed_out_of_range_is_refused_before_training():
+    images, refs = disk_task(n=2)
+    labels = sparse_labels(refs, [0])
+    for bad in (dict(iterations=0), dict(iterations=-3), dict(iterations=None, seconds=-5.0),
+                dict(iterations=2, correction_weight=-1.0), dict(iterations=2, seed=-1)):
+        with pytest.raises(InputError, match="must be positive|must not be negative"):
+            train(images[:, None], labels, default_classes(2), TrainConfig(**{**FAST, **bad}))
+
+
 def test_a_diverged_training_keeps_no_model(tmp_path, monkeypatch, capsys):
     from SemSegLib import cli, training
     from SemSegLib.errors import TrainingDiverged

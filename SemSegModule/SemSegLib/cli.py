@@ -23,6 +23,20 @@ OVERWRITE_HELP = "replace files of these names that an earlier run of this comma
 DEMO_MARK = "semseg-demo.txt"
 
 
+def _at_least(minimum: float, kind: type = int, strictly: bool = False):
+    """An argparse type: a number of `kind` at least (or, `strictly`, above) `minimum`, else a usage error."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < minimum or (strictly and value == minimum):
+            raise argparse.ArgumentTypeError(f"{text} must be {'above' if strictly else 'at least'} {minimum:g}")
+        return value
+
+    return parse
+
+
 def _parse_indices(text: str | None, n: int) -> list[int]:
     """'1,11,21' (1-based image numbers) -> 0-based indices; default: 3 images evenly spread."""
     if not text:
@@ -313,14 +327,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", required=True, help="output model file (.pt)")
     t.add_argument("--init", help="start from this model (fine-tuning / correction round)")
     budget = t.add_mutually_exclusive_group()
-    budget.add_argument("--seconds", type=float,
+    budget.add_argument("--seconds", type=_at_least(0, float, strictly=True),
                         help="training budget in seconds (default 180; it also ends after 750 iterations)")
-    budget.add_argument("--iterations", type=int, help="training budget in iterations (deterministic)")
+    budget.add_argument("--iterations", type=_at_least(1), help="training budget in iterations (deterministic)")
     t.add_argument("--classes", help="classes.csv (value,name,r,g,b); default: LABELS/classes.csv or values present")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_at_least(0), default=0)
     t.add_argument("--float32", action="store_true", help=FLOAT32_HELP)
-    t.add_argument("--correction-weight", type=float, default=1.0,
+    t.add_argument("--correction-weight", type=_at_least(0, float), default=1.0,
                    help="weight of pixels labeled since the --init model was trained (default 1: see bench/RESULTS.md)")
     t.add_argument("--no-prior-correction", action="store_true",
                    help="predict with the class mix of the strokes instead of the stack's (README: How it works)")
@@ -366,8 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reference", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--images", help="1-based image numbers, e.g. 1,11,21 (default: 3 evenly spread)")
-    s.add_argument("--strokes", type=int, default=10, help="strokes per class and image (default 10)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--strokes", type=_at_least(1), default=10, help="strokes per class and image (default 10)")
+    s.add_argument("--seed", type=_at_least(0), default=0)
     s.add_argument("--classes")
     s.add_argument("--correct-from", help="prediction folder: place correction strokes on its largest errors")
     s.add_argument("--labels", help="the existing stroke folder the corrections are added to")
@@ -377,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("suggest", help="rank images by uncertainty: where to paint next (JSON)")
     g.add_argument("--images", required=True)
     g.add_argument("--model", required=True)
-    g.add_argument("--top", type=int, default=5)
+    g.add_argument("--top", type=_at_least(1), default=5)
     g.add_argument("--labels", help="folder of the strokes painted so far: an image's uncertainty leaves out what lies "
                                     "near them, and no region is suggested where they lie")
     g.add_argument("--no-spread", action="store_true",
@@ -388,8 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="run the whole loop on the bundled sample stack")
     d.add_argument("--out", default="semseg-demo", help="output folder (default ./semseg-demo)")
-    d.add_argument("--seconds", type=float, default=60.0, help="training budget (default 60)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seconds", type=_at_least(0, float, strictly=True), default=60.0,
+                   help="training budget (default 60)")
+    d.add_argument("--seed", type=_at_least(0), default=0)
     d.add_argument("--sample-only", action="store_true", help="only write the sample stack")
     d.set_defaults(func=cmd_demo)
     return p

@@ -313,6 +313,12 @@ def train(
                          "and (N,H,W).")
     if config.iterations is None and not config.seconds:
         raise InputError("give a training budget: iterations or seconds.")
+    if (config.iterations is not None and config.iterations < 1) or (config.iterations is None and config.seconds < 0):
+        raise InputError(f"the training budget must be positive (at least 1 iteration, or seconds above 0), got "
+                         f"{config.iterations if config.iterations is not None else config.seconds}.")
+    if config.correction_weight < 0 or config.seed < 0:
+        raise InputError(f"the correction weight and the seed must not be negative, got {config.correction_weight} "
+                         f"and {config.seed}.")
     device = resolve_device(config.device)
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
