@@ -341,9 +341,9 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
                    else f"the classes {', '.join(c.name for c in self.model.classes)}")
             note = f"a new model, since the current one was trained on {was}"
         config = TrainConfig(seed=seed, device=device, correction_weight=correctionWeight, **trainOptions)
-        if iterations:
+        if iterations is not None:  # 0 or less is refused by the engine, not replaced by the default
             config.iterations, config.seconds = int(iterations), None
-        elif seconds:
+        elif seconds is not None:
             config.seconds = float(seconds)
 
         def run(job: Job):

@@ -237,6 +237,9 @@ def test_train_predict_accept_evaluate_export(tmp_path, logic, scene):
 
 def test_export_says_which_slices_the_current_model_has_not_labeled(tmp_path, logic, caplog):
     folder, volume, seg, _, _ = _sample_scene(tmp_path, logic)
+    for budget in (dict(iterations=0), dict(seconds=-1)):  # refused, not replaced by the default budget
+        with pytest.raises(InputError, match="budget must be positive"):
+            logic.train(volume, seg, **budget, **FAST)
     logic.train(volume, seg, iterations=2, **FAST)
     assert logic.exportWarning(volume).startswith("4 of 4 slices have no prediction (slices 1, 2, 3, 4)")
     with pytest.raises(InputError, match=r"slice index 4 is outside the volume's 4 slices \(0..3\)"):
