@@ -105,7 +105,8 @@ def cmd_train(args: argparse.Namespace) -> None:
             bar.write(p.message)
 
     n_labeled = int((labels.labels > 0).sum())
-    print(f"training on {len(labels.labeled_names)} labeled image(s), {n_labeled} labeled pixels, "
+    painted = int(labels.labels.reshape(len(labels.labels), -1).any(1).sum())  # files of only 0 do not count
+    print(f"training on {painted} labeled image(s), {n_labeled} labeled pixels, "
           f"{len(labels.classes)} classes", file=sys.stderr)
     result = train(stack.images, labels.labels, labels.classes, config, init_model=init, names=stack.names,
                    progress=progress)
