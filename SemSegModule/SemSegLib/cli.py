@@ -29,7 +29,8 @@ def _at_least(minimum: float, kind: type = int, strictly: bool = False):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+            number = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {number}") from None
         if value < minimum or (strictly and value == minimum):
             raise argparse.ArgumentTypeError(f"{text} must be {'above' if strictly else 'at least'} {minimum:g}")
         return value
