@@ -377,11 +377,14 @@ def test_the_start_chosen_in_the_panel_reaches_the_training(tmp_path, logic):
 def test_saved_and_reloaded_scene_keeps_the_labels(tmp_path, logic, scene):
     _, volume, seg, labels, _ = _sample_scene(tmp_path, logic)
     logic.getParameterNode().SetParameter("BudgetValue", "42")
-    for node in (volume, seg):
+    logic.train(volume, seg, iterations=2, **FAST)
+    logic.predict(volume, [1, 2])
+    prediction = logic.predictionSegmentation(volume, create=False)
+    for node, suffix in ((volume, ".nrrd"), (seg, ".seg.nrrd"), (prediction, "-prediction.seg.nrrd")):
         storage = node.CreateDefaultStorageNode()
         scene.AddNode(storage)
         node.SetAndObserveStorageNodeID(storage.GetID())
-        storage.SetFileName(str(tmp_path / f"{node.GetName()}{'.seg.nrrd' if node is seg else '.nrrd'}"))
+        storage.SetFileName(str(tmp_path / f"{node.GetName()}{suffix}"))
         assert storage.WriteData(node)
     scene.SetURL(str(tmp_path / "scene.mrml"))
     assert scene.Commit()
@@ -397,6 +400,10 @@ def test_saved_and_reloaded_scene_keeps_the_labels(tmp_path, logic, scene):
     seg2 = node.GetNodeReference(SemSeg.ROLE_LABELS)
     assert logic2.imageNames(volume2) == logic.imageNames(volume)
     assert np.array_equal(logic2.labelsFromSegmentation(seg2, volume2), labels)
+    # The prediction comes back with its volume, and the autosaved model with it: slices 2-3 are the model's.
+    assert logic2.predictionSegmentation(volume2, create=False) is not None
+    assert logic2.restoreModelFromParameterNode()
+    assert logic2.unlabeledByCurrentModel(volume2) == ([0, 3], [])
 
 
 def test_where_to_paint_ranks_slices_and_marks_their_regions(tmp_path, logic, scene):
