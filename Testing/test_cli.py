@@ -47,7 +47,9 @@ def test_full_loop_through_the_cli(disk_stack, capsys, monkeypatch):
     assert run("simulate", "--reference", d / "reference", "--out", d / "mine", "--images", "1,2", "--overwrite") == 0
     capsys.readouterr()
     assert run("evaluate", "--pred", d / "pred", "--reference", d / "reference", "--json") == 0
-    result = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr()
+    result = json.loads(out.out)
+    assert "unlabeled" not in out.err
     assert result["mean_iou"] > 0.75 and result["classes"][1]["name"] == "disk"
     # A correction round: strokes on the largest errors, fine-tuned from the first model.
     assert run("simulate", "--reference", d / "reference", "--out", d / "strokes2", "--correct-from", d / "pred",
@@ -210,6 +212,16 @@ def test_bad_input_exits_2_with_a_message(disk_stack, capsys):
     assert "Give the folder of label maps that `semseg predict` wrote." in err
     assert run("evaluate", "--pred", d / "reference", "--reference", d / "masks_csv", "--classes", d / "two.csv") == 2
     assert "masks_csv: label value 3 found in img_3" in capsys.readouterr().err
+    # Strokes where a full map belongs: scored, with a word that their 0s count as wrong.
+    (d / "partial").mkdir()
+    for i in (1, 2, 3, 4):
+        full = tifffile.imread(d / "reference" / f"img_{i}.tif")
+        if i == 2:
+            full[:, 90:] = 0
+        tifffile.imwrite(d / "partial" / f"img_{i}.tif", full)
+    capsys.readouterr()
+    assert run("evaluate", "--pred", d / "partial", "--reference", d / "reference") == 0
+    assert "unlabeled (0) pixels in img_2 count as wrong" in capsys.readouterr().err
     assert not any((d / "s").iterdir())  # nothing simulated from them
     # The demo writes only into a folder of its own (new, empty, or an earlier demo's).
     assert run("demo", "--out", d / "images", "--sample-only") == 2

@@ -193,6 +193,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if missing:
         raise InputError(f"{args.pred}: no prediction for {', '.join(missing[:5])}"
                          f"{' ...' if len(missing) > 5 else ''} (same file names as the reference expected).")
+    unlabeled = [n for i, n in enumerate(reference.names) if ((pred[i] == 0) & (ref[i] > 0)).any()]
+    if unlabeled:  # a map with strokes only (an export of an unpredicted slice, say): its 0s count as wrong
+        print(f"warning: {args.pred}: unlabeled (0) pixels in {', '.join(unlabeled[:5])}"
+              f"{' ...' if len(unlabeled) > 5 else ''} count as wrong; predict those images to score them fully.",
+              file=sys.stderr)
     m = evaluate(pred, ref, [c.name for c in classes])
     if args.json:
         print(json.dumps(m.to_dict(), indent=2))
