@@ -110,6 +110,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             ScriptedLoadableModuleLogic.__init__(self)
         self.scene = scene if scene is not None else slicer.mrmlScene
         self.model = None  # SemSegLib.model_file.SemSegModel, once trained or loaded
+        self.previousModel = None  # the model the last training replaced: `undoTraining` brings it back
         self.lastTrainResult = None
         self.lastTrainNote = ""  # what the last training did other than asked (shown after it in the panel)
         self.lastEvaluationNote = ""  # what the last evaluation's scores include that the person may not expect
@@ -359,7 +360,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         def finish(result):
             if result is None:
                 return None
-            self.model = result.model
+            self.previousModel, self.model = self.model, result.model
             self.lastTrainResult = result
             self.lastTrainNote = note
             self._setBaseline(volume, labels)
@@ -634,6 +635,16 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         self.getParameterNode().SetParameter("OutputPath", str(Path(folder)))
         return written
 
+    def undoTraining(self):
+        """Go back to the model the last training replaced (once): a round of corrections that made the prediction
+        worse need not be kept. Slices it predicted then count as an earlier model's (exportWarning)."""
+        if self.previousModel is None:
+            raise InputError("nothing to undo: no training has replaced a model since the last load or undo.")
+        self.model, self.previousModel = self.previousModel, None
+        self.lastTrainNote = ""
+        self._autosaveModel()
+        return self.model
+
     def saveModel(self, path: str) -> None:
         if self.model is None:
             raise InputError("no model to save: train one first.")
@@ -646,7 +657,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         model = SemSegModel.load(path)
         if volume is not None:
             model.check_stack(self.imagesFromVolume(volume).shape[1], volume.GetName())
-        self.model = model
+        self.model, self.previousModel = model, None
         self.setClasses(model.classes)
         self.getParameterNode().SetParameter("ModelPath", str(path))
         return model
@@ -769,6 +780,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui.startingPointComboBox.currentIndexChanged.connect(self.updateParameterNodeFromGUI)
         ui.trainButton.clicked.connect(self.onTrain)
         ui.cancelButton.clicked.connect(self.onCancel)
+        ui.undoTrainingButton.clicked.connect(self.onUndoTraining)
         ui.predictScopeComboBox.currentIndexChanged.connect(self.updateParameterNodeFromGUI)
         ui.ttaCheckBox.toggled.connect(self.updateParameterNodeFromGUI)
         ui.predictButton.clicked.connect(self.onPredict)
@@ -897,6 +909,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui.startPaintingButton.enabled = volume is not None and not busy
         ui.trainButton.enabled = volume is not None and labels is not None and not busy
         ui.cancelButton.enabled = busy
+        ui.undoTrainingButton.enabled = self.logic.previousModel is not None and not busy
         hasModel = self.logic.model is not None
         ui.predictButton.enabled = volume is not None and hasModel and not busy
         ui.acceptButton.enabled = volume is not None and labels is not None and not busy
@@ -1140,6 +1153,13 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from SemSegLib.devices import describe_device, resolve_device
 
         return describe_device(resolve_device(name))
+
+    def onUndoTraining(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Could not undo the training.", waitCursor=True):
+            model = self.logic.undoTraining()
+            self.ui.statusLabel.text = (f"Back to the model before the last training ({len(model.history)} "
+                                        "training(s)). Predict again to see its result.")
+            self._updateButtons()
 
     def onCancel(self) -> None:
         if self._task is not None:

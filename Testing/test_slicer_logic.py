@@ -346,6 +346,24 @@ def test_training_never_writes_over_a_model_file_the_person_loaded(tmp_path, log
     assert len(SemSegModel.load(autosaved).history) == 3
 
 
+def test_undo_training_brings_back_the_model_the_last_training_replaced(tmp_path, logic):
+    from SemSegLib.model_file import SemSegModel
+
+    _, volume, seg, _, _ = _sample_scene(tmp_path, logic)
+    logic.train(volume, seg, iterations=2, **FAST)
+    with pytest.raises(InputError, match="nothing to undo"):
+        logic.undoTraining()
+    first = logic.model
+    logic.predict(volume, [0])
+    logic.train(volume, seg, iterations=2, **FAST)
+    assert len(logic.model.history) == 2
+    assert logic.undoTraining() is first and logic.model is first
+    assert len(SemSegModel.load(logic.getParameterNode().GetParameter("ModelPath")).history) == 1  # autosaved
+    assert logic.unlabeledByCurrentModel(volume)[1] == []  # slice 1 was predicted by the model now current again
+    with pytest.raises(InputError, match="nothing to undo"):
+        logic.undoTraining()
+
+
 def test_training_errors_are_actionable(tmp_path, logic):
     _, volume, seg, labels, _ = _sample_scene(tmp_path, logic, painted=())
     with pytest.raises(InputError, match="nothing is painted"):
