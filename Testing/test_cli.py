@@ -40,6 +40,8 @@ def test_full_loop_through_the_cli(disk_stack, capsys, monkeypatch):
     assert run("predict", "--images", d / "images", "--model", d / "m.pt", "--out", d / "strokes") == 2
     assert "img_1.tif, img_2.tif already exist(s) and semseg predict did not write them" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in (d / "strokes").iterdir()} == strokes
+    assert run("predict", "--images", d / "images", "--model", d / "m.pt", "--out", d / "p2", "--device", "gpu") == 2
+    assert "unknown device 'gpu'" in capsys.readouterr().err and not (d / "p2").exists()
     (d / "mine").mkdir()
     tifffile.imwrite(d / "mine" / "img_2.tif", tifffile.imread(d / "strokes" / "img_2.tif"))
     assert run("simulate", "--reference", d / "reference", "--out", d / "mine", "--images", "1,2") == 2

@@ -145,6 +145,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
+    from .devices import resolve_device
     from .model_file import SemSegModel
     from .prediction import PredictConfig, predict_stack
     from .stack_io import check_output_dir, check_overwrite, read_stack, write_tiff
@@ -152,6 +153,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     model = SemSegModel.load(args.model)
     stack = read_stack(args.images)
     model.check_stack(stack.channels, str(args.images))
+    resolve_device(args.device)  # a device it cannot use is refused before the output folder is made
     out = check_output_dir(args.out, [args.images])
     suffixes = [""] + ["_uncertainty"] * args.uncertainty + ["_probabilities"] * args.probabilities
     check_overwrite([out / f"{name}{s}.tif" for name in stack.names for s in suffixes], PREDICT, args.overwrite)
