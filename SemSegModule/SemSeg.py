@@ -412,6 +412,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
         if self.model is None:
             raise InputError("no model yet: train one (or load a saved model) before predicting.")
+        self.checkLabelsBelongTo(volume, labelSegmentation)  # before the work, not when its result is written
         images = self.imagesFromVolume(volume)
         self.model.check_stack(images.shape[1], volume.GetName())
         indices = self.sliceIndices(volume, scope, labelSegmentation)

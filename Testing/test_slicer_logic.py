@@ -287,6 +287,9 @@ def test_a_second_stack_has_its_own_labels_and_prediction(tmp_path, logic):
         logic.train(second, labelsOfFirst, iterations=1, **FAST)
     with pytest.raises(InputError, match="holds the strokes painted on 'images'"):
         logic.createLabelSegmentation(second, segmentation=labelsOfFirst)
+    with pytest.raises(InputError, match="holds the strokes painted on 'images'"):
+        logic.predict(second, [0], labelSegmentation=labelsOfFirst)
+    assert logic.predictionSegmentation(second, create=False) is None  # refused before anything was written
     assert logic.labelSegmentationOf(second) is None and logic.labelSegmentationOf(first) is labelsOfFirst
     labelsOfSecond = logic.createLabelSegmentation(second)
     assert logic.labelSegmentationOf(second) is labelsOfSecond  # what the panel selects with the volume
