@@ -657,7 +657,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
         model = SemSegModel.load(path)
         if volume is not None:
-            model.check_stack(self.imagesFromVolume(volume).shape[1], volume.GetName())
+            model.check_stack(arrays.channel_count(volume), volume.GetName())
         self.model, self.previousModel = model, None
         self.setClasses(model.classes)
         self.getParameterNode().SetParameter("ModelPath", str(path))

@@ -286,7 +286,12 @@ def check_class_values(labels: np.ndarray, num_classes: int, names: list[str], s
 def _values_above(labels: np.ndarray, num_classes: int, names: list[str]) -> tuple[int, str]:
     """The largest value, and the names of the maps above `num_classes` ("" when none)."""
     bad = [name for name, lab in zip(names, labels) if lab.max(initial=0) > num_classes]
-    return int(labels.max(initial=0)), ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+    return int(labels.max(initial=0)), _listed(bad)
+
+
+def _listed(names: list[str], shown: int = 5) -> str:
+    """'a, b, c, d, e and 3 more': the names an error message lists."""
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def check_output_dir(out: str | Path, protected: list[str | Path | None]) -> Path:
@@ -325,9 +330,8 @@ def check_overwrite(paths: list[Path], written_by: str, overwrite: bool = False,
         return
     foreign = [p for p in paths if p.exists() and _written_by(p) != written_by]
     if foreign:
-        listed = ", ".join(p.name for p in foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise InputError(f"{foreign[0].parent}: {listed} already exist(s) and {written_by} did not write them: they "
-                         f"may be labels you painted. {advice}")
+        raise InputError(f"{foreign[0].parent}: {_listed([p.name for p in foreign])} already exist(s) and "
+                         f"{written_by} did not write them: they may be labels you painted. {advice}")
 
 
 def _written_by(path: Path) -> str | None:

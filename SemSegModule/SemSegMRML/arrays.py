@@ -61,6 +61,12 @@ def slice_shape(volume) -> tuple[int, int, int]:
     return tuple(slicer.util.arrayFromVolume(volume).shape[:3])
 
 
+def channel_count(volume) -> int:
+    """Channels per pixel: 1 for a scalar volume, the components of a vector volume (no copy of the voxels)."""
+    array = slicer.util.arrayFromVolume(volume)
+    return 1 if array.ndim == 3 else array.shape[-1]
+
+
 def image_names(volume) -> list[str]:
     """The stack's file names, or slice_0001... for a volume that did not come from a stack."""
     n = slice_shape(volume)[0]
