@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -7,10 +9,11 @@ from SemSegLib.errors import InputError
 from SemSegLib.losses import masked_cross_entropy, pseudo_targets
 from SemSegLib.metrics import evaluate
 from SemSegLib.patches import IGNORE
-from SemSegLib.prediction import PredictConfig, predict_image
+from SemSegLib.prediction import PredictConfig, network_labels, predict_image
 from SemSegLib.simulate import simulate_strokes
 from SemSegLib.training import (
     TrainConfig,
+    TrainPreview,
     correction_pixels,
     prepare_training_arrays,
     train,
@@ -95,6 +98,35 @@ def test_training_is_deterministic_with_a_seed():
     a = train(images[:, None], labels, default_classes(2), cfg)
     b = train(images[:, None], labels, default_classes(2), cfg)
     assert a.losses == b.losses
+
+
+def test_a_preview_shows_the_averaged_network_while_training_and_changes_nothing(monkeypatch):
+    from SemSegLib import training
+
+    images, refs = disk_task(n=3)
+    labels = sparse_labels(refs, [0])
+    cfg = TrainConfig(iterations=12, seed=1, **FAST)
+    shown = []
+    preview = TrainPreview(images[[1, 2], None], lambda it, labels: shown.append((it, labels)), every_seconds=0)
+    monkeypatch.setattr(training, "PREVIEW_TIME_SHARE", math.inf)  # a preview after every step
+    watched = train(images[:, None], labels, default_classes(2), cfg, preview=preview)
+    plain = train(images[:, None], labels, default_classes(2), cfg)
+    assert watched.losses == plain.losses
+    assert all(torch.equal(a, b) for a, b in zip(watched.model.network.state_dict().values(),
+                                                 plain.model.network.state_dict().values()))
+    assert [it for it, _ in shown] == list(range(1, 13))
+    assert all(lab.shape == (2, *refs[1].shape) and lab.dtype == np.uint8 and set(np.unique(lab)) <= {1, 2}
+               for _, lab in shown)
+    # The last preview is the returned network's own labels (the weight average, before any correction).
+    final = np.stack([network_labels(watched.model, watched.model.network, images[i, None]) for i in (1, 2)])
+    assert np.array_equal(shown[-1][1], final)
+    assert not np.array_equal(shown[0][1], final)  # the map changed as the network learned
+    # A preview waits `every_seconds` from the start: none in a shorter run.
+    monkeypatch.undo()
+    shown.clear()
+    train(images[:, None], labels, default_classes(2), cfg, preview=TrainPreview(images[[1], None],
+          lambda it, labels: shown.append(it), every_seconds=3600))
+    assert shown == []
 
 
 def test_cancellation_stops_cleanly_and_returns_a_model():

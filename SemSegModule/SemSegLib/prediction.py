@@ -128,6 +128,24 @@ def _network_probabilities(model: SemSegModel, network: torch.nn.Module, log_pri
     return prob / prob.sum(0, keepdim=True).clamp_min(1e-8)
 
 
+def network_labels(model: SemSegModel, network: torch.nn.Module, image: np.ndarray,
+                   log_prior_shift: np.ndarray | None = None, line_classes: list[int] | tuple[int, ...] = (),
+                   config: PredictConfig | None = None, device: torch.device | None = None) -> np.ndarray:
+    """(C, H, W) raw image -> (H, W) class values 1..K of one `network` with `model`'s normalization, its line
+    classes (0-based) thinned: what a training shows while it runs (training.TrainPreview), without the forest,
+    the earlier rounds or the unsure-piece rules. The network's train/eval mode is left as it was."""
+    config = config or PredictConfig()
+    device = device or resolve_device(config.device)
+    x = torch.from_numpy(normalize_image(image, model.normalization))[None]
+    was_training = network.training
+    try:
+        prob = _network_probabilities(model, network, log_prior_shift, x, config, device)
+    finally:
+        network.train(was_training)
+    prob = thin_line_classes(prob, list(line_classes))
+    return (prob.argmax(0) + 1).numpy().astype(label_dtype(model.num_classes))
+
+
 def predict_image(model: SemSegModel, image: np.ndarray, config: PredictConfig | None = None,
                   with_probabilities: bool = False, device: torch.device | None = None) -> Prediction:
     start = time.perf_counter()

@@ -37,6 +37,7 @@ from .model_file import RoundMember, SemSegModel
 from .normalization import normalize_image
 from .patches import IGNORE, PatchSampler, PatchSource, strong_view
 from .pixel_forest import PixelForest
+from .prediction import PredictConfig, network_labels
 from .starting_points import AUTO, choose_starting_point
 from .weight_average import WeightAverage
 
@@ -199,6 +200,27 @@ class TrainProgress:
     message: str = ""
 
 
+PREVIEW_TIME_SHARE = 0.1
+
+
+@dataclass
+class TrainPreview:
+    """Labels of a few images now and then while a training runs, from the network the training would return if
+    it ended then (the weight average): `show(iteration, labels)` gets (M, H, W) class values, on the training's
+    thread (the caller moves them to its own; SemSeg.py writes them into MRML on the main thread).
+
+    Why: a first training takes a minute or more on a CPU. A person who watches the map form sees early that a
+    class is missing or a stroke went astray, and can cancel and paint instead of waiting. A preview is the
+    network alone (prediction.network_labels): no forest, and in a first training no class-prior correction yet.
+    It changes nothing the training computes (an iteration budget gives the same weights) and takes at most
+    PREVIEW_TIME_SHARE of its time: the next one waits `every_seconds`, or longer after a slow one.
+    """
+
+    images: np.ndarray  # (M, C, H, W) raw images
+    show: Callable[[int, np.ndarray], None]
+    every_seconds: float = 10.0
+
+
 @dataclass
 class TrainResult:
     model: SemSegModel
@@ -299,13 +321,15 @@ def train(
     progress: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     correction_mask: np.ndarray | None = None,
+    preview: TrainPreview | None = None,
 ) -> TrainResult:
     """Train on `images` (N, C, H, W) with sparse `labels` (N, H, W), 0 = unlabeled, 1..K = classes.
 
     `init_model` continues from an earlier model (the correction loop); pixels labeled since it was trained
     get `config.correction_weight` (or the pixels of `correction_mask`, when the caller tracks corrections
     itself, as the Slicer module does). `should_stop()` is polled between iterations; when it returns True the
-    loop ends and the best model so far (lowest smoothed loss) is returned with `cancelled=True`.
+    loop ends and the best model so far (lowest smoothed loss) is returned with `cancelled=True`. `preview` shows
+    the labels of a few images while the training runs (TrainPreview).
     """
     config = config or TrainConfig()
     if images.ndim != 4 or labels.shape != (images.shape[0], *images.shape[2:]):
@@ -399,6 +423,7 @@ def train(
     best_state = None
     cancelled = False
     it = 0
+    next_preview = start + (preview.every_seconds if preview is not None else math.inf)
     while True:
         elapsed = time.perf_counter() - start
         if config.iterations is not None:
@@ -479,6 +504,12 @@ def train(
                     total = cap
                     remaining = elapsed / it * max(0, total - it)
             progress(TrainProgress(it, total, smoothed, elapsed, remaining))
+        if time.perf_counter() >= next_preview:
+            shown = time.perf_counter()
+            preview.show(it, _preview_labels(model, ema.module if ema is not None else net, preview.images,
+                                             init_model, detected_lines if config.thin_line_classes else [], device))
+            took = time.perf_counter() - shown
+            next_preview = time.perf_counter() + max(preview.every_seconds, took / PREVIEW_TIME_SHARE)
 
     seconds = time.perf_counter() - start
     # Returned and kept in the history, not logged here: the CLI and the panel show it, and Python's fallback
@@ -564,6 +595,14 @@ def train(
         progress(TrainProgress(it, it, smoothed, seconds, 0.0, "fitting the random forest"))
     attach_forest(model, images, labels, config, device, start=init_model)
     return TrainResult(model, it, seconds, smoothed, cancelled, device.type, losses, warning)
+
+
+def _preview_labels(model: SemSegModel, network: torch.nn.Module, images: np.ndarray,
+                    init_model: SemSegModel | None, line_classes: list[int], device: torch.device) -> np.ndarray:
+    """(M, C, H, W) -> (M, H, W) labels of `network`; a round's with its start's class-prior correction."""
+    shift = init_model.log_prior_shift if init_model is not None else None
+    config = PredictConfig(device=device.type)
+    return np.stack([network_labels(model, network, image, shift, line_classes, config, device) for image in images])
 
 
 def _began_from_a_starting_point(model: SemSegModel) -> bool:
