@@ -26,6 +26,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -66,12 +67,16 @@ DEFAULT_CLASSES = [
 ]
 
 PREDICTION_NAME = "SemSeg prediction"
+PREVIEW_NAME = "SemSeg training preview"
 UNCERTAINTY_NAME = "SemSeg uncertainty"
 BASELINE_NAME = "SemSeg labels at last prediction"
 SUGGESTION_MARKERS_NAME = "SemSeg where to paint"
 # On the prediction segmentation (saved with the scene): per predicted slice, which model predicted it, so that
 # an export can say which slices the current model has not labeled.
 PREDICTED_BY_ATTRIBUTE = "SemSeg.PredictedBy"
+# A prediction of this many slices or fewer is written slice by slice (arrays.set_slice_labels_to_segmentation),
+# more at once: one slice costs about a quarter of rewriting the whole segmentation.
+SLICES_WRITTEN_ONE_BY_ONE = 2
 
 # Parameter node: node reference roles and parameter names (saved with the scene).
 ROLE_VOLUME = "InputVolume"
@@ -83,6 +88,7 @@ ROLE_SUGGESTION_MARKERS = "SuggestionMarkers"
 ROLE_PREDICTION = "SemSegPrediction"
 ROLE_UNCERTAINTY = "SemSegUncertainty"
 ROLE_BASELINE = "SemSegCorrectionBaseline"
+ROLE_PREVIEW = "SemSegTrainingPreview"  # only while a training runs
 ROLE_OF_VOLUME = "SemSegVolume"
 DEFAULT_PARAMETERS = {
     "Classes": json.dumps([c.to_dict() for c in DEFAULT_CLASSES]),
@@ -310,8 +316,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             cls._worker = Worker()
         return cls._worker
 
-    def _start(self, name: str, function, describe, finish, waitForCompletion: bool, eventCallback):
-        task = SemSegTask(self.worker().submit(name, function), describe, finish)
+    def _start(self, name: str, function, describe, finish, waitForCompletion: bool, eventCallback, ended=None):
+        task = SemSegTask(self.worker().submit(name, function), describe, finish, ended)
         if waitForCompletion:
             task.wait(eventCallback)
         return task
@@ -319,10 +325,17 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
     # ---------------------------------------------------------------- train
     def train(self, volume, labelSegmentation, seconds: float | None = None, iterations: int | None = None,
               continueTraining: bool = True, correctionWeight: float = 1.0, device: str = "auto",
-              seed: int = 0, waitForCompletion: bool = True,
-              eventCallback: Callable[[SemSegEvent], None] | None = None, **trainOptions) -> SemSegTask:
-        """Train on the painted strokes of all slices that have any. Returns the task (finished if waiting)."""
-        from SemSegLib.training import TrainConfig, train
+              seed: int = 0, previewSlice: int | None = None, previewSeconds: float = 10.0,
+              waitForCompletion: bool = True, eventCallback: Callable[[SemSegEvent], None] | None = None,
+              **trainOptions) -> SemSegTask:
+        """Train on the painted strokes of all slices that have any. Returns the task (finished if waiting).
+
+        `previewSlice`: a slice shown while the training runs, in the 'SemSeg training preview' segmentation
+        (the network so far, every `previewSeconds`; a "preview" event each time), and predicted with the
+        trained model when the training ends (as `predict` would). The preview is removed when it ends.
+        """
+        from SemSegLib.prediction import PredictConfig, predict_image
+        from SemSegLib.training import TrainConfig, TrainPreview, train
 
         classes = self.classes()
         images = self.imagesFromVolume(volume)
@@ -334,6 +347,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             raise InputError(f"no strokes for class(es) {', '.join(missing)}: paint at least one stroke of each "
                              "class so the model knows what they look like.")
         names = self.imageNames(volume)
+        if previewSlice is not None:
+            previewSlice = self.sliceIndices(volume, previewSlice)[0]
         init = self.model if continueTraining and self._modelFits(images.shape[1], classes) else None
         corrections = self.correctionMask(volume, labels) if init is not None else None
         note = ""
@@ -347,11 +362,26 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         elif seconds is not None:
             config.seconds = float(seconds)
 
+        predicted = {}
+
         def run(job: Job):
-            return train(images, labels, classes, config, init_model=init, names=names, progress=job.report,
-                         should_stop=job.should_stop, correction_mask=corrections)
+            preview = None
+            if previewSlice is not None:
+                preview = TrainPreview(images[[previewSlice]],
+                                       lambda it, shown: job.report(_PreviewLabels(it, shown[0])), previewSeconds)
+            result = train(images, labels, classes, config, init_model=init, names=names, progress=job.report,
+                           should_stop=job.should_stop, correction_mask=corrections, preview=preview)
+            if previewSlice is not None and not job.should_stop():
+                pred = predict_image(result.model, images[previewSlice], PredictConfig(device=device))
+                predicted[previewSlice] = (pred.labels, pred.uncertainty, pred.seconds)
+            return result
 
         def describe(p) -> SemSegEvent:
+            if isinstance(p, _PreviewLabels):
+                arrays.set_slice_labels_to_segmentation(self.scene, p.labels, previewSlice,
+                                                        self.previewSegmentation(volume), volume, classes)
+                return SemSegEvent("preview", f"slice {previewSlice + 1} shows the network after {p.iteration} "
+                                   "iterations", None, p)
             fraction = p.iteration / p.total_iterations if p.total_iterations else None
             message = p.message or (f"iteration {p.iteration}, loss {p.loss:.3f}, "
                                     f"{p.remaining_seconds:.0f} s left")
@@ -365,9 +395,29 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             self.lastTrainNote = note
             self._setBaseline(volume, labels)
             self._autosaveModel()
+            if predicted:
+                self._writePrediction(volume, predicted, result.model)
             return result
 
-        return self._start("train", run, describe, finish, waitForCompletion, eventCallback)
+        return self._start("train", run, describe, finish, waitForCompletion, eventCallback,
+                           ended=lambda: self.removePreview(volume))
+
+    def previewSegmentation(self, volume, create: bool = True):
+        """The segmentation a running training shows its slice in (train's `previewSlice`), or None."""
+        node = volume.GetNodeReference(ROLE_PREVIEW)
+        if node is None and create:
+            node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", PREVIEW_NAME)
+            node.CreateDefaultDisplayNodes()
+            node.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+            node.SetHideFromEditors(True)  # not a segmentation to paint in, or to pick as labels
+            volume.SetNodeReferenceID(ROLE_PREVIEW, node.GetID())
+        return node
+
+    def removePreview(self, volume) -> None:
+        node = self.previewSegmentation(volume, create=False)
+        if node is not None:
+            volume.SetNodeReferenceID(ROLE_PREVIEW, None)
+            self.scene.RemoveNode(node)
 
     def _modelFits(self, channels: int, classes: list[ClassInfo]) -> bool:
         return (self.model is not None and self.model.in_channels == channels
@@ -452,14 +502,20 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
     def _writePrediction(self, volume, result: dict, model) -> None:
         segmentation = self.predictionSegmentation(volume)
-        labels = self.labelsFromSegmentation(segmentation, volume)
+        if len(result) <= SLICES_WRITTEN_ONE_BY_ONE:  # the slice in view, or the one a training predicted
+            for k, (sliceLabels, _, _) in result.items():
+                arrays.set_slice_labels_to_segmentation(self.scene, sliceLabels, k, segmentation, volume,
+                                                        self.classes())
+        else:
+            labels = self.labelsFromSegmentation(segmentation, volume)
+            for k, (sliceLabels, _, _) in result.items():
+                labels[k] = sliceLabels
+            self.setLabelsToSegmentation(labels, segmentation, volume)
         uncertaintyNode = self.uncertaintyVolume(volume)
-        uncertainty = np.array(slicer.util.arrayFromVolume(uncertaintyNode), dtype=np.float32)
-        for k, (sliceLabels, sliceUncertainty, _) in result.items():
-            labels[k] = sliceLabels
+        uncertainty = slicer.util.arrayFromVolume(uncertaintyNode)
+        for k, (_, sliceUncertainty, _) in result.items():
             uncertainty[k] = sliceUncertainty
-        self.setLabelsToSegmentation(labels, segmentation, volume)
-        slicer.util.updateVolumeFromArray(uncertaintyNode, uncertainty)
+        slicer.util.arrayFromVolumeModified(uncertaintyNode)
         predictedBy = self._predictedBy(segmentation)
         predictedBy.update({str(k): model.signature for k in result})
         segmentation.SetAttribute(PREDICTED_BY_ATTRIBUTE, json.dumps(predictedBy))
@@ -679,6 +735,14 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 # they belong to the volume then referenced as the input (the only stack SemSeg knew of).
 _LEGACY_ROLES = {"PredictionSegmentation": ROLE_PREDICTION, "UncertaintyVolume": ROLE_UNCERTAINTY,
                  "CorrectionBaseline": ROLE_BASELINE}
+
+
+@dataclass
+class _PreviewLabels:
+    """What the worker reports when a training shows its slice (TrainPreview)."""
+
+    iteration: int
+    labels: np.ndarray  # (H, W)
 
 
 def _moveLegacyReferences(parameterNode) -> None:

@@ -332,6 +332,85 @@ def test_cancel_keeps_a_model_and_continue_training_uses_it(tmp_path, logic):
     assert len(logic.model.history) == 2 and logic.model is not first
 
 
+def test_one_slice_is_written_into_a_segmentation_and_the_others_stay(tmp_path, logic):
+    from SemSegMRML import arrays
+
+    _, volume, seg, labels, reference = _sample_scene(tmp_path, logic)
+    full = reference.astype(np.uint16)
+    for layout in ("shared", "separate", "empty"):
+        target = logic.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", layout)
+        target.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+        arrays.ensure_segments(target, SAMPLE_CLASSES)
+        if layout != "empty":
+            arrays.set_labels_to_segmentation(logic.scene, full, target, volume, SAMPLE_CLASSES)
+        if layout == "separate":  # segments on layers of their own keep their pixels unless erased
+            ids = arrays.segment_ids(target, SAMPLE_CLASSES)
+            for segment_id in ids:
+                target.GetSegmentation().SeparateSegmentLabelmap(segment_id)
+            assert target.GetSegmentation().GetNumberOfLayers() == 3
+        new = np.roll(full[2], 7, axis=1)
+        arrays.set_slice_labels_to_segmentation(logic.scene, new, 2, target, volume, SAMPLE_CLASSES)
+        expected = np.zeros_like(full) if layout == "empty" else full.copy()
+        expected[2] = new
+        assert np.array_equal(arrays.labels_from_segmentation(logic.scene, target, volume, SAMPLE_CLASSES),
+                              expected), layout
+    assert logic.scene.GetNodesByName("SemSeg temp").GetNumberOfItems() == 0
+
+
+def test_a_training_shows_its_slice_while_it_runs_then_predicts_it(tmp_path, logic, monkeypatch):
+    from SemSegLib import training
+
+    _, volume, seg, _, _ = _sample_scene(tmp_path, logic)
+    monkeypatch.setattr(training, "PREVIEW_TIME_SHARE", float("inf"))  # a preview after every step
+    previews = []
+
+    def on_event(event):
+        if event.kind == "preview":
+            node = logic.previewSegmentation(volume, create=False)
+            shown = logic.labelsFromSegmentation(node, volume)
+            previews.append(event.data.iteration)
+            assert np.array_equal(shown[1], event.data.labels) and not shown[[0, 2, 3]].any()
+            assert event.message == f"slice 2 shows the network after {event.data.iteration} iterations"
+
+    logic.train(volume, seg, iterations=6, previewSlice=1, previewSeconds=0, eventCallback=on_event, **FAST)
+    assert previews == [1, 2, 3, 4, 5, 6]
+    assert logic.previewSegmentation(volume, create=False) is None
+    assert logic.scene.GetNodesByName(SemSeg.PREVIEW_NAME).GetNumberOfItems() == 0
+    # When it ends, the trained model predicts that slice, as Predict would.
+    prediction = logic.predictionSegmentation(volume, create=False)
+    trained = logic.labelsFromSegmentation(prediction, volume)
+    assert trained[1].min() >= 1 and not trained[[0, 2, 3]].any()
+    assert logic.unlabeledByCurrentModel(volume) == ([0, 2, 3], [])
+    logic.predict(volume, [1])
+    assert np.array_equal(logic.labelsFromSegmentation(prediction, volume), trained)
+    with pytest.raises(InputError, match="slice index 4 is outside the volume's 4 slices"):
+        logic.train(volume, seg, iterations=1, previewSlice=4, **FAST)
+
+    # A cancelled or failed training takes its preview down and predicts nothing.
+    def cancel_at_the_second(event):
+        if event.kind == "preview" and event.data.iteration == 2:
+            task.cancel()
+
+    task = logic.train(volume, seg, iterations=100_000, previewSlice=3, previewSeconds=0, waitForCompletion=False,
+                       **FAST)
+    task.wait(cancel_at_the_second)
+    assert task.result.cancelled and logic.previewSegmentation(volume, create=False) is None
+    assert logic.unlabeledByCurrentModel(volume) == ([0, 2, 3], [1])  # slice 3 not predicted; 1 by the last model
+    real = training.masked_cross_entropy
+    calls = []
+
+    def fails_at_the_third_step(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("out of memory")
+        return real(*args)
+
+    monkeypatch.setattr(training, "masked_cross_entropy", fails_at_the_third_step)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        logic.train(volume, seg, iterations=10, previewSlice=3, previewSeconds=0, **FAST)
+    assert logic.previewSegmentation(volume, create=False) is None
+
+
 def test_training_never_writes_over_a_model_file_the_person_loaded(tmp_path, logic):
     _, volume, seg, _, _ = _sample_scene(tmp_path, logic)
     logic.train(volume, seg, iterations=2, **FAST)

@@ -18,7 +18,7 @@ from .worker import Job, JobEvent, JobState
 class SemSegEvent:
     """What the worker reports, translated for the caller (the widget's progress bar, a script's print)."""
 
-    kind: str  # "progress", "done", "failed", "cancelled"
+    kind: str  # "progress", "preview" (a training shows its labels so far), "done", "failed", "cancelled"
     message: str = ""
     fraction: float | None = None  # 0..1 when known
     data: Any = None
@@ -27,10 +27,14 @@ class SemSegEvent:
 class SemSegTask:
     """A running job plus what to do with its result on the main thread. Poll it until `finished`."""
 
-    def __init__(self, job: Job, describe: Callable[[Any], SemSegEvent], finish: Callable[[Any], Any]):
+    def __init__(self, job: Job, describe: Callable[[Any], SemSegEvent], finish: Callable[[Any], Any],
+                 ended: Callable[[], None] | None = None):
+        """`ended()` runs on the main thread when the job ends, however it ends (after `finish`, if that runs):
+        what the job showed while it ran is taken down there."""
         self.job = job
         self._describe = describe
         self._finish = finish
+        self._ended = ended
         self.result: Any = None
         self.finished = False
 
@@ -48,15 +52,19 @@ class SemSegTask:
     def _handle(self, event: JobEvent, eventCallback) -> None:
         if event.kind == "progress":
             out = self._describe(event.payload)
-        elif event.kind == "failed":
-            self.finished = True
-            out = SemSegEvent("failed", str(event.payload), data=event.payload)
         else:
             self.finished = True
-            self.result = self._finish(event.payload)
-            cancelled = self.job.state == JobState.CANCELLED
-            out = SemSegEvent("cancelled" if cancelled else "done", "cancelled" if cancelled else "done",
-                              1.0, self.result)
+            try:
+                if event.kind == "failed":
+                    out = SemSegEvent("failed", str(event.payload), data=event.payload)
+                else:
+                    self.result = self._finish(event.payload)
+                    cancelled = self.job.state == JobState.CANCELLED
+                    out = SemSegEvent("cancelled" if cancelled else "done", "cancelled" if cancelled else "done",
+                                      1.0, self.result)
+            finally:
+                if self._ended is not None:
+                    self._ended()
         if eventCallback is not None:
             eventCallback(out)
 

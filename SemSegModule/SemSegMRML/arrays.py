@@ -176,3 +176,29 @@ def set_labels_to_segmentation(scene, labels: np.ndarray, segmentation, volume, 
                 image, segmentation, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
             if not ok:
                 raise RuntimeError(f"could not write segment '{classes[value - 1].name}'")
+
+
+def set_slice_labels_to_segmentation(scene, slice_labels: np.ndarray, k: int, segmentation, volume,
+                                     classes: list[ClassInfo]) -> None:
+    """(H, W) class values -> slice k of the class segments; the other slices stay as they are.
+
+    Why not set_labels_to_segmentation: that rewrites every slice (0.55 s for 30 slices of 512 x 512, 8 s for 100
+    of 1024 x 1024, on the main thread). Here each segment is erased on slice k, then given its pixels there, with a
+    one-slice labelmap (0.15 s and 1.8 s; about 10 ms into a segmentation that holds only that slice). An erase
+    first, because segments of their own layers would otherwise keep their old pixels on the slice.
+    """
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    ids = ensure_segments(segmentation, classes)
+    with new_nodes_removed(scene):
+        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "SemSeg temp")
+        labelmap.CopyOrientation(volume)
+        ijk_to_ras = vtk.vtkMatrix4x4()
+        volume.GetIJKToRASMatrix(ijk_to_ras)
+        labelmap.SetOrigin([ijk_to_ras.GetElement(i, 3) + k * ijk_to_ras.GetElement(i, 2) for i in range(3)])
+        for mode in (logic.MODE_MERGE_MIN, logic.MODE_MERGE_MASK):
+            for value, segment_id in enumerate(ids, start=1):
+                mask = slice_labels == value if mode == logic.MODE_MERGE_MASK else np.zeros(slice_labels.shape, bool)
+                slicer.util.updateVolumeFromArray(labelmap, mask.astype(np.uint8)[None])
+                image = logic.CreateOrientedImageDataFromVolumeNode(labelmap)
+                if not logic.SetBinaryLabelmapToSegment(image, segmentation, segment_id, mode, image.GetExtent()):
+                    raise RuntimeError(f"could not write slice {k} of segment '{classes[value - 1].name}'")
