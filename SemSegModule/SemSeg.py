@@ -75,7 +75,7 @@ SUGGESTION_MARKERS_NAME = "SemSeg where to paint"
 # an export can say which slices the current model has not labeled.
 PREDICTED_BY_ATTRIBUTE = "SemSeg.PredictedBy"
 # A prediction of this many slices or fewer is written slice by slice (arrays.set_slice_labels_to_segmentation),
-# more at once: one slice costs about a quarter of rewriting the whole segmentation.
+# more at once: one slice costs a sixth to a half of reading and rewriting them all.
 SLICES_WRITTEN_ONE_BY_ONE = 2
 
 # Parameter node: node reference roles and parameter names (saved with the scene).
@@ -808,6 +808,8 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._task = None
         self._timer = None
         self._suggestions = []
+        self._trainedSlice = None  # the slice a training shows while it runs, and predicts when it ends
+        self._previewNote = ""
 
     def setup(self) -> None:
         import qt
@@ -1154,9 +1156,13 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._updateButtons()
 
     def _onTaskEvent(self, event: SemSegEvent) -> None:
+        if event.kind == "preview":  # kept beside the progress, which comes several times a second
+            self._previewNote = event.message
+            return
         if event.fraction is not None:
             self.ui.progressBar.value = int(100 * event.fraction)
-        self.ui.statusLabel.text = f"{self._taskLabel}: {event.message}"
+        note = f"; {self._previewNote}" if self._taskLabel == "Training" and self._previewNote else ""
+        self.ui.statusLabel.text = f"{self._taskLabel}: {event.message}{note}"
         if event.kind == "failed":
             slicer.util.errorDisplay(f"{self._taskLabel} failed: {event.message}")
         elif event.kind in ("done", "cancelled"):
@@ -1175,18 +1181,16 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                         + (f"; predicted as 1-pixel lines: {', '.join(lines)}" if lines else ""))
             if self.logic.lastTrainNote:
                 self.ui.statusLabel.text += f"; {self.logic.lastTrainNote}"
+            if self._trainedSlice is not None and event.kind == "done":
+                self._showPrediction(self._volume())
+                self.ui.statusLabel.text += f"; slice {self._trainedSlice + 1} predicted"
             if r.warning:  # too few steps for the seconds given: say so where the person looks, not only in the log
                 self.ui.statusLabel.text += f"; {r.warning}"
                 slicer.util.warningDisplay(f"Training: {r.warning}")
         elif self._taskLabel == "Prediction" and event.data:
             volume = self._volume()
-            prediction = self.logic.predictionSegmentation(volume)
-            prediction.GetDisplayNode().SetOpacity2DFill(0.4)
+            self._showPrediction(volume)
             labels = self._labels()
-            if labels is not None and labels.GetDisplayNode():
-                labels.GetDisplayNode().SetVisibility(True)
-            slicer.util.setSliceViewerLayers(background=volume, foreground=self.logic.uncertaintyVolume(volume),
-                                             foregroundOpacity=0.3)
             self._suggestions = self.logic.suggestSlices(volume, top=5, labelSegmentation=labels)
             self.logic.markSuggestedRegions(volume, None)  # the regions of the last prediction are stale
             if self._suggestions:
@@ -1194,6 +1198,14 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.nextSliceButton.text = f"Next: slice {s['slice'] + 1} (uncertainty {s['mean_uncertainty']:.2f})"
             seconds = self.logic.lastTimings.get("predict_seconds_per_slice", 0)
             self.ui.statusLabel.text = f"Predicted {len(event.data)} slice(s), {seconds:.2f} s per slice"
+
+    def _showPrediction(self, volume) -> None:
+        self.logic.predictionSegmentation(volume).GetDisplayNode().SetOpacity2DFill(0.4)
+        labels = self._labels()
+        if labels is not None and labels.GetDisplayNode():
+            labels.GetDisplayNode().SetVisibility(True)
+        slicer.util.setSliceViewerLayers(background=volume, foreground=self.logic.uncertaintyVolume(volume),
+                                         foregroundOpacity=0.3)
 
     def onTrain(self) -> None:
         if not self.ensureDependencies():
@@ -1203,13 +1215,15 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         value = float(node.GetParameter("BudgetValue"))
         byIterations = node.GetParameter("BudgetUnit") == "iterations"
         with slicer.util.tryWithErrorDisplay("Training could not start.", waitCursor=True):
+            # The slice in view is shown as the network learns it, and predicted when the training ends.
+            self._trainedSlice, self._previewNote = self._currentSlice(), ""
             task = self.logic.train(
                 self._volume(), self._labels(),
                 seconds=None if byIterations else value, iterations=int(value) if byIterations else None,
                 continueTraining=node.GetParameter("ContinueTraining") == "true",
                 correctionWeight=float(node.GetParameter("CorrectionWeight")),
                 device=node.GetParameter("Device"), starting_point=node.GetParameter("StartingPoint"),
-                waitForCompletion=False)
+                previewSlice=self._trainedSlice, waitForCompletion=False)
             self._startTask(task, "Training")
             self.ui.deviceLabel.text = self._deviceDescription(node.GetParameter("Device"))
 
@@ -1346,9 +1360,13 @@ class SemSegTest(ScriptedLoadableModuleTest):
         logic.setLabelsToSegmentation(strokes, segmentation, volume)
         self.assertTrue(np.array_equal(logic.labelsFromSegmentation(segmentation, volume), strokes))
 
-        self.delayDisplay("Training")
-        logic.train(volume, segmentation, iterations=200, patch_size=64, waitForCompletion=True)
-        self.delayDisplay("Predicting")
+        self.delayDisplay("Training, slice 2 shown as it learns")
+        previews = []
+        logic.train(volume, segmentation, iterations=200, patch_size=64, previewSlice=1, previewSeconds=0.5,
+                    waitForCompletion=True, eventCallback=lambda e: previews.append(e) if e.kind == "preview" else None)
+        self.assertIsNone(logic.previewSegmentation(volume, create=False))  # taken down when the training ended
+        self.assertEqual(logic.predictedSlices(volume), [1])  # and predicted by the trained model
+        self.delayDisplay(f"Training showed {len(previews)} preview(s); predicting")
         logic.predict(volume, "all", labelSegmentation=segmentation, waitForCompletion=True)
         self.assertEqual(logic.predictedSlices(volume), [0, 1, 2, 3])
         suggestions = logic.suggestSlices(volume, top=2)
