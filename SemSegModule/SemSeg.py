@@ -74,8 +74,8 @@ SUGGESTION_MARKERS_NAME = "SemSeg where to paint"
 # On the prediction segmentation (saved with the scene): per predicted slice, which model predicted it, so that
 # an export can say which slices the current model has not labeled.
 PREDICTED_BY_ATTRIBUTE = "SemSeg.PredictedBy"
-# A prediction of this many slices or fewer is written slice by slice (arrays.set_slice_labels_to_segmentation),
-# more at once: one slice costs a sixth to a half of reading and rewriting them all.
+# A prediction of this many slices or fewer is written slice by slice, more at once: writing one slice took 3-65%
+# of the time of reading and rewriting them all (arrays.set_slice_labels_to_segmentation).
 SLICES_WRITTEN_ONE_BY_ONE = 2
 
 # Parameter node: node reference roles and parameter names (saved with the scene).

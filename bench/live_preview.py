@@ -1,0 +1,91 @@
+"""What a person sees while a first training runs: the preview's mean IoU over time, and what it costs.
+
+The sparse benchmark's strokes (3 painted images, `--strokes` per class) train one first model with the default
+settings and an iteration budget; the training shows two images as it runs (training.TrainPreview, as the
+panel's Train does for the slice in view): the first painted image and the first of the 10 new ones. Per
+preview: seconds since the start, iteration, mean IoU of the preview on each, and the seconds it took. At the
+end: the trained model's own prediction of the same two images (forest, class-prior correction and all), which
+the panel writes when the training ends. The previews do not change the training (an iteration budget gives
+the same weights), so their cost is the time they took.
+
+    python bench/live_preview.py [--data ../shared/data] [--sets isbi2012-em,dsb2018-fluo] [--seed N]
+                                 [--iterations 750] [--every 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "SemSegModule"))
+sys.path.insert(0, str(HERE))
+
+from sparse import load_set, make_strokes, split  # noqa: E402
+
+
+def run(folder: Path, seed: int, iterations: int, every: float, strokes: int) -> dict:
+    from SemSegLib import training
+    from SemSegLib.metrics import evaluate
+    from SemSegLib.prediction import predict_image
+
+    stack, ref, classes = load_set(folder)
+    labeled, test = split(len(stack.images))
+    labels = make_strokes(ref, len(classes), labeled, seed, strokes)
+    shown = [labeled[0], test[0]]
+    names = [c.name for c in classes]
+
+    def iou(pred: np.ndarray, i: int) -> float:
+        return evaluate(pred[None], ref[[i]], names).mean_iou
+
+    rows, costs = [], []
+    real = training._preview_labels
+
+    def timed(*args):
+        t = time.perf_counter()
+        out = real(*args)
+        costs.append(time.perf_counter() - t)
+        return out
+
+    training._preview_labels = timed
+    start = time.perf_counter()
+
+    def show(iteration: int, previews: np.ndarray) -> None:
+        rows.append({"seconds": round(time.perf_counter() - start, 1), "iteration": iteration,
+                     "painted_iou": round(iou(previews[0], shown[0]), 4),
+                     "new_iou": round(iou(previews[1], shown[1]), 4), "preview_s": round(costs[-1], 3)})
+        print(json.dumps(rows[-1]), flush=True)
+
+    config = training.TrainConfig(seed=seed, iterations=iterations)
+    preview = training.TrainPreview(stack.images[shown], show, every)
+    result = training.train(stack.images, labels, classes, config, names=stack.names, preview=preview)
+    trained = time.perf_counter() - start
+    final = [predict_image(result.model, stack.images[i]) for i in shown]
+    return {"set": folder.name, "seed": seed, "images": {"painted": shown[0], "new": shown[1]},
+            "previews": rows, "preview_seconds_total": round(sum(costs), 2), "train_s": round(trained, 1),
+            "train_loop_s": round(result.seconds, 1), "predict_shown_s": round(sum(p.seconds for p in final), 2),
+            "final_painted_iou": round(iou(final[0].labels, shown[0]), 4),
+            "final_new_iou": round(iou(final[1].labels, shown[1]), 4)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data"))
+    ap.add_argument("--sets", default="isbi2012-em,dsb2018-fluo")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--iterations", type=int, default=750)
+    ap.add_argument("--every", type=float, default=10.0, help="seconds between previews (the panel's default)")
+    ap.add_argument("--strokes", type=int, default=10)
+    args = ap.parse_args()
+    for name in args.sets.split(","):
+        out = run(Path(args.data) / name, args.seed, args.iterations, args.every, args.strokes)
+        print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()
