@@ -125,6 +125,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         # look-alike slices, and describing every slice takes too long for the GUI thread on a big stack, so the
         # prediction's worker describes them once.
         self._sliceDescriptors: dict[str, tuple[int, dict]] = {}
+        # Volume ID -> the accepted predictions `undoAccept` can take back, the last one last (in memory).
+        self._accepted: dict[str, list[_AcceptedSlice]] = {}
 
     # ---------------------------------------------------------------- parameter node
     def getParameterNode(self):
@@ -575,11 +577,49 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             raise InputError(f"slice {sliceIndex + 1} has no prediction: predict it first.")
         labels = self.labelsFromSegmentation(labelSegmentation, volume)
         painted = labels[sliceIndex] > 0
-        added = int((~painted & (predicted > 0)).sum())
+        added = ~painted & (predicted > 0)
+        baseline = self._baseline(volume)
+        before = None if baseline is None else np.array(slicer.util.arrayFromVolume(baseline)[sliceIndex])
         labels[sliceIndex] = np.where(painted, labels[sliceIndex], predicted)
-        self.setLabelsToSegmentation(labels, labelSegmentation, volume)
+        arrays.set_slice_labels_to_segmentation(self.scene, labels[sliceIndex], sliceIndex, labelSegmentation,
+                                                volume, self.classes())
         self._setBaseline(volume, labels)
-        return added
+        accepted = self._accepted.setdefault(volume.GetID(), [])
+        accepted.append(_AcceptedSlice(labelSegmentation.GetID(), sliceIndex, added, predicted, before))
+        del accepted[:-ACCEPTS_KEPT]
+        return int(added.sum())
+
+    def canUndoAccept(self, volume) -> bool:
+        return volume is not None and bool(self._accepted.get(volume.GetID()))
+
+    def undoAccept(self, volume, labelSegmentation) -> tuple[int, int]:
+        """Take back the last prediction accepted on this volume: the pixels it added that still hold the class it
+        gave them become unlabeled again. The person's strokes, and whatever they painted over it since, stay.
+        Returns (slice index, pixels taken back); up to ACCEPTS_KEPT accepts can be taken back, last first."""
+        accepted = self._accepted.get(volume.GetID())
+        if not accepted:
+            raise InputError(f"no accepted prediction to undo on '{volume.GetName()}' (accepts are remembered until "
+                             "Slicer closes).")
+        last = accepted[-1]
+        if last.segmentationID != labelSegmentation.GetID():
+            went = self.scene.GetNodeByID(last.segmentationID)
+            raise InputError(f"the last prediction accepted on '{volume.GetName()}' went into "
+                             f"'{went.GetName() if went is not None else 'a removed segmentation'}', not "
+                             f"'{labelSegmentation.GetName()}': select those labels to undo it.")
+        k = last.sliceIndex
+        labels = self.labelsFromSegmentation(labelSegmentation, volume)
+        takenBack = last.added & (labels[k] == last.values)
+        labels[k][takenBack] = 0
+        arrays.set_slice_labels_to_segmentation(self.scene, labels[k], k, labelSegmentation, volume, self.classes())
+        baseline = self._baseline(volume)
+        if baseline is not None and last.baselineBefore is not None:
+            # Pixels painted on them later count as corrections again, as they would have without the accept.
+            array = slicer.util.arrayFromVolume(baseline)
+            if array.shape[1:] == last.baselineBefore.shape:
+                array[k][takenBack] = last.baselineBefore[takenBack]
+                slicer.util.arrayFromVolumeModified(baseline)
+        accepted.pop()
+        return k, int(takenBack.sum())
 
     # ---------------------------------------------------------------- where to paint next
     def suggestSlices(self, volume, top: int = 5, labelSegmentation=None) -> list[dict]:
@@ -737,6 +777,20 @@ _LEGACY_ROLES = {"PredictionSegmentation": ROLE_PREDICTION, "UncertaintyVolume":
                  "CorrectionBaseline": ROLE_BASELINE}
 
 
+ACCEPTS_KEPT = 10  # accepted predictions per volume that undoAccept can take back
+
+
+@dataclass
+class _AcceptedSlice:
+    """One accepted prediction, for `undoAccept`."""
+
+    segmentationID: str
+    sliceIndex: int
+    added: np.ndarray  # (H, W) bool: the pixels the accept labeled
+    values: np.ndarray  # (H, W) the classes it gave them
+    baselineBefore: np.ndarray | None  # (H, W) the correction baseline's slice before the accept
+
+
 @dataclass
 class _PreviewLabels:
     """What the worker reports when a training shows its slice (TrainPreview)."""
@@ -852,6 +906,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui.ttaCheckBox.toggled.connect(self.updateParameterNodeFromGUI)
         ui.predictButton.clicked.connect(self.onPredict)
         ui.acceptButton.clicked.connect(self.onAccept)
+        ui.undoAcceptButton.clicked.connect(self.onUndoAccept)
         ui.nextSliceButton.clicked.connect(self.onNextSlice)
         ui.browseReferenceButton.clicked.connect(lambda: self._browseFolder(ui.referencePathLineEdit))
         ui.evaluateButton.clicked.connect(self.onEvaluate)
@@ -980,6 +1035,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         hasModel = self.logic.model is not None
         ui.predictButton.enabled = volume is not None and hasModel and not busy
         ui.acceptButton.enabled = volume is not None and labels is not None and not busy
+        ui.undoAcceptButton.enabled = labels is not None and self.logic.canUndoAccept(volume) and not busy
         ui.evaluateButton.enabled = volume is not None and not busy
         ui.exportButton.enabled = volume is not None and labels is not None and not busy
         ui.saveModelButton.enabled = hasModel and not busy
@@ -1263,6 +1319,15 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             added = self.logic.acceptPrediction(self._volume(), self._labels(), k)
             self.ui.statusLabel.text = (f"Slice {k + 1}: prediction accepted ({added} pixels added, your strokes "
                                         "kept). Paint over its mistakes, then train again.")
+            self._updateButtons()
+
+    def onUndoAccept(self) -> None:
+        with slicer.util.tryWithErrorDisplay("Could not undo the accept.", waitCursor=True):
+            k, takenBack = self.logic.undoAccept(self._volume(), self._labels())
+            self.ui.statusLabel.text = (f"Slice {k + 1}: accepted prediction taken back ({takenBack} pixels "
+                                        "unlabeled again; your strokes and what you painted since kept).")
+            self._jumpToSlice(k)
+            self._updateButtons()
 
     def onNextSlice(self) -> None:
         if self._suggestions:

@@ -411,6 +411,48 @@ def test_a_training_shows_its_slice_while_it_runs_then_predicts_it(tmp_path, log
     assert logic.previewSegmentation(volume, create=False) is None
 
 
+def test_an_accepted_prediction_can_be_taken_back_keeping_what_was_painted_since(tmp_path, logic):
+    _, volume, seg, labels, _ = _sample_scene(tmp_path, logic)
+    assert not logic.canUndoAccept(volume)
+    with pytest.raises(InputError, match="no accepted prediction to undo on 'images'"):
+        logic.undoAccept(volume, seg)
+    logic.train(volume, seg, iterations=3, **FAST)
+    logic.predict(volume, "all", labelSegmentation=seg)
+    logic.acceptPrediction(volume, seg, 1)  # an unpainted slice
+    added = logic.acceptPrediction(volume, seg, 0)
+    accepted = logic.labelsFromSegmentation(seg, volume)
+    # The person paints over part of slice 0's accepted pixels, with another class.
+    corrected = accepted.copy()
+    spot = (labels[0] == 0)
+    spot[:, 40:] = False
+    corrected[0][spot] = np.where(accepted[0][spot] == 3, 1, 3)
+    logic.setLabelsToSegmentation(corrected, seg, volume)
+    assert logic.canUndoAccept(volume)
+    k, takenBack = logic.undoAccept(volume, seg)
+    after = logic.labelsFromSegmentation(seg, volume)
+    assert k == 0 and takenBack == added - int(spot.sum()) > 0
+    assert np.array_equal(after[0][labels[0] > 0], labels[0][labels[0] > 0])  # the strokes stay
+    assert np.array_equal(after[0][spot], corrected[0][spot])  # and what was painted since
+    assert not after[0][(labels[0] == 0) & ~spot].any()  # the rest of the accept is gone
+    assert np.array_equal(after[1:], corrected[1:])  # slice 1's accept is still there
+    # The painted-over pixels still count as corrections; the pixels taken back count as nothing, until the
+    # person paints them, even with the class the accept had given them.
+    assert np.array_equal(logic.correctionMask(volume, after)[0], spot)
+    repainted = after.copy()
+    repainted[0, 60:64, 60:64] = accepted[0, 60:64, 60:64]
+    assert repainted[0, 60:64, 60:64].all() and not (labels[0, 60:64, 60:64] | spot[60:64, 60:64]).any()
+    assert logic.correctionMask(volume, repainted)[0, 60:64, 60:64].all()
+    # Then slice 1's accept, the one before; and no more.
+    assert logic.undoAccept(volume, seg) == (1, int((accepted[1] > 0).sum()))
+    assert np.array_equal(logic.labelsFromSegmentation(seg, volume), np.stack([after[0], labels[1], *labels[2:]]))
+    assert not logic.canUndoAccept(volume)
+    # An accept into other labels is not taken back from these.
+    other = logic.createLabelSegmentation(volume, segmentation=None)
+    logic.acceptPrediction(volume, other, 3)
+    with pytest.raises(InputError, match=f"went into '{other.GetName()}', not '{seg.GetName()}'"):
+        logic.undoAccept(volume, seg)
+
+
 def test_training_never_writes_over_a_model_file_the_person_loaded(tmp_path, logic):
     _, volume, seg, _, _ = _sample_scene(tmp_path, logic)
     logic.train(volume, seg, iterations=2, **FAST)
