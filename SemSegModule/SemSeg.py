@@ -255,14 +255,19 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         arrays.set_labels_to_segmentation(self.scene, labels, segmentation, volume, classes or self.classes())
 
     def predictionSegmentation(self, volume, create: bool = True):
-        node = volume.GetNodeReference(ROLE_PREDICTION)
-        if node is None and create:
-            node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", PREDICTION_NAME)
-            node.CreateDefaultDisplayNodes()
-            node.SetReferenceImageGeometryParameterFromVolumeNode(volume)
-            volume.SetNodeReferenceID(ROLE_PREDICTION, node.GetID())
+        node = self._segmentationOf(volume, ROLE_PREDICTION, PREDICTION_NAME, create)
         if node is not None:
             arrays.ensure_segments(node, self.classes())
+        return node
+
+    def _segmentationOf(self, volume, role: str, name: str, create: bool):
+        """The segmentation `volume` refers to as `role`; a new one on its grid if there is none and `create`."""
+        node = volume.GetNodeReference(role)
+        if node is None and create:
+            node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+            node.CreateDefaultDisplayNodes()
+            node.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+            volume.SetNodeReferenceID(role, node.GetID())
         return node
 
     def _scalarVolumeLike(self, volume, role: str, name: str, className: str = "vtkMRMLScalarVolumeNode"):
@@ -406,13 +411,9 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
     def previewSegmentation(self, volume, create: bool = True):
         """The segmentation a running training shows its slice in (train's `previewSlice`), or None."""
-        node = volume.GetNodeReference(ROLE_PREVIEW)
-        if node is None and create:
-            node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", PREVIEW_NAME)
-            node.CreateDefaultDisplayNodes()
-            node.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+        node = self._segmentationOf(volume, ROLE_PREVIEW, PREVIEW_NAME, create)
+        if node is not None:
             node.SetHideFromEditors(True)  # not a segmentation to paint in, or to pick as labels
-            volume.SetNodeReferenceID(ROLE_PREVIEW, node.GetID())
         return node
 
     def removePreview(self, volume) -> None:
