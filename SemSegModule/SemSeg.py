@@ -74,9 +74,6 @@ SUGGESTION_MARKERS_NAME = "SemSeg where to paint"
 # On the prediction segmentation (saved with the scene): per predicted slice, which model predicted it, so that
 # an export can say which slices the current model has not labeled.
 PREDICTED_BY_ATTRIBUTE = "SemSeg.PredictedBy"
-# A prediction of this many slices or fewer is written slice by slice, more at once: writing one slice took 3-65%
-# of the time of reading and rewriting them all (arrays.set_slice_labels_to_segmentation).
-SLICES_WRITTEN_ONE_BY_ONE = 2
 
 # Parameter node: node reference roles and parameter names (saved with the scene).
 ROLE_VOLUME = "InputVolume"
@@ -385,8 +382,9 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
         def describe(p) -> SemSegEvent:
             if isinstance(p, _PreviewLabels):
-                arrays.set_slice_labels_to_segmentation(self.scene, p.labels, previewSlice,
-                                                        self.previewSegmentation(volume), volume, classes)
+                shown = np.zeros(images.shape[:1] + images.shape[2:], p.labels.dtype)
+                shown[previewSlice] = p.labels
+                self.setLabelsToSegmentation(shown, self.previewSegmentation(volume), volume, classes)
                 return SemSegEvent("preview", f"slice {previewSlice + 1} shows the network after {p.iteration} "
                                    "iterations", None, p)
             fraction = p.iteration / p.total_iterations if p.total_iterations else None
@@ -505,15 +503,10 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
     def _writePrediction(self, volume, result: dict, model) -> None:
         segmentation = self.predictionSegmentation(volume)
-        if len(result) <= SLICES_WRITTEN_ONE_BY_ONE:  # the slice in view, or the one a training predicted
-            for k, (sliceLabels, _, _) in result.items():
-                arrays.set_slice_labels_to_segmentation(self.scene, sliceLabels, k, segmentation, volume,
-                                                        self.classes())
-        else:
-            labels = self.labelsFromSegmentation(segmentation, volume)
-            for k, (sliceLabels, _, _) in result.items():
-                labels[k] = sliceLabels
-            self.setLabelsToSegmentation(labels, segmentation, volume)
+        labels = self.labelsFromSegmentation(segmentation, volume)
+        for k, (sliceLabels, _, _) in result.items():
+            labels[k] = sliceLabels
+        self.setLabelsToSegmentation(labels, segmentation, volume)
         uncertaintyNode = self.uncertaintyVolume(volume)
         uncertainty = slicer.util.arrayFromVolume(uncertaintyNode)
         for k, (_, sliceUncertainty, _) in result.items():
@@ -582,8 +575,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         baseline = self._baseline(volume)
         before = None if baseline is None else np.array(slicer.util.arrayFromVolume(baseline)[sliceIndex])
         labels[sliceIndex] = np.where(painted, labels[sliceIndex], predicted)
-        arrays.set_slice_labels_to_segmentation(self.scene, labels[sliceIndex], sliceIndex, labelSegmentation,
-                                                volume, self.classes())
+        self.setLabelsToSegmentation(labels, labelSegmentation, volume)
         self._setBaseline(volume, labels)
         accepted = self._accepted.setdefault(volume.GetID(), [])
         accepted.append(_AcceptedSlice(labelSegmentation.GetID(), sliceIndex, added, predicted, before))
@@ -611,7 +603,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         labels = self.labelsFromSegmentation(labelSegmentation, volume)
         takenBack = last.added & (labels[k] == last.values)
         labels[k][takenBack] = 0
-        arrays.set_slice_labels_to_segmentation(self.scene, labels[k], k, labelSegmentation, volume, self.classes())
+        self.setLabelsToSegmentation(labels, labelSegmentation, volume)
         baseline = self._baseline(volume)
         if baseline is not None and last.baselineBefore is not None:
             # Pixels painted on them later count as corrections again, as they would have without the accept.

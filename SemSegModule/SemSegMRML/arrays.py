@@ -14,7 +14,6 @@ import slicer
 import vtk
 from SemSegLib.classes import ClassInfo
 from SemSegLib.errors import InputError
-from vtk.util import numpy_support
 
 IMAGE_NAMES_ATTRIBUTE = "SemSeg.ImageNames"  # the stack's file names, in slice order (JSON list)
 SOURCE_ATTRIBUTE = "SemSeg.Source"  # where the stack was loaded from (export never writes there)
@@ -122,84 +121,46 @@ def new_nodes_removed(scene):
                 scene.RemoveNode(node)
 
 
-def segment_is_empty(segmentation, segment_id: str) -> bool:
-    # Read the binary labelmap directly: exporting an empty segment costs a temporary node for nothing.
-    segment = segmentation.GetSegmentation().GetSegment(segment_id)
-    image = segment.GetRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName())
-    if image is None:
-        return True
-    extent = image.GetExtent()
-    if extent[0] > extent[1] or extent[2] > extent[3] or extent[4] > extent[5]:
-        return True
-    scalars = image.GetPointData().GetScalars()
-    if scalars is None:
-        return True
-    values = numpy_support.vtk_to_numpy(scalars)
-    return not np.any(values == segment.GetLabelValue())
-
-
 def labels_from_segmentation(scene, segmentation, volume, classes: list[ClassInfo]) -> np.ndarray:
     """Class segments -> (N, H, W) uint16 on the volume's grid, 0 = unlabeled, k = class k (later classes
-    win on overlap)."""
+    win on overlap).
+
+    One export of all class segments (label value = position in the list, later segments painted over earlier
+    ones) rather than one per class: 0.7-0.9 s instead of 2.7 s for 100 slices of 1024 x 1024 with 3 classes, on
+    the main thread (slicer-core; the same labels, overlapping segments included, in the tests).
+    """
     shape = slice_shape(volume)
-    labels = np.zeros(shape, np.uint16)
-    ids = segment_ids(segmentation, classes)
+    exported = vtk.vtkStringArray()
+    for segment_id in segment_ids(segmentation, classes):
+        exported.InsertNextValue(segment_id)
     with new_nodes_removed(scene):
-        for value, segment_id in enumerate(ids, start=1):
-            if segment_is_empty(segmentation, segment_id):
-                continue
-            labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "SemSeg temp")
-            exported = vtk.vtkStringArray()
-            exported.InsertNextValue(segment_id)
-            ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-                segmentation, exported, labelmap, volume, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY)
-            if not ok:
-                raise RuntimeError(f"could not export segment '{classes[value - 1].name}' of "
-                                   f"'{segmentation.GetName()}'")
-            mask = slicer.util.arrayFromVolume(labelmap)
-            if mask.shape != shape:
-                raise RuntimeError(f"exported segment has shape {mask.shape}, volume {shape}")
-            labels[mask > 0] = value
-    return labels
+        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "SemSeg temp")
+        ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+            segmentation, exported, labelmap, volume, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY)
+        labels = slicer.util.arrayFromVolume(labelmap) if ok and labelmap.GetImageData() is not None else None
+        if labels is None:
+            raise RuntimeError(f"could not export the class segments of '{segmentation.GetName()}'")
+        if labels.shape != shape:
+            raise RuntimeError(f"exported segments have shape {labels.shape}, volume {shape}")
+        return labels.astype(np.uint16)
 
 
 def set_labels_to_segmentation(scene, labels: np.ndarray, segmentation, volume, classes: list[ClassInfo]) -> None:
-    """(N, H, W) class values -> one binary labelmap per class segment (replaces their content)."""
-    ids = ensure_segments(segmentation, classes)
-    with new_nodes_removed(scene):
-        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "SemSeg temp")
-        labelmap.CopyOrientation(volume)
-        for value, segment_id in enumerate(ids, start=1):
-            slicer.util.updateVolumeFromArray(labelmap, (labels == value).astype(np.uint8))
-            image = slicer.vtkSlicerSegmentationsModuleLogic.CreateOrientedImageDataFromVolumeNode(labelmap)
-            ok = slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
-                image, segmentation, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
-            if not ok:
-                raise RuntimeError(f"could not write segment '{classes[value - 1].name}'")
+    """(N, H, W) class values -> the class segments (replaces their content; 0 = in no segment).
 
-
-def set_slice_labels_to_segmentation(scene, slice_labels: np.ndarray, k: int, segmentation, volume,
-                                     classes: list[ClassInfo]) -> None:
-    """(H, W) class values -> slice k of the class segments; the other slices stay as they are.
-
-    Why not read all slices and set_labels_to_segmentation: that reads and rewrites every slice, on the main
-    thread (measured on slicer-core with 3 classes: 0.17 s for 30 slices of 512 x 512, 3.9 s for 100 of 1024 x
-    1024). Here each segment is erased on slice k, then given its pixels there, with a one-slice labelmap: 0.03-0.11
-    s and 0.13-1.6 s into such a prediction, 20 ms and 0.1 s into a segmentation that holds only that slice (a
-    training's preview). The erase comes first because a segment on a layer of its own would keep its old pixels.
+    One import of a labelmap into all class segments rather than one binary labelmap per class: 0.07-0.3 s instead
+    of 1.2-1.5 s for 100 slices of 1024 x 1024 with 3 classes, on the main thread (slicer-core).
     """
-    logic = slicer.vtkSlicerSegmentationsModuleLogic
     ids = ensure_segments(segmentation, classes)
+    updated = vtk.vtkStringArray()
+    for segment_id in ids:
+        updated.InsertNextValue(segment_id)
     with new_nodes_removed(scene):
         labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "SemSeg temp")
         labelmap.CopyOrientation(volume)
-        ijk_to_ras = vtk.vtkMatrix4x4()
-        volume.GetIJKToRASMatrix(ijk_to_ras)
-        labelmap.SetOrigin([ijk_to_ras.GetElement(i, 3) + k * ijk_to_ras.GetElement(i, 2) for i in range(3)])
-        for mode in (logic.MODE_MERGE_MIN, logic.MODE_MERGE_MASK):
-            for value, segment_id in enumerate(ids, start=1):
-                mask = slice_labels == value if mode == logic.MODE_MERGE_MASK else np.zeros(slice_labels.shape, bool)
-                slicer.util.updateVolumeFromArray(labelmap, mask.astype(np.uint8)[None])
-                image = logic.CreateOrientedImageDataFromVolumeNode(labelmap)
-                if not logic.SetBinaryLabelmapToSegment(image, segmentation, segment_id, mode, image.GetExtent()):
-                    raise RuntimeError(f"could not write slice {k} of segment '{classes[value - 1].name}'")
+        slicer.util.updateVolumeFromArray(labelmap, np.ascontiguousarray(labels, np.uint8 if len(ids) < 256
+                                                                          else np.uint16))
+        if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentation,
+                                                                                        updated):
+            raise RuntimeError(f"could not write the class segments of '{segmentation.GetName()}'")
+
