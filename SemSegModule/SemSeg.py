@@ -122,8 +122,10 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         # look-alike slices, and describing every slice takes too long for the GUI thread on a big stack, so the
         # prediction's worker describes them once.
         self._sliceDescriptors: dict[str, tuple[int, dict]] = {}
-        # Volume ID -> the accepted predictions `undoAccept` can take back, the last one last (in memory).
+        # Volume ID -> the accepted predictions `undoAccept` can take back, the last one last (in memory). A new
+        # scene gives its nodes the IDs of the closed one's, so they are forgotten when a scene closes.
         self._accepted: dict[str, list[_AcceptedSlice]] = {}
+        self.scene.AddObserver(slicer.vtkMRMLScene.StartCloseEvent, lambda caller, event: self._accepted.clear())
 
     # ---------------------------------------------------------------- parameter node
     def getParameterNode(self):

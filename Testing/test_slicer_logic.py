@@ -464,6 +464,11 @@ def test_an_accepted_prediction_can_be_taken_back_keeping_what_was_painted_since
     logic.acceptPrediction(volume, other, 3)
     with pytest.raises(InputError, match=f"went into '{other.GetName()}', not '{seg.GetName()}'"):
         logic.undoAccept(volume, seg)
+    # A closed scene's accepts are forgotten: the next scene's nodes get the same IDs.
+    volumeID = volume.GetID()
+    logic.scene.Clear(0)
+    _, volume, seg, _, _ = _sample_scene(tmp_path / "again", logic)
+    assert volume.GetID() == volumeID and not logic.canUndoAccept(volume)
 
 
 def test_training_never_writes_over_a_model_file_the_person_loaded(tmp_path, logic):
