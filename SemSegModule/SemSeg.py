@@ -384,9 +384,10 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
         def describe(p) -> SemSegEvent:
             if isinstance(p, _PreviewLabels):
-                shown = np.zeros(images.shape[:1] + images.shape[2:], p.labels.dtype)
-                shown[previewSlice] = p.labels
-                self.setLabelsToSegmentation(shown, self.previewSegmentation(volume), volume, classes)
+                if self._inScene(volume):
+                    shown = np.zeros(images.shape[:1] + images.shape[2:], p.labels.dtype)
+                    shown[previewSlice] = p.labels
+                    self.setLabelsToSegmentation(shown, self.previewSegmentation(volume), volume, classes)
                 return SemSegEvent("preview", f"slice {previewSlice + 1} shows the network after {p.iteration} "
                                    "iterations", None, p)
             fraction = p.iteration / p.total_iterations if p.total_iterations else None
@@ -400,10 +401,11 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             self.previousModel, self.model = self.model, result.model
             self.lastTrainResult = result
             self.lastTrainNote = note
-            self._setBaseline(volume, labels)
             self._autosaveModel()
-            if predicted:
-                self._writePrediction(volume, predicted, result.model)
+            if self._inScene(volume):
+                self._setBaseline(volume, labels)
+                if predicted:
+                    self._writePrediction(volume, predicted, result.model)
             return result
 
         return self._start("train", run, describe, finish, waitForCompletion, eventCallback,
@@ -416,8 +418,13 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             node.SetHideFromEditors(True)  # not a segmentation to paint in, or to pick as labels
         return node
 
+    def _inScene(self, volume) -> bool:
+        """Whether `volume` is still in the Logic's scene: a task that ends after the person closed the scene or
+        removed the volume writes nothing (its nodes would land in the next scene, whose IDs are the same)."""
+        return volume.GetScene() is self.scene and self.scene.GetNodeByID(volume.GetID()) is volume
+
     def removePreview(self, volume) -> None:
-        node = self.previewSegmentation(volume, create=False)
+        node = self.previewSegmentation(volume, create=False) if self._inScene(volume) else None
         if node is not None:
             volume.SetNodeReferenceID(ROLE_PREVIEW, None)
             self.scene.RemoveNode(node)
@@ -491,7 +498,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             return SemSegEvent("progress", f"slice {done} of {total} ({seconds:.2f} s)", done / total, p)
 
         def finish(result):
-            if not result:
+            if not result or not self._inScene(volume):
                 return result
             self._writePrediction(volume, result, model)
             if described:

@@ -471,6 +471,28 @@ def test_an_accepted_prediction_can_be_taken_back_keeping_what_was_painted_since
     assert volume.GetID() == volumeID and not logic.canUndoAccept(volume)
 
 
+def test_a_task_that_ends_after_its_scene_closed_writes_nothing_into_the_next(tmp_path, logic, monkeypatch):
+    from SemSegLib import training
+
+    monkeypatch.setattr(training, "PREVIEW_TIME_SHARE", float("inf"))
+
+    def close_while_running(start) -> None:
+        task = start()
+        logic.scene.Clear(0)  # the person closes the scene; the worker finishes the job all the same
+        task.wait()
+        names = [logic.scene.GetNthNode(i).GetName() for i in range(logic.scene.GetNumberOfNodes())]
+        assert not [n for n in names if n.startswith("SemSeg ")], names
+        assert logic.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
+        assert logic.scene.GetNumberOfNodesByClass("vtkMRMLLabelMapVolumeNode") == 0
+
+    _, volume, seg, _, _ = _sample_scene(tmp_path / "first", logic)
+    close_while_running(lambda: logic.train(volume, seg, iterations=4, previewSlice=1, previewSeconds=0,
+                                            waitForCompletion=False, **FAST))
+    assert logic.model is not None  # the trained model is kept (and autosaved); only the scene's nodes are gone
+    _, volume, seg, _, _ = _sample_scene(tmp_path / "second", logic)
+    close_while_running(lambda: logic.predict(volume, "all", labelSegmentation=seg, waitForCompletion=False))
+
+
 def test_training_never_writes_over_a_model_file_the_person_loaded(tmp_path, logic):
     _, volume, seg, _, _ = _sample_scene(tmp_path, logic)
     logic.train(volume, seg, iterations=2, **FAST)
