@@ -23,6 +23,8 @@ from SemSegLib.suggest import image_descriptors, rank_by_uncertainty, spread_gro
 from slicer_scene import make_scene  # noqa: E402
 
 FAST = dict(patch_size=64, batch_size=4, base_width=8, levels=3)
+THREE_CLASSES = [ClassInfo(1, "background", (10, 20, 30)), ClassInfo(2, "cells", (0, 255, 0)),
+                 ClassInfo(3, "collagen", (255, 0, 0))]
 
 
 @pytest.fixture
@@ -87,8 +89,7 @@ def test_bad_stack_leaves_nothing_in_the_scene(tmp_path, logic, scene):
 def test_segments_have_class_names_colors_and_order(tmp_path, logic):
     write_numbered(tmp_path, [np.zeros((8, 8), np.uint8)] * 2)
     volume = logic.loadStack(str(tmp_path))
-    classes = [ClassInfo(1, "background", (10, 20, 30)), ClassInfo(2, "cells", (0, 255, 0)),
-               ClassInfo(3, "collagen", (255, 0, 0))]
+    classes = THREE_CLASSES
     logic.setClasses(classes)
     seg = logic.createLabelSegmentation(volume)
     s = seg.GetSegmentation()
@@ -105,8 +106,7 @@ def test_labels_go_into_and_out_of_the_class_segments_whole(tmp_path, logic):
 
     write_numbered(tmp_path, [np.zeros((24, 32), np.uint8)] * 3)
     volume = logic.loadStack(str(tmp_path))
-    classes = [ClassInfo(1, "background", (10, 20, 30)), ClassInfo(2, "cells", (0, 255, 0)),
-               ClassInfo(3, "collagen", (255, 0, 0))]
+    classes = THREE_CLASSES
     logic.setClasses(classes)
     seg = logic.createLabelSegmentation(volume)
     rng = np.random.default_rng(1)
