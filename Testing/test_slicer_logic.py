@@ -86,12 +86,15 @@ def test_bad_stack_leaves_nothing_in_the_scene(tmp_path, logic, scene):
     assert scene.GetNumberOfNodes() == before
 
 
+def _three_class_stack(folder: Path, logic, shape: tuple[int, int], n: int):
+    write_numbered(folder, [np.zeros(shape, np.uint8)] * n)
+    volume = logic.loadStack(str(folder))
+    logic.setClasses(THREE_CLASSES)
+    return volume, logic.createLabelSegmentation(volume)
+
+
 def test_segments_have_class_names_colors_and_order(tmp_path, logic):
-    write_numbered(tmp_path, [np.zeros((8, 8), np.uint8)] * 2)
-    volume = logic.loadStack(str(tmp_path))
-    classes = THREE_CLASSES
-    logic.setClasses(classes)
-    seg = logic.createLabelSegmentation(volume)
+    volume, seg = _three_class_stack(tmp_path, logic, (8, 8), 2)
     s = seg.GetSegmentation()
     assert [s.GetNthSegment(i).GetName() for i in range(3)] == ["background", "cells", "collagen"]
     assert np.allclose(s.GetNthSegment(0).GetColor(), (10 / 255, 20 / 255, 30 / 255))
@@ -104,11 +107,7 @@ def test_segments_have_class_names_colors_and_order(tmp_path, logic):
 def test_labels_go_into_and_out_of_the_class_segments_whole(tmp_path, logic):
     from SemSegMRML import arrays
 
-    write_numbered(tmp_path, [np.zeros((24, 32), np.uint8)] * 3)
-    volume = logic.loadStack(str(tmp_path))
-    classes = THREE_CLASSES
-    logic.setClasses(classes)
-    seg = logic.createLabelSegmentation(volume)
+    volume, seg = _three_class_stack(tmp_path, logic, (24, 32), 3)
     rng = np.random.default_rng(1)
     first = rng.integers(0, 4, (3, 24, 32)).astype(np.uint16)
     logic.setLabelsToSegmentation(first, seg, volume)
@@ -121,7 +120,7 @@ def test_labels_go_into_and_out_of_the_class_segments_whole(tmp_path, logic):
     assert [s.GetNthSegment(i).GetName() for i in range(3)] == ["background", "cells", "collagen"]
     assert np.allclose(s.GetNthSegment(2).GetColor(), (1, 0, 0))
     # Segments on layers of their own may overlap (painted so in the Segment Editor): the later class wins.
-    ids = arrays.segment_ids(seg, classes)
+    ids = arrays.segment_ids(seg, THREE_CLASSES)
     for segment_id in ids:
         s.SeparateSegmentLabelmap(segment_id)
     block = np.zeros((3, 24, 32), np.uint8)
