@@ -83,6 +83,22 @@ def test_the_combo_boxes_offer_what_the_parameter_node_stores():
     assert [s.split()[0] for s in items("predictScopeComboBox")] == ["current", "painted", "all"]
 
 
+def test_the_panel_trains_with_the_engines_default_budget():
+    # The benchmark's figures are the engine's defaults (180 s, ending after 750 steps); a panel that trains less
+    # by default gives the person less than the README reports.
+    from SemSegLib.training import TrainConfig
+
+    source = (MODULE / "SemSeg.py").read_text()
+    defaults = dict(re.findall(r'^\s+"(\w+)": "([^"]*)",$', source, re.M))
+    assert (defaults["BudgetUnit"], float(defaults["BudgetValue"])) == ("seconds", TrainConfig().seconds)
+    spin = _ui_widgets()["budgetSpinBox"]
+    shown = {p.get("name"): p.find("number").text for p in spin.findall("property") if p.find("number") is not None}
+    assert float(shown["value"]) == TrainConfig().seconds
+    tip = spin.find("property[@name='toolTip']/string").text
+    assert f"after {TrainConfig().max_iterations} iterations" in tip
+    assert TrainConfig().max_finetune_iterations == TrainConfig().max_iterations and "375" not in tip
+
+
 def _top_level_imports(path: Path) -> set[str]:
     import ast
 
