@@ -83,14 +83,18 @@ def test_the_combo_boxes_offer_what_the_parameter_node_stores():
     assert [s.split()[0] for s in items("predictScopeComboBox")] == ["current", "painted", "all"]
 
 
-def test_the_panel_trains_with_the_engines_default_budget():
-    # The benchmark's figures are the engine's defaults (180 s, ending after 750 steps); a panel that trains less
-    # by default gives the person less than the README reports.
+def test_the_panel_starts_with_the_engines_defaults():
+    # The benchmark's figures are the engine's defaults (180 s, ending after 750 steps, ...); a panel that trains
+    # less by default gives the person less than the README reports (it started with 60 s until session 60).
+    from SemSegLib.prediction import PredictConfig
     from SemSegLib.training import TrainConfig
 
     source = (MODULE / "SemSeg.py").read_text()
     defaults = dict(re.findall(r'^\s+"(\w+)": "([^"]*)",$', source, re.M))
     assert (defaults["BudgetUnit"], float(defaults["BudgetValue"])) == ("seconds", TrainConfig().seconds)
+    assert float(defaults["CorrectionWeight"]) == TrainConfig().correction_weight
+    assert defaults["StartingPoint"] == TrainConfig().starting_point
+    assert defaults["TTA"] == str(PredictConfig().tta).lower()
     spin = _ui_widgets()["budgetSpinBox"]
     shown = {p.get("name"): p.find("number").text for p in spin.findall("property") if p.find("number") is not None}
     assert float(shown["value"]) == TrainConfig().seconds
