@@ -120,9 +120,9 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         self.lastTrainNote = ""  # what the last training did other than asked (shown after it in the panel)
         self.lastEvaluationNote = ""  # what the last evaluation's scores include that the person may not expect
         self.lastTimings: dict[str, float] = {}
-        # Volume ID -> (its image data's modified time, what each slice looks like): where-to-paint groups
-        # look-alike slices, and describing every slice takes too long for the GUI thread on a big stack, so the
-        # prediction's worker describes them once.
+        # Volume ID -> (its image data's modified time, what each predicted slice looks like): where-to-paint groups
+        # look-alike slices among the predicted ones, and describing a slice takes long enough (0.35 s for 1024 x
+        # 1024) that the GUI thread should not, so each prediction's worker describes the slices it predicted.
         self._sliceDescriptors: dict[str, tuple[int, dict]] = {}
         # Volume ID -> the accepted predictions `undoAccept` can take back, the last one last (in memory). A new
         # scene gives its nodes the IDs of the closed one's, so they are forgotten when a scene closes.
@@ -482,7 +482,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             raise InputError("no slices to predict (nothing painted yet?).")
         model = self.model
         config = PredictConfig(tta=tta, device=device)
-        describeSlices = self._cachedSliceDescriptors(volume) is None
+        known = self._cachedSliceDescriptors(volume) or {}
+        imagesTime = volume.GetImageData().GetMTime()
         described = {}
 
         def run(job: Job):
@@ -491,8 +492,9 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
                                          progress=lambda done, total, s: job.report((done, total, s)),
                                          should_stop=job.should_stop):
                 out[i] = (pred.labels, pred.uncertainty, pred.seconds)
-            if describeSlices and out and not job.should_stop():
-                described.update(image_descriptors(images, None, model.normalization))
+            unknown = [i for i in out if i not in known]
+            if unknown and not job.should_stop():
+                described.update(image_descriptors(images, unknown, model.normalization))
             return out
 
         def describe(p) -> SemSegEvent:
@@ -504,7 +506,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
                 return result
             self._writePrediction(volume, result, model)
             if described:
-                self._sliceDescriptors[volume.GetID()] = (volume.GetImageData().GetMTime(), dict(described))
+                self._cacheSliceDescriptors(volume, described, imagesTime)
             self.lastTimings["predict_seconds_per_slice"] = float(np.mean([r[2] for r in result.values()]))
             if labelSegmentation is not None:
                 self._setBaseline(volume, self.labelsFromSegmentation(labelSegmentation, volume))
@@ -640,8 +642,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         uncertainty = slicer.util.arrayFromVolume(self.uncertaintyVolume(volume))
         painted = None if labelSegmentation is None else self.labelsFromSegmentation(labelSegmentation, volume) > 0
         means = {k: image_uncertainty(uncertainty[k], None if painted is None else painted[k]) for k in predicted}
-        descriptors = self.sliceDescriptors(volume)
-        groups = spread_groups({k: descriptors[k] for k in predicted}, top)
+        groups = spread_groups(self.sliceDescriptors(volume, predicted), top)
         return [{"slice": k, "mean_uncertainty": means[k],
                  "regions": uncertain_regions(uncertainty[k], top=3, painted=None if painted is None else painted[k])}
                 for k in rank_by_uncertainty(means, top, groups)]
@@ -650,18 +651,27 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         cached = self._sliceDescriptors.get(volume.GetID())
         return cached[1] if cached and cached[0] == volume.GetImageData().GetMTime() else None
 
-    def sliceDescriptors(self, volume) -> dict:
-        """Slice index -> what the slice looks like (`image_descriptors`); those of the last prediction, or
-        computed now (a scene loaded with a prediction in it)."""
+    def _cacheSliceDescriptors(self, volume, descriptors: dict, imagesTime: int) -> None:
+        """Keep `descriptors` of the images as they were at `imagesTime` (their modified time), if still so."""
+        if volume.GetImageData().GetMTime() == imagesTime:
+            known = self._cachedSliceDescriptors(volume) or {}
+            self._sliceDescriptors[volume.GetID()] = (imagesTime, {**known, **descriptors})
+
+    def sliceDescriptors(self, volume, indices: list[int] | None = None) -> dict:
+        """Slice index -> what the slice looks like (`image_descriptors`), for `indices` (default: every slice):
+        those the predictions described, the others computed now (e.g. a scene loaded with a prediction in it)."""
         from SemSegLib.normalization import NormalizationConfig
         from SemSegLib.suggest import image_descriptors
 
-        descriptors = self._cachedSliceDescriptors(volume)
-        if descriptors is None:
+        indices = list(range(arrays.slice_shape(volume)[0])) if indices is None else list(indices)
+        known = self._cachedSliceDescriptors(volume) or {}
+        missing = [k for k in indices if k not in known]
+        if missing:
             normalization = self.model.normalization if self.model is not None else NormalizationConfig()
-            descriptors = image_descriptors(self.imagesFromVolume(volume), None, normalization)
-            self._sliceDescriptors[volume.GetID()] = (volume.GetImageData().GetMTime(), descriptors)
-        return descriptors
+            computed = image_descriptors(self.imagesFromVolume(volume), missing, normalization)
+            self._cacheSliceDescriptors(volume, computed, volume.GetImageData().GetMTime())
+            known = {**known, **computed}
+        return {k: known[k] for k in indices}
 
     def markSuggestedRegions(self, volume, suggestion: dict | None):
         """Numbered, locked points on a suggested slice at its most uncertain regions (most uncertain = 1).
