@@ -1251,8 +1251,9 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                         + (f"; predicted as 1-pixel lines: {', '.join(lines)}" if lines else ""))
             if self.logic.lastTrainNote:
                 self.ui.statusLabel.text += f"; {self.logic.lastTrainNote}"
-            if self._trainedSlice is not None and event.kind == "done":
-                self._showPrediction(self._volume())
+            volume = self._volume()
+            if self._trainedSlice is not None and event.kind == "done" and volume is not None:
+                self._showPrediction(volume)
                 self.ui.statusLabel.text += f"; slice {self._trainedSlice + 1} predicted"
             if r.warning:  # too few steps for the seconds given: say so where the person looks, not only in the log
                 self.ui.statusLabel.text += f"; {r.warning}"
