@@ -876,6 +876,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._task = None
         self._timer = None
         self._suggestions = []
+        self._trainedVolume = None
         self._trainedSlice = None  # the slice a training shows while it runs, and predicts when it ends
         self._previewNote = ""
 
@@ -1251,8 +1252,8 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                         + (f"; predicted as 1-pixel lines: {', '.join(lines)}" if lines else ""))
             if self.logic.lastTrainNote:
                 self.ui.statusLabel.text += f"; {self.logic.lastTrainNote}"
-            volume = self._volume()
-            if self._trainedSlice is not None and event.kind == "done" and volume is not None:
+            volume = self._volume()  # the volume trained on, unless the person chose another one meanwhile
+            if self._trainedSlice is not None and event.kind == "done" and volume is self._trainedVolume:
                 self._showPrediction(volume)
                 self.ui.statusLabel.text += f"; slice {self._trainedSlice + 1} predicted"
             if r.warning:  # too few steps for the seconds given: say so where the person looks, not only in the log
@@ -1287,7 +1288,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         byIterations = node.GetParameter("BudgetUnit") == "iterations"
         with slicer.util.tryWithErrorDisplay("Training could not start.", waitCursor=True):
             # The slice in view is shown as the network learns it, and predicted when the training ends.
-            self._trainedSlice, self._previewNote = self._currentSlice(), ""
+            self._trainedVolume, self._trainedSlice, self._previewNote = self._volume(), self._currentSlice(), ""
             task = self.logic.train(
                 self._volume(), self._labels(),
                 seconds=None if byIterations else value, iterations=int(value) if byIterations else None,
