@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import disk_task
-from SemSegLib.classes import default_classes
+from SemSegLib.classes import ClassInfo, default_classes
 from SemSegLib.errors import InputError
 from SemSegLib.losses import masked_cross_entropy, pseudo_targets
 from SemSegLib.metrics import evaluate
@@ -284,6 +284,13 @@ def test_training_refuses_unlabeled_data_and_wrong_init():
     with pytest.raises(InputError, match="3 channel"):
         train(np.repeat(images[:, None], 3, 1), labels, default_classes(2), TrainConfig(iterations=1, **FAST),
               init_model=m)
+    # Other names for the model's classes would give its class k another meaning; other colors are fine.
+    renamed = [ClassInfo(1, "cells", (0, 0, 0)), ClassInfo(2, "background", (0, 0, 0))]
+    with pytest.raises(InputError, match="model.s classes are class 1, class 2, the labels. cells, background"):
+        train(images[:, None], labels, renamed, TrainConfig(iterations=1, **FAST), init_model=m)
+    recolored = [ClassInfo(c.value, c.name, (1, 2, 3)) for c in m.classes]
+    assert train(images[:, None], labels, recolored, TrainConfig(iterations=1, **FAST),
+                 init_model=m).model.classes == recolored
 
 
 def test_images_smaller_than_a_patch_and_rgb():

@@ -355,7 +355,12 @@ def train(
         if model.num_classes != len(classes):
             raise InputError(f"the starting model has {model.num_classes} classes but the labels define "
                              f"{len(classes)}; train a new model when the classes change.")
-        model.classes = list(classes)
+        if [c.name for c in model.classes] != [c.name for c in classes]:
+            # A rename would silently give the model's class k another meaning in the file it is saved to.
+            raise InputError(f"the starting model's classes are {', '.join(c.name for c in model.classes)}, the "
+                             f"labels' {', '.join(c.name for c in classes)}: continue with the model's classes, in "
+                             "its order, or train a new model.")
+        model.classes = list(classes)  # the same names; their colors may have changed
     else:
         model = SemSegModel.create(images.shape[1], classes, base_width=config.base_width, levels=config.levels,
                                     input_filters=config.input_filters,
