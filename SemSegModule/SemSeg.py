@@ -251,7 +251,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
     def setLabelsToSegmentation(self, labels: np.ndarray, segmentation, volume,
                                 classes: list[ClassInfo] | None = None) -> None:
-        """(N, H, W) class values -> one binary labelmap per class segment (replaces their content)."""
+        """(N, H, W) class values -> the class segments (replaces their content; 0 = in no segment)."""
         self.checkLabelsBelongTo(volume, segmentation)
         arrays.set_labels_to_segmentation(self.scene, labels, segmentation, volume, classes or self.classes())
 
@@ -729,13 +729,14 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         predicted = self.labelsFromSegmentation(prediction, volume)
         return np.where(labels > 0, labels, predicted).astype(np.uint16)
 
-    def export(self, volume, labelSegmentation, folder: str) -> dict[str, str]:
+    def export(self, volume, labelSegmentation, folder: str, warning: str | None = None) -> dict[str, str]:
         """Write labels/<name>.tif, labels.nrrd, strokes/<name>.tif, model.pt, classes.csv into `folder`
-        (SemSegLib.results_folder: nothing there is replaced that an earlier export did not write)."""
+        (SemSegLib.results_folder: nothing there is replaced that an earlier export did not write). `warning`:
+        the `exportWarning` the caller already has (the panel, which asked before exporting), not computed again."""
         from SemSegLib.results_folder import write_results
         from SemSegLib.stack_io import label_dtype
 
-        warning = self.exportWarning(volume)
+        warning = self.exportWarning(volume) if warning is None else warning
         if warning:  # the panel asks before exporting; a script is told here
             logging.warning(f"SemSeg export to {folder}: {warning}")
         classes = self.classes()
@@ -1290,7 +1291,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             # The slice in view is shown as the network learns it, and predicted when the training ends.
             self._trainedVolume, self._trainedSlice, self._previewNote = self._volume(), self._currentSlice(), ""
             task = self.logic.train(
-                self._volume(), self._labels(),
+                self._trainedVolume, self._labels(),
                 seconds=None if byIterations else value, iterations=int(value) if byIterations else None,
                 continueTraining=node.GetParameter("ContinueTraining") == "true",
                 correctionWeight=float(node.GetParameter("CorrectionWeight")),
@@ -1382,7 +1383,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if warning and not slicer.util.confirmYesNoDisplay(f"{warning}\n\nExport anyway?"):
             return
         with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):
-            written = self.logic.export(self._volume(), self._labels(), folder)
+            written = self.logic.export(self._volume(), self._labels(), folder, warning)
             slicer.util.infoDisplay("Written:\n" + "\n".join(f"{k}: {v}" for k, v in written.items()))
 
     def onSaveModel(self) -> None:

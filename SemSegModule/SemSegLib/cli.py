@@ -173,21 +173,14 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from .classes import read_classes_csv
     from .metrics import evaluate
-    from .stack_io import check_class_values, implicit_classes, read_labels, read_stack
+    from .stack_io import read_labels, read_stack
 
     reference = read_stack(args.reference)
     if reference.channels != 1 or not np.issubdtype(reference.images.dtype, np.integer):
         raise InputError(f"{args.reference}: reference label maps must be 2D integer images.")
     ref = reference.images[:, 0]
-    csv = Path(args.classes) if args.classes else Path(args.reference).parent / "classes.csv"
-    if csv.exists():
-        classes = read_classes_csv(csv)
-        check_class_values(ref, len(classes), reference.names, args.reference, str(csv),
-                           "Fix the reference or the classes file.")
-    else:  # the reference says which classes there are, whatever the prediction holds
-        classes = implicit_classes(ref, reference.names, args.reference)
+    classes, csv = _reference_classes(args, reference)  # the reference's, whatever the prediction holds
     pred = read_labels(args.pred, reference, classes=classes,
                        classes_from=str(csv) if csv.exists() else "the reference's values",
                        advice="Give the folder of label maps that `semseg predict` wrote.").labels
@@ -207,29 +200,33 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(m.format_table())
 
 
+def _reference_classes(args: argparse.Namespace, reference) -> tuple[list, Path]:
+    """The classes of a reference stack (`evaluate`, `simulate`): its classes.csv (`--classes`, else beside the
+    reference folder), whose values the reference must keep to, else 1..its largest value; and that csv's path."""
+    from .classes import read_classes_csv
+    from .stack_io import check_class_values, implicit_classes
+
+    ref = reference.images[:, 0]
+    csv = Path(args.classes) if args.classes else Path(args.reference).parent / "classes.csv"
+    if not csv.exists():
+        return implicit_classes(ref, reference.names, args.reference), csv
+    classes = read_classes_csv(csv)
+    check_class_values(ref, len(classes), reference.names, args.reference, str(csv),
+                       "Fix the reference or the classes file.")
+    return classes, csv
+
+
 def cmd_simulate(args: argparse.Namespace) -> None:
-    from .classes import read_classes_csv, write_classes_csv
+    from .classes import write_classes_csv
     from .simulate import simulate_corrections, simulate_strokes
-    from .stack_io import (
-        check_class_values,
-        check_output_dir,
-        check_overwrite,
-        implicit_classes,
-        read_labels,
-        read_stack,
-        write_tiff,
-    )
+    from .stack_io import check_output_dir, check_overwrite, label_dtype, read_labels, read_stack, write_tiff
 
     reference = read_stack(args.reference)
     ref = reference.images[:, 0]
     if reference.channels != 1 or not np.issubdtype(ref.dtype, np.integer):
         raise InputError(f"{args.reference}: reference label maps must be 2D integer images.")
-    csv = Path(args.classes) if args.classes else Path(args.reference).parent / "classes.csv"
-    if csv.exists():
-        k = len(read_classes_csv(csv))
-        check_class_values(ref, k, reference.names, args.reference, str(csv), "Fix the reference or the classes file.")
-    else:
-        k = len(implicit_classes(ref, reference.names, args.reference))
+    classes, csv = _reference_classes(args, reference)
+    k = len(classes)
     out = check_output_dir(args.out, [args.reference, args.labels, args.correct_from])
     rng = np.random.default_rng(args.seed)
     if args.correct_from:
@@ -244,9 +241,9 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         new = {i: simulate_strokes(ref[i], k, args.strokes, rng=rng) for i in indices}
     check_overwrite([out / f"{reference.names[i]}.tif" for i in new], SIMULATE, args.overwrite)
     for i, lab in new.items():
-        write_tiff(out / f"{reference.names[i]}.tif", lab.astype(np.uint8 if k < 256 else np.uint16), SIMULATE)
+        write_tiff(out / f"{reference.names[i]}.tif", lab.astype(label_dtype(k)), SIMULATE)
     if csv.exists():
-        write_classes_csv(out / "classes.csv", read_classes_csv(csv))
+        write_classes_csv(out / "classes.csv", classes)
     total = sum(int((v > 0).sum()) for v in new.values())
     print(f"{len(new)} label image(s) written to {out} ({total} labeled pixels)")
 

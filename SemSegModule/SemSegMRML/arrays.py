@@ -14,6 +14,7 @@ import slicer
 import vtk
 from SemSegLib.classes import ClassInfo
 from SemSegLib.errors import InputError
+from SemSegLib.stack_io import label_dtype
 
 IMAGE_NAMES_ATTRIBUTE = "SemSeg.ImageNames"  # the stack's file names, in slice order (JSON list)
 SOURCE_ATTRIBUTE = "SemSeg.Source"  # where the stack was loaded from (export never writes there)
@@ -158,8 +159,7 @@ def set_labels_to_segmentation(scene, labels: np.ndarray, segmentation, volume, 
     with new_nodes_removed(scene):
         labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "SemSeg temp")
         labelmap.CopyOrientation(volume)
-        slicer.util.updateVolumeFromArray(labelmap, np.ascontiguousarray(labels, np.uint8 if len(ids) < 256
-                                                                          else np.uint16))
+        slicer.util.updateVolumeFromArray(labelmap, np.ascontiguousarray(labels, label_dtype(len(ids))))
         if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentation,
                                                                                         updated):
             raise RuntimeError(f"could not write the class segments of '{segmentation.GetName()}'")
