@@ -20,6 +20,7 @@ results are written back on the main thread when the job is polled, because MRML
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -127,7 +128,14 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         # Volume ID -> the accepted predictions `undoAccept` can take back, the last one last (in memory). A new
         # scene gives its nodes the IDs of the closed one's, so they are forgotten when a scene closes.
         self._accepted: dict[str, list[_AcceptedSlice]] = {}
-        self.scene.AddObserver(slicer.vtkMRMLScene.StartCloseEvent, lambda caller, event: self._accepted.clear())
+        # Volume ID -> the folder its trainings keep their strokes in (`strokesBackupFolder`); forgotten with the
+        # scene for the same reason.
+        self._strokesBackups: dict[str, Path] = {}
+        self.scene.AddObserver(slicer.vtkMRMLScene.StartCloseEvent, lambda caller, event: self._forgetScene())
+
+    def _forgetScene(self) -> None:
+        self._accepted.clear()
+        self._strokesBackups.clear()
 
     # ---------------------------------------------------------------- parameter node
     def getParameterNode(self):
@@ -255,6 +263,46 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         self.checkLabelsBelongTo(volume, segmentation)
         arrays.set_labels_to_segmentation(self.scene, labels, segmentation, volume, classes or self.classes())
 
+    def loadLabels(self, volume, folder: str, labelSegmentation=None) -> LoadedLabels:
+        """Label maps from a folder (one per image, same file names, 0 = unlabeled: an export's strokes folder, the
+        strokes a training kept in `strokesBackupFolder`, or `semseg simulate`'s output) into the label segmentation
+        (the volume's, made if there is none), on the pixels nothing is painted on: what is painted stays. A
+        classes.csv in the folder, or in the one above it (an export's), must name the panel's classes."""
+        from SemSegLib.stack_io import read_labels
+
+        classes = self.classes()
+        folderPath = Path(folder)
+        csv = next((p for p in (folderPath / "classes.csv", folderPath.parent / "classes.csv") if p.is_file()), None)
+        if csv is not None and [c.name for c in read_classes_csv(csv)] != [c.name for c in classes]:
+            theirs = ", ".join(c.name for c in read_classes_csv(csv))
+            raise InputError(f"{csv}: these labels are of the classes {theirs}, but the panel has "
+                             f"{', '.join(c.name for c in classes)}. Load that classes.csv first (or the model "
+                             "trained on them), then load the labels.")
+        names = self.imageNames(volume)
+        loaded = read_labels(folder, _shapeOnly(names, arrays.slice_shape(volume)[1:], volume.GetName()),
+                             classes=classes, classes_from="the classes in the panel",
+                             advice="Load the classes.csv that goes with these labels first.")
+        labelSegmentation = self.createLabelSegmentation(
+            volume, classes, segmentation=labelSegmentation or self.labelSegmentationOf(volume))
+        painted = self.labelsFromSegmentation(labelSegmentation, volume, classes)
+        added = (painted == 0) & (loaded.labels > 0)
+        differing = (painted > 0) & (loaded.labels > 0) & (painted != loaded.labels)
+        if added.any():
+            self.setLabelsToSegmentation(np.where(added, loaded.labels, painted), labelSegmentation, volume, classes)
+        return LoadedLabels([names.index(name) for name in loaded.labeled_names], int(added.sum()),
+                            int(differing.sum()), labelSegmentation)
+
+    def strokesBackupFolder(self, volume) -> Path:
+        """The folder each training of `volume` keeps the strokes it trained on in, with their classes.csv, so that
+        a crash or a closed scene does not take them (`loadLabels` brings them back). One per stack and Slicer
+        session, under the temporary folder's SemSeg/: a stack of the same name in a later session never writes
+        over an earlier one's strokes."""
+        if volume.GetID() not in self._strokesBackups:
+            name = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in volume.GetName())
+            self._strokesBackups[volume.GetID()] = _autosaveFolder() / (
+                f"strokes-{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{next(_strokesBackupNumbers)}")
+        return self._strokesBackups[volume.GetID()]
+
     def predictionSegmentation(self, volume, create: bool = True):
         node = self._segmentationOf(volume, ROLE_PREDICTION, PREDICTION_NAME, create)
         if node is not None:
@@ -371,8 +419,13 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             config.seconds = float(seconds)
 
         predicted = {}
+        backup, backupError = self.strokesBackupFolder(volume), []
 
         def run(job: Job):
+            try:  # first, so that the strokes are safe whatever happens to the training
+                _keepStrokes(backup, names, labels, classes)
+            except OSError as e:  # a full or read-only temporary folder must not stop the training
+                backupError.append(f"the strokes could not be kept in {backup} ({e})")
             preview = None
             if previewSlice is not None:
                 preview = TrainPreview(images[[previewSlice]],
@@ -402,8 +455,10 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
                 return None
             self.previousModel, self.model = self.model, result.model
             self.lastTrainResult = result
-            self.lastTrainNote = note
+            self.lastTrainNote = "; ".join([text for text in [note, *backupError] if text])
             self._autosaveModel()
+            if not backupError:
+                logging.info(f"SemSeg: the strokes this training used are kept in {backup}")
             if self._inScene(volume):
                 self._setBaseline(volume, labels)
                 if predicted:
@@ -440,7 +495,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         autosave file is rewritten: a model file the person loaded (ModelPath too) stays as it was saved."""
         node = self.getParameterNode()
         path = node.GetParameter("ModelPath")
-        folder = Path(tempfile.gettempdir()) / "SemSeg"
+        folder = _autosaveFolder()
         if not path or Path(path).parent.resolve() != folder.resolve():
             folder.mkdir(parents=True, exist_ok=True)
             path = str(folder / f"model-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.pt")
@@ -807,11 +862,46 @@ class _AcceptedSlice:
 
 
 @dataclass
+class LoadedLabels:
+    """What `loadLabels` did."""
+
+    slices: list[int]  # the slices a label file was found for
+    added: int  # pixels labeled that were unlabeled
+    differing: int  # pixels painted with another class than the file's, which kept what was painted
+    segmentation: object  # the label segmentation they went into
+
+
+@dataclass
 class _PreviewLabels:
     """What the worker reports when a training shows its slice (TrainPreview)."""
 
     iteration: int
     labels: np.ndarray  # (H, W)
+
+
+STROKES_BACKUP_MARK = "SemSeg strokes kept at a training"
+_strokesBackupNumbers = itertools.count(1)  # tells apart two stacks of one name, or a stack loaded again
+
+
+def _autosaveFolder() -> Path:
+    """Where SemSeg keeps the latest model and the strokes trainings used, for a reopened scene or after a crash."""
+    return Path(tempfile.gettempdir()) / "SemSeg"
+
+
+def _keepStrokes(folder: Path, names: list[str], labels: np.ndarray, classes: list[ClassInfo]) -> None:
+    """The strokes of every painted slice into `folder`, as `loadLabels` reads them (runs on the worker thread:
+    files only, no MRML)."""
+    from SemSegLib.stack_io import label_dtype, write_label_folder
+
+    write_classes_csv(folder / "classes.csv", classes)
+    write_label_folder(folder, names, labels.astype(label_dtype(len(classes))), STROKES_BACKUP_MARK)
+
+
+def _shapeOnly(names: list[str], shape: tuple[int, int], source: str):
+    """An ImageStack of `names` that has the volume's shape and no pixels, for reading label files against."""
+    from SemSegLib.stack_io import ImageStack
+
+    return ImageStack(np.broadcast_to(np.zeros((), np.uint8), (len(names), 1, *shape)), names, source)
 
 
 def _moveLegacyReferences(parameterNode) -> None:
@@ -833,10 +923,10 @@ def _slices(indices: list[int], shown: int = 8) -> str:
 def referenceLabels(path: str, names: list[str], shape: tuple[int, int], classes: list[ClassInfo]) -> np.ndarray:
     """Reference label maps for the volume's images, matched by file name; missing files are all-zero. A value
     beyond `classes` (the panel's) is refused: it would drop out of every score unseen."""
-    from SemSegLib.stack_io import ImageStack, read_labels
+    from SemSegLib.stack_io import read_labels
 
-    images = ImageStack(np.zeros((len(names), 1, *shape), np.uint8), names, "the loaded images")
-    return read_labels(path, images, classes=classes, classes_from="the classes in the panel",
+    return read_labels(path, _shapeOnly(names, shape, "the loaded images"), classes=classes,
+                       classes_from="the classes in the panel",
                        advice="Use reference maps with the panel's class values, or edit the classes.").labels
 
 
@@ -909,6 +999,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui.classesTable.itemChanged.connect(lambda item: self.onClassesEdited())
         ui.classesTable.cellDoubleClicked.connect(self.onClassCellDoubleClicked)
         ui.startPaintingButton.clicked.connect(self.onStartPainting)
+        ui.loadLabelsButton.clicked.connect(self.onLoadLabels)
         ui.budgetSpinBox.valueChanged.connect(self.updateParameterNodeFromGUI)
         ui.budgetUnitComboBox.currentIndexChanged.connect(self.updateParameterNodeFromGUI)
         ui.continueCheckBox.toggled.connect(self.updateParameterNodeFromGUI)
@@ -1045,6 +1136,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         volume = self._volume()
         labels = self._labels()
         ui.startPaintingButton.enabled = volume is not None and not busy
+        ui.loadLabelsButton.enabled = volume is not None and not busy
         ui.trainButton.enabled = volume is not None and labels is not None and not busy
         ui.cancelButton.enabled = busy
         ui.undoTrainingButton.enabled = self.logic.previousModel is not None and not busy
@@ -1203,6 +1295,25 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             editor.setSegmentationNode(segmentation)
             editor.setSourceVolumeNode(volume)  # Slicer >= 5.2 name (formerly master volume)
             editor.setActiveEffectByName("Paint")
+
+    def onLoadLabels(self) -> None:
+        import qt
+
+        volume = self._volume()
+        if not self.ensureDependencies():
+            return
+        # Start where SemSeg keeps the strokes of each training: after a crash, that is where they are.
+        start = str(_autosaveFolder()) if _autosaveFolder().is_dir() else ""
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Folder of label maps", start)
+        if not folder:
+            return
+        with slicer.util.tryWithErrorDisplay("Failed to load the labels.", waitCursor=True):
+            loaded = self.logic.loadLabels(volume, folder, self._labels())
+            self.ui.statusLabel.text = (
+                f"Labels of {len(loaded.slices)} slice(s) loaded: {loaded.added} pixels added"
+                + (f"; {loaded.differing} pixels you painted with another class kept yours" if loaded.differing
+                   else "") + ".")
+            self.updateGUIFromParameterNode()
 
     # ---------------------------------------------------------------- long-running tasks
     def _startTask(self, task, label) -> None:
@@ -1464,4 +1575,8 @@ class SemSegTest(ScriptedLoadableModuleTest):
         written = logic.export(volume, segmentation, str(folder / "results"))
         for key in ("labels", "nrrd", "model", "classes"):
             self.assertTrue(Path(written[key]).exists(), key)
+        # The strokes the training kept, loaded into a new stack's labels, are the strokes painted then.
+        again = logic.loadStack(str(folder / "images"))
+        loaded = logic.loadLabels(again, str(logic.strokesBackupFolder(volume)))
+        self.assertTrue(np.array_equal(logic.labelsFromSegmentation(loaded.segmentation, again), strokes))
         self.delayDisplay("SemSeg loop test passed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -39,3 +40,10 @@ def disk_stack(tmp_path: Path):
         tifffile.imwrite(tmp_path / "images" / f"img_{i + 1}.tif", images[i])
         tifffile.imwrite(tmp_path / "reference" / f"img_{i + 1}.tif", refs[i])
     return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def own_temporary_folder(tmp_path_factory, monkeypatch):
+    """What the module keeps in the temporary folder (the autosaved model, the strokes a training used) goes to
+    the test's own, not the machine's."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("tmp")))

@@ -527,6 +527,82 @@ def test_undo_training_brings_back_the_model_the_last_training_replaced(tmp_path
         logic.undoTraining()
 
 
+def test_the_strokes_a_training_used_are_kept_and_come_back_in_a_new_scene(tmp_path, logic, scene):
+    folder, volume, seg, labels, _ = _sample_scene(tmp_path, logic)
+    names = logic.imageNames(volume)
+    logic.train(volume, seg, iterations=2, **FAST)
+    kept = logic.strokesBackupFolder(volume)
+    assert sorted(p.name for p in kept.iterdir()) == sorted(["classes.csv", f"{names[0]}.tif", f"{names[2]}.tif"])
+    assert np.array_equal(tifffile.imread(kept / f"{names[2]}.tif"), labels[2])
+    # The person erases slice 3's strokes and trains again: its file goes, so it cannot come back.
+    fewer = labels.copy()
+    fewer[2] = 0
+    logic.setLabelsToSegmentation(fewer, seg, volume)
+    logic.train(volume, seg, iterations=2, **FAST)
+    assert logic.strokesBackupFolder(volume) == kept and not (kept / f"{names[2]}.tif").exists()
+    logic.setLabelsToSegmentation(labels, seg, volume)
+    logic.train(volume, seg, iterations=2, **FAST)
+
+    scene.Clear(0)  # the scene is gone (closed, or Slicer crashed), the folder is not
+    again = logic.loadStack(str(folder / "images"))  # the same stack, under the same name
+    logic.setClasses(SAMPLE_CLASSES)
+    loaded = logic.loadLabels(again, str(kept))
+    assert loaded.slices == [0, 2] and loaded.added == int((labels > 0).sum()) and loaded.differing == 0
+    assert np.array_equal(logic.labelsFromSegmentation(loaded.segmentation, again), labels)
+    assert logic.getParameterNode().GetNodeReference(SemSeg.ROLE_LABELS) is loaded.segmentation
+    # A training of the stack loaded again keeps its strokes in a folder of its own: the first stays as it was.
+    logic.train(again, loaded.segmentation, iterations=2, **FAST)
+    assert logic.strokesBackupFolder(again) != kept and (kept / f"{names[2]}.tif").exists()
+
+
+def test_a_training_goes_on_when_its_strokes_cannot_be_kept(tmp_path, logic, monkeypatch):
+    _, volume, seg, _, _ = _sample_scene(tmp_path, logic)
+    (tmp_path / "a file").write_text("not a folder")
+    monkeypatch.setattr(SemSeg, "_autosaveFolder", lambda: tmp_path / "a file")
+    monkeypatch.setattr(SemSeg.SemSegLogic, "_autosaveModel", lambda self: None)
+    task = logic.train(volume, seg, iterations=2, **FAST)
+    assert task.finished and logic.model is not None
+    assert logic.lastTrainNote.startswith(f"the strokes could not be kept in {tmp_path / 'a file'}")
+
+
+def test_loaded_labels_fill_only_what_is_not_painted_and_wrong_ones_are_refused(tmp_path, logic):
+    folder, volume, seg, labels, reference = _sample_scene(tmp_path, logic)
+    names = logic.imageNames(volume)
+    # An export's strokes folder (classes.csv one folder up) of slices 1 and 2, painted otherwise than the person.
+    logic.export(volume, seg, str(tmp_path / "results"))
+    theirs = labels.copy()
+    theirs[1] = reference[1]
+    theirs[0][labels[0] > 0] = 1 + labels[0][labels[0] > 0] % 3  # every painted pixel of slice 1 another class
+    for k in (0, 1):
+        tifffile.imwrite(tmp_path / "results" / "strokes" / f"{names[k]}.tif", theirs[k].astype(np.uint8))
+    loaded = logic.loadLabels(volume, str(tmp_path / "results" / "strokes"))
+    now = logic.labelsFromSegmentation(seg, volume)
+    assert loaded.segmentation is seg and loaded.slices == [0, 1, 2]
+    assert np.array_equal(now[labels > 0], labels[labels > 0])  # what was painted stays
+    assert np.array_equal(now[1], reference[1]) and np.array_equal(now[0], labels[0])
+    assert loaded.added == int(reference[1].size) and loaded.differing == int((labels[0] > 0).sum())
+
+    def refused(files: Path, match: str) -> None:
+        with pytest.raises(InputError, match=match):
+            logic.loadLabels(volume, str(files))
+        assert np.array_equal(logic.labelsFromSegmentation(seg, volume), now)
+
+    (tmp_path / "other").mkdir()
+    tifffile.imwrite(tmp_path / "other" / f"{names[3]}.tif", reference[3])
+    (tmp_path / "other" / "classes.csv").write_text("value,name,r,g,b\n1,membrane,0,0,0\n2,cell,9,9,9\n")
+    refused(tmp_path / "other", r"classes.csv: these labels are of the classes membrane, cell, but the panel has "
+                                r"background, cell, nucleus. Load that classes.csv first")
+    (tmp_path / "other" / "classes.csv").unlink()
+    tifffile.imwrite(tmp_path / "other" / f"{names[3]}.tif", (reference[3] > 1).astype(np.uint8) * 255)
+    refused(tmp_path / "other", rf"label value 255 found in {names[3]}, but there are only 3 classes \(the "
+                                r"classes in the panel\). Label maps hold class values 1..3")
+    (tmp_path / "elsewhere").mkdir()
+    tifffile.imwrite(tmp_path / "elsewhere" / "img_1.tif", reference[3])
+    refused(tmp_path / "elsewhere", "no label file matches an image name")
+    tifffile.imwrite(tmp_path / "elsewhere" / f"{names[3]}.tif", reference[3][:50])
+    refused(tmp_path / "elsewhere", rf"{names[3]}.tif: label image is \(50, 96\) but its image")
+
+
 def test_training_errors_are_actionable(tmp_path, logic):
     _, volume, seg, labels, _ = _sample_scene(tmp_path, logic, painted=())
     with pytest.raises(InputError, match="nothing is painted"):

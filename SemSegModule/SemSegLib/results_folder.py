@@ -16,7 +16,7 @@ import numpy as np
 from .atomic import write_atomic
 from .classes import ClassInfo, write_classes_csv
 from .errors import InputError
-from .stack_io import check_output_dir, check_overwrite, write_tiff
+from .stack_io import check_output_dir, check_overwrite, write_label_folder, write_tiff
 
 EXPORT_MARK = "SemSeg export"
 MANIFEST = "semseg-export.json"
@@ -38,11 +38,8 @@ def write_results(folder: str | Path, names: list[str], labels: np.ndarray, stro
         raise InputError(f"{out}: {', '.join(foreign)} already exist(s) and no SemSeg export wrote them. {ADVICE}")
     for k, name in enumerate(names):
         write_tiff(out / "labels" / f"{name}.tif", labels[k], EXPORT_MARK)
-        strokes_file = out / "strokes" / f"{name}.tif"
-        if strokes[k].any():
-            write_tiff(strokes_file, strokes[k], EXPORT_MARK)
-        elif strokes_file.exists():  # an earlier export's (checked above), of a slice no longer painted
-            strokes_file.unlink()
+    # A slice no longer painted loses an earlier export's strokes file (checked above to be one).
+    write_label_folder(out / "strokes", names, strokes, EXPORT_MARK)
     import nrrd
 
     x, y, z = spacing_xyz

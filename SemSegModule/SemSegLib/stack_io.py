@@ -320,6 +320,22 @@ def write_tiff(path: str | Path, array: np.ndarray, written_by: str | None = Non
                                                           description=written_by))
 
 
+def write_label_folder(folder: str | Path, names: list[str], labels: np.ndarray, written_by: str) -> list[str]:
+    """<name>.tif of each (H, W) map of (N, H, W) `labels` that holds a labeled pixel, as `read_labels` reads them
+    back; the file of an image now without labels is removed (the caller has checked that it wrote it). Returns the
+    names written."""
+    folder = Path(folder)
+    written = []
+    for name, lab in zip(names, labels):
+        path = folder / f"{name}.tif"
+        if lab.any():
+            write_tiff(path, lab, written_by)
+            written.append(name)
+        elif path.exists():
+            path.unlink()
+    return written
+
+
 def check_overwrite(paths: list[Path], written_by: str, overwrite: bool = False,
                     advice: str = "Choose another output folder, or add --overwrite to replace them.") -> None:
     """Refuse to replace existing files that `written_by` did not write, unless `overwrite`.
