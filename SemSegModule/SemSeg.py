@@ -116,7 +116,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             ScriptedLoadableModuleLogic.__init__(self)
         self.scene = scene if scene is not None else slicer.mrmlScene
         self.model = None  # SemSegLib.model_file.SemSegModel, once trained or loaded
-        self.previousModel = None  # the model the last training replaced: `undoTraining` brings it back
+        self.replacedModels: list = []  # the models trainings replaced, the last last: `undoTraining` goes back
         self.lastTrainResult = None
         self.lastTrainNote = ""  # what the last training did other than asked (shown after it in the panel)
         self.lastEvaluationNote = ""  # what the last evaluation's scores include that the person may not expect
@@ -282,8 +282,9 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         loaded = read_labels(folder, _shapeOnly(names, arrays.slice_shape(volume)[1:], volume.GetName()),
                              classes=classes, classes_from="the classes in the panel",
                              advice="Load the classes.csv that goes with these labels first.")
-        labelSegmentation = self.createLabelSegmentation(
-            volume, classes, segmentation=labelSegmentation or self.labelSegmentationOf(volume))
+        if labelSegmentation is None:
+            labelSegmentation = self.labelSegmentationOf(volume)
+        labelSegmentation = self.createLabelSegmentation(volume, classes, segmentation=labelSegmentation)
         painted = self.labelsFromSegmentation(labelSegmentation, volume, classes)
         added = (painted == 0) & (loaded.labels > 0)
         differing = (painted > 0) & (loaded.labels > 0) & (painted != loaded.labels)
@@ -453,7 +454,9 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         def finish(result):
             if result is None:
                 return None
-            self.previousModel, self.model = self.model, result.model
+            if self.model is not None:  # a model with its forest is about 5 MB in memory
+                self.replacedModels = (self.replacedModels + [self.model])[-TRAININGS_KEPT:]
+            self.model = result.model
             self.lastTrainResult = result
             self.lastTrainNote = "; ".join([text for text in [note, *backupError] if text])
             self._autosaveModel()
@@ -802,12 +805,17 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         self.getParameterNode().SetParameter("OutputPath", str(Path(folder)))
         return written
 
+    def canUndoTraining(self) -> bool:
+        return bool(self.replacedModels)
+
     def undoTraining(self):
-        """Go back to the model the last training replaced (once): a round of corrections that made the prediction
-        worse need not be kept. Slices it predicted then count as an earlier model's (exportWarning)."""
-        if self.previousModel is None:
-            raise InputError("nothing to undo: no training has replaced a model since the last load or undo.")
-        self.model, self.previousModel = self.previousModel, None
+        """Go back to the model the last training replaced, and on to the one before at the next undo (the last
+        TRAININGS_KEPT, in memory): rounds of corrections that made the prediction worse need not be kept. Slices
+        the undone models predicted then count as an earlier model's (exportWarning)."""
+        if not self.replacedModels:
+            raise InputError("nothing to undo: no training has replaced a model since the last load, or the last "
+                             f"{TRAININGS_KEPT} have been undone.")
+        self.model = self.replacedModels.pop()
         self.lastTrainNote = ""
         self._autosaveModel()
         return self.model
@@ -824,7 +832,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         model = SemSegModel.load(path)
         if volume is not None:
             model.check_stack(arrays.channel_count(volume), volume.GetName())
-        self.model, self.previousModel = model, None
+        self.model, self.replacedModels = model, []
         self.setClasses(model.classes)
         self.getParameterNode().SetParameter("ModelPath", str(path))
         return model
@@ -848,6 +856,7 @@ _LEGACY_ROLES = {"PredictionSegmentation": ROLE_PREDICTION, "UncertaintyVolume":
 
 
 ACCEPTS_KEPT = 10  # accepted predictions per volume that undoAccept can take back
+TRAININGS_KEPT = 5  # models replaced by trainings that undoTraining can go back to
 
 
 @dataclass
@@ -1139,7 +1148,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui.loadLabelsButton.enabled = volume is not None and not busy
         ui.trainButton.enabled = volume is not None and labels is not None and not busy
         ui.cancelButton.enabled = busy
-        ui.undoTrainingButton.enabled = self.logic.previousModel is not None and not busy
+        ui.undoTrainingButton.enabled = self.logic.canUndoTraining() and not busy
         hasModel = self.logic.model is not None
         ui.predictButton.enabled = volume is not None and hasModel and not busy
         ui.acceptButton.enabled = volume is not None and labels is not None and not busy
@@ -1421,7 +1430,8 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay("Could not undo the training.", waitCursor=True):
             model = self.logic.undoTraining()
             self.ui.statusLabel.text = (f"Back to the model before the last training ({len(model.history)} "
-                                        "training(s)). Predict again to see its result.")
+                                        f"training(s); {len(self.logic.replacedModels)} more undo(s) possible). "
+                                        "Predict again to see its result.")
             self._updateButtons()
 
     def onCancel(self) -> None:

@@ -509,22 +509,32 @@ def test_training_never_writes_over_a_model_file_the_person_loaded(tmp_path, log
     assert len(SemSegModel.load(autosaved).history) == 3
 
 
-def test_undo_training_brings_back_the_model_the_last_training_replaced(tmp_path, logic):
+def test_undo_training_goes_back_through_the_models_the_trainings_replaced(tmp_path, logic, monkeypatch):
     from SemSegLib.model_file import SemSegModel
 
+    monkeypatch.setattr(SemSeg, "TRAININGS_KEPT", 2)
     _, volume, seg, _, _ = _sample_scene(tmp_path, logic)
     logic.train(volume, seg, iterations=2, **FAST)
     with pytest.raises(InputError, match="nothing to undo"):
         logic.undoTraining()
-    first = logic.model
-    logic.predict(volume, [0])
-    logic.train(volume, seg, iterations=2, **FAST)
-    assert len(logic.model.history) == 2
-    assert logic.undoTraining() is first and logic.model is first
-    assert len(SemSegModel.load(logic.getParameterNode().GetParameter("ModelPath")).history) == 1  # autosaved
+    models = [logic.model]
+    for k in range(3):
+        logic.train(volume, seg, iterations=2, **FAST)
+        models.append(logic.model)
+        if k == 0:
+            logic.predict(volume, [0])  # by models[1]
+    assert len(logic.model.history) == 4 and logic.unlabeledByCurrentModel(volume)[1] == [0]
+    assert logic.undoTraining() is models[2] and logic.model is models[2]
+    assert len(SemSegModel.load(logic.getParameterNode().GetParameter("ModelPath")).history) == 3  # autosaved
+    assert logic.undoTraining() is models[1]  # and on, as far back as TRAININGS_KEPT
     assert logic.unlabeledByCurrentModel(volume)[1] == []  # slice 1 was predicted by the model now current again
+    assert not logic.canUndoTraining()
     with pytest.raises(InputError, match="nothing to undo"):
         logic.undoTraining()
+    logic.train(volume, seg, iterations=2, **FAST)  # a training after an undo replaces the model undone to
+    assert logic.undoTraining() is models[1]
+    logic.loadModel(logic.getParameterNode().GetParameter("ModelPath"))  # a loaded model starts afresh
+    assert not logic.canUndoTraining()
 
 
 def test_the_strokes_a_training_used_are_kept_and_come_back_in_a_new_scene(tmp_path, logic, scene):
