@@ -273,9 +273,9 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         classes = self.classes()
         folderPath = Path(folder)
         csv = next((p for p in (folderPath / "classes.csv", folderPath.parent / "classes.csv") if p.is_file()), None)
-        if csv is not None and [c.name for c in read_classes_csv(csv)] != [c.name for c in classes]:
-            theirs = ", ".join(c.name for c in read_classes_csv(csv))
-            raise InputError(f"{csv}: these labels are of the classes {theirs}, but the panel has "
+        theirs = [c.name for c in read_classes_csv(csv)] if csv is not None else None
+        if theirs is not None and theirs != [c.name for c in classes]:
+            raise InputError(f"{csv}: these labels are of the classes {', '.join(theirs)}, but the panel has "
                              f"{', '.join(c.name for c in classes)}. Load that classes.csv first (or the model "
                              "trained on them), then load the labels.")
         names = self.imageNames(volume)
@@ -856,6 +856,7 @@ _LEGACY_ROLES = {"PredictionSegmentation": ROLE_PREDICTION, "UncertaintyVolume":
 
 
 ACCEPTS_KEPT = 10  # accepted predictions per volume that undoAccept can take back
+EDITOR_SINGLETON_TAG = "SemSegSegmentEditor"  # the parameter node of the Segment Editor in the panel
 TRAININGS_KEPT = 5  # models replaced by trainings that undoTraining can go back to
 
 
@@ -979,6 +980,8 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._trainedVolume = None
         self._trainedSlice = None  # the slice a training shows while it runs, and predicts when it ends
         self._previewNote = ""
+        self.editor = None  # the Segment Editor inside the panel (_setupEditor)
+        self._editorNode = None
 
     def setup(self) -> None:
         import qt
@@ -1034,7 +1037,51 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
+        self._setupEditor()
         self.initializeParameterNode()
+
+    def _setupEditor(self) -> None:
+        """The Segment Editor inside the panel, under the classes: painting, training and correcting happen in one
+        place instead of switching modules each round (set up as Slicer's Segment Editor module sets up its own)."""
+        import qSlicerSegmentationsModuleWidgetsPythonQt
+
+        self.editor = qSlicerSegmentationsModuleWidgetsPythonQt.qMRMLSegmentEditorWidget()
+        self.editor.setMaximumNumberOfUndoStates(10)
+        # Its segmentation and volume are the panel's: painting goes into the labels SemSeg trains on, never into
+        # the prediction, which the next prediction replaces.
+        self.editor.setSegmentationNodeSelectorVisible(False)
+        self.editor.setSourceVolumeNodeSelectorVisible(False)
+        self._selectEditorNode()  # before the scene, so that the choices made when it is set are kept there
+        self.editor.setMRMLScene(slicer.mrmlScene)
+        self.ui.classesCollapsibleButton.layout().addWidget(self.editor)
+        # Effects registered after the panel was made (another extension's) still show up.
+        self._effectFactory = slicer.qSlicerSegmentEditorEffectFactory.instance()
+        self._effectFactory.connect("effectRegistered(QString)", self._onEffectRegistered)
+
+    def _onEffectRegistered(self) -> None:
+        self.editor.updateEffectList()
+
+    def _selectEditorNode(self) -> None:
+        """The embedded editor's own parameter node: the Segment Editor module's effect and options stay its own."""
+        node = slicer.mrmlScene.GetSingletonNode(EDITOR_SINGLETON_TAG, "vtkMRMLSegmentEditorNode")
+        if node is None:
+            node = slicer.mrmlScene.CreateNodeByClass("vtkMRMLSegmentEditorNode")
+            node.UnRegister(None)
+            node.SetSingletonTag(EDITOR_SINGLETON_TAG)
+            node = slicer.mrmlScene.AddNode(node)
+        if self._editorNode is not node:
+            self._editorNode = node
+            self.editor.setMRMLSegmentEditorNode(node)
+
+    def _showInEditor(self) -> None:
+        """The panel's labels and volume in the embedded editor."""
+        labels, volume = self._labels(), self._volume()
+        if self.editor is None or self._editorNode is None:
+            return
+        if self.editor.segmentationNodeID() != (labels.GetID() if labels is not None else ""):
+            self.editor.setSegmentationNode(labels)
+        if labels is not None and volume is not None and self.editor.sourceVolumeNodeID() != volume.GetID():
+            self.editor.setSourceVolumeNode(volume)
 
     def cleanup(self) -> None:
         if self._task is not None:
@@ -1042,24 +1089,41 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._timer is not None:
             self._timer.stop()
         self.removeObservers()
+        if self.editor is not None:
+            self._effectFactory.disconnect("effectRegistered(QString)", self._onEffectRegistered)
 
     def enter(self) -> None:
+        self.editor.installKeyboardShortcuts()
+        self._selectEditorNode()
+        self.editor.updateWidgetFromMRML()
         self.initializeParameterNode()
 
     def exit(self) -> None:
         if self._parameterNode is not None:
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        # As the Segment Editor module does when it is left: no effect stays active in the views.
+        self.editor.setActiveEffect(None)
+        self.editor.uninstallKeyboardShortcuts()
+        self.editor.removeViewObservations()
 
     def onSceneStartClose(self, caller, event) -> None:
         if self._task is not None:
             self._task.cancel()
         self.setParameterNode(None)
+        self._editorNode = None
+        self.editor.setSegmentationNode(None)
+        self.editor.removeViewObservations()
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
+            self._selectEditorNode()
+            self.editor.updateWidgetFromMRML()
             self.initializeParameterNode()
 
     def onSceneEndImport(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self._selectEditorNode()
+            self.editor.updateWidgetFromMRML()
         self.initializeParameterNode()
         self.logic.restoreModelFromParameterNode()
         self.updateGUIFromParameterNode()
@@ -1108,6 +1172,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 colorItem.setFlags(qt.Qt.ItemIsEnabled)
                 colorItem.setToolTip("Double-click to change the color")
                 table.setItem(row, 1, colorItem)
+            self._showInEditor()
             self._updateButtons()
         finally:
             self._updatingGUI = False
@@ -1298,12 +1363,11 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onStartPainting(self) -> None:
         volume = self._volume()
         with slicer.util.tryWithErrorDisplay("Failed to prepare the label segmentation.", waitCursor=True):
-            segmentation = self.logic.createLabelSegmentation(volume, segmentation=self._labels())
-            slicer.util.selectModule("SegmentEditor")
-            editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
-            editor.setSegmentationNode(segmentation)
-            editor.setSourceVolumeNode(volume)  # Slicer >= 5.2 name (formerly master volume)
-            editor.setActiveEffectByName("Paint")
+            self.logic.createLabelSegmentation(volume, segmentation=self._labels())  # the parameter node's labels
+            self._selectEditorNode()
+            self._showInEditor()  # setSourceVolumeNode: Slicer >= 5.2's name (formerly master volume)
+            self.ui.classesCollapsibleButton.collapsed = False
+            self.editor.setActiveEffectByName("Paint")
 
     def onLoadLabels(self) -> None:
         import qt
@@ -1554,6 +1618,13 @@ class SemSegTest(ScriptedLoadableModuleTest):
         logic.setClasses(SAMPLE_CLASSES)
         segmentation = logic.createLabelSegmentation(volume)
         self.assertEqual(segmentation.GetSegmentation().GetNumberOfSegments(), 3)
+        # The panel's Segment Editor paints into these labels, on this volume.
+        widget = slicer.modules.semseg.widgetRepresentation().self()
+        widget.onStartPainting()
+        self.assertEqual(widget.editor.segmentationNodeID(), segmentation.GetID())
+        self.assertEqual(widget.editor.sourceVolumeNodeID(), volume.GetID())
+        self.assertIsNotNone(widget.editor.activeEffect())
+        widget.editor.setActiveEffect(None)
 
         reference = read_stack(folder / "reference").images[:, 0]
         strokes = np.zeros(reference.shape, np.uint16)
