@@ -235,7 +235,7 @@ def test_train_predict_accept_evaluate_export(tmp_path, logic, scene):
                                          r"\(the classes in the panel\)"):
         logic.evaluate(volume, str(tmp_path / "reference4"))
 
-    written = logic.export(volume, seg, str(tmp_path / "results"))
+    written = logic.export(volume, seg, str(tmp_path / "results")).result
     final = logic.finalLabels(volume, seg)
     names = logic.imageNames(volume)
     for k, name in enumerate(names):
@@ -490,6 +490,11 @@ def test_a_task_that_ends_after_its_scene_closed_writes_nothing_into_the_next(tm
     assert logic.model is not None  # the trained model is kept (and autosaved); only the scene's nodes are gone
     _, volume, seg, _, _ = _sample_scene(tmp_path / "second", logic)
     close_while_running(lambda: logic.predict(volume, "all", labelSegmentation=seg, waitForCompletion=False))
+    _, volume, seg, labels, _ = _sample_scene(tmp_path / "third", logic)
+    close_while_running(lambda: logic.export(volume, seg, str(tmp_path / "results"), waitForCompletion=False))
+    assert np.array_equal(tifffile.imread(tmp_path / "results" / "strokes" / f"{logic.imageNames(volume)[0]}.tif"),
+                          labels[0])  # the files are written all the same: they were asked for
+    assert logic.getParameterNode().GetParameter("OutputPath") == ""  # the next scene's panel is not told of it
 
 
 def test_training_never_writes_over_a_model_file_the_person_loaded(tmp_path, logic):

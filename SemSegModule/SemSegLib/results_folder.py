@@ -23,19 +23,37 @@ MANIFEST = "semseg-export.json"
 ADVICE = "Choose another results folder, or move those files away first."
 
 
+# gzip level of labels.nrrd. pynrrd's default, 9, took 15-20 s for 100 generated label slices of 1024 x 1024 on
+# this project's 2-core machine; 3 takes 0.5 s for a file 1.9x as large (4.4% of the raw labels instead of 2.3%;
+# bench/RESULTS.md, session 61).
+NRRD_GZIP_LEVEL = 3
+
+
+def check_results_folder(folder: str | Path, names: list[str], with_model: bool,
+                         protected: list[str | Path | None]) -> Path:
+    """Refuse, before anything is written, a results folder that is an input folder or holds files of the names an
+    export writes that no SemSeg export wrote; returns the folder (made if needed)."""
+    out = check_output_dir(folder, protected)
+    check_overwrite([out / sub / f"{name}.tif" for sub in ("labels", "strokes") for name in names], EXPORT_MARK,
+                    advice=ADVICE)
+    ours = set(json.loads((out / MANIFEST).read_text())["files"]) if (out / MANIFEST).is_file() else set()
+    foreign = [name for name in _other_files(with_model) if (out / name).exists() and name not in ours]
+    if foreign:
+        raise InputError(f"{out}: {', '.join(foreign)} already exist(s) and no SemSeg export wrote them. {ADVICE}")
+    return out
+
+
+def _other_files(with_model: bool) -> list[str]:
+    return ["labels.nrrd", "classes.csv"] + (["model.pt"] if with_model else [])
+
+
 def write_results(folder: str | Path, names: list[str], labels: np.ndarray, strokes: np.ndarray,
                   classes: list[ClassInfo], model, spacing_xyz: tuple[float, float, float],
                   protected: list[str | Path | None]) -> dict[str, str]:
     """labels/<name>.tif and strokes/<name>.tif (slices with strokes) from (N, H, W) arrays, labels.nrrd,
     classes.csv and model.pt (when `model` is given); returns what was written where."""
-    out = check_output_dir(folder, protected)
-    check_overwrite([out / sub / f"{name}.tif" for sub in ("labels", "strokes") for name in names], EXPORT_MARK,
-                    advice=ADVICE)
-    others = ["labels.nrrd", "classes.csv"] + (["model.pt"] if model is not None else [])
-    ours = set(json.loads((out / MANIFEST).read_text())["files"]) if (out / MANIFEST).is_file() else set()
-    foreign = [name for name in others if (out / name).exists() and name not in ours]
-    if foreign:
-        raise InputError(f"{out}: {', '.join(foreign)} already exist(s) and no SemSeg export wrote them. {ADVICE}")
+    out = check_results_folder(folder, names, model is not None, protected)
+    others = _other_files(model is not None)
     for k, name in enumerate(names):
         write_tiff(out / "labels" / f"{name}.tif", labels[k], EXPORT_MARK)
     # A slice no longer painted loses an earlier export's strokes file (checked above to be one).
@@ -46,7 +64,8 @@ def write_results(folder: str | Path, names: list[str], labels: np.ndarray, stro
     # Axis order (slice, row, column) as in the TIFFs, documented in the header for other tools.
     header = {"space dimension": 3, "space directions": np.diag([z, y, x]), "kinds": ["domain"] * 3,
               "encoding": "gzip", "labels": ["slice", "row", "column"]}
-    write_atomic(out / "labels.nrrd", lambda tmp: nrrd.write(str(tmp), labels, header, index_order="C"))
+    write_atomic(out / "labels.nrrd", lambda tmp: nrrd.write(str(tmp), labels, header, index_order="C",
+                                                             compression_level=NRRD_GZIP_LEVEL))
     write_classes_csv(out / "classes.csv", classes)
     if model is not None:
         model.save(out / "model.pt")
