@@ -122,21 +122,6 @@ def test_a_first_training_starts_from_the_shipped_network_with_the_person_s_clas
     assert again.model.history[-1]["starting_point"] is None
 
 
-def test_a_seconds_budget_ends_sooner_for_a_first_training_from_a_start():
-    images, reference = nuclei_stack()
-    rng = np.random.default_rng(0)
-    labels = np.stack([simulate_strokes(ref, 3, 6, rng=rng) for ref in reference])
-    budget = {**QUICK, "iterations": None, "seconds": 600.0, "max_iterations": 5, "max_iterations_from_start": 3,
-              "max_finetune_iterations": 4}
-    first = train(images, labels, NUCLEI_CLASSES, TrainConfig(**budget, starting_point="fluorescent-nuclei"))
-    assert first.model.history[-1]["starting_point"] is not None and first.iterations == 3
-    assert train(images, labels, NUCLEI_CLASSES, TrainConfig(**budget, starting_point="none")).iterations == 5
-    assert train(images, labels, NUCLEI_CLASSES, TrainConfig(**budget), init_model=first.model).iterations == 4
-    # An iteration budget is what was asked for.
-    asked = TrainConfig(**{**budget, "iterations": 6}, starting_point="fluorescent-nuclei")
-    assert train(images, labels, NUCLEI_CLASSES, asked).iterations == 6
-
-
 def test_rounds_after_a_first_training_from_a_start_keep_its_network_at_its_share():
     images, reference = nuclei_stack()
     rng = np.random.default_rng(0)

@@ -71,10 +71,6 @@ class TrainConfig:
     # of 8), dsb2018-fluo +0.0003 (-0.0014 with 375; 4 seeds; session 19's reason for 375, dsb2018-fluo's longer
     # rounds losing, no longer holds). As long as a first training, about 90 s on a 2-core CPU (session 35).
     max_finetune_iterations: int | None = 750
-    # The same for a first training that starts from a shipped network (starting_points.py): it has less to learn.
-    # On dsb2018-fluo 375 iterations from the start gave the 750's first map (12 seeds: T1 +0.0000, T2 +0.0004,
-    # standard errors 0.0011 / 0.0017) in half the time (bench/RESULTS.md, session 61).
-    max_iterations_from_start: int | None = 375
     patch_size: int = 192  # context matters more than batch size with few strokes (bench/RESULTS.md)
     batch_size: int = 4
     learning_rate: float = 3e-3
@@ -425,10 +421,7 @@ def train(
     # learns, which the class-prior correction undoes (calibration.py). On the device, no sync per step; float32,
     # which every device has (shares need no more precision).
     seen_mix = torch.zeros(model.num_classes, dtype=torch.float32, device=device)
-    if init_model is not None:
-        cap = config.max_finetune_iterations
-    else:
-        cap = config.max_iterations_from_start if start_choice is not None else config.max_iterations
+    cap = config.max_finetune_iterations if init_model is not None else config.max_iterations
     start = time.perf_counter()
     losses: list[float] = []
     smoothed = best_loss = math.inf
