@@ -1411,6 +1411,8 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 + (f"; {loaded.differing} pixels you painted with another class kept yours" if loaded.differing
                    else "") + ".")
             self.updateGUIFromParameterNode()
+            if loaded.slices and self._currentSlice() not in loaded.slices:
+                self._jumpToSlice(loaded.slices[0])  # show what came in
 
     # ---------------------------------------------------------------- long-running tasks
     def _startTask(self, task, label) -> None:
