@@ -320,20 +320,15 @@ def write_tiff(path: str | Path, array: np.ndarray, written_by: str | None = Non
                                                           description=written_by))
 
 
-def write_label_folder(folder: str | Path, names: list[str], labels: np.ndarray, written_by: str) -> list[str]:
+def write_label_folder(folder: str | Path, names: list[str], labels: np.ndarray, written_by: str) -> None:
     """<name>.tif of each (H, W) map of (N, H, W) `labels` that holds a labeled pixel, as `read_labels` reads them
-    back; the file of an image now without labels is removed (the caller has checked that it wrote it). Returns the
-    names written."""
-    folder = Path(folder)
-    written = []
+    back; the file of an image now without labels is removed (the caller has checked that it wrote it)."""
     for name, lab in zip(names, labels):
-        path = folder / f"{name}.tif"
+        path = Path(folder) / f"{name}.tif"
         if lab.any():
             write_tiff(path, lab, written_by)
-            written.append(name)
         elif path.exists():
             path.unlink()
-    return written
 
 
 def check_overwrite(paths: list[Path], written_by: str, overwrite: bool = False,
