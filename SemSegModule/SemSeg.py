@@ -156,14 +156,26 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
     def classes(self) -> list[ClassInfo]:
         return [ClassInfo.from_dict(d) for d in json.loads(self.getParameterNode().GetParameter("Classes"))]
 
-    def setClasses(self, classes: list[ClassInfo]) -> None:
+    def setClasses(self, classes: list[ClassInfo], renamed: bool = False) -> None:
+        """`renamed`: the same classes, some under a new name (the panel's table, edited in place). The segments
+        that hold the old names in the current stack's labels and prediction take the new ones, so what was painted
+        under a name stays that class's (the labels are read by segment name)."""
         names = [c.name for c in classes]
         if len(set(names)) != len(names) or any(not n.strip() for n in names):
             raise InputError(f"class names must be unique and not empty: {names}")
         if len(classes) < 2:
             raise InputError("define at least two classes (for example the object and the background).")
+        before = self.classes()
         classes = [ClassInfo(i + 1, c.name, c.color) for i, c in enumerate(classes)]
         self.getParameterNode().SetParameter("Classes", json.dumps([c.to_dict() for c in classes]))
+        renames = {old.name: new.name for old, new in zip(before, classes) if old.name != new.name}
+        if renamed and len(before) == len(classes) and renames:
+            node = self.getParameterNode()
+            volume = node.GetNodeReference(ROLE_VOLUME)
+            for segmentation in (node.GetNodeReference(ROLE_LABELS),
+                                 volume.GetNodeReference(ROLE_PREDICTION) if volume is not None else None):
+                if segmentation is not None:
+                    arrays.rename_segments(segmentation, renames)
 
     def loadClassesCsv(self, path: str) -> list[ClassInfo]:
         classes = read_classes_csv(path)
@@ -1340,7 +1352,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._updatingGUI:
             return
         with slicer.util.tryWithErrorDisplay("Invalid classes.", waitCursor=False):
-            self.logic.setClasses(self._classesFromTable())
+            self.logic.setClasses(self._classesFromTable(), renamed=True)  # a cell of the table edited in place
 
     def onClassCellDoubleClicked(self, row: int, column: int) -> None:
         import qt

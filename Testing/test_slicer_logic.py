@@ -137,6 +137,26 @@ def test_labels_go_into_and_out_of_the_class_segments_whole(tmp_path, logic):
     assert np.array_equal(logic.labelsFromSegmentation(seg, volume), expected)
 
 
+def test_a_class_renamed_in_the_panel_keeps_what_was_painted_under_its_old_name(tmp_path, logic):
+    volume, seg = _three_class_stack(tmp_path, logic, (24, 32), 2)
+    labels = np.random.default_rng(2).integers(0, 4, (2, 24, 32)).astype(np.uint16)
+    logic.setLabelsToSegmentation(labels, seg, volume)
+    prediction = logic.predictionSegmentation(volume)
+    logic.setLabelsToSegmentation(np.maximum(labels, 1), prediction, volume)
+    renamed = [ClassInfo(1, "background", (10, 20, 30)), ClassInfo(2, "collagen", (0, 255, 0)),
+               ClassInfo(3, "cells", (255, 0, 0))]  # two classes swap names, in the table's rows
+    logic.setClasses(renamed, renamed=True)
+    assert np.array_equal(logic.labelsFromSegmentation(seg, volume), labels)  # class 2 is still what was painted 2
+    assert np.array_equal(logic.labelsFromSegmentation(prediction, volume), np.maximum(labels, 1))
+    s = seg.GetSegmentation()
+    assert [s.GetNthSegment(i).GetName() for i in range(s.GetNumberOfSegments())] == ["background", "collagen",
+                                                                                      "cells"]
+    # Classes that come from elsewhere (a model, a classes.csv) are not renames of the painted segments.
+    logic.setClasses(THREE_CLASSES)
+    assert [s.GetNthSegment(i).GetName() for i in range(s.GetNumberOfSegments())] == ["background", "collagen",
+                                                                                      "cells"]
+
+
 def test_painted_shape_lands_on_the_right_image_row_and_column(tmp_path, logic):
     write_numbered(tmp_path, [np.zeros((20, 30), np.uint8)] * 5)
     volume = logic.loadStack(str(tmp_path))

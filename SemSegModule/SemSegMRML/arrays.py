@@ -97,6 +97,18 @@ def ensure_segments(segmentation, classes: list[ClassInfo]) -> list[str]:
     return ids
 
 
+def rename_segments(segmentation, names: dict[str, str]) -> None:
+    """Segments named like a key of `names` take its value (all at once, so that two classes may swap names); a
+    name another segment keeps is not given twice."""
+    seg = segmentation.GetSegmentation()
+    found = {old: seg.GetSegmentIdBySegmentName(old) for old in names}
+    found = {old: segment_id for old, segment_id in found.items() if segment_id}
+    kept = {seg.GetNthSegment(i).GetName() for i in range(seg.GetNumberOfSegments())} - set(found)
+    for old, segment_id in found.items():
+        if names[old] not in kept:
+            seg.GetSegment(segment_id).SetName(names[old])
+
+
 def segment_ids(segmentation, classes: list[ClassInfo]) -> list[str]:
     seg = segmentation.GetSegmentation()
     ids = []
