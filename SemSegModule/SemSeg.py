@@ -156,10 +156,12 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
     def classes(self) -> list[ClassInfo]:
         return [ClassInfo.from_dict(d) for d in json.loads(self.getParameterNode().GetParameter("Classes"))]
 
-    def setClasses(self, classes: list[ClassInfo], renamed: bool = False) -> None:
-        """`renamed`: the same classes, some under a new name (the panel's table, edited in place). The segments
-        that hold the old names in the current stack's labels and prediction take the new ones, so what was painted
-        under a name stays that class's (the labels are read by segment name)."""
+    def setClasses(self, classes: list[ClassInfo], edited: bool = False) -> None:
+        """`edited`: the panel's table was edited (a class added, removed, renamed in its row or recolored). The
+        current stack's label segmentation follows at once, so the Segment Editor shows what to paint: a segment
+        per class, in class order and color; and a segment (of the labels and of the prediction) that holds a
+        renamed class's old name takes the new one, so what was painted under it stays that class's (the labels are
+        read by segment name). Classes from elsewhere (a model, a classes.csv) change no segment."""
         names = [c.name for c in classes]
         if len(set(names)) != len(names) or any(not n.strip() for n in names):
             raise InputError(f"class names must be unique and not empty: {names}")
@@ -167,15 +169,18 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             raise InputError("define at least two classes (for example the object and the background).")
         before = self.classes()
         classes = [ClassInfo(i + 1, c.name, c.color) for i, c in enumerate(classes)]
-        self.getParameterNode().SetParameter("Classes", json.dumps([c.to_dict() for c in classes]))
+        node = self.getParameterNode()
+        node.SetParameter("Classes", json.dumps([c.to_dict() for c in classes]))
+        if not edited:
+            return
+        volume, labels = node.GetNodeReference(ROLE_VOLUME), node.GetNodeReference(ROLE_LABELS)
         renames = {old.name: new.name for old, new in zip(before, classes) if old.name != new.name}
-        if renamed and len(before) == len(classes) and renames:
-            node = self.getParameterNode()
-            volume = node.GetNodeReference(ROLE_VOLUME)
-            for segmentation in (node.GetNodeReference(ROLE_LABELS),
-                                 volume.GetNodeReference(ROLE_PREDICTION) if volume is not None else None):
+        if len(before) == len(classes) and renames:
+            for segmentation in (labels, volume.GetNodeReference(ROLE_PREDICTION) if volume is not None else None):
                 if segmentation is not None:
                     arrays.rename_segments(segmentation, renames)
+        if labels is not None:
+            arrays.ensure_segments(labels, classes)
 
     def loadClassesCsv(self, path: str) -> list[ClassInfo]:
         classes = read_classes_csv(path)
@@ -1352,7 +1357,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._updatingGUI:
             return
         with slicer.util.tryWithErrorDisplay("Invalid classes.", waitCursor=False):
-            self.logic.setClasses(self._classesFromTable(), renamed=True)  # a cell of the table edited in place
+            self.logic.setClasses(self._classesFromTable(), edited=True)  # a cell of the table edited in place
 
     def onClassCellDoubleClicked(self, row: int, column: int) -> None:
         import qt
@@ -1363,7 +1368,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         color = qt.QColorDialog.getColor(qt.QColor(*classes[row].color))
         if color.isValid():
             classes[row] = ClassInfo(classes[row].value, classes[row].name, (color.red(), color.green(), color.blue()))
-            self.logic.setClasses(classes)
+            self.logic.setClasses(classes, edited=True)
 
     def onAddClass(self) -> None:
         from SemSegLib.classes import DEFAULT_COLORS
@@ -1371,14 +1376,14 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         classes = self.logic.classes()
         n = len(classes) + 1
         classes.append(ClassInfo(n, f"class {n}", DEFAULT_COLORS[(n - 1) % len(DEFAULT_COLORS)]))
-        self.logic.setClasses(classes)
+        self.logic.setClasses(classes, edited=True)
 
     def onRemoveClass(self) -> None:
         row = self.ui.classesTable.currentRow()
         classes = self.logic.classes()
         if 0 <= row < len(classes):
             with slicer.util.tryWithErrorDisplay("Cannot remove the class.", waitCursor=False):
-                self.logic.setClasses(classes[:row] + classes[row + 1:])
+                self.logic.setClasses(classes[:row] + classes[row + 1:], edited=True)
 
     def onLoadClasses(self) -> None:
         import qt

@@ -137,24 +137,31 @@ def test_labels_go_into_and_out_of_the_class_segments_whole(tmp_path, logic):
     assert np.array_equal(logic.labelsFromSegmentation(seg, volume), expected)
 
 
-def test_a_class_renamed_in_the_panel_keeps_what_was_painted_under_its_old_name(tmp_path, logic):
+def test_the_labels_follow_the_panel_s_class_edits_and_keep_what_was_painted(tmp_path, logic):
     volume, seg = _three_class_stack(tmp_path, logic, (24, 32), 2)
     labels = np.random.default_rng(2).integers(0, 4, (2, 24, 32)).astype(np.uint16)
     logic.setLabelsToSegmentation(labels, seg, volume)
     prediction = logic.predictionSegmentation(volume)
     logic.setLabelsToSegmentation(np.maximum(labels, 1), prediction, volume)
+    s = seg.GetSegmentation()
+
+    def segments() -> list[str]:
+        return [s.GetNthSegment(i).GetName() for i in range(s.GetNumberOfSegments())]
+
     renamed = [ClassInfo(1, "background", (10, 20, 30)), ClassInfo(2, "collagen", (0, 255, 0)),
                ClassInfo(3, "cells", (255, 0, 0))]  # two classes swap names, in the table's rows
-    logic.setClasses(renamed, renamed=True)
+    logic.setClasses(renamed, edited=True)
     assert np.array_equal(logic.labelsFromSegmentation(seg, volume), labels)  # class 2 is still what was painted 2
     assert np.array_equal(logic.labelsFromSegmentation(prediction, volume), np.maximum(labels, 1))
-    s = seg.GetSegmentation()
-    assert [s.GetNthSegment(i).GetName() for i in range(s.GetNumberOfSegments())] == ["background", "collagen",
-                                                                                      "cells"]
-    # Classes that come from elsewhere (a model, a classes.csv) are not renames of the painted segments.
+    assert segments() == ["background", "collagen", "cells"]
+    # A class added or recolored in the table is there to paint at once, in its color.
+    logic.setClasses([*renamed[:2], ClassInfo(3, "cells", (0, 0, 255)), ClassInfo(4, "vessel", (9, 9, 9))],
+                     edited=True)
+    assert segments() == ["background", "collagen", "cells", "vessel"]
+    assert np.allclose(s.GetSegment(s.GetSegmentIdBySegmentName("cells")).GetColor(), (0, 0, 1))
+    # Classes that come from elsewhere (a model, a classes.csv) change no segment.
     logic.setClasses(THREE_CLASSES)
-    assert [s.GetNthSegment(i).GetName() for i in range(s.GetNumberOfSegments())] == ["background", "collagen",
-                                                                                      "cells"]
+    assert segments() == ["background", "collagen", "cells", "vessel"]
 
 
 def test_painted_shape_lands_on_the_right_image_row_and_column(tmp_path, logic):
