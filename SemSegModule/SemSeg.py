@@ -280,18 +280,23 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         self.checkLabelsBelongTo(volume, segmentation)
         arrays.set_labels_to_segmentation(self.scene, labels, segmentation, volume, classes or self.classes())
 
-    def loadLabels(self, volume, folder: str, labelSegmentation=None) -> LoadedLabels:
+    def loadLabels(self, volume, folder: str, labelSegmentation=None, adoptClasses: bool = False) -> LoadedLabels:
         """Label maps from a folder (one per image, same file names, 0 = unlabeled: an export's strokes folder, the
         strokes a training kept in `strokesBackupFolder`, or `semseg simulate`'s output) into the label segmentation
         (the volume's, made if there is none), on the pixels nothing is painted on: what is painted stays. A
-        classes.csv in the folder, or in the one above it (an export's), must name the panel's classes."""
+        classes.csv in the folder, or in the one above it (an export's), must name the panel's classes; with
+        `adoptClasses` its classes become the panel's instead, when nothing was painted on the volume yet."""
         from SemSegLib.stack_io import read_labels
 
         classes = self.classes()
         folderPath = Path(folder)
         csv = next((p for p in (folderPath / "classes.csv", folderPath.parent / "classes.csv") if p.is_file()), None)
         theirs = [c.name for c in read_classes_csv(csv)] if csv is not None else None
-        if theirs is not None and theirs != [c.name for c in classes]:
+        fresh = labelSegmentation is None and self.labelSegmentationOf(volume) is None
+        if theirs is not None and theirs != [c.name for c in classes] and adoptClasses and fresh:
+            self.setClasses(read_classes_csv(csv))
+            classes = self.classes()
+        elif theirs is not None and theirs != [c.name for c in classes]:
             raise InputError(f"{csv}: these labels are of the classes {', '.join(theirs)}, but the panel has "
                              f"{', '.join(c.name for c in classes)}. Load that classes.csv first (or the model "
                              "trained on them), then load the labels.")
@@ -309,6 +314,19 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             self.setLabelsToSegmentation(np.where(added, loaded.labels, painted), labelSegmentation, volume, classes)
         return LoadedLabels([names.index(name) for name in loaded.labeled_names], int(added.sum()),
                             int(differing.sum()), labelSegmentation)
+
+    def keptStrokesOf(self, volume) -> list[Path]:
+        """Folders of strokes kept at earlier trainings (`strokesBackupFolder`, other Slicer sessions or scenes
+        included) whose label files all have this volume's image names, the newest first: after a crash or a scene
+        closed unsaved, the person's strokes are there."""
+        root = _autosaveFolder()
+        names, own = set(self.imageNames(volume)), self._strokesBackups.get(volume.GetID())
+        found = []
+        for folder in (root.glob("strokes-*") if root.is_dir() else []):
+            stems = {p.stem for p in folder.glob("*.tif")}
+            if folder != own and stems and stems <= names and (folder / "classes.csv").is_file():
+                found.append(folder)
+        return sorted(found, key=lambda folder: folder.stat().st_mtime, reverse=True)
 
     def strokesBackupFolder(self, volume) -> Path:
         """The folder each training of `volume` keeps the strokes it trained on in, with their classes.csv, so that
@@ -1306,9 +1324,29 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         path = self.ui.imagesPathLineEdit.text.strip()
         if not path or not self.ensureDependencies():
             return
+        volume = None
         with slicer.util.tryWithErrorDisplay("Failed to load the images.", waitCursor=True):
             volume = self.logic.loadStack(path)
             self._showVolume(volume)
+        if volume is not None:
+            self._offerKeptStrokes(volume)
+
+    def _offerKeptStrokes(self, volume) -> None:
+        """After a crash the person reloads their images: offer the strokes their last training kept."""
+        kept = self.logic.keptStrokesOf(volume)
+        if not kept:
+            return
+        folder = kept[0]
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(folder.stat().st_mtime))
+        slices = len(list(folder.glob("*.tif")))
+        if not slicer.util.confirmYesNoDisplay(f"SemSeg kept the strokes of an earlier training of these images "
+                                               f"({slices} painted slice(s), {when}) in\n{folder}.\n\nLoad them?"):
+            return
+        with slicer.util.tryWithErrorDisplay("Failed to load the kept strokes.", waitCursor=True):
+            loaded = self.logic.loadLabels(volume, str(folder), adoptClasses=True)
+            self.ui.statusLabel.text = (f"Strokes of {len(loaded.slices)} slice(s) loaded from {folder.name} "
+                                        f"({loaded.added} pixels).")
+            self.updateGUIFromParameterNode()
 
     def onLoadSample(self) -> None:
         if not self.ensureDependencies():

@@ -587,14 +587,25 @@ def test_the_strokes_a_training_used_are_kept_and_come_back_in_a_new_scene(tmp_p
 
     scene.Clear(0)  # the scene is gone (closed, or Slicer crashed), the folder is not
     again = logic.loadStack(str(folder / "images"))  # the same stack, under the same name
-    logic.setClasses(SAMPLE_CLASSES)
-    loaded = logic.loadLabels(again, str(kept))
+    assert logic.keptStrokesOf(again) == [kept]  # found by its images' names
+    logic.setClasses(THREE_CLASSES)  # the panel's classes are not yet those painted
+    with pytest.raises(InputError, match="Load that classes.csv first"):
+        logic.loadLabels(again, str(kept))
+    loaded = logic.loadLabels(again, str(kept), adoptClasses=True)  # nothing painted on it yet: its classes come
+    assert logic.classes() == SAMPLE_CLASSES
     assert loaded.slices == [0, 2] and loaded.added == int((labels > 0).sum()) and loaded.differing == 0
     assert np.array_equal(logic.labelsFromSegmentation(loaded.segmentation, again), labels)
     assert logic.getParameterNode().GetNodeReference(SemSeg.ROLE_LABELS) is loaded.segmentation
     # A training of the stack loaded again keeps its strokes in a folder of its own: the first stays as it was.
     logic.train(again, loaded.segmentation, iterations=2, **FAST)
     assert logic.strokesBackupFolder(again) != kept and (kept / f"{names[2]}.tif").exists()
+    assert logic.keptStrokesOf(again) == [kept]  # its own folder is not offered back to it
+    # Classes are not adopted over labels painted already, and strokes of other images are not offered.
+    logic.setClasses(THREE_CLASSES)
+    with pytest.raises(InputError, match="Load that classes.csv first"):
+        logic.loadLabels(again, str(kept), adoptClasses=True)
+    write_numbered(tmp_path / "other", [np.zeros((96, 96), np.uint8)] * 4)
+    assert logic.keptStrokesOf(logic.loadStack(str(tmp_path / "other"))) == []
 
 
 def test_a_training_goes_on_when_its_strokes_cannot_be_kept(tmp_path, logic, monkeypatch):
