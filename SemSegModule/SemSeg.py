@@ -20,7 +20,6 @@ results are written back on the main thread when the job is polled, because MRML
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import slicer
 import vtk
+from SemSegLib import kept_strokes
 from SemSegLib.classes import ClassInfo, read_classes_csv, write_classes_csv
 from SemSegLib.errors import InputError
 from SemSegLib.task import SemSegEvent, SemSegTask
@@ -319,14 +319,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         """Folders of strokes kept at earlier trainings (`strokesBackupFolder`, other Slicer sessions or scenes
         included) whose label files all have this volume's image names, the newest first: after a crash or a scene
         closed unsaved, the person's strokes are there."""
-        root = _autosaveFolder()
-        names, own = set(self.imageNames(volume)), self._strokesBackups.get(volume.GetID())
-        found = []
-        for folder in (root.glob("strokes-*") if root.is_dir() else []):
-            stems = {p.stem for p in folder.glob("*.tif")}
-            if folder != own and stems and stems <= names and (folder / "classes.csv").is_file():
-                found.append(folder)
-        return sorted(found, key=lambda folder: folder.stat().st_mtime, reverse=True)
+        return kept_strokes.kept_folders(self.imageNames(volume), self._strokesBackups.get(volume.GetID()))
 
     def strokesBackupFolder(self, volume) -> Path:
         """The folder each training of `volume` keeps the strokes it trained on in, with their classes.csv, so that
@@ -334,9 +327,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         session, under the temporary folder's SemSeg/: a stack of the same name in a later session never writes
         over an earlier one's strokes."""
         if volume.GetID() not in self._strokesBackups:
-            name = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in volume.GetName())
-            self._strokesBackups[volume.GetID()] = _autosaveFolder() / (
-                f"strokes-{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{next(_strokesBackupNumbers)}")
+            self._strokesBackups[volume.GetID()] = kept_strokes.new_folder(volume.GetName())
         return self._strokesBackups[volume.GetID()]
 
     def predictionSegmentation(self, volume, create: bool = True):
@@ -459,7 +450,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
         def run(job: Job):
             try:  # first, so that the strokes are safe whatever happens to the training
-                _keepStrokes(backup, names, labels, classes)
+                kept_strokes.keep_strokes(backup, names, labels, classes)
             except OSError as e:  # a full or read-only temporary folder must not stop the training
                 backupError.append(f"the strokes could not be kept in {backup} ({e})")
             preview = None
@@ -533,7 +524,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         autosave file is rewritten: a model file the person loaded (ModelPath too) stays as it was saved."""
         node = self.getParameterNode()
         path = node.GetParameter("ModelPath")
-        folder = _autosaveFolder()
+        folder = kept_strokes.autosave_folder()
         if not path or Path(path).parent.resolve() != folder.resolve():
             folder.mkdir(parents=True, exist_ok=True)
             path = str(folder / f"model-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.pt")
@@ -941,24 +932,6 @@ class _PreviewLabels:
 
     iteration: int
     labels: np.ndarray  # (H, W)
-
-
-STROKES_BACKUP_MARK = "SemSeg strokes kept at a training"
-_strokesBackupNumbers = itertools.count(1)  # tells apart two stacks of one name, or a stack loaded again
-
-
-def _autosaveFolder() -> Path:
-    """Where SemSeg keeps the latest model and the strokes trainings used, for a reopened scene or after a crash."""
-    return Path(tempfile.gettempdir()) / "SemSeg"
-
-
-def _keepStrokes(folder: Path, names: list[str], labels: np.ndarray, classes: list[ClassInfo]) -> None:
-    """The strokes of every painted slice into `folder`, as `loadLabels` reads them (runs on the worker thread:
-    files only, no MRML)."""
-    from SemSegLib.stack_io import label_dtype, write_label_folder
-
-    write_classes_csv(folder / "classes.csv", classes)
-    write_label_folder(folder, names, labels.astype(label_dtype(len(classes))), STROKES_BACKUP_MARK)
 
 
 def _paintedWin(painted: np.ndarray, predicted: np.ndarray | None) -> np.ndarray:
@@ -1455,7 +1428,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self.ensureDependencies():
             return
         # Start where SemSeg keeps the strokes of each training: after a crash, that is where they are.
-        start = str(_autosaveFolder()) if _autosaveFolder().is_dir() else ""
+        start = str(kept_strokes.autosave_folder()) if kept_strokes.autosave_folder().is_dir() else ""
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Folder of label maps", start)
         if not folder:
             return

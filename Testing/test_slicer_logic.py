@@ -611,7 +611,9 @@ def test_the_strokes_a_training_used_are_kept_and_come_back_in_a_new_scene(tmp_p
 def test_a_training_goes_on_when_its_strokes_cannot_be_kept(tmp_path, logic, monkeypatch):
     _, volume, seg, _, _ = _sample_scene(tmp_path, logic)
     (tmp_path / "a file").write_text("not a folder")
-    monkeypatch.setattr(SemSeg, "_autosaveFolder", lambda: tmp_path / "a file")
+    from SemSegLib import kept_strokes
+
+    monkeypatch.setattr(kept_strokes, "autosave_folder", lambda: tmp_path / "a file")
     monkeypatch.setattr(SemSeg.SemSegLogic, "_autosaveModel", lambda self: None)
     task = logic.train(volume, seg, iterations=2, **FAST)
     assert task.finished and logic.model is not None
