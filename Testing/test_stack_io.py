@@ -151,3 +151,22 @@ def test_reading_does_not_modify_inputs_and_outputs_refuse_input_folders(tmp_pat
     out = check_output_dir(tmp_path / "out", [tmp_path / "images"])
     write_tiff(out / "x.tif", np.ones((4, 4), np.uint8))
     assert [p.name for p in out.iterdir()] == ["x.tif"]  # no temp files left behind
+
+
+def test_kept_strokes_are_found_for_images_of_their_names_the_newest_first():
+    import os
+
+    from SemSegLib import kept_strokes
+    from SemSegLib.classes import default_classes
+
+    labels = np.zeros((3, 8, 8), np.uint16)
+    labels[0, 1, 1], labels[2, 3, 3] = 1, 2
+    older, newer = kept_strokes.new_folder("stack"), kept_strokes.new_folder("stack")
+    assert older != newer  # the same stack name in the same second: two folders
+    for folder in (older, newer):
+        kept_strokes.keep_strokes(folder, ["a", "b", "c"], labels, default_classes(2))
+    os.utime(older, (1, 1))
+    assert sorted(p.name for p in newer.iterdir()) == ["a.tif", "c.tif", "classes.csv"]
+    assert kept_strokes.kept_folders(["a", "b", "c", "d"]) == [newer, older]
+    assert kept_strokes.kept_folders(["a", "b", "c"], exclude=newer) == [older]
+    assert kept_strokes.kept_folders(["a", "b"]) == []  # c.tif belongs to no image of these
