@@ -1007,6 +1007,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._updatingGUI = False
         self._task = None
+        self._taskLabel = ""
         self._timer = None
         self._suggestions = []
         self._trainedVolume = None
@@ -1244,7 +1245,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui.startPaintingButton.enabled = volume is not None and not busy
         ui.loadLabelsButton.enabled = volume is not None and not busy
         ui.trainButton.enabled = volume is not None and labels is not None and not busy
-        ui.cancelButton.enabled = busy
+        ui.cancelButton.enabled = busy and self._taskLabel != "Export"  # an export is not stopped halfway
         ui.undoTrainingButton.enabled = self.logic.canUndoTraining() and not busy
         hasModel = self.logic.model is not None
         ui.predictButton.enabled = volume is not None and hasModel and not busy
