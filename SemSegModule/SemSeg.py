@@ -316,10 +316,11 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
                             int(differing.sum()), labelSegmentation)
 
     def keptStrokesOf(self, volume) -> list[Path]:
-        """Folders of strokes kept at earlier trainings (`strokesBackupFolder`, other Slicer sessions or scenes
-        included) whose label files all have this volume's image names, the newest first: after a crash or a scene
-        closed unsaved, the person's strokes are there."""
-        return kept_strokes.kept_folders(self.imageNames(volume), self._strokesBackups.get(volume.GetID()))
+        """Folders of strokes kept at earlier trainings of these images (`strokesBackupFolder`, other Slicer sessions
+        or scenes included; the same image names and pixels), the newest first: after a crash or a scene closed
+        unsaved, the person's strokes are there."""
+        return kept_strokes.kept_folders(arrays.images_from_volume(volume), self.imageNames(volume),
+                                         self._strokesBackups.get(volume.GetID()))
 
     def strokesBackupFolder(self, volume) -> Path:
         """The folder each training of `volume` keeps the strokes it trained on in, with their classes.csv, so that
@@ -450,7 +451,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
         def run(job: Job):
             try:  # first, so that the strokes are safe whatever happens to the training
-                kept_strokes.keep_strokes(backup, names, labels, classes)
+                kept_strokes.keep_strokes(backup, images, names, labels, classes)
             except OSError as e:  # a full or read-only temporary folder must not stop the training
                 backupError.append(f"the strokes could not be kept in {backup} ({e})")
             preview = None

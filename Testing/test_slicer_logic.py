@@ -574,7 +574,8 @@ def test_the_strokes_a_training_used_are_kept_and_come_back_in_a_new_scene(tmp_p
     names = logic.imageNames(volume)
     logic.train(volume, seg, iterations=2, **FAST)
     kept = logic.strokesBackupFolder(volume)
-    assert sorted(p.name for p in kept.iterdir()) == sorted(["classes.csv", f"{names[0]}.tif", f"{names[2]}.tif"])
+    assert sorted(p.name for p in kept.iterdir()) == sorted(["classes.csv", "images.json", f"{names[0]}.tif",
+                                                              f"{names[2]}.tif"])
     assert np.array_equal(tifffile.imread(kept / f"{names[2]}.tif"), labels[2])
     # The person erases slice 3's strokes and trains again: its file goes, so it cannot come back.
     fewer = labels.copy()

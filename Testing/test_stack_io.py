@@ -153,20 +153,25 @@ def test_reading_does_not_modify_inputs_and_outputs_refuse_input_folders(tmp_pat
     assert [p.name for p in out.iterdir()] == ["x.tif"]  # no temp files left behind
 
 
-def test_kept_strokes_are_found_for_images_of_their_names_the_newest_first():
+def test_kept_strokes_are_found_for_the_same_images_the_newest_first():
     import os
 
     from SemSegLib import kept_strokes
     from SemSegLib.classes import default_classes
 
+    images = np.random.default_rng(0).integers(0, 255, (3, 1, 8, 8), dtype=np.uint8)
     labels = np.zeros((3, 8, 8), np.uint16)
     labels[0, 1, 1], labels[2, 3, 3] = 1, 2
     older, newer = kept_strokes.new_folder("stack"), kept_strokes.new_folder("stack")
     assert older != newer  # the same stack name in the same second: two folders
     for folder in (older, newer):
-        kept_strokes.keep_strokes(folder, ["a", "b", "c"], labels, default_classes(2))
+        kept_strokes.keep_strokes(folder, images, ["a", "b", "c"], labels, default_classes(2))
     os.utime(older, (1, 1))
-    assert sorted(p.name for p in newer.iterdir()) == ["a.tif", "c.tif", "classes.csv"]
-    assert kept_strokes.kept_folders(["a", "b", "c", "d"]) == [newer, older]
-    assert kept_strokes.kept_folders(["a", "b", "c"], exclude=newer) == [older]
-    assert kept_strokes.kept_folders(["a", "b"]) == []  # c.tif belongs to no image of these
+    assert sorted(p.name for p in newer.iterdir()) == ["a.tif", "c.tif", "classes.csv", "images.json"]
+    assert kept_strokes.kept_folders(images, ["a", "b", "c"]) == [newer, older]
+    assert kept_strokes.kept_folders(images, ["a", "b", "c"], exclude=newer) == [older]
+    # Other images of the same names (microscopes name files alike), or images without c: not these strokes.
+    other = images.copy()
+    other[1, 0, 7, 7] += 1
+    assert kept_strokes.kept_folders(other, ["a", "b", "c"]) == []
+    assert kept_strokes.kept_folders(images[:2], ["a", "b"]) == []
