@@ -271,6 +271,10 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
     def labelsFromSegmentation(self, segmentation, volume, classes: list[ClassInfo] | None = None) -> np.ndarray:
         """Painted segments -> (N, H, W) uint16, 0 = unlabeled, k = class k (later classes win on overlap)."""
+        if segmentation is None:
+            raise InputError(f"no label segmentation was given for '{volume.GetName()}': make one with "
+                             "createLabelSegmentation (the panel's 'Start painting') and paint, or pass "
+                             "labelSegmentationOf(volume).")
         self.checkLabelsBelongTo(volume, segmentation)
         return arrays.labels_from_segmentation(self.scene, segmentation, volume, classes or self.classes())
 
@@ -821,8 +825,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         result says what was written where. `warning`: the `exportWarning` the caller already has (the panel, which
         asked before exporting), not computed again.
 
-        Here the folder is checked (a refused one raises before anything is written) and the labels are read from
-        MRML; the rest runs on the worker thread: 100 slices of 1024 x 1024 held the main thread for 15 s when they
+        Here the labels are read from MRML and the folder is checked (a refused one raises before anything is
+        written); the rest runs on the worker thread: 100 slices of 1024 x 1024 held the main thread for 15 s when they
         were written there (2 s now; bench/RESULTS.md, session 61)."""
         from SemSegLib.results_folder import check_results_folder, write_results
         from SemSegLib.stack_io import label_dtype
@@ -832,9 +836,9 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             logging.warning(f"SemSeg export to {folder}: {warning}")
         classes, names, model = self.classes(), self.imageNames(volume), self.model
         protected = [volume.GetAttribute(SOURCE_ATTRIBUTE) or None]
-        check_results_folder(folder, names, model is not None, protected)
         strokes = self.labelsFromSegmentation(labelSegmentation, volume)
         predicted = self._predictedLabels(volume)
+        check_results_folder(folder, names, model is not None, protected)  # made here: after the inputs' checks
         spacing = volume.GetSpacing()
 
         def run(job: Job) -> dict[str, str]:

@@ -670,6 +670,11 @@ def test_training_errors_are_actionable(tmp_path, logic):
         logic.train(volume, seg, iterations=1)
     with pytest.raises(InputError, match="no model yet"):
         logic.predict(volume, "all")
+    for call in (lambda: logic.train(volume, None, iterations=1),
+                 lambda: logic.export(volume, None, str(tmp_path / "results"))):
+        with pytest.raises(InputError, match="no label segmentation was given for .* 'Start painting'"):
+            call()
+    assert not (tmp_path / "results").exists()  # a refused export makes no folder
 
 
 def test_the_start_chosen_in_the_panel_reaches_the_training(tmp_path, logic):
