@@ -293,23 +293,22 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         from SemSegLib.stack_io import read_labels
 
         classes = self.classes()
+        if labelSegmentation is None:
+            labelSegmentation = self.labelSegmentationOf(volume)  # None: nothing was painted on the volume yet
         folderPath = Path(folder)
         csv = next((p for p in (folderPath / "classes.csv", folderPath.parent / "classes.csv") if p.is_file()), None)
-        theirs = [c.name for c in read_classes_csv(csv)] if csv is not None else None
-        fresh = labelSegmentation is None and self.labelSegmentationOf(volume) is None
-        if theirs is not None and theirs != [c.name for c in classes] and adoptClasses and fresh:
-            self.setClasses(read_classes_csv(csv))
+        theirs = read_classes_csv(csv) if csv is not None else None
+        if theirs is not None and [c.name for c in theirs] != [c.name for c in classes]:
+            if not (adoptClasses and labelSegmentation is None):
+                raise InputError(f"{csv}: these labels are of the classes {', '.join(c.name for c in theirs)}, but "
+                                 f"the panel has {', '.join(c.name for c in classes)}. Load that classes.csv first "
+                                 "(or the model trained on them), then load the labels.")
+            self.setClasses(theirs)
             classes = self.classes()
-        elif theirs is not None and theirs != [c.name for c in classes]:
-            raise InputError(f"{csv}: these labels are of the classes {', '.join(theirs)}, but the panel has "
-                             f"{', '.join(c.name for c in classes)}. Load that classes.csv first (or the model "
-                             "trained on them), then load the labels.")
         names = self.imageNames(volume)
         loaded = read_labels(folder, _shapeOnly(names, arrays.slice_shape(volume)[1:], volume.GetName()),
                              classes=classes, classes_from="the classes in the panel",
                              advice="Load the classes.csv that goes with these labels first.")
-        if labelSegmentation is None:
-            labelSegmentation = self.labelSegmentationOf(volume)
         labelSegmentation = self.createLabelSegmentation(volume, classes, segmentation=labelSegmentation)
         painted = self.labelsFromSegmentation(labelSegmentation, volume, classes)
         added = (painted == 0) & (loaded.labels > 0)
@@ -1113,9 +1112,9 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _showInEditor(self) -> None:
         """The panel's labels and volume in the embedded editor."""
-        labels, volume = self._labels(), self._volume()
         if self.editor is None or self._editorNode is None:
             return
+        labels, volume = self._labels(), self._volume()
         if self.editor.segmentationNodeID() != (labels.GetID() if labels is not None else ""):
             self.editor.setSegmentationNode(labels)
         if labels is not None and volume is not None and self.editor.sourceVolumeNodeID() != volume.GetID():
@@ -1434,7 +1433,8 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self.ensureDependencies():
             return
         # Start where SemSeg keeps the strokes of each training: after a crash, that is where they are.
-        start = str(kept_strokes.autosave_folder()) if kept_strokes.autosave_folder().is_dir() else ""
+        kept = kept_strokes.autosave_folder()
+        start = str(kept) if kept.is_dir() else ""
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Folder of label maps", start)
         if not folder:
             return
