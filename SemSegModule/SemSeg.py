@@ -1,7 +1,8 @@
 """SemSeg: a 3D Slicer module that trains a U-Net on a few painted strokes and segments a whole image stack.
 
 SemSegLogic moves arrays between MRML nodes and the SemSegLib engine (all heavy work lives there); the
-node <-> array conversions and what it shows (tables, charts, points) are in SemSegMRML.
+node <-> array conversions, the parameter node, the nodes kept beside each stack, accepts and what it shows
+(tables, charts, points) are in SemSegMRML.
 
 Usable from the Python console and from scripts without the GUI, e.g.
 
@@ -20,7 +21,6 @@ results are written back on the main thread when the job is polled, because MRML
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -37,8 +37,11 @@ from SemSegLib.classes import ClassInfo, read_classes_csv, write_classes_csv
 from SemSegLib.errors import InputError
 from SemSegLib.task import SemSegEvent, SemSegTask
 from SemSegLib.worker import Job, Worker
-from SemSegMRML import arrays, results
+from SemSegMRML import arrays, parameters, results, stack_nodes
+from SemSegMRML.accepted import AcceptedPredictions
 from SemSegMRML.arrays import SOURCE_ATTRIBUTE
+from SemSegMRML.parameters import ROLE_LABELS, ROLE_SUGGESTION_MARKERS, ROLE_VOLUME
+from SemSegMRML.stack_nodes import PREDICTION_NAME, PREVIEW_NAME, ROLE_OF_VOLUME, ROLE_PREDICTION, ROLE_PREVIEW
 from slicer.util import VTKObservationMixin
 
 try:  # in the Slicer application
@@ -61,49 +64,13 @@ except ImportError:  # slicer-core (MRML without Qt, as in CI): only the Logic i
 
     ScriptedLoadableModuleTest = unittest.TestCase
 
-DEFAULT_CLASSES = [
-    ClassInfo(1, "background", (128, 128, 128)),
-    ClassInfo(2, "cells", (60, 200, 90)),
-    ClassInfo(3, "collagen", (230, 60, 60)),
-]
-
-PREDICTION_NAME = "SemSeg prediction"
-PREVIEW_NAME = "SemSeg training preview"
-UNCERTAINTY_NAME = "SemSeg uncertainty"
-BASELINE_NAME = "SemSeg labels at last prediction"
 SUGGESTION_MARKERS_NAME = "SemSeg where to paint"
-# On the prediction segmentation (saved with the scene): per predicted slice, which model predicted it, so that
-# an export can say which slices the current model has not labeled.
-PREDICTED_BY_ATTRIBUTE = "SemSeg.PredictedBy"
+EDITOR_SINGLETON_TAG = "SemSegSegmentEditor"  # the parameter node of the Segment Editor in the panel
+TRAININGS_KEPT = 5  # models replaced by trainings that undoTraining can go back to
 
-# Parameter node: node reference roles and parameter names (saved with the scene).
-ROLE_VOLUME = "InputVolume"
-ROLE_LABELS = "LabelSegmentation"
-ROLE_SUGGESTION_MARKERS = "SuggestionMarkers"
-# References on the image volume itself: its prediction, uncertainty and correction baseline belong to it, so a
-# second stack never shows, accepts or exports the first one's prediction (saved with the scene, like all
-# node references). A label segmentation SemSeg creates refers back to its volume (ROLE_OF_VOLUME).
-ROLE_PREDICTION = "SemSegPrediction"
-ROLE_UNCERTAINTY = "SemSegUncertainty"
-ROLE_BASELINE = "SemSegCorrectionBaseline"
-ROLE_PREVIEW = "SemSegTrainingPreview"  # only while a training runs
-ROLE_OF_VOLUME = "SemSegVolume"
-DEFAULT_PARAMETERS = {
-    "Classes": json.dumps([c.to_dict() for c in DEFAULT_CLASSES]),
-    # The engine's default (TrainConfig.seconds), which the benchmark measures: it ends after 750 steps, about
-    # 100 s on 2 CPU cores. 60 s (426-447 steps there) gave T2 0.005 / 0.002 less (bench/RESULTS.md, session 60).
-    "BudgetValue": "180",
-    "BudgetUnit": "seconds",
-    "ContinueTraining": "true",
-    "CorrectionWeight": "1.0",
-    "Device": "auto",
-    "StartingPoint": "auto",
-    "PredictScope": "all",
-    "TTA": "false",
-    "ModelPath": "",
-    "ReferencePath": "",
-    "OutputPath": "",
-}
+#
+# SemSegLogic
+#
 
 
 class SemSegLogic(ScriptedLoadableModuleLogic):
@@ -125,11 +92,9 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         # look-alike slices among the predicted ones, and describing a slice takes long enough (0.35 s for 1024 x
         # 1024) that the GUI thread should not, so each prediction's worker describes the slices it predicted.
         self._sliceDescriptors: dict[str, tuple[int, dict]] = {}
-        # Volume ID -> the accepted predictions `undoAccept` can take back, the last one last (in memory). A new
-        # scene gives its nodes the IDs of the closed one's, so they are forgotten when a scene closes.
-        self._accepted: dict[str, list[_AcceptedSlice]] = {}
-        # Volume ID -> the folder its trainings keep their strokes in (`strokesBackupFolder`); forgotten with the
-        # scene for the same reason.
+        self._accepted = AcceptedPredictions()  # what `undoAccept` can take back (in memory)
+        # Volume ID -> the folder its trainings keep their strokes in (`strokesBackupFolder`). Forgotten when a scene
+        # closes, as the accepts are: a new scene gives its nodes the IDs of the closed one's.
         self._strokesBackups: dict[str, Path] = {}
         self.scene.AddObserver(slicer.vtkMRMLScene.StartCloseEvent, lambda caller, event: self._forgetScene())
 
@@ -139,22 +104,10 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
     # ---------------------------------------------------------------- parameter node
     def getParameterNode(self):
-        node = self.scene.GetSingletonNode("SemSeg", "vtkMRMLScriptedModuleNode")
-        if node is None:
-            node = self.scene.CreateNodeByClass("vtkMRMLScriptedModuleNode")
-            node.UnRegister(None)
-            node.SetSingletonTag("SemSeg")
-            node.SetName("SemSeg")
-            node.SetAttribute("ModuleName", "SemSeg")
-            node = self.scene.AddNode(node)
-        for key, value in DEFAULT_PARAMETERS.items():
-            if not node.GetParameter(key):
-                node.SetParameter(key, value)
-        _moveLegacyReferences(node)
-        return node
+        return parameters.parameter_node(self.scene)
 
     def classes(self) -> list[ClassInfo]:
-        return [ClassInfo.from_dict(d) for d in json.loads(self.getParameterNode().GetParameter("Classes"))]
+        return parameters.classes(self.getParameterNode())
 
     def setClasses(self, classes: list[ClassInfo], edited: bool = False) -> None:
         """`edited`: the panel's table was edited (a class added, removed, renamed in its row or recolored). The
@@ -170,7 +123,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         before = self.classes()
         classes = [ClassInfo(i + 1, c.name, c.color) for i, c in enumerate(classes)]
         node = self.getParameterNode()
-        node.SetParameter("Classes", json.dumps([c.to_dict() for c in classes]))
+        parameters.set_classes(node, classes)
         if not edited:
             return
         volume, labels = node.GetNodeReference(ROLE_VOLUME), node.GetNodeReference(ROLE_LABELS)
@@ -253,29 +206,25 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
     def labelSegmentationOf(self, volume):
         """The label segmentation SemSeg made for `volume` (the most recent), or None."""
-        kind = "vtkMRMLSegmentationNode"
-        nodes = [self.scene.GetNthNodeByClass(i, kind) for i in range(self.scene.GetNumberOfNodesByClass(kind))]
-        made = [node for node in nodes
-                if (owner := node.GetNodeReference(ROLE_OF_VOLUME)) is not None and owner.GetID() == volume.GetID()]
-        return made[-1] if made else None
+        return stack_nodes.label_segmentation_of(self.scene, volume)
 
     @staticmethod
     def checkLabelsBelongTo(volume, segmentation) -> None:
-        """A label segmentation SemSeg made for another volume is refused: its strokes would land on this
-        volume's slices (a segmentation from elsewhere, with no such record, is taken as given)."""
-        owner = segmentation.GetNodeReference(ROLE_OF_VOLUME) if segmentation is not None else None
-        if owner is not None and owner.GetID() != volume.GetID():
-            raise InputError(f"the label segmentation '{segmentation.GetName()}' holds the strokes painted on "
-                             f"'{owner.GetName()}', not on '{volume.GetName()}'. Select this volume's labels, or "
-                             "press 'Start painting' for new ones.")
+        """A label segmentation SemSeg made for another volume is refused (`stack_nodes.check_labels_belong_to`)."""
+        stack_nodes.check_labels_belong_to(volume, segmentation)
 
-    def labelsFromSegmentation(self, segmentation, volume, classes: list[ClassInfo] | None = None) -> np.ndarray:
-        """Painted segments -> (N, H, W) uint16, 0 = unlabeled, k = class k (later classes win on overlap)."""
+    @staticmethod
+    def checkLabels(volume, segmentation) -> None:
+        """The volume's label segmentation is given, and is not another volume's."""
         if segmentation is None:
             raise InputError(f"no label segmentation was given for '{volume.GetName()}': make one with "
                              "createLabelSegmentation (the panel's 'Start painting') and paint, or pass "
                              "labelSegmentationOf(volume).")
-        self.checkLabelsBelongTo(volume, segmentation)
+        stack_nodes.check_labels_belong_to(volume, segmentation)
+
+    def labelsFromSegmentation(self, segmentation, volume, classes: list[ClassInfo] | None = None) -> np.ndarray:
+        """Painted segments -> (N, H, W) uint16, 0 = unlabeled, k = class k (later classes win on overlap)."""
+        self.checkLabels(volume, segmentation)
         return arrays.labels_from_segmentation(self.scene, segmentation, volume, classes or self.classes())
 
     def setLabelsToSegmentation(self, labels: np.ndarray, segmentation, volume,
@@ -335,66 +284,17 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         return self._strokesBackups[volume.GetID()]
 
     def predictionSegmentation(self, volume, create: bool = True):
-        node = self._segmentationOf(volume, ROLE_PREDICTION, PREDICTION_NAME, create)
+        node = stack_nodes.segmentation_of(self.scene, volume, ROLE_PREDICTION, PREDICTION_NAME, create)
         if node is not None:
             arrays.ensure_segments(node, self.classes())
         return node
 
-    def _segmentationOf(self, volume, role: str, name: str, create: bool):
-        """The segmentation `volume` refers to as `role`; a new one on its grid if there is none and `create`."""
-        node = volume.GetNodeReference(role)
-        if node is None and create:
-            node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
-            node.CreateDefaultDisplayNodes()
-            node.SetReferenceImageGeometryParameterFromVolumeNode(volume)
-            volume.SetNodeReferenceID(role, node.GetID())
-        return node
-
-    def _scalarVolumeLike(self, volume, role: str, name: str, className: str = "vtkMRMLScalarVolumeNode"):
-        node = volume.GetNodeReference(role)
-        if node is None:
-            node = self.scene.AddNewNodeByClass(className, name)
-            volume.SetNodeReferenceID(role, node.GetID())
-        node.CopyOrientation(volume)
-        return node
-
     def uncertaintyVolume(self, volume):
-        node = self._scalarVolumeLike(volume, ROLE_UNCERTAINTY, UNCERTAINTY_NAME)
-        if node.GetImageData() is None:
-            shape = arrays.slice_shape(volume)
-            slicer.util.updateVolumeFromArray(node, np.zeros(shape, np.float32))
-            node.CreateDefaultDisplayNodes()
-            display = node.GetDisplayNode()
-            display.SetAutoWindowLevel(False)
-            display.SetWindowLevelMinMax(0.0, 1.0)
-            display.SetInterpolate(False)
-            colorId = "vtkMRMLColorTableNodeFileInferno.txt"  # Slicer default color table (from file)
-            if self.scene.GetNodeByID(colorId) is None:
-                colorId = "vtkMRMLColorTableNodeRainbow"
-            display.SetAndObserveColorNodeID(colorId)
-        return node
-
-    # ---------------------------------------------------------------- corrections baseline
-    def _baseline(self, volume, create: bool = False):
-        node = volume.GetNodeReference(ROLE_BASELINE)
-        if node is None and create:
-            node = self._scalarVolumeLike(volume, ROLE_BASELINE, BASELINE_NAME, "vtkMRMLLabelMapVolumeNode")
-            node.SetHideFromEditors(True)
-        return node
-
-    def _setBaseline(self, volume, labels: np.ndarray) -> None:
-        """Remember the labels as they are now; pixels that differ later are the person's corrections."""
-        node = self._baseline(volume, create=True)
-        slicer.util.updateVolumeFromArray(node, labels.astype(np.uint16))
+        return stack_nodes.uncertainty_volume(self.scene, volume)
 
     def correctionMask(self, volume, labels: np.ndarray) -> np.ndarray | None:
-        node = self._baseline(volume)
-        if node is None or node.GetImageData() is None:
-            return None
-        baseline = slicer.util.arrayFromVolume(node)
-        if baseline.shape != labels.shape:
-            return None
-        return (labels > 0) & (labels != baseline)
+        """The labeled pixels painted since the last prediction, training or accept (None before any)."""
+        return stack_nodes.correction_mask(volume, labels)
 
     # ---------------------------------------------------------------- worker
     @classmethod
@@ -470,7 +370,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
         def describe(p) -> SemSegEvent:
             if isinstance(p, _PreviewLabels):
-                if self._inScene(volume):
+                if stack_nodes.in_scene(self.scene, volume):
                     shown = np.zeros(images.shape[:1] + images.shape[2:], p.labels.dtype)
                     shown[previewSlice] = p.labels
                     self.setLabelsToSegmentation(shown, self.previewSegmentation(volume), volume, classes)
@@ -492,8 +392,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             self._autosaveModel()
             if not backupError:
                 logging.info(f"SemSeg: the strokes this training used are kept in {backup}")
-            if self._inScene(volume):
-                self._setBaseline(volume, labels)
+            if stack_nodes.in_scene(self.scene, volume):
+                stack_nodes.set_baseline(self.scene, volume, labels)
                 if predicted:
                     self._writePrediction(volume, predicted, result.model)
             return result
@@ -503,18 +403,13 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
     def previewSegmentation(self, volume, create: bool = True):
         """The segmentation a running training shows its slice in (train's `previewSlice`), or None."""
-        node = self._segmentationOf(volume, ROLE_PREVIEW, PREVIEW_NAME, create)
+        node = stack_nodes.segmentation_of(self.scene, volume, ROLE_PREVIEW, PREVIEW_NAME, create)
         if node is not None:
             node.SetHideFromEditors(True)  # not a segmentation to paint in, or to pick as labels
         return node
 
-    def _inScene(self, volume) -> bool:
-        """Whether `volume` is still in the Logic's scene: a task that ends after the person closed the scene or
-        removed the volume writes nothing (its nodes would land in the next scene, whose IDs are the same)."""
-        return volume.GetScene() is self.scene and self.scene.GetNodeByID(volume.GetID()) is volume
-
     def removePreview(self, volume) -> None:
-        node = self.previewSegmentation(volume, create=False) if self._inScene(volume) else None
+        node = self.previewSegmentation(volume, create=False) if stack_nodes.in_scene(self.scene, volume) else None
         if node is not None:
             volume.SetNodeReferenceID(ROLE_PREVIEW, None)
             self.scene.RemoveNode(node)
@@ -590,14 +485,14 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             return SemSegEvent("progress", f"slice {done} of {total} ({seconds:.2f} s)", done / total, p)
 
         def finish(result):
-            if not result or not self._inScene(volume):
+            if not result or not stack_nodes.in_scene(self.scene, volume):
                 return result
             self._writePrediction(volume, result, model)
             if described:
                 self._cacheSliceDescriptors(volume, described, imagesTime)
             self.lastTimings["predict_seconds_per_slice"] = float(np.mean([r[2] for r in result.values()]))
             if labelSegmentation is not None:
-                self._setBaseline(volume, self.labelsFromSegmentation(labelSegmentation, volume))
+                stack_nodes.set_baseline(self.scene, volume, self.labelsFromSegmentation(labelSegmentation, volume))
             return result
 
         return self._start("predict", run, describe, finish, waitForCompletion, eventCallback)
@@ -613,14 +508,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         for k, (_, sliceUncertainty, _) in result.items():
             uncertainty[k] = sliceUncertainty
         slicer.util.arrayFromVolumeModified(uncertaintyNode)
-        predictedBy = self._predictedBy(segmentation)
-        predictedBy.update({str(k): model.signature for k in result})
-        segmentation.SetAttribute(PREDICTED_BY_ATTRIBUTE, json.dumps(predictedBy))
-
-    @staticmethod
-    def _predictedBy(segmentation) -> dict[str, str]:
-        text = segmentation.GetAttribute(PREDICTED_BY_ATTRIBUTE) if segmentation is not None else None
-        return json.loads(text) if text else {}
+        stack_nodes.record_predicted_by(segmentation, result, model.signature)
 
     def unlabeledByCurrentModel(self, volume) -> tuple[list[int], list[int]]:
         """Slices without a prediction, and slices predicted by another model than the current one (0-based)."""
@@ -628,7 +516,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         predicted = set(self.predictedSlices(volume))
         n = arrays.slice_shape(volume)[0]
         current = self.model.signature if self.model is not None else None
-        predictedBy = self._predictedBy(segmentation)
+        predictedBy = stack_nodes.predicted_by(segmentation)
         earlier = [k for k in sorted(predicted) if current is not None and predictedBy.get(str(k)) != current]
         return [k for k in range(n) if k not in predicted], earlier
 
@@ -670,50 +558,18 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         predicted = self.labelsFromSegmentation(prediction, volume)[sliceIndex]
         if not predicted.any():
             raise InputError(f"slice {sliceIndex + 1} has no prediction: predict it first.")
-        labels = self.labelsFromSegmentation(labelSegmentation, volume)
-        painted = labels[sliceIndex] > 0
-        added = ~painted & (predicted > 0)
-        baseline = self._baseline(volume)
-        before = None if baseline is None else np.array(slicer.util.arrayFromVolume(baseline)[sliceIndex])
-        labels[sliceIndex] = np.where(painted, labels[sliceIndex], predicted)
-        self.setLabelsToSegmentation(labels, labelSegmentation, volume)
-        self._setBaseline(volume, labels)
-        accepted = self._accepted.setdefault(volume.GetID(), [])
-        accepted.append(_AcceptedSlice(labelSegmentation.GetID(), sliceIndex, added, predicted, before))
-        del accepted[:-ACCEPTS_KEPT]
-        return int(added.sum())
+        self.checkLabels(volume, labelSegmentation)
+        return self._accepted.accept(self.scene, volume, labelSegmentation, sliceIndex, predicted, self.classes())
 
     def canUndoAccept(self, volume) -> bool:
-        return volume is not None and bool(self._accepted.get(volume.GetID()))
+        return self._accepted.can_undo(volume)
 
     def undoAccept(self, volume, labelSegmentation) -> tuple[int, int]:
         """Take back the last prediction accepted on this volume: the pixels it added that still hold the class it
         gave them become unlabeled again. The person's strokes, and whatever they painted over it since, stay.
-        Returns (slice index, pixels taken back); up to ACCEPTS_KEPT accepts can be taken back, last first."""
-        accepted = self._accepted.get(volume.GetID())
-        if not accepted:
-            raise InputError(f"no accepted prediction to undo on '{volume.GetName()}' (accepts are remembered until "
-                             "Slicer closes).")
-        last = accepted[-1]
-        if last.segmentationID != labelSegmentation.GetID():
-            went = self.scene.GetNodeByID(last.segmentationID)
-            raise InputError(f"the last prediction accepted on '{volume.GetName()}' went into "
-                             f"'{went.GetName() if went is not None else 'a removed segmentation'}', not "
-                             f"'{labelSegmentation.GetName()}': select those labels to undo it.")
-        k = last.sliceIndex
-        labels = self.labelsFromSegmentation(labelSegmentation, volume)
-        takenBack = last.added & (labels[k] == last.values)
-        labels[k][takenBack] = 0
-        self.setLabelsToSegmentation(labels, labelSegmentation, volume)
-        baseline = self._baseline(volume)
-        if baseline is not None and last.baselineBefore is not None:
-            # Pixels painted on them later count as corrections again, as they would have without the accept.
-            array = slicer.util.arrayFromVolume(baseline)
-            if array.shape[1:] == last.baselineBefore.shape:
-                array[k][takenBack] = last.baselineBefore[takenBack]
-                slicer.util.arrayFromVolumeModified(baseline)
-        accepted.pop()
-        return k, int(takenBack.sum())
+        Returns (slice index, pixels taken back); the last `accepted.ACCEPTS_KEPT` accepts can be taken back."""
+        self.checkLabels(volume, labelSegmentation)
+        return self._accepted.undo(self.scene, volume, labelSegmentation, self.classes())
 
     # ---------------------------------------------------------------- where to paint next
     def suggestSlices(self, volume, top: int = 5, labelSegmentation=None) -> list[dict]:
@@ -847,7 +703,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             return write_results(folder, names, final, strokes.astype(dtype), classes, model, spacing, protected)
 
         def finish(written: dict[str, str]) -> dict[str, str]:
-            if self._inScene(volume):
+            if stack_nodes.in_scene(self.scene, volume):
                 self.getParameterNode().SetParameter("OutputPath", str(Path(folder)))
             return written
 
@@ -898,28 +754,6 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         return False
 
 
-# Scenes saved before session 59 referenced the prediction, uncertainty and baseline from the parameter node;
-# they belong to the volume then referenced as the input (the only stack SemSeg knew of).
-_LEGACY_ROLES = {"PredictionSegmentation": ROLE_PREDICTION, "UncertaintyVolume": ROLE_UNCERTAINTY,
-                 "CorrectionBaseline": ROLE_BASELINE}
-
-
-ACCEPTS_KEPT = 10  # accepted predictions per volume that undoAccept can take back
-EDITOR_SINGLETON_TAG = "SemSegSegmentEditor"  # the parameter node of the Segment Editor in the panel
-TRAININGS_KEPT = 5  # models replaced by trainings that undoTraining can go back to
-
-
-@dataclass
-class _AcceptedSlice:
-    """One accepted prediction, for `undoAccept`."""
-
-    segmentationID: str
-    sliceIndex: int
-    added: np.ndarray  # (H, W) bool: the pixels the accept labeled
-    values: np.ndarray  # (H, W) the classes it gave them
-    baselineBefore: np.ndarray | None  # (H, W) the correction baseline's slice before the accept
-
-
 @dataclass
 class LoadedLabels:
     """What `loadLabels` did."""
@@ -948,16 +782,6 @@ def _shapeOnly(names: list[str], shape: tuple[int, int], source: str):
     from SemSegLib.stack_io import ImageStack
 
     return ImageStack(np.broadcast_to(np.zeros((), np.uint8), (len(names), 1, *shape)), names, source)
-
-
-def _moveLegacyReferences(parameterNode) -> None:
-    volume = parameterNode.GetNodeReference(ROLE_VOLUME)
-    for legacy, role in _LEGACY_ROLES.items():
-        node = parameterNode.GetNodeReference(legacy)
-        if node is not None and volume is not None and volume.GetNodeReference(role) is None:
-            volume.SetNodeReferenceID(role, node.GetID())
-        if parameterNode.GetNodeReferenceID(legacy):
-            parameterNode.SetNodeReferenceID(legacy, None)
 
 
 def _slices(indices: list[int], shown: int = 8) -> str:

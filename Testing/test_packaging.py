@@ -64,8 +64,9 @@ def test_the_combo_boxes_offer_what_the_parameter_node_stores():
     def items(name: str) -> list[str]:
         return [i.find("property/string").text for i in widgets[name].findall("item")]
 
+    from SemSegMRML.parameters import DEFAULTS as defaults
+
     source = (MODULE / "SemSeg.py").read_text()
-    defaults = dict(re.findall(r'^\s+"(\w+)": "([^"]*)",$', source, re.M))
     # The parameter node stores the combo box's text for these two: the default must be one of the items.
     assert defaults["BudgetUnit"] in items("budgetUnitComboBox") == ["seconds", "iterations"]
     assert defaults["Device"] in items("deviceComboBox")
@@ -88,9 +89,8 @@ def test_the_panel_starts_with_the_engines_defaults():
     # less by default gives the person less than the README reports (it started with 60 s until session 60).
     from SemSegLib.prediction import PredictConfig
     from SemSegLib.training import TrainConfig
+    from SemSegMRML.parameters import DEFAULTS as defaults
 
-    source = (MODULE / "SemSeg.py").read_text()
-    defaults = dict(re.findall(r'^\s+"(\w+)": "([^"]*)",$', source, re.M))
     assert (defaults["BudgetUnit"], float(defaults["BudgetValue"])) == ("seconds", TrainConfig().seconds)
     assert float(defaults["CorrectionWeight"]) == TrainConfig().correction_weight
     assert defaults["StartingPoint"] == TrainConfig().starting_point
