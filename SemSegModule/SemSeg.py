@@ -21,6 +21,7 @@ results are written back on the main thread when the job is polled, because MRML
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import tempfile
@@ -33,11 +34,12 @@ import numpy as np
 import slicer
 import vtk
 from SemSegLib import kept_strokes
+from SemSegLib.atomic import write_bytes_atomic
 from SemSegLib.classes import ClassInfo, read_classes_csv, write_classes_csv
 from SemSegLib.errors import InputError
 from SemSegLib.task import SemSegEvent, SemSegTask
 from SemSegLib.worker import Job, Worker
-from SemSegMRML import arrays, parameters, results, stack_nodes
+from SemSegMRML import arrays, model_node, parameters, results, stack_nodes
 from SemSegMRML.accepted import AcceptedPredictions
 from SemSegMRML.arrays import SOURCE_ATTRIBUTE
 from SemSegMRML.parameters import ROLE_LABELS, ROLE_SUGGESTION_MARKERS, ROLE_VOLUME
@@ -388,8 +390,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
                 self.replacedModels = (self.replacedModels + [self.model])[-TRAININGS_KEPT:]
             self.model = result.model
             self.lastTrainResult = result
-            self.lastTrainNote = "; ".join([text for text in [note, *backupError] if text])
-            self._autosaveModel()
+            saveError = self._autosaveModel(inScene=stack_nodes.in_scene(self.scene, volume))
+            self.lastTrainNote = "; ".join([text for text in [note, *backupError, saveError] if text])
             if not backupError:
                 logging.info(f"SemSeg: the strokes this training used are kept in {backup}")
             if stack_nodes.in_scene(self.scene, volume):
@@ -418,17 +420,24 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         return (self.model is not None and self.model.in_channels == channels
                 and [c.name for c in self.model.classes] == [c.name for c in classes])
 
-    def _autosaveModel(self) -> None:
-        """Keep the latest model on disk (parameter ModelPath) so a reopened scene can continue. Only SemSeg's own
-        autosave file is rewritten: a model file the person loaded (ModelPath too) stays as it was saved."""
+    def _autosaveModel(self, inScene: bool = True) -> str:
+        """Keep the current model in the scene (`model_node`; if `inScene`: the training's scene is still open) and
+        on disk (parameter ModelPath), so that a reopened scene can continue. Only SemSeg's own autosave file is
+        rewritten: a model file the person loaded (ModelPath too) stays as it was saved. Returns what could not be
+        done ('' if nothing): a full or read-only temporary folder must not lose the training."""
         node = self.getParameterNode()
+        data = self.model.to_bytes()
+        if inScene:
+            model_node.store(self.scene, node, data)
         path = node.GetParameter("ModelPath")
-        folder = kept_strokes.autosave_folder()
-        if not path or Path(path).parent.resolve() != folder.resolve():
-            folder.mkdir(parents=True, exist_ok=True)
-            path = str(folder / f"model-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.pt")
-        self.model.save(path)
+        try:
+            if not path or Path(path).parent.resolve() != kept_strokes.autosave_folder().resolve():
+                path = str(_newAutosavePath())
+            write_bytes_atomic(Path(path), data)
+        except OSError as e:
+            return f"the model could not be kept in {kept_strokes.autosave_folder()} ({e}): use 'Save model'"
         node.SetParameter("ModelPath", path)
+        return ""
 
     # ---------------------------------------------------------------- predict
     def sliceIndices(self, volume, scope: str | int | list[int], labelSegmentation=None) -> list[int]:
@@ -721,8 +730,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             raise InputError("nothing to undo: no training has replaced a model since the last load, or the last "
                              f"{TRAININGS_KEPT} have been undone.")
         self.model = self.replacedModels.pop()
-        self.lastTrainNote = ""
-        self._autosaveModel()
+        self.lastTrainNote = self._autosaveModel()
         return self.model
 
     def saveModel(self, path: str) -> None:
@@ -739,18 +747,27 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             model.check_stack(arrays.channel_count(volume), volume.GetName())
         self.model, self.replacedModels = model, []
         self.setClasses(model.classes)
-        self.getParameterNode().SetParameter("ModelPath", str(path))
+        node = self.getParameterNode()
+        node.SetParameter("ModelPath", str(path))
+        model_node.store(self.scene, node, Path(path).read_bytes())
         return model
 
     def restoreModelFromParameterNode(self) -> bool:
-        """After a scene is reopened: reload the autosaved model, if its file is still there."""
-        path = self.getParameterNode().GetParameter("ModelPath")
-        if self.model is None and path and Path(path).is_file():
-            try:
+        """When there is no model yet, after a scene is opened: load the model the scene carries (`model_node`: a
+        .mrb's, or a scene's whose temporary folder was emptied since), or else the file it names (ModelPath)."""
+        if self.model is not None:
+            return False
+        node = self.getParameterNode()
+        path, carried = node.GetParameter("ModelPath"), model_node.stored(node)
+        try:
+            if carried is not None and not (path and Path(path).is_file() and Path(path).read_bytes() == carried):
+                path = str(_newAutosavePath())
+                write_bytes_atomic(Path(path), carried)
+            if path and Path(path).is_file():
                 self.loadModel(path)
                 return True
-            except InputError as e:
-                logging.warning(f"SemSeg: could not restore the model: {e}")
+        except (InputError, OSError, ImportError) as e:  # ImportError: PyTorch not installed yet
+            logging.warning(f"SemSeg: could not restore the model of this scene: {e}")
         return False
 
 
@@ -782,6 +799,16 @@ def _shapeOnly(names: list[str], shape: tuple[int, int], source: str):
     from SemSegLib.stack_io import ImageStack
 
     return ImageStack(np.broadcast_to(np.zeros((), np.uint8), (len(names), 1, *shape)), names, source)
+
+
+_autosaves = itertools.count(1)  # tells apart two autosave files of one process in one second
+
+
+def _newAutosavePath() -> Path:
+    """A new model file in SemSeg's autosave folder (the folder made if needed)."""
+    folder = kept_strokes.autosave_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"model-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{next(_autosaves)}.pt"
 
 
 def _slices(indices: list[int], shown: int = 8) -> str:
@@ -957,6 +984,8 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.editor.installKeyboardShortcuts()
         self._selectEditorNode()
         self.editor.updateWidgetFromMRML()
+        # A scene opened before the panel was made (or while it was left) brings its model now.
+        self.logic.restoreModelFromParameterNode()
         self.initializeParameterNode()
 
     def exit(self) -> None:
@@ -1382,7 +1411,8 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             model = self.logic.undoTraining()
             self.ui.statusLabel.text = (f"Back to the model before the last training ({len(model.history)} "
                                         f"training(s); {len(self.logic.replacedModels)} more undo(s) possible). "
-                                        "Predict again to see its result.")
+                                        "Predict again to see its result."
+                                        + (f" Note: {self.logic.lastTrainNote}." if self.logic.lastTrainNote else ""))
             self._updateButtons()
 
     def onCancel(self) -> None:
@@ -1547,4 +1577,13 @@ class SemSegTest(ScriptedLoadableModuleTest):
         again = logic.loadStack(str(folder / "images"))
         loaded = logic.loadLabels(again, str(logic.strokesBackupFolder(volume)))
         self.assertTrue(np.array_equal(logic.labelsFromSegmentation(loaded.segmentation, again), strokes))
+        # A scene saved as a .mrb by Slicer's own writer carries the model, the temporary folder's file aside.
+        bundle = folder / "loop.mrb"
+        self.assertTrue(slicer.util.saveScene(str(bundle)))
+        Path(logic.getParameterNode().GetParameter("ModelPath")).unlink()
+        slicer.mrmlScene.Clear()
+        slicer.util.loadScene(str(bundle))
+        reopened = SemSegLogic()
+        self.assertTrue(reopened.restoreModelFromParameterNode())
+        self.assertEqual(reopened.model.signature, logic.model.signature)
         self.delayDisplay("SemSeg loop test passed")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+
 
 def make_scene():
     """Scene + application logic with the Colors, Volumes, Segmentations, Tables, ... logics registered."""
@@ -31,4 +33,10 @@ def make_scene():
         logic.SetMRMLScene(scene)
         app.SetModuleLogic(name, logic)
     slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene, True)
+    # As the application does (qSlicerCoreApplication): data I/O with a cache folder, where a .mrb is unpacked.
+    remote_io, data_io = slicer.vtkMRMLRemoteIOLogic(), slicer.vtkDataIOManagerLogic()
+    remote_io.GetCacheManager().SetRemoteCacheDirectory(tempfile.mkdtemp(prefix="SemSegSceneCache-"))
+    data_io.SetAndObserveDataIOManager(remote_io.GetDataIOManager())
+    app.SetMRMLSceneDataIO(scene, remote_io, data_io)
+    logics["RemoteIO"], logics["DataIOManager"] = remote_io, data_io  # kept alive with the scene
     return scene, app, logics

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from SemSegLib.sample_data import SAMPLE_CLASSES, write_sample_stack  # noqa: E4
 from SemSegLib.simulate import simulate_strokes  # noqa: E402
 from SemSegLib.stack_io import read_stack  # noqa: E402
 from SemSegLib.suggest import image_descriptors, rank_by_uncertainty, spread_groups  # noqa: E402
+from SemSegMRML import model_node  # noqa: E402
 from slicer_scene import make_scene  # noqa: E402
 
 FAST = dict(patch_size=64, batch_size=4, base_width=8, levels=3)
@@ -558,6 +560,8 @@ def test_undo_training_goes_back_through_the_models_the_trainings_replaced(tmp_p
     assert len(logic.model.history) == 4 and logic.unlabeledByCurrentModel(volume)[1] == [0]
     assert logic.undoTraining() is models[2] and logic.model is models[2]
     assert len(SemSegModel.load(logic.getParameterNode().GetParameter("ModelPath")).history) == 3  # autosaved
+    carried = model_node.stored(logic.getParameterNode())  # and what a saved scene carries (`model_node`)
+    assert carried == Path(logic.getParameterNode().GetParameter("ModelPath")).read_bytes()
     assert logic.undoTraining() is models[1]  # and on, as far back as TRAININGS_KEPT
     assert logic.unlabeledByCurrentModel(volume)[1] == []  # slice 1 was predicted by the model now current again
     assert not logic.canUndoTraining()
@@ -609,16 +613,18 @@ def test_the_strokes_a_training_used_are_kept_and_come_back_in_a_new_scene(tmp_p
     assert logic.keptStrokesOf(logic.loadStack(str(tmp_path / "other"))) == []
 
 
-def test_a_training_goes_on_when_its_strokes_cannot_be_kept(tmp_path, logic, monkeypatch):
+def test_a_training_goes_on_when_its_strokes_and_model_cannot_be_kept(tmp_path, logic, monkeypatch):
     _, volume, seg, _, _ = _sample_scene(tmp_path, logic)
     (tmp_path / "a file").write_text("not a folder")
     from SemSegLib import kept_strokes
 
     monkeypatch.setattr(kept_strokes, "autosave_folder", lambda: tmp_path / "a file")
-    monkeypatch.setattr(SemSeg.SemSegLogic, "_autosaveModel", lambda self: None)
     task = logic.train(volume, seg, iterations=2, **FAST)
     assert task.finished and logic.model is not None
     assert logic.lastTrainNote.startswith(f"the strokes could not be kept in {tmp_path / 'a file'}")
+    assert f"the model could not be kept in {tmp_path / 'a file'}" in logic.lastTrainNote
+    assert logic.getParameterNode().GetParameter("ModelPath") == ""  # names no file that is not there
+    assert model_node.stored(logic.getParameterNode()) == logic.model.to_bytes()  # the scene has it all the same
 
 
 def test_loaded_labels_fill_only_what_is_not_painted_and_wrong_ones_are_refused(tmp_path, logic):
@@ -794,3 +800,34 @@ def test_where_to_paint_ranks_slices_and_marks_their_regions(tmp_path, logic, sc
     assert markers.GetNumberOfControlPoints() == 2
     logic.markSuggestedRegions(volume, None)
     assert markers.GetNumberOfControlPoints() == 0
+
+
+def test_a_saved_scene_carries_its_model(tmp_path, logic, scene):
+    # A .mrb opened after the temporary folder was emptied (a reboot), or on another computer, has its model still.
+    from SemSegLib.model_file import SemSegModel
+
+    _, volume, seg, _, _ = _sample_scene(tmp_path, logic)
+    logic.train(volume, seg, iterations=2, **FAST)
+    logic.predict(volume, [1, 2])
+    autosaved = Path(logic.getParameterNode().GetParameter("ModelPath"))
+    assert scene.WriteToMRB(str(tmp_path / "work.mrb"))
+    with zipfile.ZipFile(tmp_path / "work.mrb") as bundle:
+        files = {Path(name).name: info.file_size for name, info in zip(bundle.namelist(), bundle.infolist())}
+    assert "SemSeg model.txt" in files  # a file of its own, not megabytes of text inside the scene's XML
+    assert max(size for name, size in files.items() if name.endswith(".mrml")) < 100_000
+    autosaved.unlink()
+
+    scene2, _, _ = make_scene()
+    assert scene2.ReadFromMRB(str(tmp_path / "work.mrb"))
+    logic2 = SemSeg.SemSegLogic(scene2)
+    assert logic2.restoreModelFromParameterNode()
+    assert logic2.model.signature == logic.model.signature
+    volume2 = logic2.getParameterNode().GetNodeReference(SemSeg.ROLE_VOLUME)
+    assert logic2.unlabeledByCurrentModel(volume2) == ([0, 3], [])  # slices 2-3 are this model's
+    restored = Path(logic2.getParameterNode().GetParameter("ModelPath"))
+    assert restored.is_file() and restored != autosaved  # SemSeg's own file again, which the next training updates
+    seg2 = logic2.getParameterNode().GetNodeReference(SemSeg.ROLE_LABELS)
+    logic2.train(volume2, seg2, iterations=2, **FAST)
+    assert Path(logic2.getParameterNode().GetParameter("ModelPath")) == restored
+    assert SemSegModel.load(restored).signature == logic2.model.signature != logic.model.signature
+    scene2.Clear(1)

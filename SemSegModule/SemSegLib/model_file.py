@@ -154,10 +154,14 @@ class SemSegModel:
             "first_network_share": float(self.first_network_share),
         }
 
-    def save(self, path: str | Path) -> None:
+    def to_bytes(self) -> bytes:
+        """What `save` writes (the Slicer module also keeps it in the scene)."""
         buf = io.BytesIO()
         torch.save(self.to_dict(), buf)
-        write_bytes_atomic(Path(path), buf.getvalue())
+        return buf.getvalue()
+
+    def save(self, path: str | Path) -> None:
+        write_bytes_atomic(Path(path), self.to_bytes())
 
     @staticmethod
     def load(path: str | Path, map_location: str | torch.device = "cpu") -> SemSegModel:
