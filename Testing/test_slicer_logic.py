@@ -831,3 +831,14 @@ def test_a_saved_scene_carries_its_model(tmp_path, logic, scene):
     assert Path(logic2.getParameterNode().GetParameter("ModelPath")) == restored
     assert SemSegModel.load(restored).signature == logic2.model.signature != logic.model.signature
     scene2.Clear(1)
+
+
+def test_a_model_node_whose_text_is_not_a_model_s_is_ignored(logic, scene):
+    node = logic.getParameterNode()
+    assert model_node.stored(node) is None
+    model_node.store(scene, node, b"\x00model bytes\xff")
+    assert model_node.stored(node) == b"\x00model bytes\xff"
+    text = node.GetNodeReference(model_node.ROLE_MODEL)
+    text.SetText("edited by hand: not base64")
+    assert model_node.stored(node) is None
+    assert not logic.restoreModelFromParameterNode()  # nothing to restore, and no error
