@@ -29,6 +29,12 @@ def test_png_and_16bit_and_float(tmp_path):
     f = tmp_path / "f"
     _write(f, "x.tif", np.random.rand(5, 6).astype(np.float32))
     assert read_stack(f).images.dtype == np.float32
+    alpha = tmp_path / "alpha"
+    alpha.mkdir()
+    gray = np.arange(30, dtype=np.uint8).reshape(5, 6)
+    Image.fromarray(np.stack([gray, np.full_like(gray, 255)], -1), "LA").save(alpha / "g.png")
+    stack = read_stack(alpha)  # one gray channel, not a second channel of alpha
+    assert stack.shape == (1, 1, 5, 6) and np.array_equal(stack.images[0, 0], gray)
 
 
 def test_multipage_gray_and_rgb(tmp_path):

@@ -68,7 +68,8 @@ def _read_file(path: Path) -> np.ndarray:
             from PIL import Image
 
             with Image.open(path) as im:
-                arr = np.asarray(im)
+                # Gray + alpha: the alpha carries no image content (an RGBA image's is dropped in `_to_chw`).
+                arr = np.asarray(im.getchannel("L") if im.mode in ("LA", "La") else im)
         else:
             import tifffile
 
