@@ -21,6 +21,7 @@ results are written back on the main thread when the job is polled, because MRML
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import os
@@ -89,6 +90,9 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         self.lastTrainResult = None
         self.lastTrainNote = ""  # what the last training did other than asked (shown after it in the panel)
         self.lastEvaluationNote = ""  # what the last evaluation's scores include that the person may not expect
+        self.lastRestoreNote = ""  # what the last restored model replaced (restoreModelFromParameterNode)
+        self._modelFile = None  # a file that holds the current model (its autosave, or the file it was loaded from)
+        self._carriedDigest = None  # SHA-1 of the model file this Logic last put into a scene (`model_node`)
         self.lastTimings: dict[str, float] = {}
         # Volume ID -> (its image data's modified time, what each predicted slice looks like): where-to-paint groups
         # look-alike slices among the predicted ones, and describing a slice takes long enough (0.35 s for 1024 x
@@ -428,16 +432,23 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         node = self.getParameterNode()
         data = self.model.to_bytes()
         if inScene:
-            model_node.store(self.scene, node, data)
+            self._carry(data)
         path = node.GetParameter("ModelPath")
         try:
             if not path or Path(path).parent.resolve() != kept_strokes.autosave_folder().resolve():
                 path = str(_newAutosavePath())
             write_bytes_atomic(Path(path), data)
         except OSError as e:
+            self._modelFile = None
             return f"the model could not be kept in {kept_strokes.autosave_folder()} ({e}): use 'Save model'"
         node.SetParameter("ModelPath", path)
+        self._modelFile = path
         return ""
+
+    def _carry(self, data: bytes) -> None:
+        """The current model's file into the scene (`model_node`), so that a saved scene carries it."""
+        model_node.store(self.scene, self.getParameterNode(), data)
+        self._carriedDigest = hashlib.sha1(data).hexdigest()
 
     # ---------------------------------------------------------------- predict
     def sliceIndices(self, volume, scope: str | int | list[int], labelSegmentation=None) -> list[int]:
@@ -747,24 +758,32 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             model.check_stack(arrays.channel_count(volume), volume.GetName())
         self.model, self.replacedModels = model, []
         self.setClasses(model.classes)
-        node = self.getParameterNode()
-        node.SetParameter("ModelPath", str(path))
-        model_node.store(self.scene, node, Path(path).read_bytes())
+        self.getParameterNode().SetParameter("ModelPath", str(path))
+        self._modelFile = str(path)
+        self._carry(Path(path).read_bytes())
         return model
 
     def restoreModelFromParameterNode(self) -> bool:
-        """When there is no model yet, after a scene is opened: load the model the scene carries (`model_node`: a
-        .mrb's, or a scene's whose temporary folder was emptied since), or else the file it names (ModelPath)."""
-        if self.model is not None:
-            return False
+        """After a scene is opened: load the model it carries (`model_node`), when it is not the one this Logic last
+        put into a scene: its predictions are that model's, not those of a model trained since in another scene
+        (`lastRestoreNote` says where that one is kept). A scene that carries no model (saved before SemSeg kept
+        models in scenes) gets the file it names (ModelPath), when there is no model yet."""
         node = self.getParameterNode()
         path, carried = node.GetParameter("ModelPath"), model_node.stored(node)
+        if self.model is not None and (carried is None or hashlib.sha1(carried).hexdigest() == self._carriedDigest):
+            return False
+        before = self._modelFile if self.model is not None else None
         try:
+            if self.model is not None and before is None:  # the model to replace has no file: it gets one first
+                before = str(_newAutosavePath())
+                self.model.save(before)
             if carried is not None and not (path and Path(path).is_file() and Path(path).read_bytes() == carried):
                 path = str(_newAutosavePath())
                 write_bytes_atomic(Path(path), carried)
             if path and Path(path).is_file():
                 self.loadModel(path)
+                self.lastRestoreNote = (f"the model of the opened scene replaced the one you had, which is kept in "
+                                        f"{before}" if before else "")
                 return True
         except (InputError, OSError, ImportError) as e:  # ImportError: PyTorch not installed yet
             logging.warning(f"SemSeg: could not restore the model of this scene: {e}")
@@ -984,8 +1003,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.editor.installKeyboardShortcuts()
         self._selectEditorNode()
         self.editor.updateWidgetFromMRML()
-        # A scene opened before the panel was made (or while it was left) brings its model now.
-        self.logic.restoreModelFromParameterNode()
+        self._restoreModel()  # of a scene opened before the panel was made, or while it was left
         self.initializeParameterNode()
 
     def exit(self) -> None:
@@ -995,6 +1013,12 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.editor.setActiveEffect(None)
         self.editor.uninstallKeyboardShortcuts()
         self.editor.removeViewObservations()
+
+    def _restoreModel(self) -> None:
+        """The model the scene carries (`restoreModelFromParameterNode`), said in the status line."""
+        if self.logic.restoreModelFromParameterNode():
+            self.ui.statusLabel.text = ("Loaded the model of this scene"
+                                        + (f"; {self.logic.lastRestoreNote}." if self.logic.lastRestoreNote else "."))
 
     def onSceneStartClose(self, caller, event) -> None:
         if self._task is not None:
@@ -1015,7 +1039,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._selectEditorNode()
             self.editor.updateWidgetFromMRML()
         self.initializeParameterNode()
-        self.logic.restoreModelFromParameterNode()
+        self._restoreModel()
         self.updateGUIFromParameterNode()
 
     # ---------------------------------------------------------------- parameter node <-> GUI

@@ -842,3 +842,26 @@ def test_a_model_node_whose_text_is_not_a_model_s_is_ignored(logic, scene):
     text.SetText("edited by hand: not base64")
     assert model_node.stored(node) is None
     assert not logic.restoreModelFromParameterNode()  # nothing to restore, and no error
+
+
+def test_an_opened_scene_brings_its_model_in_place_of_one_trained_since(tmp_path, logic, scene):
+    # Work on stack A saved; the scene closed, stack B trained; A opened again: A's predictions are A's model's.
+    from SemSegLib.model_file import SemSegModel
+
+    _, volume, seg, _, _ = _sample_scene(tmp_path / "a", logic)
+    logic.train(volume, seg, iterations=2, **FAST)
+    model_a = logic.model.signature
+    assert scene.WriteToMRB(str(tmp_path / "a.mrb"))
+    scene.Clear(0)
+    _, volume, seg, _, _ = _sample_scene(tmp_path / "b", logic, painted=(1, 3))
+    logic.train(volume, seg, iterations=2, continueTraining=False, **FAST)
+    model_b = logic.model.signature
+    assert not logic.restoreModelFromParameterNode()  # the scene carries the model the Logic has
+    scene.Clear(0)
+    assert scene.ReadFromMRB(str(tmp_path / "a.mrb"))
+    assert logic.restoreModelFromParameterNode()
+    assert logic.model.signature == model_a != model_b
+    kept = logic.lastRestoreNote.rsplit(" ", 1)[-1]
+    assert logic.lastRestoreNote.startswith("the model of the opened scene replaced the one you had")
+    assert SemSegModel.load(kept).signature == model_b  # nothing is lost: the one it replaced is in its file
+    assert not logic.restoreModelFromParameterNode()  # and only once
