@@ -407,6 +407,20 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         return self._start("train", run, describe, finish, waitForCompletion, eventCallback,
                            ended=lambda: self.removePreview(volume))
 
+    def trainingSummary(self, result) -> str:
+        """What a training did, for the status line: its steps, time and device, what it started from, how it
+        treated the labels and line classes, what it could not do (`lastTrainNote`) and its warning."""
+        history = result.model.history[-1]
+        start, lines = history.get("starting_point"), result.model.line_class_names()
+        parts = [f"Trained {result.iterations} iterations in {result.seconds:.0f} s on {result.device}"
+                 + (" (cancelled: best model kept)" if result.cancelled else "")
+                 + (f", started from the pretrained {start['name']} network" if start else ""),
+                 "classes weighted in the loss (the labels are dense)" if history.get("class_weights") else "",
+                 f"predicted as 1-pixel lines: {', '.join(lines)}" if lines else "",
+                 self.lastTrainNote if result is self.lastTrainResult else "",
+                 result.warning or ""]
+        return "; ".join(part for part in parts if part)
+
     def previewSegmentation(self, volume, create: bool = True):
         """The segmentation a running training shows its slice in (train's `previewSlice`), or None."""
         node = stack_nodes.segmentation_of(self.scene, volume, ROLE_PREVIEW, PREVIEW_NAME, create)
@@ -1364,22 +1378,12 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _afterTask(self, event: SemSegEvent) -> None:
         if self._taskLabel == "Training" and event.data is not None:
             r = event.data
-            lines = r.model.line_class_names()
-            start = r.model.history[-1].get("starting_point")
-            self.ui.statusLabel.text = (f"Trained {r.iterations} iterations in {r.seconds:.0f} s on {r.device}"
-                                        + (" (cancelled: best model kept)" if r.cancelled else "")
-                                        + (f", started from the pretrained {start['name']} network" if start else "")
-                                        + ("; classes weighted in the loss (the labels are dense)"
-                                           if r.model.history[-1].get("class_weights") else "")
-                                        + (f"; predicted as 1-pixel lines: {', '.join(lines)}" if lines else ""))
-            if self.logic.lastTrainNote:
-                self.ui.statusLabel.text += f"; {self.logic.lastTrainNote}"
+            self.ui.statusLabel.text = self.logic.trainingSummary(r)
             volume = self._volume()  # the volume trained on, unless the person chose another one meanwhile
             if self._trainedSlice is not None and event.kind == "done" and volume is self._trainedVolume:
                 self._showPrediction(volume)
                 self.ui.statusLabel.text += f"; slice {self._trainedSlice + 1} predicted"
-            if r.warning:  # too few steps for the seconds given: say so where the person looks, not only in the log
-                self.ui.statusLabel.text += f"; {r.warning}"
+            if r.warning:  # too few steps for the seconds given: shown where the person looks, not only in the log
                 slicer.util.warningDisplay(f"Training: {r.warning}")
         elif self._taskLabel == "Export" and event.data:
             self.ui.statusLabel.text = f"Exported to {Path(event.data['labels']).parent}"

@@ -212,6 +212,7 @@ def test_train_predict_accept_evaluate_export(tmp_path, logic, scene):
     assert logic.model.history[-1]["labeled_pixels"] == {
         logic.imageNames(volume)[k]: int((labels[k] > 0).sum()) for k in (0, 2)}
     assert Path(logic.getParameterNode().GetParameter("ModelPath")).is_file()  # autosaved
+    assert logic.trainingSummary(task.result).startswith(f"Trained 60 iterations in {task.result.seconds:.0f} s on ")
 
     logic.predict(volume, "all", labelSegmentation=seg)
     prediction = logic.predictionSegmentation(volume, create=False)
@@ -625,6 +626,7 @@ def test_a_training_goes_on_when_its_strokes_and_model_cannot_be_kept(tmp_path, 
     assert f"the model could not be kept in {tmp_path / 'a file'}" in logic.lastTrainNote
     assert logic.getParameterNode().GetParameter("ModelPath") == ""  # names no file that is not there
     assert model_node.stored(logic.getParameterNode()) == logic.model.to_bytes()  # the scene has it all the same
+    assert logic.trainingSummary(task.result).endswith(logic.lastTrainNote)  # the status line says so
 
 
 def test_loaded_labels_fill_only_what_is_not_painted_and_wrong_ones_are_refused(tmp_path, logic):
