@@ -4,6 +4,8 @@ import tifffile
 from PIL import Image
 from SemSegLib.classes import ClassInfo, read_classes_csv, write_classes_csv
 from SemSegLib.errors import InputError
+from SemSegLib.lazy_stack import open_stack
+from SemSegLib.stack_io import _read_file as stack_io_read
 from SemSegLib.stack_io import check_output_dir, read_labels, read_stack, write_tiff
 
 
@@ -55,13 +57,37 @@ def test_rgb_folder_is_three_channels(tmp_path):
     assert s.shape == (1, 3, 10, 12) and np.array_equal(s.images[0, 1], rgb[:, :, 1])
 
 
-def test_mismatched_sizes_name_the_files(tmp_path):
+def test_mismatched_sizes_name_the_files_before_any_pixels_are_read(tmp_path, monkeypatch):
+    from SemSegLib import stack_io
+
     _write(tmp_path, "img_1.tif", np.zeros((8, 8), np.uint8))
     _write(tmp_path, "img_2.tif", np.zeros((8, 8), np.uint8))
     _write(tmp_path, "img_3.tif", np.zeros((9, 8), np.uint8))
-    with pytest.raises(InputError, match=r"img_3\.tif: 9x8") as e:
-        read_stack(tmp_path)
-    assert "img_1.tif is 8x8" in str(e.value)
+    monkeypatch.setattr(stack_io, "_read_file", lambda path: pytest.fail(f"{path} read"))  # headers only
+    for read in (read_stack, open_stack):
+        with pytest.raises(InputError, match=r"img_3\.tif: 9x8") as e:
+            read(tmp_path)
+        assert "img_1.tif is 8x8" in str(e.value)
+
+
+def test_a_folder_opened_lazily_reads_each_image_when_it_is_used(tmp_path, monkeypatch):
+    from SemSegLib import lazy_stack
+
+    rng = np.random.default_rng(0)
+    _write(tmp_path, "img_1.tif", rng.integers(0, 60000, (10, 12, 3), dtype=np.uint16))
+    Image.fromarray(rng.integers(0, 255, (10, 12, 4), dtype=np.uint8), "RGBA").save(tmp_path / "img_2.png")
+    nan = np.ones((10, 12, 3), np.float32)
+    nan[4, 4, 1] = np.nan
+    tifffile.imwrite(tmp_path / "img_10.tif", nan, photometric="rgb")
+    read = []
+    monkeypatch.setattr(lazy_stack, "_read_file", lambda path: read.append(path.name) or stack_io_read(path))
+    stack = open_stack(tmp_path)
+    assert read == [] and stack.names == ["img_1", "img_2", "img_10"] and stack.shape == (3, 3, 10, 12)
+    eager = read_stack(tmp_path / "img_1.tif").images[0]
+    assert np.array_equal(stack.images[0], eager) and read == ["img_1.tif"]
+    assert np.array_equal(stack.images[1], np.asarray(Image.open(tmp_path / "img_2.png"))[..., :3].transpose(2, 0, 1))
+    with pytest.raises(InputError, match=r"NaN or infinite pixel values in img_10.tif \(1 pixels\)"):
+        stack.images[2]
 
 
 def test_corrupt_file_is_named(tmp_path):

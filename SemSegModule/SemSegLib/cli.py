@@ -146,12 +146,13 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from .devices import resolve_device
+    from .lazy_stack import open_stack
     from .model_file import SemSegModel
     from .prediction import PredictConfig, predict_stack
-    from .stack_io import check_output_dir, check_overwrite, read_stack, write_tiff
+    from .stack_io import check_output_dir, check_overwrite, write_tiff
 
     model = SemSegModel.load(args.model)
-    stack = read_stack(args.images)
+    stack = open_stack(args.images)  # a folder's images are read one at a time: any number fits in memory
     model.check_stack(stack.channels, str(args.images))
     resolve_device(args.device)  # a device it cannot use is refused before the output folder is made
     out = check_output_dir(args.out, [args.images])

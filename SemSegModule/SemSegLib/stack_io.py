@@ -108,22 +108,58 @@ def _check_dtype(arr: np.ndarray, path: Path) -> np.ndarray:
 
 
 def read_stack(source: str | Path, channel_axis: int | None = None) -> ImageStack:
-    """Read a folder of images or a multi-page TIFF. Fails before loading everything if sizes differ."""
+    """Read a folder of images or a multi-page TIFF. Images of different sizes are refused from the files' headers,
+    before any pixels are read."""
     source = Path(source)
-    if not source.exists():
-        raise InputError(f"{source}: no such file or folder. Give a folder of TIFF/PNG images or a multi-page TIFF.")
     if source.is_file():
         return _read_multipage(source, channel_axis)
+    files = folder_images(source, channel_axis)
+    images = [_to_chw(_check_dtype(_read_file(f), f), f, channel_axis) for f in files]
+    refuse_other_sizes(source, files, [im.shape for im in images])  # as the headers said, unless a file changed
+    dtypes = {im.dtype for im in images}
+    stack = np.stack(images).astype(np.result_type(*dtypes)) if len(dtypes) > 1 else np.stack(images)
+    check_finite(stack, [f.name for f in files], source)
+    return ImageStack(stack, [f.stem for f in files], str(source), _read_spacing(files[0]))
+
+
+def folder_images(source: Path, channel_axis: int | None = None) -> list[Path]:
+    """The image files of a stack folder, in natural order, all of one size (checked from their headers)."""
+    if not source.exists():
+        raise InputError(f"{source}: no such file or folder. Give a folder of TIFF/PNG images or a multi-page TIFF.")
     files = list_image_files(source)
     if not files:
         raise InputError(f"{source}: no .tif/.tiff/.png images in this folder.")
-    images, names = [], []
-    for f in files:
-        arr = _to_chw(_check_dtype(_read_file(f), f), f, channel_axis)
-        images.append(arr)
-        names.append(f.stem)
-    ref = images[0].shape
-    bad = [(f, im.shape) for f, im in zip(files, images) if im.shape != ref]
+    refuse_other_sizes(source, files, [header_shape(f, channel_axis) for f in files])
+    return files
+
+
+def header_shape(path: Path, channel_axis: int | None = None) -> tuple[int, int, int]:
+    """(C, H, W) of an image file as `read_stack` reads it, from the file's header alone."""
+    try:
+        if path.suffix.lower() == ".png":
+            from PIL import Image
+
+            with Image.open(path) as im:
+                bands = 1 if im.mode in ("LA", "La") else len(im.getbands())  # as `_read_file` reads it
+                shape = (im.height, im.width) if bands == 1 else (im.height, im.width, bands)
+        else:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                shape = tif.series[0].shape
+    except Exception as e:  # noqa: BLE001 - any decoder failure means "this file is unreadable"
+        raise InputError(f"{path}: cannot read this image ({type(e).__name__}: {e}). "
+                         "Is the file complete and a valid TIFF/PNG?") from e
+    if 0 in shape:
+        raise InputError(f"{path}: cannot read this image (no pixel data: the file is empty or corrupt).")
+    # The channel rules of `_to_chw`, on a view of that shape that holds no pixels.
+    return _to_chw(np.broadcast_to(np.zeros((), np.uint8), shape), path, channel_axis).shape
+
+
+def refuse_other_sizes(source: Path, files: list[Path], shapes: list[tuple[int, int, int]]) -> None:
+    """InputError naming the files whose (C, H, W) differ from the first file's."""
+    ref = shapes[0]
+    bad = [(f, s) for f, s in zip(files, shapes) if s != ref]
     if bad:
         listing = "; ".join(f"{f.name}: {s[1]}x{s[2]}x{s[0]}ch" for f, s in bad[:10])
         raise InputError(
@@ -131,10 +167,6 @@ def read_stack(source: str | Path, channel_axis: int | None = None) -> ImageStac
             f"{files[0].name} is {ref[1]}x{ref[2]}x{ref[0]}ch but {listing}"
             f"{' ...' if len(bad) > 10 else ''}. Crop/pad or convert those files, or move them elsewhere."
         )
-    dtypes = {im.dtype for im in images}
-    stack = np.stack(images).astype(np.result_type(*dtypes)) if len(dtypes) > 1 else np.stack(images)
-    check_finite(stack, [f.name for f in files], source)
-    return ImageStack(stack, names, str(source), _read_spacing(files[0]))
 
 
 def check_finite(images: np.ndarray, names: list[str], source: str | Path) -> None:
