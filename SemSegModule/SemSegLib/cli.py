@@ -250,13 +250,14 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 
 
 def cmd_suggest(args: argparse.Namespace) -> None:
+    from .lazy_stack import open_stack
     from .model_file import SemSegModel
     from .prediction import PredictConfig
-    from .stack_io import read_labels, read_stack
+    from .stack_io import read_labels
     from .suggest import suggest_slices
 
     model = SemSegModel.load(args.model)
-    stack = read_stack(args.images)
+    stack = open_stack(args.images)  # as `predict`: one image at a time
     model.check_stack(stack.channels, str(args.images))
     labels = read_labels(args.labels, stack, classes=model.classes, classes_from=f"the model's, {args.model}",
                          advice="Give the labels this model was trained with.").labels if args.labels else None
