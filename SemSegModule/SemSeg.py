@@ -744,6 +744,36 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         return self._start("export", run, lambda message: SemSegEvent("progress", message), finish,
                            waitForCompletion, eventCallback)
 
+    def predictFolder(self, imagesFolder: str, outputFolder: str, tta: bool = False, device: str = "auto",
+                      uncertainty: bool = False, waitForCompletion: bool = True,
+                      eventCallback: Callable[[SemSegEvent], None] | None = None) -> SemSegTask:
+        """Segment a folder of images on disk with the current model, without loading them into the scene: what
+        `semseg predict` writes (`<name>.tif` label maps, with `uncertainty` also `<name>_uncertainty.tif`), one
+        image in memory at a time, so a folder of any size can follow the few slices trained on. Refused before
+        anything is written: images the model cannot take, an output folder that is the images', files there a
+        prediction did not write. The task's result: {"folder", "images" (how many were written),
+        "seconds_per_image"}; a cancelled one keeps the maps it wrote."""
+        from SemSegLib.predict_folder import plan_folder_prediction
+        from SemSegLib.prediction import PredictConfig
+
+        if self.model is None:
+            raise InputError("no model yet: train one (or load a saved model) before segmenting a folder.")
+        plan = plan_folder_prediction(self.model, imagesFolder, outputFolder, PredictConfig(tta=tta, device=device),
+                                      uncertainty=uncertainty,
+                                      advice="Choose another output folder, or move those files elsewhere.")
+
+        def run(job: Job) -> dict:
+            seconds = plan.run(progress=lambda done, total, s: job.report((done, total, s)),
+                               should_stop=job.should_stop)
+            return {"folder": str(plan.out), "images": len(seconds),
+                    "seconds_per_image": float(np.mean(seconds)) if seconds else 0.0}
+
+        def describe(p) -> SemSegEvent:
+            done, total, seconds = p
+            return SemSegEvent("progress", f"image {done} of {total} ({seconds:.2f} s)", done / total, p)
+
+        return self._start("predict folder", run, describe, lambda result: result, waitForCompletion, eventCallback)
+
     def canUndoTraining(self) -> bool:
         return bool(self.replacedModels)
 
@@ -952,6 +982,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui.evaluateButton.clicked.connect(self.onEvaluate)
         ui.browseOutputButton.clicked.connect(lambda: self._browseFolder(ui.outputPathLineEdit))
         ui.exportButton.clicked.connect(self.onExport)
+        ui.predictFolderButton.clicked.connect(self.onPredictFolder)
         ui.saveModelButton.clicked.connect(self.onSaveModel)
         ui.loadModelButton.clicked.connect(self.onLoadModel)
 
@@ -1149,6 +1180,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui.evaluateButton.enabled = volume is not None and not busy
         ui.exportButton.enabled = volume is not None and labels is not None and not busy
         ui.saveModelButton.enabled = hasModel and not busy
+        ui.predictFolderButton.enabled = hasModel and not busy
         ui.nextSliceButton.enabled = bool(self._suggestions)
         if hasModel:
             last = self.logic.model.history[-1] if self.logic.model.history else {}
@@ -1385,6 +1417,10 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.statusLabel.text += f"; slice {self._trainedSlice + 1} predicted"
             if r.warning:  # too few steps for the seconds given: shown where the person looks, not only in the log
                 slicer.util.warningDisplay(f"Training: {r.warning}")
+        elif self._taskLabel == "Segmenting a folder" and event.data:
+            r = event.data
+            self.ui.statusLabel.text = (f"{'Cancelled: ' if event.kind == 'cancelled' else ''}{r['images']} label "
+                                        f"map(s) written to {r['folder']} ({r['seconds_per_image']:.2f} s per image)")
         elif self._taskLabel == "Export" and event.data:
             self.ui.statusLabel.text = f"Exported to {Path(event.data['labels']).parent}"
             slicer.util.infoDisplay("Written:\n" + "\n".join(f"{k}: {v}" for k, v in event.data.items()))
@@ -1515,6 +1551,24 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):
             self._startTask(self.logic.export(self._volume(), self._labels(), folder, warning,
                                               waitForCompletion=False), "Export")
+
+    def onPredictFolder(self) -> None:
+        import qt
+
+        if not self.ensureDependencies():
+            return
+        images = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Folder of images to segment")
+        if not images:
+            return
+        out = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Folder to write their label maps to")
+        if not out:
+            return
+        self.updateParameterNodeFromGUI()
+        node = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("Could not segment the folder.", waitCursor=True):
+            task = self.logic.predictFolder(images, out, tta=node.GetParameter("TTA") == "true",
+                                            device=node.GetParameter("Device"), waitForCompletion=False)
+            self._startTask(task, "Segmenting a folder")
 
     def onSaveModel(self) -> None:
         import qt

@@ -867,3 +867,29 @@ def test_an_opened_scene_brings_its_model_in_place_of_one_trained_since(tmp_path
     assert logic.lastRestoreNote.startswith("the model of the opened scene replaced the one you had")
     assert SemSegModel.load(kept).signature == model_b  # nothing is lost: the one it replaced is in its file
     assert not logic.restoreModelFromParameterNode()  # and only once
+
+
+def test_a_folder_on_disk_is_segmented_with_the_current_model(tmp_path, logic):
+    folder, volume, seg, _, _ = _sample_scene(tmp_path, logic)
+    images, maps = folder / "images", tmp_path / "maps"
+    with pytest.raises(InputError, match="no model yet"):
+        logic.predictFolder(str(images), str(maps))
+    logic.train(volume, seg, iterations=2, **FAST)
+    names = logic.imageNames(volume)
+    maps.mkdir()
+    tifffile.imwrite(maps / f"{names[1]}.tif", np.ones((96, 96), np.uint8))  # labels a person painted, say
+    with pytest.raises(InputError, match=rf"{names[1]}\.tif.*move those files elsewhere"):
+        logic.predictFolder(str(images), str(maps))
+    assert [p.name for p in maps.iterdir()] == [f"{names[1]}.tif"]  # nothing written, nothing replaced
+    with pytest.raises(InputError, match="input folder"):
+        logic.predictFolder(str(images), str(images))
+    (maps / f"{names[1]}.tif").unlink()
+    events = []
+    task = logic.predictFolder(str(images), str(maps), eventCallback=events.append)
+    assert task.result["images"] == 4 and task.result["folder"] == str(maps)
+    assert [e.message for e in events if e.kind == "progress"][-1].startswith("image 4 of 4")
+    logic.predict(volume, "all")  # the same model on the same images in the scene: the same maps
+    predicted = logic.labelsFromSegmentation(logic.predictionSegmentation(volume), volume)
+    for k, name in enumerate(names):
+        assert np.array_equal(tifffile.imread(maps / f"{name}.tif"), predicted[k])
+    assert logic.predictFolder(str(images), str(maps)).result["images"] == 4  # its own maps are replaced

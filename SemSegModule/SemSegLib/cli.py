@@ -18,7 +18,7 @@ from .errors import InputError, TrainingDiverged
 
 # What `predict` and `simulate` write into their TIFFs' ImageDescription: a rerun into the same folder may replace
 # these, and nothing else without --overwrite (stack_io.check_overwrite).
-PREDICT, SIMULATE = "semseg predict", "semseg simulate"
+SIMULATE = "semseg simulate"
 OVERWRITE_HELP = "replace files of these names that an earlier run of this command did not write"
 DEMO_MARK = "semseg-demo.txt"
 
@@ -145,32 +145,18 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from .devices import resolve_device
-    from .lazy_stack import open_stack
     from .model_file import SemSegModel
-    from .prediction import PredictConfig, predict_stack
-    from .stack_io import check_output_dir, check_overwrite, write_tiff
+    from .predict_folder import plan_folder_prediction
+    from .prediction import PredictConfig
 
     model = SemSegModel.load(args.model)
-    stack = open_stack(args.images)  # a folder's images are read one at a time: any number fits in memory
-    model.check_stack(stack.channels, str(args.images))
-    resolve_device(args.device)  # a device it cannot use is refused before the output folder is made
-    out = check_output_dir(args.out, [args.images])
-    suffixes = [""] + ["_uncertainty"] * args.uncertainty + ["_probabilities"] * args.probabilities
-    check_overwrite([out / f"{name}{s}.tif" for name in stack.names for s in suffixes], PREDICT, args.overwrite)
     config = PredictConfig(tta=args.tta, device=args.device, mixed_precision=not args.float32,
                            unsure_pieces=not args.keep_unsure_pieces)
-    times = []
-    for i, pred in tqdm(predict_stack(model, stack.images, config, with_probabilities=args.probabilities),
-                        total=len(stack), desc="predict", unit="img", file=sys.stderr):
-        name = stack.names[i]
-        write_tiff(out / f"{name}.tif", pred.labels, PREDICT)
-        if args.uncertainty:
-            write_tiff(out / f"{name}_uncertainty.tif", pred.uncertainty, PREDICT)
-        if args.probabilities:
-            write_tiff(out / f"{name}_probabilities.tif", pred.probabilities.astype(np.float32), PREDICT)
-        times.append(pred.seconds)
-    print(f"{len(times)} label maps written to {out} ({np.mean(times):.2f} s per image)")
+    plan = plan_folder_prediction(model, args.images, args.out, config, args.uncertainty, args.probabilities,
+                                  args.overwrite)
+    with tqdm(total=len(plan.stack), desc="predict", unit="img", file=sys.stderr) as bar:
+        times = plan.run(progress=lambda done, total, seconds: bar.update(1))
+    print(f"{len(times)} label maps written to {plan.out} ({np.mean(times):.2f} s per image)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
