@@ -1655,6 +1655,8 @@ class SemSegTest(ScriptedLoadableModuleTest):
         written = logic.export(volume, segmentation, str(folder / "results")).result
         for key in ("labels", "nrrd", "model", "classes"):
             self.assertTrue(Path(written[key]).exists(), key)
+        segmented = logic.predictFolder(str(folder / "images"), str(folder / "maps")).result
+        self.assertEqual(segmented["images"], 4)
         # The strokes the training kept, loaded into a new stack's labels, are the strokes painted then.
         again = logic.loadStack(str(folder / "images"))
         loaded = logic.loadLabels(again, str(logic.strokesBackupFolder(volume)))
