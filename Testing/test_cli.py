@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 from SemSegLib import cli
-from SemSegLib.classes import ClassInfo, write_classes_csv
+from SemSegLib.classes import ClassInfo, read_classes_csv, write_classes_csv
 from SemSegLib.model_file import SemSegModel
 from SemSegLib.stack_io import read_stack
 from SemSegLib.suggest import image_descriptors, rank_by_uncertainty, spread_groups
@@ -33,6 +33,7 @@ def test_full_loop_through_the_cli(disk_stack, capsys, monkeypatch):
     names = sorted(p.name for p in (d / "pred").iterdir())
     assert "img_3.tif" in names and "img_3_uncertainty.tif" in names and "img_3_probabilities.tif" in names
     assert tifffile.imread(d / "pred" / "img_3_probabilities.tif").shape == (2, 96, 96)
+    assert read_classes_csv(d / "pred" / "classes.csv") == read_classes_csv(d / "classes.csv")  # the maps' legend
     # A rerun into its own output folder replaces its files; files it did not write (strokes) are refused.
     assert run("predict", "--images", d / "images", "--model", d / "m.pt", "--out", d / "pred", "--uncertainty") == 0
     strokes = {p.name: p.read_bytes() for p in (d / "strokes").iterdir()}

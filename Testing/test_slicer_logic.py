@@ -15,7 +15,7 @@ import vtk
 slicer = pytest.importorskip("slicer", reason="slicer-core wheel not installed")
 
 import SemSeg  # noqa: E402
-from SemSegLib.classes import ClassInfo  # noqa: E402
+from SemSegLib.classes import ClassInfo, read_classes_csv, write_classes_csv  # noqa: E402
 from SemSegLib.errors import InputError  # noqa: E402
 from SemSegLib.sample_data import SAMPLE_CLASSES, write_sample_stack  # noqa: E402
 from SemSegLib.simulate import simulate_strokes  # noqa: E402
@@ -893,3 +893,9 @@ def test_a_folder_on_disk_is_segmented_with_the_current_model(tmp_path, logic):
     for k, name in enumerate(names):
         assert np.array_equal(tifffile.imread(maps / f"{name}.tif"), predicted[k])
     assert logic.predictFolder(str(images), str(maps)).result["images"] == 4  # its own maps are replaced
+    assert read_classes_csv(maps / "classes.csv") == logic.model.classes  # what the values are, as labels are read
+    other = tmp_path / "other"
+    write_classes_csv(other / "classes.csv", [ClassInfo(1, "a", (1, 1, 1)), ClassInfo(2, "b", (2, 2, 2))])
+    with pytest.raises(InputError, match="the label maps there are of the classes a, b"):
+        logic.predictFolder(str(images), str(other))
+    assert [p.name for p in other.iterdir()] == ["classes.csv"]

@@ -1,8 +1,10 @@
 """A folder of images segmented into a folder of label maps: `semseg predict`, and the panel's *Segment a folder*.
 
-The images are read one at a time (`lazy_stack`), so a folder of any size fits in memory. Everything that can be
-refused is refused before the first map is written: images the model cannot take, an output folder that is an
-input folder, files there that an earlier prediction did not write (labels a person painted, say).
+The images are read one at a time (`lazy_stack`), so a folder of any size fits in memory. The maps get the model's
+classes.csv beside them, so that they say what their values are, and can be read back as labels (`read_labels`, the
+panel's *Load labels...*). Everything that can be refused is refused before the first map is written: images the
+model cannot take, an output folder that is an input folder, files there that an earlier prediction did not write
+(labels a person painted, say), a classes.csv of other classes.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .classes import read_classes_csv, write_classes_csv
+from .errors import InputError
 from .lazy_stack import open_stack
 from .model_file import SemSegModel
 from .prediction import PredictConfig, predict_stack
@@ -35,6 +39,7 @@ class FolderPrediction:
     def run(self, progress: Callable[[int, int, float], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> list[float]:
         """Predict and write each image's maps; returns the seconds each image took (fewer if stopped)."""
+        write_classes_csv(self.out / "classes.csv", self.model.classes)  # first: a stopped run's maps have it too
         seconds = []
         for i, pred in predict_stack(self.model, self.stack.images, self.config, with_probabilities=self.probabilities,
                                      progress=progress, should_stop=should_stop):
@@ -65,4 +70,10 @@ def plan_folder_prediction(model: SemSegModel, images: str | Path, out: str | Pa
         check_overwrite(paths, WRITTEN_BY, overwrite)
     else:
         check_overwrite(paths, WRITTEN_BY, overwrite, advice)
+    csv = folder / "classes.csv"
+    if csv.is_file() and not overwrite:
+        theirs = [c.name for c in read_classes_csv(csv)]
+        if theirs != [c.name for c in model.classes]:
+            raise InputError(f"{csv}: the label maps there are of the classes {', '.join(theirs)}, this model's are "
+                             f"{', '.join(c.name for c in model.classes)}. Choose another output folder.")
     return FolderPrediction(model, stack, folder, config, uncertainty, probabilities)
