@@ -70,6 +70,29 @@ def test_mismatched_sizes_name_the_files_before_any_pixels_are_read(tmp_path, mo
         assert "img_1.tif is 8x8" in str(e.value)
 
 
+def test_a_multipage_tiff_opened_lazily_reads_each_page_when_it_is_used(tmp_path):
+    from SemSegLib.lazy_stack import LazyPages
+
+    rng = np.random.default_rng(0)
+    gray = rng.random((4, 6, 7)).astype(np.float32)
+    gray[2, 1, 1] = np.inf
+    tifffile.imwrite(tmp_path / "gray.tif", gray, photometric="minisblack")
+    rgba = rng.integers(0, 255, (3, 6, 7, 4), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "rgba.tif", rgba, photometric="rgb", extrasamples=["unassalpha"])
+    opened = open_stack(tmp_path / "gray.tif")
+    assert isinstance(opened.images, LazyPages) and opened.shape == (4, 1, 6, 7)
+    assert opened.names == [f"gray_{i:04d}" for i in (1, 2, 3, 4)]
+    assert np.array_equal(opened.images[3], gray[3][None])
+    with pytest.raises(InputError, match=r"gray.tif: NaN or infinite pixel values in page 3 \(1 pixels\)"):
+        opened.images[2]  # when it is used: `read_stack` refuses the whole file at once
+    opened = open_stack(tmp_path / "rgba.tif")
+    eager = read_stack(tmp_path / "rgba.tif")
+    assert isinstance(opened.images, LazyPages) and opened.shape == eager.shape == (3, 3, 6, 7)
+    assert all(np.array_equal(opened.images[i], eager.images[i]) for i in range(3))
+    tifffile.imwrite(tmp_path / "zcyx.tif", np.zeros((2, 3, 6, 7), np.uint8), imagej=True, metadata={"axes": "ZCYX"})
+    assert isinstance(open_stack(tmp_path / "zcyx.tif").images, np.ndarray)  # pages are not images: read whole
+
+
 def test_a_folder_opened_lazily_reads_each_image_when_it_is_used(tmp_path, monkeypatch):
     from SemSegLib import lazy_stack
 

@@ -347,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "fluorescent-nuclei (README: How it works)")
     t.set_defaults(func=cmd_train)
 
-    pr = sub.add_parser("predict", help="label every pixel of a stack (a folder is read one image at a time)")
+    pr = sub.add_parser("predict", help="label every pixel of a stack (read one image at a time)")
     pr.add_argument("--images", required=True)
     pr.add_argument("--model", required=True)
     pr.add_argument("--out", required=True, help="output folder for <name>.tif label maps")

@@ -1,9 +1,10 @@
-"""A folder of images opened without reading its pixels: each image is read when it is used.
+"""A stack opened without reading its pixels: each image is read when it is used.
 
-Why: `semseg predict` on a cluster meets folders of thousands of large images, and reading them all first
-(`read_stack`) needs their whole size in memory (10,000 images of 2048 x 2048 at 16 bits: 80 GB). Opened this way,
-a prediction holds one image at a time. The sizes are checked from the files' headers when the folder is opened, so
-an image of another size is refused before anything is predicted, as `read_stack` refuses it.
+Why: `semseg predict` on a cluster meets folders of thousands of large images, or a time-lapse saved as one
+multi-page TIFF, and reading them all first (`read_stack`) needs their whole size in memory (10,000 images of
+2048 x 2048 at 16 bits: 80 GB). Opened this way, a prediction holds one image at a time. A folder's sizes are
+checked from the files' headers when it is opened, so an image of another size is refused before anything is
+predicted, as `read_stack` refuses it.
 """
 
 from __future__ import annotations
@@ -48,12 +49,54 @@ class LazyImages:
         return image
 
 
+class LazyPages:
+    """The (N, C, H, W) images of a multi-page TIFF whose pages are its images (gray, or RGB(A)), read by index."""
+
+    def __init__(self, path: Path, tif, rgb: bool) -> None:
+        self.path, self._tif, self._rgb = path, tif, rgb  # kept open: the pages' offsets are parsed once
+        page = tif.series[0].shape[1:]
+        self.shape = (tif.series[0].shape[0], *((3, *page[:2]) if rgb else (1, *page)))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        page = _check_dtype(self._tif.asarray(key=int(index), series=0), self.path)
+        image = np.moveaxis(page, -1, 0)[:3] if self._rgb else page[None]  # an alpha carries no image content
+        check_finite(image[None], [f"page {index + 1}"], self.path)
+        return image
+
+    def __del__(self) -> None:
+        self._tif.close()
+
+
+def _lazy_pages(path: Path) -> LazyPages | None:
+    """`LazyPages` when the file's first series is its pages in order, one image each; else None."""
+    import tifffile
+
+    try:
+        tif = tifffile.TiffFile(path)
+    except Exception:  # noqa: BLE001 - `read_stack` reads it, and names what is wrong
+        return None
+    series = tif.series[0]
+    gray = series.ndim == 3 and "S" not in series.axes
+    rgb = series.ndim == 4 and series.axes.endswith("S") and series.shape[-1] in (3, 4)
+    if (gray or rgb) and len(series.pages) == series.shape[0] > 1:
+        return LazyPages(path, tif, rgb)
+    tif.close()
+    return None
+
+
 def open_stack(source: str | Path, channel_axis: int | None = None) -> ImageStack:
-    """A stack whose images are read when used (`LazyImages`) for a folder; a multi-page TIFF, one file, is read
-    as `read_stack` reads it."""
+    """A stack whose images are read when used: a folder's (`LazyImages`), a multi-page TIFF's whose pages are its
+    images (`LazyPages`). Other files, or a given `channel_axis`, are read as `read_stack` reads them."""
     source = Path(source)
     if source.is_file():
-        return read_stack(source, channel_axis)
+        pages = _lazy_pages(source) if channel_axis is None and source.suffix.lower() in (".tif", ".tiff") else None
+        if pages is None:
+            return read_stack(source, channel_axis)
+        names = [f"{source.stem}_{i + 1:04d}" for i in range(len(pages))]  # as `read_stack` names pages
+        return ImageStack(pages, names, str(source), _read_spacing(source))
     files = folder_images(source, channel_axis)
     images = LazyImages(files, header_shape(files[0], channel_axis), channel_axis)
     return ImageStack(images, [f.stem for f in files], str(source), _read_spacing(files[0]))
