@@ -61,7 +61,13 @@ class LazyPages:
         return self.shape[0]
 
     def __getitem__(self, index: int) -> np.ndarray:
-        page = _check_dtype(self._tif.asarray(key=int(index), series=0), self.path)
+        try:
+            page = _check_dtype(self._tif.asarray(key=int(index), series=0), self.path)
+        except InputError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a truncated or corrupt page
+            raise InputError(f"{self.path}: cannot read page {index + 1} ({type(e).__name__}: {e}). Is the file "
+                             "complete?") from e
         image = np.moveaxis(page, -1, 0)[:3] if self._rgb else page[None]  # an alpha carries no image content
         check_finite(image[None], [f"page {index + 1}"], self.path)
         return image
