@@ -1,7 +1,11 @@
 """The extension packages what it ships: Slicer installs only the files CMake lists."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE = ROOT / "SemSegModule"
@@ -135,3 +139,13 @@ def test_slicer_installs_every_package_the_engine_declares_and_only_those():
     # torch comes from PyTorchUtils, numpy with Slicer, matplotlib and tqdm serve only the command line.
     in_slicer = {re.split(r"[<>=!~ ]", r)[0] for r in PACKAGES.values()}
     assert in_slicer == declared - {"torch", "numpy", "matplotlib", "tqdm"}
+
+
+def test_loading_the_module_imports_no_heavy_package():
+    # Slicer imports every module at startup, before PyTorch may be installed (SemSeg asks first, on first use),
+    # and a torch import would add seconds to every start. The engine is imported inside the Logic's methods.
+    pytest.importorskip("slicer", reason="slicer-core wheel not installed")
+    heavy = ("torch", "monai", "sklearn", "skimage", "nrrd", "tifffile", "PIL")
+    code = f"import sys, SemSeg; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], cwd=MODULE, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
