@@ -22,9 +22,7 @@ results are written back on the main thread when the job is polled, because MRML
 from __future__ import annotations
 
 import hashlib
-import itertools
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -450,7 +448,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         path = node.GetParameter("ModelPath")
         try:
             if not path or Path(path).parent.resolve() != kept_strokes.autosave_folder().resolve():
-                path = str(_newAutosavePath())
+                path = str(kept_strokes.new_model_file())
             write_bytes_atomic(Path(path), data)
         except OSError as e:
             self._modelFile = None
@@ -819,10 +817,10 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         before = self._modelFile if self.model is not None else None
         try:
             if self.model is not None and before is None:  # the model to replace has no file: it gets one first
-                before = str(_newAutosavePath())
+                before = str(kept_strokes.new_model_file())
                 self.model.save(before)
             if carried is not None and not (path and Path(path).is_file() and Path(path).read_bytes() == carried):
-                path = str(_newAutosavePath())
+                path = str(kept_strokes.new_model_file())
                 write_bytes_atomic(Path(path), carried)
             if path and Path(path).is_file():
                 self.loadModel(path)
@@ -862,16 +860,6 @@ def _shapeOnly(names: list[str], shape: tuple[int, int], source: str):
     from SemSegLib.stack_io import ImageStack
 
     return ImageStack(np.broadcast_to(np.zeros((), np.uint8), (len(names), 1, *shape)), names, source)
-
-
-_autosaves = itertools.count(1)  # tells apart two autosave files of one process in one second
-
-
-def _newAutosavePath() -> Path:
-    """A new model file in SemSeg's autosave folder (the folder made if needed)."""
-    folder = kept_strokes.autosave_folder()
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"model-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{next(_autosaves)}.pt"
 
 
 def _slices(indices: list[int], shown: int = 8) -> str:

@@ -1,4 +1,4 @@
-"""The strokes each training used, kept in the temporary folder.
+"""The strokes each training used, kept in the temporary folder (beside the autosaved models).
 
 Why: a crash, or a scene closed unsaved, must not take what the person painted. The Slicer module writes them
 before each training and offers them back when images of the same names are loaded again; `read_labels` reads
@@ -23,7 +23,7 @@ from .stack_io import label_dtype, write_label_folder
 
 MARK = "SemSeg strokes kept at a training"  # the TIFFs' ImageDescription
 IMAGES_FILE = "images.json"  # the images' names and fingerprint, to offer the strokes for these images only
-_numbers = itertools.count(1)  # tells apart two stacks of one name in one process, or a stack loaded again
+_numbers = itertools.count(1)  # tells apart two names of one process in one second (a stack loaded again, say)
 
 
 def autosave_folder() -> Path:
@@ -34,7 +34,17 @@ def autosave_folder() -> Path:
 def new_folder(stack_name: str) -> Path:
     """A folder no other stack or session writes to (not made yet): the time, the process and a counter."""
     name = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in stack_name)
-    return autosave_folder() / f"strokes-{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{next(_numbers)}"
+    return autosave_folder() / f"strokes-{name}-{_unique()}"
+
+
+def new_model_file() -> Path:
+    """A model file no other session writes to, in the autosave folder (made if needed; the file is not)."""
+    autosave_folder().mkdir(parents=True, exist_ok=True)
+    return autosave_folder() / f"model-{_unique()}.pt"
+
+
+def _unique() -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{next(_numbers)}"
 
 
 def fingerprint(images: np.ndarray) -> str:

@@ -20,7 +20,7 @@ from .errors import InputError
 from .lazy_stack import open_stack
 from .model_file import SemSegModel
 from .prediction import PredictConfig, predict_stack
-from .stack_io import ImageStack, check_output_dir, check_overwrite, write_tiff
+from .stack_io import OVERWRITE_ADVICE, ImageStack, check_output_dir, check_overwrite, write_tiff
 
 WRITTEN_BY = "semseg predict"  # the maps' ImageDescription: a later prediction may replace them
 
@@ -55,9 +55,9 @@ class FolderPrediction:
 
 def plan_folder_prediction(model: SemSegModel, images: str | Path, out: str | Path, config: PredictConfig,
                            uncertainty: bool = False, probabilities: bool = False, overwrite: bool = False,
-                           advice: str | None = None) -> FolderPrediction:
+                           advice: str = OVERWRITE_ADVICE) -> FolderPrediction:
     """Check everything a prediction of the folder `images` into `out` needs (the output folder is made); `advice`:
-    what to do about files `out` holds that a prediction did not write (default: the command line's)."""
+    what to do about files `out` holds that a prediction did not write."""
     from .devices import resolve_device
 
     stack = open_stack(images)
@@ -66,10 +66,7 @@ def plan_folder_prediction(model: SemSegModel, images: str | Path, out: str | Pa
     folder = check_output_dir(out, [images])
     suffixes = [""] + ["_uncertainty"] * uncertainty + ["_probabilities"] * probabilities
     paths = [folder / f"{name}{suffix}.tif" for name in stack.names for suffix in suffixes]
-    if advice is None:
-        check_overwrite(paths, WRITTEN_BY, overwrite)
-    else:
-        check_overwrite(paths, WRITTEN_BY, overwrite, advice)
+    check_overwrite(paths, WRITTEN_BY, overwrite, advice)
     csv = folder / "classes.csv"
     if csv.is_file() and not overwrite:
         theirs = [c.name for c in read_classes_csv(csv)]

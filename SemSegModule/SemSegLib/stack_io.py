@@ -364,8 +364,11 @@ def write_label_folder(folder: str | Path, names: list[str], labels: np.ndarray,
             path.unlink()
 
 
+OVERWRITE_ADVICE = "Choose another output folder, or add --overwrite to replace them."  # the command line's
+
+
 def check_overwrite(paths: list[Path], written_by: str, overwrite: bool = False,
-                    advice: str = "Choose another output folder, or add --overwrite to replace them.") -> None:
+                    advice: str = OVERWRITE_ADVICE) -> None:
     """Refuse to replace existing files that `written_by` did not write, unless `overwrite`.
 
     Why: an output folder given by mistake may hold the labels a person painted under the very names a prediction
