@@ -193,6 +193,10 @@ def test_bad_input_exits_2_with_a_message(disk_stack, capsys):
     assert run("predict", "--images", d / "images", "--model", d / "m.pt", "--out", d / "images") == 2
     assert run("simulate", "--reference", d / "reference", "--out", d / "s", "--images", "99") == 2
     assert "outside 1..4" in capsys.readouterr().err
+    # A channel axis the images do not have: named, for each command that reads images.
+    assert run("train", "--images", d / "images", "--labels", d / "reference", "--model", d / "m.pt",
+               "--channel-axis", "5") == 2
+    assert "img_1.tif: image has shape" in capsys.readouterr().err
     # Label maps that are masks or images, not class values: named, not taken for 255 classes.
     (d / "masks").mkdir()
     (d / "masks_csv").mkdir()
@@ -242,6 +246,24 @@ def test_bad_input_exits_2_with_a_message(disk_stack, capsys):
     with pytest.raises(SystemExit) as e:
         run("train", "--images", d / "images")  # missing required arguments
     assert e.value.code == 2
+
+
+def test_the_channel_axis_of_files_whose_axes_say_nothing_is_the_persons_word(tmp_path, capsys):
+    """A stack of 5-channel images saved channels-last without axes (QQYX to tifffile): read by shape, they would
+    be 40 channels; given --channel-axis 3, predict and suggest read them as 5."""
+    from SemSegLib.classes import default_classes
+
+    SemSegModel.create(5, default_classes(2), base_width=8, levels=3).save(tmp_path / "five.pt")
+    images = np.random.default_rng(0).integers(0, 255, (3, 40, 48, 5), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "stack.tif", images, photometric="minisblack")
+    common = ["--images", tmp_path / "stack.tif", "--model", tmp_path / "five.pt", "--device", "cpu"]
+    assert run("predict", *common, "--out", tmp_path / "out") == 2
+    assert "stack.tif: images have 40 channel(s) but the model was trained on 5" in capsys.readouterr().err
+    assert run("predict", *common, "--out", tmp_path / "out", "--channel-axis", 3) == 0
+    assert sorted(p.name for p in (tmp_path / "out").glob("stack_*.tif")) == [f"stack_000{i}.tif" for i in (1, 2, 3)]
+    capsys.readouterr()
+    assert run("suggest", *common, "--channel-axis", 3, "--top", 1) == 0
+    assert json.loads(capsys.readouterr().out)["images"][0]["name"].startswith("stack_")
 
 
 def test_internal_error_exits_1(disk_stack, monkeypatch, capsys):

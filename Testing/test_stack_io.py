@@ -89,8 +89,47 @@ def test_a_multipage_tiff_opened_lazily_reads_each_page_when_it_is_used(tmp_path
     eager = read_stack(tmp_path / "rgba.tif")
     assert isinstance(opened.images, LazyPages) and opened.shape == eager.shape == (3, 3, 6, 7)
     assert all(np.array_equal(opened.images[i], eager.images[i]) for i in range(3))
-    tifffile.imwrite(tmp_path / "zcyx.tif", np.zeros((2, 3, 6, 7), np.uint8), imagej=True, metadata={"axes": "ZCYX"})
-    assert isinstance(open_stack(tmp_path / "zcyx.tif").images, np.ndarray)  # pages are not images: read whole
+    tifffile.imwrite(tmp_path / "planar.tif", rgba[0, ..., :3], photometric="rgb", planarconfig="separate")
+    assert isinstance(open_stack(tmp_path / "planar.tif").images, np.ndarray)  # one page, one image: read whole
+
+
+def test_a_tiff_s_axes_say_which_number_the_images_and_which_are_channels(tmp_path):
+    """An OME z-stack of 2 channels is CZYX: 5 images of 2 channels, not 2 images of 5; a Fiji hyperstack TZCYX
+    is every (t, z) image; planar RGB is one image. Read whole or page by page, the same images."""
+    rng = np.random.default_rng(0)
+    czyx = rng.integers(0, 4000, (2, 5, 6, 7), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "cells.ome.tif", czyx, metadata={"axes": "CZYX"})
+    tzcyx = rng.integers(0, 255, (3, 4, 2, 6, 7), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "movie.tif", tzcyx, imagej=True, metadata={"axes": "TZCYX"})
+    planar = rng.integers(0, 255, (3, 6, 7), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "planar.tif", planar, photometric="rgb", planarconfig="separate")
+    for read in (read_stack, open_stack):
+        stack = read(tmp_path / "cells.ome.tif")
+        assert stack.shape == (5, 2, 6, 7) and stack.names[:2] == ["cells.ome_0001", "cells.ome_0002"]
+        assert all(np.array_equal(stack.images[k], czyx[:, k]) for k in range(5))
+        stack = read(tmp_path / "movie.tif")
+        assert stack.shape == (12, 2, 6, 7)
+        assert stack.names[:5] == [f"movie_t0001_z000{z}" for z in (1, 2, 3, 4)] + ["movie_t0002_z0001"]
+        assert all(np.array_equal(stack.images[4 * t + z], tzcyx[t, z]) for t in range(3) for z in range(4))
+        stack = read(tmp_path / "planar.tif")
+        assert stack.shape == (1, 3, 6, 7) and np.array_equal(stack.images[0], planar)
+    tifffile.imwrite(tmp_path / "odd.tif", np.zeros((2, 3, 4, 6, 7), np.uint8), photometric="minisblack")  # QQQYX
+    with pytest.raises(InputError, match=r"odd.tif: TIFF has shape \(2, 3, 4, 6, 7\) \(axes QQQYX\).*hyperstack"):
+        read_stack(tmp_path / "odd.tif")
+    # Axes that say nothing (QQYX): the person names the channel axis; the last two others are the image.
+    six = rng.integers(0, 255, (2, 6, 7, 6), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "six.tif", six, photometric="minisblack")
+    for read in (read_stack, open_stack):
+        stack = read(tmp_path / "six.tif", channel_axis=3)
+        assert stack.shape == (2, 6, 6, 7) and np.array_equal(stack.images[1], np.moveaxis(six[1], -1, 0))
+    with pytest.raises(InputError, match=r"six.tif: .*channel axis 4 is not one of them.*Give one of 0..3"):
+        read_stack(tmp_path / "six.tif", channel_axis=4)
+    bad = tzcyx.astype(np.float32)
+    bad[1, 2, 1, 3, 3] = np.nan
+    tifffile.imwrite(tmp_path / "bad.tif", bad, imagej=True, metadata={"axes": "TZCYX"})
+    for read in (read_stack, lambda path: open_stack(path).images[6]):
+        with pytest.raises(InputError, match=r"bad.tif: NaN or infinite pixel values in bad_t0002_z0003"):
+            read(tmp_path / "bad.tif")
 
 
 def test_a_folder_opened_lazily_reads_each_image_when_it_is_used(tmp_path, monkeypatch):

@@ -60,7 +60,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .stack_io import read_labels, read_stack
     from .training import TrainConfig, train
 
-    stack = read_stack(args.images)
+    stack = read_stack(args.images, args.channel_axis)
     init = SemSegModel.load(args.init) if args.init else None
     if init is not None:
         init.check_stack(stack.channels, str(args.images))
@@ -153,7 +153,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     config = PredictConfig(tta=args.tta, device=args.device, mixed_precision=not args.float32,
                            unsure_pieces=not args.keep_unsure_pieces)
     plan = plan_folder_prediction(model, args.images, args.out, config, args.uncertainty, args.probabilities,
-                                  args.overwrite)
+                                  args.overwrite, channel_axis=args.channel_axis)
     with tqdm(total=len(plan.stack), desc="predict", unit="img", file=sys.stderr) as bar:
         times = plan.run(progress=lambda done, total, seconds: bar.update(1))
     print(f"{len(times)} label maps written to {plan.out} ({np.mean(times):.2f} s per image)")
@@ -243,7 +243,7 @@ def cmd_suggest(args: argparse.Namespace) -> None:
     from .suggest import suggest_slices
 
     model = SemSegModel.load(args.model)
-    stack = open_stack(args.images)  # as `predict`: one image at a time
+    stack = open_stack(args.images, args.channel_axis)  # as `predict`: one image at a time
     model.check_stack(stack.channels, str(args.images))
     labels = read_labels(args.labels, stack, classes=model.classes, classes_from=f"the model's, {args.model}",
                          advice="Give the labels this model was trained with.").labels if args.labels else None
@@ -311,12 +311,18 @@ FLOAT32_HELP = ("run the network in float32 (default: float16 on CUDA; on a CPU 
                 "bfloat16, which is faster there)")
 
 
+CHANNEL_AXIS_HELP = ("the axis of each image file's array (0-based, as tifffile reads it) that holds its channels, "
+                     "for files whose axes do not say it; the last two other axes are the image, any other number "
+                     "the images")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="semseg", description="Sparse-label U-Net segmentation of image stacks.")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model on painted strokes")
     t.add_argument("--images", required=True, help="folder of ordered images, or a multi-page TIFF")
+    t.add_argument("--channel-axis", type=int, help=CHANNEL_AXIS_HELP)
     t.add_argument("--labels", required=True, help="folder of sparse label images (same file names; 0 = unlabeled)")
     t.add_argument("--model", required=True, help="output model file (.pt)")
     t.add_argument("--init", help="start from this model (fine-tuning / correction round)")
@@ -349,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="label every pixel of a stack (read one image at a time)")
     pr.add_argument("--images", required=True)
+    pr.add_argument("--channel-axis", type=int, help=CHANNEL_AXIS_HELP)
     pr.add_argument("--model", required=True)
     pr.add_argument("--out", required=True, help="output folder for <name>.tif label maps")
     pr.add_argument("--probabilities", action="store_true", help="also write <name>_probabilities.tif (float)")
@@ -384,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("suggest", help="rank images by uncertainty: where to paint next (JSON)")
     g.add_argument("--images", required=True)
+    g.add_argument("--channel-axis", type=int, help=CHANNEL_AXIS_HELP)
     g.add_argument("--model", required=True)
     g.add_argument("--top", type=_at_least(1), default=5)
     g.add_argument("--labels", help="folder of the strokes painted so far: an image's uncertainty leaves out what lies "

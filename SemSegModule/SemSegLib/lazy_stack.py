@@ -9,6 +9,7 @@ predicted, as `read_stack` refuses it.
 
 from __future__ import annotations
 
+from math import prod
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from .stack_io import (
     header_shape,
     read_stack,
 )
+from .tiff_axes import TiffLayout, tiff_layout
 
 
 class LazyImages:
@@ -50,59 +52,74 @@ class LazyImages:
 
 
 class LazyPages:
-    """The (N, C, H, W) images of a multi-page TIFF whose pages are its images (gray, or RGB(A)), read by index."""
+    """The (N, C, H, W) images of a multi-page TIFF, read by index: each from its pages (`pages`: (N, P) page numbers,
+    one per image, or one per channel of a C axis), each page gray or RGB(A)."""
 
-    def __init__(self, path: Path, tif, rgb: bool) -> None:
-        self.path, self._tif, self._rgb = path, tif, rgb  # kept open: the pages' offsets are parsed once
-        page = tif.series[0].shape[1:]
-        self.shape = (tif.series[0].shape[0], *((3, *page[:2]) if rgb else (1, *page)))
+    def __init__(self, path: Path, tif, pages: np.ndarray, shape: tuple[int, int, int, int], layout: TiffLayout,
+                 where: list[str]) -> None:
+        self.path, self._tif = path, tif  # kept open: the pages' offsets are parsed once
+        self.pages, self.shape, self._layout, self._where = pages, shape, layout, where
 
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __getitem__(self, index: int) -> np.ndarray:
+    def _page(self, key: int) -> np.ndarray:
         try:
-            page = _check_dtype(self._tif.asarray(key=int(index), series=0), self.path)
+            page = _check_dtype(self._tif.asarray(key=key, series=0), self.path)
         except InputError:
             raise
         except Exception as e:  # noqa: BLE001 - a truncated or corrupt page
-            raise InputError(f"{self.path}: cannot read page {index + 1} ({type(e).__name__}: {e}). Is the file "
+            raise InputError(f"{self.path}: cannot read page {key + 1} ({type(e).__name__}: {e}). Is the file "
                              "complete?") from e
-        image = np.moveaxis(page, -1, 0)[:3] if self._rgb else page[None]  # an alpha carries no image content
-        check_finite(image[None], [f"page {index + 1}"], self.path)
+        return np.moveaxis(page, -1, 0) if page.ndim == 3 else page[None]  # YXS -> SYX
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        image = np.concatenate([self._page(int(key)) for key in self.pages[index]])
+        image = image[:3] if self._layout.drop_alpha else image  # an alpha carries no image content
+        check_finite(image[None], [self._where[index]], self.path)
         return image
 
     def __del__(self) -> None:
         self._tif.close()
 
 
-def _lazy_pages(path: Path) -> LazyPages | None:
-    """`LazyPages` when the file's first series is its pages in order, one image each; else None."""
+def _lazy_pages(path: Path) -> tuple[LazyPages, list[str]] | None:
+    """`LazyPages` and the images' names when the file's first series stores each 2D plane (gray or RGB) as a page
+    and holds more than one image; else None (`read_stack` reads it whole, or names what is wrong)."""
     import tifffile
 
     try:
         tif = tifffile.TiffFile(path)
-    except Exception:  # noqa: BLE001 - `read_stack` reads it, and names what is wrong
+        series = tif.series[0]
+        axes, shape, page_axes = series.axes, tuple(series.shape), series.keyframe.axes
+        layout = tiff_layout(axes, shape, path)
+    except Exception:  # noqa: BLE001
         return None
-    series = tif.series[0]
-    gray = series.ndim == 3 and "S" not in series.axes
-    rgb = series.ndim == 4 and series.axes.endswith("S") and series.shape[-1] in (3, 4)
-    if (gray or rgb) and len(series.pages) == series.shape[0] > 1:
-        return LazyPages(path, tif, rgb)
+    outer = shape[:len(shape) - len(page_axes)]
+    if page_axes in ("YX", "YXS") and axes.endswith(page_axes) and len(series.pages) == prod(outer):
+        grid = np.arange(prod(outer)).reshape(outer)
+        pages = np.transpose(grid, (*layout.stack, *(p for p in layout.channels if p < len(outer))))
+        pages = pages.reshape(prod(shape[p] for p in layout.stack), -1)
+        if len(pages) > 1:
+            channels = pages.shape[1] * (shape[-1] if page_axes == "YXS" else 1)
+            names = layout.names(path.stem, axes, shape)
+            images = LazyPages(path, tif, pages, (len(pages), 3 if layout.drop_alpha else channels,
+                                                  *(shape[p] for p in layout.yx)), layout, layout.where(names))
+            return images, names
     tif.close()
     return None
 
 
 def open_stack(source: str | Path, channel_axis: int | None = None) -> ImageStack:
-    """A stack whose images are read when used: a folder's (`LazyImages`), a multi-page TIFF's whose pages are its
-    images (`LazyPages`). Other files, or a given `channel_axis`, are read as `read_stack` reads them."""
+    """A stack whose images are read when used: a folder's (`LazyImages`), a multi-page TIFF's that keeps each plane
+    in a page (`LazyPages`: stacks, time-lapses, hyperstacks). Other files, or a given `channel_axis`, are read as
+    `read_stack` reads them."""
     source = Path(source)
     if source.is_file():
-        pages = _lazy_pages(source) if channel_axis is None and source.suffix.lower() in (".tif", ".tiff") else None
-        if pages is None:
+        lazy = _lazy_pages(source) if channel_axis is None and source.suffix.lower() in (".tif", ".tiff") else None
+        if lazy is None:
             return read_stack(source, channel_axis)
-        names = [f"{source.stem}_{i + 1:04d}" for i in range(len(pages))]  # as `read_stack` names pages
-        return ImageStack(pages, names, str(source), _read_spacing(source))
+        return ImageStack(lazy[0], lazy[1], str(source), _read_spacing(source))
     files = folder_images(source, channel_axis)
     images = LazyImages(files, header_shape(files[0], channel_axis), channel_axis)
     return ImageStack(images, [f.stem for f in files], str(source), _read_spacing(files[0]))

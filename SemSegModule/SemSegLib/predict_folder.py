@@ -55,12 +55,12 @@ class FolderPrediction:
 
 def plan_folder_prediction(model: SemSegModel, images: str | Path, out: str | Path, config: PredictConfig,
                            uncertainty: bool = False, probabilities: bool = False, overwrite: bool = False,
-                           advice: str = OVERWRITE_ADVICE) -> FolderPrediction:
+                           advice: str = OVERWRITE_ADVICE, channel_axis: int | None = None) -> FolderPrediction:
     """Check everything a prediction of the folder `images` into `out` needs (the output folder is made); `advice`:
-    what to do about files `out` holds that a prediction did not write."""
+    what to do about files `out` holds that a prediction did not write; `channel_axis`: as `open_stack`'s."""
     from .devices import resolve_device
 
-    stack = open_stack(images)
+    stack = open_stack(images, channel_axis)
     model.check_stack(stack.channels, str(images))
     resolve_device(config.device)  # a device it cannot use is refused before the output folder is made
     folder = check_output_dir(out, [images])

@@ -16,6 +16,7 @@ import numpy as np
 from .atomic import write_atomic
 from .classes import ClassInfo, default_classes, read_classes_csv
 from .errors import InputError
+from .tiff_axes import tiff_layout
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 SUPPORTED_DTYPES = (np.uint8, np.uint16, np.float32, np.int16, np.float64)
@@ -84,7 +85,11 @@ def _read_file(path: Path) -> np.ndarray:
 
 def _to_chw(arr: np.ndarray, path: Path, channel_axis: int | None) -> np.ndarray:
     """One 2D image (gray, RGB(A), or multi-channel) -> (C, H, W)."""
-    if channel_axis is not None and arr.ndim == 3:
+    if channel_axis is not None:
+        if arr.ndim != 3 or not -3 <= channel_axis < 3:
+            axes = "it has none besides the image's: leave it out" if arr.ndim == 2 else "give one of 0..2"
+            raise InputError(f"{path}: image has shape {arr.shape}: channel axis {channel_axis} is not one of its "
+                             f"axes ({axes}).")
         return np.moveaxis(arr, channel_axis, 0)
     if arr.ndim == 2:
         return arr[None]
@@ -96,7 +101,8 @@ def _to_chw(arr: np.ndarray, path: Path, channel_axis: int | None) -> np.ndarray
         if arr.shape[0] <= 8 and arr.shape[-1] > 8:  # CYX
             return arr
     raise InputError(f"{path}: image has shape {arr.shape}; expected a 2D gray image, RGB(A), or a "
-                     "multi-channel image. Give the channel axis explicitly (--channel-axis) if it is unusual.")
+                     "multi-channel image. If it is one with its channels on an unusual axis, give that axis "
+                     "(semseg --channel-axis; in Slicer's Python console, loadStack(path, channelAxis=...)).")
 
 
 def _check_dtype(arr: np.ndarray, path: Path) -> np.ndarray:
@@ -214,25 +220,10 @@ def _read_multipage(path: Path, channel_axis: int | None) -> ImageStack:
     except Exception as e:  # noqa: BLE001
         raise InputError(f"{path}: cannot read this TIFF ({type(e).__name__}: {e}).") from e
     arr = _check_dtype(arr, path)
-    if channel_axis is not None:
-        arr = np.moveaxis(arr, channel_axis, 1) if arr.ndim == 4 else arr[:, None]
-    elif arr.ndim == 2:
-        arr = arr[None, None]
-    elif arr.ndim == 3:
-        if axes.endswith("S") or (arr.shape[-1] <= 4 and arr.shape[0] > 4 and "S" in axes):
-            arr = np.moveaxis(arr, -1, 0)[None]  # a single RGB image
-        else:
-            arr = arr[:, None]
-    elif arr.ndim == 4:
-        if axes[-1] in "SC" or arr.shape[-1] <= 4:
-            arr = np.moveaxis(arr, -1, 1)
-        # else already (N, C, H, W)
-    else:
-        raise InputError(f"{path}: TIFF has shape {arr.shape} (axes {axes}); expected pages of 2D images.")
-    if arr.shape[1] == 4 and (axes.endswith("S")):
-        arr = arr[:, :3]
-    names = [f"{path.stem}_{i + 1:04d}" for i in range(arr.shape[0])]
-    check_finite(arr, [f"page {i + 1}" for i in range(arr.shape[0])], path)
+    layout = tiff_layout(axes, arr.shape, path, channel_axis)
+    names = layout.names(path.stem, axes, arr.shape)
+    arr, where = layout.images(arr), layout.where(names)
+    check_finite(arr, where, path)
     return ImageStack(np.ascontiguousarray(arr), names, str(path), _read_spacing(path))
 
 
