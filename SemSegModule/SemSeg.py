@@ -815,12 +815,13 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         if self.model is not None and (carried is None or hashlib.sha1(carried).hexdigest() == self._carriedDigest):
             return False
         before = self._modelFile if self.model is not None else None
+        decoded = None  # a file this restore wrote: removed again if it holds no model
         try:
             if self.model is not None and before is None:  # the model to replace has no file: it gets one first
                 before = str(kept_strokes.new_model_file())
                 self.model.save(before)
             if carried is not None and not (path and Path(path).is_file() and Path(path).read_bytes() == carried):
-                path = str(kept_strokes.new_model_file())
+                path = decoded = str(kept_strokes.new_model_file())
                 write_bytes_atomic(Path(path), carried)
             if path and Path(path).is_file():
                 self.loadModel(path)
@@ -829,6 +830,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
                 return True
         except (InputError, OSError, ImportError) as e:  # ImportError: PyTorch not installed yet
             logging.warning(f"SemSeg: could not restore the model of this scene: {e}")
+            if decoded is not None:
+                Path(decoded).unlink(missing_ok=True)
         return False
 
 

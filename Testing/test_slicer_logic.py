@@ -15,6 +15,7 @@ import vtk
 slicer = pytest.importorskip("slicer", reason="slicer-core wheel not installed")
 
 import SemSeg  # noqa: E402
+from SemSegLib import kept_strokes  # noqa: E402
 from SemSegLib.classes import ClassInfo, read_classes_csv, write_classes_csv  # noqa: E402
 from SemSegLib.errors import InputError  # noqa: E402
 from SemSegLib.sample_data import SAMPLE_CLASSES, write_sample_stack  # noqa: E402
@@ -617,8 +618,6 @@ def test_the_strokes_a_training_used_are_kept_and_come_back_in_a_new_scene(tmp_p
 def test_a_training_goes_on_when_its_strokes_and_model_cannot_be_kept(tmp_path, logic, monkeypatch):
     _, volume, seg, _, _ = _sample_scene(tmp_path, logic)
     (tmp_path / "a file").write_text("not a folder")
-    from SemSegLib import kept_strokes
-
     monkeypatch.setattr(kept_strokes, "autosave_folder", lambda: tmp_path / "a file")
     task = logic.train(volume, seg, iterations=2, **FAST)
     assert task.finished and logic.model is not None
@@ -844,6 +843,9 @@ def test_a_model_node_whose_text_is_not_a_model_s_is_ignored(logic, scene):
     text.SetText("edited by hand: not base64")
     assert model_node.stored(node) is None
     assert not logic.restoreModelFromParameterNode()  # nothing to restore, and no error
+    model_node.store(scene, node, b"base64 all right, but no model")
+    assert not logic.restoreModelFromParameterNode() and logic.model is None
+    assert not list(kept_strokes.autosave_folder().glob("model-*.pt"))  # its decoded bytes are not left behind
 
 
 def test_an_opened_scene_brings_its_model_in_place_of_one_trained_since(tmp_path, logic, scene):
