@@ -22,7 +22,7 @@ from SemSegLib.sample_data import SAMPLE_CLASSES, write_sample_stack  # noqa: E4
 from SemSegLib.simulate import simulate_strokes  # noqa: E402
 from SemSegLib.stack_io import read_stack  # noqa: E402
 from SemSegLib.suggest import image_descriptors, rank_by_uncertainty, spread_groups  # noqa: E402
-from SemSegMRML import model_node  # noqa: E402
+from SemSegMRML import arrays, model_node  # noqa: E402
 from slicer_scene import make_scene  # noqa: E402
 
 FAST = dict(patch_size=64, batch_size=4, base_width=8, levels=3)
@@ -69,6 +69,44 @@ def test_stack_to_volume_ordering_geometry_and_rgb(tmp_path, logic, scene):
     assert np.array_equal(logic.imagesFromVolume(vector)[1, 2], rgb[1, :, :, 2])
 
 
+def _displayed_components(volume) -> int:
+    """Components the volume's display pipeline hands the slice views (Slicer blends RGBA)."""
+    display = volume.GetDisplayNode()
+    display.SetInputImageDataConnection(volume.GetImageDataConnection())
+    producer = display.GetOutputImageDataConnection().GetProducer()
+    producer.Update()
+    return producer.GetOutputDataObject(0).GetNumberOfScalarComponents()
+
+
+@pytest.mark.parametrize("channels", [2, 5])
+def test_a_stack_of_2_or_5_channels_shows_as_rgb_and_trains_on_every_channel(tmp_path, logic, scene, channels):
+    """Slicer draws a vector volume as RGB: 2 components break its display pipeline, 5 give the views 6. The volume
+    shows 3 channels (a zero blue for 2, the first three of 5), the rest are kept beside it, and the stack's images
+    come back whole, from the scene and from a saved .mrb."""
+    images = np.random.default_rng(0).integers(0, 4000, (channels, 3, 32, 40), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "cells.ome.tif", images, metadata={"axes": "CZYX"})
+    volume = logic.loadStack(str(tmp_path / "cells.ome.tif"))
+    whole = np.moveaxis(images, 0, 1)  # (Z, C, Y, X): 3 images of `channels` channels
+    assert slicer.util.arrayFromVolume(volume).shape == (3, 32, 40, 3) and _displayed_components(volume) == 4
+    assert np.array_equal(logic.imagesFromVolume(volume), whole)
+    assert arrays.channel_count(volume) == channels
+    logic.setClasses(THREE_CLASSES[:2])
+    seg = logic.createLabelSegmentation(volume)
+    labels = np.zeros((3, 32, 40), np.uint8)
+    labels[0, 2:6, 2:30], labels[0, 20:24, 2:30] = 1, 2
+    logic.setLabelsToSegmentation(labels, seg, volume)
+    assert logic.train(volume, seg, iterations=2, **FAST).finished and logic.model.in_channels == channels
+    assert scene.WriteToMRB(str(tmp_path / "cells.mrb"))
+    scene.Clear(0)
+    assert scene.ReadFromMRB(str(tmp_path / "cells.mrb"))
+    volume = scene.GetFirstNodeByName(volume.GetName())
+    assert np.array_equal(logic.imagesFromVolume(volume), whole)
+    if channels > 3:
+        scene.RemoveNode(volume.GetNodeReference(arrays.ROLE_MORE_CHANNELS))
+        with pytest.raises(InputError, match=r"the volume of its channels 4-5 is gone from the scene. Load the stack"):
+            logic.imagesFromVolume(volume)
+
+
 def test_a_volume_with_nan_pixels_is_refused_before_training(tmp_path, logic):
     _, volume, seg, _, _ = _sample_scene(tmp_path, logic)
     # A float volume from elsewhere in Slicer (not read by SemSeg) with a NaN pixel on slice 2.
@@ -108,8 +146,6 @@ def test_segments_have_class_names_colors_and_order(tmp_path, logic):
 
 
 def test_labels_go_into_and_out_of_the_class_segments_whole(tmp_path, logic):
-    from SemSegMRML import arrays
-
     volume, seg = _three_class_stack(tmp_path, logic, (24, 32), 3)
     rng = np.random.default_rng(1)
     first = rng.integers(0, 4, (3, 24, 32)).astype(np.uint16)

@@ -20,6 +20,10 @@ IMAGE_NAMES_ATTRIBUTE = "SemSeg.ImageNames"  # the stack's file names, in slice 
 SOURCE_ATTRIBUTE = "SemSeg.Source"  # where the stack was loaded from (export never writes there)
 
 
+CHANNELS_ATTRIBUTE = "SemSeg.Channels"  # a stack's channels where the volume shows three of them (2, or 4 and more)
+ROLE_MORE_CHANNELS = "SemSegMoreChannels"  # the volume that keeps the channels beyond the third
+
+
 def volume_from_stack(scene, images: np.ndarray, names: list[str], name: str,
                       spacing: tuple[float, float] = (1.0, 1.0), source: str = ""):
     """(N, C, H, W) -> a new scalar volume (C == 1) or vector volume (RGB / multi-channel) in `scene`.
@@ -27,33 +31,60 @@ def volume_from_stack(scene, images: np.ndarray, names: list[str], name: str,
     The IJK-to-RAS directions (-1, -1, 1) are what Slicer uses for 2D image files: the image shows in the Red
     view as in any image viewer (row 0 at the top, column 0 on the left). On any error the node is removed:
     nothing half-loaded stays in the scene.
+
+    Why three channels at most in the volume: Slicer draws a vector volume as RGB. Given 2 components its display
+    pipeline fails on every render (RGB to HSI needs 3), given more than 3 it hands the views more than RGBA. So
+    a stack of 2 channels shows as red and green over a zero blue, and one of 4 or more shows its first three,
+    while the rest are kept in a hidden volume (ROLE_MORE_CHANNELS); `images_from_volume` gives all C back.
     """
-    _, c, _, _ = images.shape
-    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode" if c == 1 else "vtkMRMLVectorVolumeNode", name)
-    try:
-        volume.SetSpacing(float(spacing[1]), float(spacing[0]), 1.0)
-        volume.SetOrigin(0.0, 0.0, 0.0)
-        volume.SetIJKToRASDirections(-1, 0, 0, 0, -1, 0, 0, 0, 1)
-        array = images[:, 0] if c == 1 else np.moveaxis(images, 1, -1)
-        slicer.util.updateVolumeFromArray(volume, np.ascontiguousarray(array))
+    c = images.shape[1]
+    with new_nodes_removed(scene, only_on_error=True):
+        volume = _volume(scene, "vtkMRMLScalarVolumeNode" if c == 1 else "vtkMRMLVectorVolumeNode", name,
+                         images[:, :3] if c != 2 else np.concatenate([images, np.zeros_like(images[:, :1])], 1),
+                         spacing)
         volume.CreateDefaultDisplayNodes()
         display = volume.GetDisplayNode()
         if display is not None:
             display.SetInterpolate(False)  # show pixels as pixels; these are microscopy images
         volume.SetAttribute(IMAGE_NAMES_ATTRIBUTE, json.dumps(list(names)))
         volume.SetAttribute(SOURCE_ATTRIBUTE, source)
-    except Exception:
-        scene.RemoveNode(volume)
-        raise
+        if c not in (1, 3):
+            volume.SetAttribute(CHANNELS_ATTRIBUTE, str(c))
+        if c > 3:
+            more = _volume(scene, "vtkMRMLScalarVolumeNode" if c == 4 else "vtkMRMLVectorVolumeNode",
+                           f"{name} channels 4-{c}", images[:, 3:], spacing)
+            more.SetHideFromEditors(True)  # never a choice in a node selector: it is part of `volume`
+            volume.SetNodeReferenceID(ROLE_MORE_CHANNELS, more.GetID())
+    return volume
+
+
+def _volume(scene, class_name: str, name: str, images: np.ndarray, spacing: tuple[float, float]):
+    """A new volume of (N, C, H, W) `images` in the geometry of `volume_from_stack`."""
+    volume = scene.AddNewNodeByClass(class_name, name)
+    volume.SetSpacing(float(spacing[1]), float(spacing[0]), 1.0)
+    volume.SetOrigin(0.0, 0.0, 0.0)
+    volume.SetIJKToRASDirections(-1, 0, 0, 0, -1, 0, 0, 0, 1)
+    array = images[:, 0] if images.shape[1] == 1 else np.moveaxis(images, 1, -1)
+    slicer.util.updateVolumeFromArray(volume, np.ascontiguousarray(array))
     return volume
 
 
 def images_from_volume(volume) -> np.ndarray:
-    """Volume -> (N, C, H, W) copy."""
+    """Volume -> (N, C, H, W) copy, with every channel of a stack the volume shows three of (`volume_from_stack`)."""
+    images = _images(volume)
+    channels = int(volume.GetAttribute(CHANNELS_ATTRIBUTE) or images.shape[1])
+    if channels > images.shape[1]:
+        more = volume.GetNodeReference(ROLE_MORE_CHANNELS)
+        if more is None or more.GetImageData() is None:
+            raise InputError(f"{volume.GetName()}: the volume of its channels 4-{channels} is gone from the scene. "
+                             "Load the stack again.")
+        images = np.concatenate([images, _images(more)], axis=1)
+    return np.ascontiguousarray(images[:, :channels])
+
+
+def _images(volume) -> np.ndarray:
     array = slicer.util.arrayFromVolume(volume)
-    if array.ndim == 3:
-        return np.array(array[:, None])
-    return np.ascontiguousarray(np.moveaxis(array, -1, 1))
+    return np.array(array[:, None]) if array.ndim == 3 else np.moveaxis(array, -1, 1)
 
 
 def slice_shape(volume) -> tuple[int, int, int]:
@@ -62,9 +93,10 @@ def slice_shape(volume) -> tuple[int, int, int]:
 
 
 def channel_count(volume) -> int:
-    """Channels per pixel: 1 for a scalar volume, the components of a vector volume (no copy of the voxels)."""
+    """Channels per pixel: 1 for a scalar volume, the components of a vector volume, or the stack's channels when
+    the volume shows three of them (no copy of the voxels)."""
     array = slicer.util.arrayFromVolume(volume)
-    return 1 if array.ndim == 3 else array.shape[-1]
+    return int(volume.GetAttribute(CHANNELS_ATTRIBUTE) or (1 if array.ndim == 3 else array.shape[-1]))
 
 
 def image_names(volume) -> list[str]:
@@ -122,16 +154,19 @@ def segment_ids(segmentation, classes: list[ClassInfo]) -> list[str]:
 
 
 @contextlib.contextmanager
-def new_nodes_removed(scene):
-    """Remove every node added to the scene inside the block (temporary export nodes and their colors)."""
+def new_nodes_removed(scene, only_on_error: bool = False):
+    """Remove every node added to the scene inside the block (temporary export nodes and their colors); with
+    `only_on_error`, only if the block raises (nothing half-made stays)."""
     before = {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+    failed = True
     try:
         yield
+        failed = False
     finally:
-        added = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
-        for node in added:
-            if node is not None and node.GetID() not in before:
-                scene.RemoveNode(node)
+        if failed or not only_on_error:
+            for node in [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]:
+                if node is not None and node.GetID() not in before:
+                    scene.RemoveNode(node)
 
 
 def labels_from_segmentation(scene, segmentation, volume, classes: list[ClassInfo]) -> np.ndarray:
