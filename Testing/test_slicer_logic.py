@@ -102,9 +102,14 @@ def test_a_stack_of_2_or_5_channels_shows_as_rgb_and_trains_on_every_channel(tmp
     volume = scene.GetFirstNodeByName(volume.GetName())
     assert np.array_equal(logic.imagesFromVolume(volume), whole)
     if channels > 3:
-        scene.RemoveNode(volume.GetNodeReference(arrays.ROLE_MORE_CHANNELS))
+        more = volume.GetNodeReference(arrays.ROLE_MORE_CHANNELS)
+        scene.RemoveNode(more)
         with pytest.raises(InputError, match=r"the volume of its channels 4-5 is gone from the scene. Load the stack"):
             logic.imagesFromVolume(volume)
+        volume = logic.loadStack(str(tmp_path / "cells.ome.tif"))
+        more = volume.GetNodeReference(arrays.ROLE_MORE_CHANNELS)
+        scene.RemoveNode(volume)  # the person deletes the stack: its hidden channels go with it
+        assert more.GetScene() is None and scene.GetNodeByID(more.GetID()) is None
 
 
 def test_a_volume_with_nan_pixels_is_refused_before_training(tmp_path, logic):

@@ -69,6 +69,20 @@ def _volume(scene, class_name: str, name: str, images: np.ndarray, spacing: tupl
     return volume
 
 
+def remove_more_channels_with_their_stack(scene) -> None:
+    """When a stack's volume leaves `scene`, so does the hidden volume of its channels beyond the third: the person
+    cannot see it to remove it."""
+
+    @vtk.calldata_type(vtk.VTK_OBJECT)
+    def removed(caller, event, node) -> None:
+        more_id = node.GetNodeReferenceID(ROLE_MORE_CHANNELS) if node is not None and not scene.IsClosing() else None
+        more = scene.GetNodeByID(more_id) if more_id else None
+        if more is not None:
+            scene.RemoveNode(more)
+
+    scene.AddObserver(slicer.vtkMRMLScene.NodeRemovedEvent, removed)
+
+
 def images_from_volume(volume) -> np.ndarray:
     """Volume -> (N, C, H, W) copy, with every channel of a stack the volume shows three of (`volume_from_stack`)."""
     images = _images(volume)
