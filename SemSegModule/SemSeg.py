@@ -101,7 +101,6 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         # closes, as the accepts are: a new scene gives its nodes the IDs of the closed one's.
         self._strokesBackups: dict[str, Path] = {}
         self.scene.AddObserver(slicer.vtkMRMLScene.StartCloseEvent, lambda caller, event: self._forgetScene())
-        arrays.remove_more_channels_with_their_stack(self.scene)
 
     def _forgetScene(self) -> None:
         self._accepted.clear()

@@ -22,6 +22,7 @@ SOURCE_ATTRIBUTE = "SemSeg.Source"  # where the stack was loaded from (export ne
 
 CHANNELS_ATTRIBUTE = "SemSeg.Channels"  # a stack's channels where the volume shows three of them (2, or 4 and more)
 ROLE_MORE_CHANNELS = "SemSegMoreChannels"  # the volume that keeps the channels beyond the third
+MORE_CHANNELS_ATTRIBUTE = "SemSeg.MoreChannels"  # marks such a volume
 
 
 def volume_from_stack(scene, images: np.ndarray, names: list[str], name: str,
@@ -38,6 +39,7 @@ def volume_from_stack(scene, images: np.ndarray, names: list[str], name: str,
     while the rest are kept in a hidden volume (ROLE_MORE_CHANNELS); `images_from_volume` gives all C back.
     """
     c = images.shape[1]
+    remove_orphaned_channels(scene)
     with new_nodes_removed(scene, only_on_error=True):
         volume = _volume(scene, "vtkMRMLScalarVolumeNode" if c == 1 else "vtkMRMLVectorVolumeNode", name,
                          images[:, :3] if c != 2 else np.concatenate([images, np.zeros_like(images[:, :1])], 1),
@@ -54,6 +56,7 @@ def volume_from_stack(scene, images: np.ndarray, names: list[str], name: str,
             more = _volume(scene, "vtkMRMLScalarVolumeNode" if c == 4 else "vtkMRMLVectorVolumeNode",
                            f"{name} channels 4-{c}", images[:, 3:], spacing)
             more.SetHideFromEditors(True)  # never a choice in a node selector: it is part of `volume`
+            more.SetAttribute(MORE_CHANNELS_ATTRIBUTE, "1")
             volume.SetNodeReferenceID(ROLE_MORE_CHANNELS, more.GetID())
     return volume
 
@@ -69,18 +72,16 @@ def _volume(scene, class_name: str, name: str, images: np.ndarray, spacing: tupl
     return volume
 
 
-def remove_more_channels_with_their_stack(scene) -> None:
-    """When a stack's volume leaves `scene`, so does the hidden volume of its channels beyond the third: the person
-    cannot see it to remove it."""
-
-    @vtk.calldata_type(vtk.VTK_OBJECT)
-    def removed(caller, event, node) -> None:
-        more_id = node.GetNodeReferenceID(ROLE_MORE_CHANNELS) if node is not None and not scene.IsClosing() else None
-        more = scene.GetNodeByID(more_id) if more_id else None
-        if more is not None:
-            scene.RemoveNode(more)
-
-    scene.AddObserver(slicer.vtkMRMLScene.NodeRemovedEvent, removed)
+def remove_orphaned_channels(scene) -> None:
+    """Remove the hidden volumes of channels beyond the third whose stack's volume is gone from `scene` (the person
+    deleted it, and cannot see these to delete them too). Not a scene observer: one runs on whichever thread
+    collects the scene, and a scene being destroyed must not run Python."""
+    volumes = [scene.GetNthNodeByClass(i, "vtkMRMLVolumeNode")
+               for i in range(scene.GetNumberOfNodesByClass("vtkMRMLVolumeNode"))]
+    kept = {volume.GetNodeReferenceID(ROLE_MORE_CHANNELS) for volume in volumes}
+    for volume in volumes:
+        if volume.GetAttribute(MORE_CHANNELS_ATTRIBUTE) and volume.GetID() not in kept:
+            scene.RemoveNode(volume)
 
 
 def images_from_volume(volume) -> np.ndarray:
