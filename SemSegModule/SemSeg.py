@@ -25,6 +25,7 @@ import hashlib
 import logging
 import tempfile
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +101,11 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         # Volume ID -> the folder its trainings keep their strokes in (`strokesBackupFolder`). Forgotten when a scene
         # closes, as the accepts are: a new scene gives its nodes the IDs of the closed one's.
         self._strokesBackups: dict[str, Path] = {}
-        self.scene.AddObserver(slicer.vtkMRMLScene.StartCloseEvent, lambda caller, event: self._forgetScene())
+        # A weak reference: a lambda holding the Logic would tie the scene and the Logic in a cycle that only the
+        # garbage collector frees, on whichever thread it runs (the training thread too), as the scene dies.
+        forget = weakref.WeakMethod(self._forgetScene)
+        self.scene.AddObserver(slicer.vtkMRMLScene.StartCloseEvent,
+                               lambda caller, event: forget() is not None and forget()())
 
     def _forgetScene(self) -> None:
         self._accepted.clear()
