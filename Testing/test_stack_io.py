@@ -5,8 +5,7 @@ from PIL import Image
 from SemSegLib.classes import ClassInfo, read_classes_csv, write_classes_csv
 from SemSegLib.errors import InputError
 from SemSegLib.lazy_stack import open_stack
-from SemSegLib.stack_io import _read_file as stack_io_read
-from SemSegLib.stack_io import check_output_dir, read_labels, read_stack, write_tiff
+from SemSegLib.stack_io import check_output_dir, read_image, read_labels, read_stack, write_tiff
 
 
 def _write(folder, name, arr):
@@ -132,6 +131,29 @@ def test_a_tiff_s_axes_say_which_number_the_images_and_which_are_channels(tmp_pa
             read(tmp_path / "bad.tif")
 
 
+def test_a_folder_file_s_axes_say_whether_it_is_one_image(tmp_path):
+    """In a stack folder each file is one image: a file whose axes say it holds a z-stack is refused (by shape it
+    would be an image of 5 channels), 10 channels that say C are 10 channels (by shape: refused), and a numpy
+    array saved without axes (QYX) is read by shape as before."""
+    rng = np.random.default_rng(0)
+    zyx = rng.integers(0, 255, (2, 5, 12, 14), dtype=np.uint8)
+    ten = rng.integers(0, 4000, (2, 10, 12, 14), dtype=np.uint16)
+    plain = rng.integers(0, 4000, (2, 5, 12, 14), dtype=np.uint16)
+    for folder in ("zyx", "ten", "plain"):
+        (tmp_path / folder).mkdir()
+    for i in (0, 1):
+        tifffile.imwrite(tmp_path / "zyx" / f"img_{i + 1}.tif", zyx[i], imagej=True, metadata={"axes": "ZYX"})
+        tifffile.imwrite(tmp_path / "ten" / f"img_{i + 1}.ome.tif", ten[i], metadata={"axes": "CYX"})
+        tifffile.imwrite(tmp_path / "plain" / f"img_{i + 1}.tif", plain[i], photometric="minisblack")
+    for read in (read_stack, open_stack):
+        with pytest.raises(InputError, match=r"img_1.tif: the file holds 5 images \(axes ZYX.*Give this file alone"):
+            read(tmp_path / "zyx")
+        stack = read(tmp_path / "ten")
+        assert stack.shape == (2, 10, 12, 14) and np.array_equal(stack.images[1], ten[1])
+        stack = read(tmp_path / "plain")
+        assert stack.shape == (2, 5, 12, 14) and np.array_equal(stack.images[1], plain[1])
+
+
 def test_a_folder_opened_lazily_reads_each_image_when_it_is_used(tmp_path, monkeypatch):
     from SemSegLib import lazy_stack
 
@@ -142,7 +164,7 @@ def test_a_folder_opened_lazily_reads_each_image_when_it_is_used(tmp_path, monke
     nan[4, 4, 1] = np.nan
     tifffile.imwrite(tmp_path / "img_10.tif", nan, photometric="rgb")
     read = []
-    monkeypatch.setattr(lazy_stack, "_read_file", lambda path: read.append(path.name) or stack_io_read(path))
+    monkeypatch.setattr(lazy_stack, "read_image", lambda path, axis: read.append(path.name) or read_image(path, axis))
     stack = open_stack(tmp_path)
     assert read == [] and stack.names == ["img_1", "img_2", "img_10"] and stack.shape == (3, 3, 10, 12)
     eager = read_stack(tmp_path / "img_1.tif").images[0]

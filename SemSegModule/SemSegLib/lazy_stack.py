@@ -18,12 +18,11 @@ from .errors import InputError
 from .stack_io import (
     ImageStack,
     _check_dtype,
-    _read_file,
     _read_spacing,
-    _to_chw,
     check_finite,
     folder_images,
     header_shape,
+    read_image,
     read_stack,
 )
 from .tiff_axes import TiffLayout, tiff_layout
@@ -42,7 +41,7 @@ class LazyImages:
 
     def __getitem__(self, index: int) -> np.ndarray:
         path = self.files[index]
-        image = _to_chw(_check_dtype(_read_file(path), path), path, self.channel_axis)
+        image = read_image(path, self.channel_axis)
         if image.shape != self.shape[1:]:  # the file changed since the folder was opened
             c, h, w = self.shape[1:]
             raise InputError(f"{path}: the image is now {image.shape[1]}x{image.shape[2]}x{image.shape[0]}ch, but the "

@@ -16,7 +16,7 @@ import numpy as np
 from .atomic import write_atomic
 from .classes import ClassInfo, default_classes, read_classes_csv
 from .errors import InputError
-from .tiff_axes import tiff_layout
+from .tiff_axes import image_file_layout, tiff_layout
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 SUPPORTED_DTYPES = (np.uint8, np.uint16, np.float32, np.int16, np.float64)
@@ -63,46 +63,32 @@ class LabelSet:
     labeled_names: list[str] = field(default_factory=list)
 
 
-def _read_file(path: Path) -> np.ndarray:
+def _read_file(path: Path) -> tuple[np.ndarray, str]:
+    """A file's pixels and, for a TIFF, its axes as tifffile names them ('' for a PNG)."""
     try:
         if path.suffix.lower() == ".png":
             from PIL import Image
 
             with Image.open(path) as im:
-                # Gray + alpha: the alpha carries no image content (an RGBA image's is dropped in `_to_chw`).
-                arr = np.asarray(im.getchannel("L") if im.mode in ("LA", "La") else im)
+                # Gray + alpha: the alpha carries no image content (an RGBA image's is dropped by its layout).
+                arr, axes = np.asarray(im.getchannel("L") if im.mode in ("LA", "La") else im), ""
         else:
             import tifffile
 
-            arr = tifffile.imread(path)
+            with tifffile.TiffFile(path) as tif:
+                arr, axes = tif.series[0].asarray(), tif.series[0].axes
     except Exception as e:  # noqa: BLE001 - any decoder failure means "this file is unreadable"
         raise InputError(f"{path}: cannot read this image ({type(e).__name__}: {e}). "
                          "Is the file complete and a valid TIFF/PNG?") from e
     if arr.size == 0:
         raise InputError(f"{path}: cannot read this image (no pixel data: the file is empty or corrupt).")
-    return arr
+    return arr, axes
 
 
-def _to_chw(arr: np.ndarray, path: Path, channel_axis: int | None) -> np.ndarray:
-    """One 2D image (gray, RGB(A), or multi-channel) -> (C, H, W)."""
-    if channel_axis is not None:
-        if arr.ndim != 3 or not -3 <= channel_axis < 3:
-            axes = "it has none besides the image's: leave it out" if arr.ndim == 2 else "give one of 0..2"
-            raise InputError(f"{path}: image has shape {arr.shape}: channel axis {channel_axis} is not one of its "
-                             f"axes ({axes}).")
-        return np.moveaxis(arr, channel_axis, 0)
-    if arr.ndim == 2:
-        return arr[None]
-    if arr.ndim == 3:
-        if arr.shape[-1] <= 4 and arr.shape[0] > 4:  # YXS: RGB / RGBA, channels last
-            if arr.shape[-1] == 4:
-                arr = arr[..., :3]  # alpha carries no image content
-            return np.moveaxis(arr, -1, 0)
-        if arr.shape[0] <= 8 and arr.shape[-1] > 8:  # CYX
-            return arr
-    raise InputError(f"{path}: image has shape {arr.shape}; expected a 2D gray image, RGB(A), or a "
-                     "multi-channel image. If it is one with its channels on an unusual axis, give that axis "
-                     "(semseg --channel-axis; in Slicer's Python console, loadStack(path, channelAxis=...)).")
+def read_image(path: Path, channel_axis: int | None = None) -> np.ndarray:
+    """One file of a stack folder, one 2D image (gray, RGB(A), or multi-channel), as (C, H, W)."""
+    arr, axes = _read_file(path)
+    return image_file_layout(axes, arr.shape, path, channel_axis).images(_check_dtype(arr, path))[0]
 
 
 def _check_dtype(arr: np.ndarray, path: Path) -> np.ndarray:
@@ -120,7 +106,7 @@ def read_stack(source: str | Path, channel_axis: int | None = None) -> ImageStac
     if source.is_file():
         return _read_multipage(source, channel_axis)
     files = folder_images(source, channel_axis)
-    images = [_to_chw(_check_dtype(_read_file(f), f), f, channel_axis) for f in files]
+    images = [read_image(f, channel_axis) for f in files]
     refuse_other_sizes(source, files, [im.shape for im in images])  # as the headers said, unless a file changed
     dtypes = {im.dtype for im in images}
     stack = np.stack(images).astype(np.result_type(*dtypes)) if len(dtypes) > 1 else np.stack(images)
@@ -148,18 +134,18 @@ def header_shape(path: Path, channel_axis: int | None = None) -> tuple[int, int,
             with Image.open(path) as im:
                 bands = 1 if im.mode in ("LA", "La") else len(im.getbands())  # as `_read_file` reads it
                 shape = (im.height, im.width) if bands == 1 else (im.height, im.width, bands)
+                axes = ""
         else:
             import tifffile
 
             with tifffile.TiffFile(path) as tif:
-                shape = tif.series[0].shape
+                shape, axes = tif.series[0].shape, tif.series[0].axes
     except Exception as e:  # noqa: BLE001 - any decoder failure means "this file is unreadable"
         raise InputError(f"{path}: cannot read this image ({type(e).__name__}: {e}). "
                          "Is the file complete and a valid TIFF/PNG?") from e
     if 0 in shape:
         raise InputError(f"{path}: cannot read this image (no pixel data: the file is empty or corrupt).")
-    # The channel rules of `_to_chw`, on a view of that shape that holds no pixels.
-    return _to_chw(np.broadcast_to(np.zeros((), np.uint8), shape), path, channel_axis).shape
+    return image_file_layout(axes, tuple(shape), path, channel_axis).image_shape(tuple(shape))[1:]
 
 
 def refuse_other_sizes(source: Path, files: list[Path], shapes: list[tuple[int, int, int]]) -> None:
@@ -252,7 +238,7 @@ def read_labels(folder: str | Path, stack: ImageStack, classes_csv: str | Path |
         p = _find_label_file(folder, name)
         if p is None:
             continue
-        lab = _read_file(p)
+        lab = _read_file(p)[0]
         if lab.ndim == 3 and lab.shape[-1] in (3, 4) and np.all(lab[..., :1] == lab[..., 1:3]):
             lab = lab[..., 0]  # a gray label saved as RGB
         if lab.shape != (h, w):

@@ -36,9 +36,13 @@ class TiffLayout:
         """The series' array as (N, C, H, W)."""
         moved = np.transpose(array, (*self.stack, *self.channels, *self.yx))
         n = prod(array.shape[p] for p in self.stack)
-        c = prod(array.shape[p] for p in self.channels)
-        images = moved.reshape(n, c, *moved.shape[-2:])
+        images = moved.reshape(n, -1, *moved.shape[-2:])
         return images[:, :3] if self.drop_alpha else images
+
+    def image_shape(self, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+        """The (N, C, H, W) that `images` makes of an array of `shape` (from a header: no pixels needed)."""
+        c = 3 if self.drop_alpha else prod(shape[p] for p in self.channels)
+        return prod(shape[p] for p in self.stack), c, shape[self.yx[0]], shape[self.yx[1]]
 
     def names(self, stem: str, axes: str, shape: tuple[int, ...]) -> list[str]:
         """`stem_0001` ... along one numbering axis (or for a single image); `stem_t0001_z0003` along several."""
@@ -87,3 +91,39 @@ def _layout_by_shape(axes: str, shape: tuple[int, ...], path) -> TiffLayout:
     raise InputError(f"{path}: TIFF has shape {shape} (axes {axes}), and SemSeg cannot tell which axes number the "
                      "images and which are channels. Save it from Fiji as a hyperstack (axes TZCYX), or as one "
                      "image per file.")
+
+
+CHANNEL_AXIS_ADVICE = ("If it is one with its channels on an unusual axis, give that axis (semseg --channel-axis; in "
+                       "Slicer's Python console, loadStack(path, channelAxis=...)).")
+
+
+def image_file_layout(axes: str, shape: tuple[int, ...], path, channel_axis: int | None = None) -> TiffLayout:
+    """How one file of a stack folder is one image (gray, RGB(A) or multi-channel). `axes`: its letters, '' when
+    the format has none. Letters that say more than one image is in the file (Z, T ...) are refused with what to
+    do: taken by shape, a z-stack of 5 planes would be one image of 5 channels. Without such letters (Q, I: pages
+    of unknown meaning, as numpy arrays saved without metadata have), the shape decides: YXS when the last axis is
+    short, CYX when the first is."""
+    if channel_axis is not None:
+        if len(shape) != 3 or not -3 <= channel_axis < 3:
+            none = "it has none besides the image's: leave it out" if len(shape) == 2 else "give one of 0..2"
+            raise InputError(f"{path}: image has shape {shape}: channel axis {channel_axis} is not one of its axes "
+                             f"({none}).")
+        return tiff_layout(axes or "Q" * len(shape), shape, path, channel_axis)
+    if len(shape) == 2:
+        return TiffLayout((), (), (0, 1))
+    others = set(axes) - set("YX")
+    if axes and others and not others & set("QI"):
+        layout = tiff_layout(axes, shape, path)
+        n = layout.image_shape(shape)[0]
+        if n != 1:
+            raise InputError(f"{path}: the file holds {n} images (axes {axes}, shape {shape}), but each file of a "
+                             "stack folder is one image. Give this file alone as the stack, or save one image per "
+                             "file.")
+        return layout
+    if len(shape) == 3:
+        if shape[-1] <= 4 and shape[0] > 4:  # YXS: RGB / RGBA, channels last
+            return TiffLayout((), (2,), (0, 1), drop_alpha=shape[-1] == 4)
+        if shape[0] <= 8 and shape[-1] > 8:  # CYX
+            return TiffLayout((), (0,), (1, 2))
+    raise InputError(f"{path}: image has shape {shape}; expected a 2D gray image, RGB(A), or a multi-channel image. "
+                     + CHANNEL_AXIS_ADVICE)
