@@ -947,6 +947,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         ui = self.ui
         ui.browseImagesButton.clicked.connect(self.onBrowseImages)
+        ui.browseImageFileButton.clicked.connect(self.onBrowseImageFile)
         ui.loadImagesButton.clicked.connect(self.onLoadImages)
         ui.loadSampleButton.clicked.connect(self.onLoadSample)
         ui.inputVolumeSelector.currentNodeChanged.connect(self.updateParameterNodeFromGUI)
@@ -1206,6 +1207,14 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         import qt
 
         path = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Folder of ordered images")
+        if path:
+            self.ui.imagesPathLineEdit.text = path
+
+    def onBrowseImageFile(self) -> None:
+        import qt
+
+        path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), "Multi-page TIFF", "",
+                                              "TIFF images (*.tif *.tiff)")
         if path:
             self.ui.imagesPathLineEdit.text = path
 
