@@ -88,8 +88,12 @@ def test_a_multipage_tiff_opened_lazily_reads_each_page_when_it_is_used(tmp_path
     eager = read_stack(tmp_path / "rgba.tif")
     assert isinstance(opened.images, LazyPages) and opened.shape == eager.shape == (3, 3, 6, 7)
     assert all(np.array_equal(opened.images[i], eager.images[i]) for i in range(3))
-    tifffile.imwrite(tmp_path / "planar.tif", rgba[0, ..., :3], photometric="rgb", planarconfig="separate")
-    assert isinstance(open_stack(tmp_path / "planar.tif").images, np.ndarray)  # one page, one image: read whole
+    planar = np.moveaxis(rgba[..., :3], -1, 1)  # (3, 3, 6, 7): pages of planar RGB
+    tifffile.imwrite(tmp_path / "planar.tif", planar, photometric="rgb", planarconfig="separate")
+    opened = open_stack(tmp_path / "planar.tif")
+    assert isinstance(opened.images, LazyPages) and np.array_equal(opened.images[2], planar[2])
+    tifffile.imwrite(tmp_path / "one.tif", planar[0], photometric="rgb", planarconfig="separate")
+    assert isinstance(open_stack(tmp_path / "one.tif").images, np.ndarray)  # one page, one image: read whole
 
 
 def test_a_tiff_s_axes_say_which_number_the_images_and_which_are_channels(tmp_path):

@@ -52,12 +52,13 @@ class LazyImages:
 
 class LazyPages:
     """The (N, C, H, W) images of a multi-page TIFF, read by index: each from its pages (`pages`: (N, P) page numbers,
-    one per image, or one per channel of a C axis), each page gray or RGB(A)."""
+    one per image, or one per channel of a C axis), each page gray or of samples (RGB(A), planar or not)."""
 
     def __init__(self, path: Path, tif, pages: np.ndarray, shape: tuple[int, int, int, int], layout: TiffLayout,
-                 where: list[str]) -> None:
+                 where: list[str], samples_last: bool) -> None:
         self.path, self._tif = path, tif  # kept open: the pages' offsets are parsed once
         self.pages, self.shape, self._layout, self._where = pages, shape, layout, where
+        self._samples_last = samples_last  # YXS pages (RGB), else SYX (planar) or YX
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -70,7 +71,9 @@ class LazyPages:
         except Exception as e:  # noqa: BLE001 - a truncated or corrupt page
             raise InputError(f"{self.path}: cannot read page {key + 1} ({type(e).__name__}: {e}). Is the file "
                              "complete?") from e
-        return np.moveaxis(page, -1, 0) if page.ndim == 3 else page[None]  # YXS -> SYX
+        if page.ndim == 2:
+            return page[None]
+        return np.moveaxis(page, -1, 0) if self._samples_last else page
 
     def __getitem__(self, index: int) -> np.ndarray:
         image = np.concatenate([self._page(int(key)) for key in self.pages[index]])
@@ -89,22 +92,24 @@ def _lazy_pages(path: Path) -> tuple[LazyPages, list[str]] | None:
 
     try:
         tif = tifffile.TiffFile(path)
+    except Exception:  # noqa: BLE001
+        return None
+    try:
         series = tif.series[0]
         axes, shape, page_axes = series.axes, tuple(series.shape), series.keyframe.axes
         layout = tiff_layout(axes, shape, path)
+        outer = shape[:len(shape) - len(page_axes)]
+        if page_axes in ("YX", "YXS", "SYX") and axes.endswith(page_axes) and len(series.pages) == prod(outer):
+            grid = np.arange(prod(outer)).reshape(outer)
+            pages = np.transpose(grid, (*layout.stack, *(p for p in layout.channels if p < len(outer))))
+            pages = pages.reshape(prod(shape[p] for p in layout.stack), -1)
+            if len(pages) > 1:
+                names = layout.names(path.stem, axes, shape)
+                images = LazyPages(path, tif, pages, layout.image_shape(shape), layout, layout.where(names),
+                                   samples_last=page_axes == "YXS")
+                return images, names
     except Exception:  # noqa: BLE001
-        return None
-    outer = shape[:len(shape) - len(page_axes)]
-    if page_axes in ("YX", "YXS") and axes.endswith(page_axes) and len(series.pages) == prod(outer):
-        grid = np.arange(prod(outer)).reshape(outer)
-        pages = np.transpose(grid, (*layout.stack, *(p for p in layout.channels if p < len(outer))))
-        pages = pages.reshape(prod(shape[p] for p in layout.stack), -1)
-        if len(pages) > 1:
-            channels = pages.shape[1] * (shape[-1] if page_axes == "YXS" else 1)
-            names = layout.names(path.stem, axes, shape)
-            images = LazyPages(path, tif, pages, (len(pages), 3 if layout.drop_alpha else channels,
-                                                  *(shape[p] for p in layout.yx)), layout, layout.where(names))
-            return images, names
+        pass
     tif.close()
     return None
 
