@@ -1,10 +1,10 @@
-"""Which axes of a multi-page TIFF number its images and which make their channels, from the axes tifffile reads.
+"""Which axes of a TIFF number its images and which make their channels, from the axes tifffile reads.
 
 Why: a file's shape alone does not say it. An OME-TIFF z-stack of 2 channels is CZYX (2, 40, H, W), a Fiji
 hyperstack is TZCYX, a planar RGB image is SYX (3, H, W); taken by shape, the first would be 2 images of 40
 channels and the last 3 gray images. The letters say it (C: channel, S: a sample of RGB(A), Y X: the image; any
-other letter numbers images: T time, Z depth, I pages ...), except Q, tifffile's "unknown": a file that names two
-or more of its axes only so falls back on the shape rules SemSeg has always used.
+other letter numbers images: T time, Z depth, I pages ...), except Q, tifffile's "unknown": a file with two or
+more axes of unknown meaning keeps the shape rules SemSeg has always used.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from .errors import InputError
 
 CHANNEL_LETTERS = "CS"
 UNKNOWN_LETTER = "Q"
+CHANNEL_AXIS_ADVICE = ("If it is one with its channels on an unusual axis, give that axis (semseg --channel-axis; in "
+                       "Slicer's Python console, loadStack(path, channelAxis=...)).")
 
 
 @dataclass(frozen=True)
@@ -92,9 +94,6 @@ def _layout_by_shape(axes: str, shape: tuple[int, ...], path) -> TiffLayout:
                      "images and which are channels. Save it from Fiji as a hyperstack (axes TZCYX), or as one "
                      "image per file.")
 
-
-CHANNEL_AXIS_ADVICE = ("If it is one with its channels on an unusual axis, give that axis (semseg --channel-axis; in "
-                       "Slicer's Python console, loadStack(path, channelAxis=...)).")
 
 
 def image_file_layout(axes: str, shape: tuple[int, ...], path, channel_axis: int | None = None) -> TiffLayout:
