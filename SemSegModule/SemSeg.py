@@ -244,7 +244,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
     def loadLabels(self, volume, folder: str, labelSegmentation=None, adoptClasses: bool = False) -> LoadedLabels:
         """Label maps from a folder (one per image, same file names, 0 = unlabeled: an export's strokes folder, the
-        strokes a training kept in `strokesBackupFolder`, or `semseg simulate`'s output) into the label segmentation
+        strokes a training kept in `strokesBackupFolder`, or `semseg simulate`'s output), or from a multi-page TIFF
+        with a page per image (napari's or Fiji's label stack, its classes.csv beside it) into the label segmentation
         (the volume's, made if there is none), on the pixels nothing is painted on: what is painted stays. A
         classes.csv in the folder, or in the one above it (an export's), must name the panel's classes; with
         `adoptClasses` its classes become the panel's instead, when nothing was painted on the volume yet."""

@@ -266,6 +266,20 @@ def test_the_channel_axis_of_files_whose_axes_say_nothing_is_the_persons_word(tm
     assert json.loads(capsys.readouterr().out)["images"][0]["name"].startswith("stack_")
 
 
+def test_labels_and_predictions_may_be_one_multipage_tiff(disk_stack, capsys):
+    d = disk_stack
+    reference = read_stack(d / "reference").images[:, 0]
+    tifffile.imwrite(d / "maps.tif", reference, photometric="minisblack")  # a page per image, as napari saves them
+    assert run("evaluate", "--pred", d / "maps.tif", "--reference", d / "reference", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["mean_iou"] == 1.0
+    strokes = np.where(np.arange(reference.shape[-1]) % 9 == 0, reference, 0).astype(np.uint8)
+    tifffile.imwrite(d / "strokes.tif", strokes, photometric="minisblack")
+    assert run("simulate", "--reference", d / "reference", "--out", d / "more", "--labels", d / "strokes.tif",
+               "--correct-from", d / "maps.tif") == 0
+    # No error to correct in a perfect map: the strokes come out as they went in, a file per image.
+    assert all(np.array_equal(tifffile.imread(d / "more" / f"img_{i + 1}.tif"), strokes[i]) for i in range(4))
+
+
 def test_internal_error_exits_1(disk_stack, monkeypatch, capsys):
     parser_args = ["evaluate", "--pred", disk_stack / "reference", "--reference", disk_stack / "reference"]
     monkeypatch.setattr(cli, "build_parser", _parser_with(cli.build_parser, "evaluate", lambda a: 1 / 0))

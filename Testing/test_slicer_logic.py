@@ -706,6 +706,16 @@ def test_loaded_labels_fill_only_what_is_not_painted_and_wrong_ones_are_refused(
     refused(tmp_path / "elsewhere", "no label file matches an image name")
     tifffile.imwrite(tmp_path / "elsewhere" / f"{names[3]}.tif", reference[3][:50])
     refused(tmp_path / "elsewhere", rf"{names[3]}.tif: label image is \(50, 96\) but its image")
+    # A label stack saved as one multi-page TIFF (napari, Fiji), its classes.csv beside it: slice 4 comes in.
+    (tmp_path / "stack").mkdir()
+    pages = np.zeros(reference.shape, np.uint8)
+    pages[3] = reference[3]
+    tifffile.imwrite(tmp_path / "stack" / "labels.tif", pages, photometric="minisblack")
+    (tmp_path / "stack" / "classes.csv").write_text("value,name,r,g,b\n1,membrane,0,0,0\n2,cell,9,9,9\n")
+    refused(tmp_path / "stack" / "labels.tif", r"classes.csv: these labels are of the classes membrane, cell")
+    (tmp_path / "stack" / "classes.csv").unlink()
+    loaded = logic.loadLabels(volume, str(tmp_path / "stack" / "labels.tif"))
+    assert loaded.slices == [3] and np.array_equal(logic.labelsFromSegmentation(seg, volume)[3], reference[3])
 
 
 def test_training_errors_are_actionable(tmp_path, logic):

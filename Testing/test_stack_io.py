@@ -212,6 +212,30 @@ def test_labels_partial_and_bad(tmp_path):
         read_labels(labs, stack)
 
 
+def test_labels_may_be_one_multipage_tiff_with_a_page_per_image(tmp_path):
+    """As napari and Fiji save a label stack: page k labels image k; its classes.csv lies beside it."""
+    for i in (1, 2, 3):
+        _write(tmp_path / "images", f"img_{i}.tif", np.zeros((8, 9), np.uint8))
+    stack = read_stack(tmp_path / "images")
+    pages = np.zeros((3, 8, 9), np.uint8)
+    pages[1, 2, 3], pages[1, 4, 4] = 1, 2
+    tifffile.imwrite(tmp_path / "labels.tif", pages, photometric="minisblack")
+    write_classes_csv(tmp_path / "classes.csv", [ClassInfo(1, "a", (1, 2, 3)), ClassInfo(2, "b", (3, 2, 1))])
+    ls = read_labels(tmp_path / "labels.tif", stack)
+    assert np.array_equal(ls.labels, pages) and ls.labeled_names == ["img_2"]
+    assert [c.name for c in ls.classes] == ["a", "b"]
+    tifffile.imwrite(tmp_path / "two.tif", pages[:2], photometric="minisblack")
+    with pytest.raises(InputError, match=r"two.tif: the label stack has shape \(2, 8, 9\), but there are 3 images "
+                                         r"of 8x9 .*one 2D page per image"):
+        read_labels(tmp_path / "two.tif", stack)
+    tifffile.imwrite(tmp_path / "float.tif", pages.astype(np.float32), photometric="minisblack")
+    with pytest.raises(InputError, match=r"float.tif: label pixels must be uint8/uint16 class values"):
+        read_labels(tmp_path / "float.tif", stack)
+    (tmp_path / "notes.txt").write_text("not labels")
+    with pytest.raises(InputError, match=r"notes.txt: labels must be a folder .* or a multi-page TIFF"):
+        read_labels(tmp_path / "notes.txt", stack)
+
+
 def test_nan_or_infinite_pixels_are_refused_with_the_files_named(tmp_path):
     good = np.ones((8, 8), np.float32)
     bad = good.copy()

@@ -323,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model on painted strokes")
     t.add_argument("--images", required=True, help="folder of ordered images, or a multi-page TIFF")
     t.add_argument("--channel-axis", type=int, help=CHANNEL_AXIS_HELP)
-    t.add_argument("--labels", required=True, help="folder of sparse label images (same file names; 0 = unlabeled)")
+    t.add_argument("--labels", required=True, help="folder of sparse label images (same file names; 0 = unlabeled), "
+                                                   "or a multi-page TIFF with a page per image")
     t.add_argument("--model", required=True, help="output model file (.pt)")
     t.add_argument("--init", help="start from this model (fine-tuning / correction round)")
     budget = t.add_mutually_exclusive_group()
@@ -371,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_predict)
 
     e = sub.add_parser("evaluate", help="compare label maps with a reference")
-    e.add_argument("--pred", required=True)
+    e.add_argument("--pred", required=True, help="folder of label maps (same file names), or a multi-page TIFF")
     e.add_argument("--reference", required=True)
     e.add_argument("--classes")
     e.add_argument("--json", action="store_true")
@@ -384,8 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--strokes", type=_at_least(1), default=10, help="strokes per class and image (default 10)")
     s.add_argument("--seed", type=_at_least(0), default=0)
     s.add_argument("--classes")
-    s.add_argument("--correct-from", help="prediction folder: place correction strokes on its largest errors")
-    s.add_argument("--labels", help="the existing stroke folder the corrections are added to")
+    s.add_argument("--correct-from", help="prediction folder (or multi-page TIFF): place correction strokes on its "
+                                          "largest errors")
+    s.add_argument("--labels", help="the existing strokes (folder or multi-page TIFF) the corrections are added to")
     s.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     s.set_defaults(func=cmd_simulate)
 

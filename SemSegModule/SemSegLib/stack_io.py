@@ -223,14 +223,36 @@ def _find_label_file(folder: Path, name: str) -> Path | None:
 
 def read_labels(folder: str | Path, stack: ImageStack, classes_csv: str | Path | None = None,
                 classes: list[ClassInfo] | None = None, classes_from: str = "", advice: str = "") -> LabelSet:
-    """Sparse labels for `stack`: one 2D integer image per image name; missing files mean unlabeled.
+    """Sparse labels for `stack`: one 2D integer image per image name in `folder` (missing files mean unlabeled),
+    or one multi-page TIFF with a page per image, in the images' order (napari and Fiji save a label stack so).
 
     The classes are `classes` when given (`classes_from` says whose, `advice` what to do about a value beyond
-    them), else those of `classes_csv` (default: the folder's classes.csv), else 1..the largest value
-    (`implicit_classes`)."""
+    them), else those of `classes_csv` (default: the classes.csv in the folder, or beside the file), else 1..the
+    largest value (`implicit_classes`)."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"{folder}: labels must be a folder with one label image per image (same file names).")
+    if folder.is_dir():
+        labels, found = _label_files(folder, stack)
+        default_csv = folder / "classes.csv"
+    elif folder.is_file() and folder.suffix.lower() in (".tif", ".tiff"):
+        labels, found = _label_pages(folder, stack)
+        default_csv = folder.parent / "classes.csv"
+    else:
+        raise InputError(f"{folder}: labels must be a folder with one label image per image (same file names), or "
+                         "a multi-page TIFF with one page per image.")
+    classes_csv = Path(classes_csv) if classes_csv else default_csv
+    if classes is None and classes_csv.exists():
+        classes, classes_from = read_classes_csv(classes_csv), str(classes_csv)
+        advice = "Fix the label files or add the class to classes.csv."
+    elif classes is None:
+        if not labels.any():
+            raise InputError(f"{folder}: the labels contain only 0 (unlabeled). Paint at least one class.")
+        classes = implicit_classes(labels, stack.names, folder)
+    check_class_values(labels, len(classes), stack.names, folder, classes_from or "the given classes", advice)
+    return LabelSet(labels, classes, found)
+
+
+def _label_files(folder: Path, stack: ImageStack) -> tuple[np.ndarray, list[str]]:
+    """(N, H, W) labels from the files of `folder` named as the images, and the names of the images that have one."""
     n, _, h, w = stack.shape
     labels = np.zeros((n, h, w), np.uint16)
     found = []
@@ -244,23 +266,36 @@ def read_labels(folder: str | Path, stack: ImageStack, classes_csv: str | Path |
         if lab.shape != (h, w):
             raise InputError(f"{p}: label image is {lab.shape} but its image {name} is {h}x{w}. "
                              "A label file must be a 2D image of the same size as its image.")
-        if not np.issubdtype(lab.dtype, np.integer) or lab.dtype.itemsize > 2 or lab.min() < 0:
-            raise InputError(f"{p}: label pixels must be uint8/uint16 class values (0 = unlabeled), got {lab.dtype}.")
-        labels[i] = lab
+        labels[i] = _label_values(lab, p)
         found.append(name)
     if not found:
         raise InputError(f"{folder}: no label file matches an image name of {stack.source} "
                          f"(e.g. {stack.names[0]}.tif). Label files must have the same names as the images.")
-    classes_csv = Path(classes_csv) if classes_csv else (folder / "classes.csv")
-    if classes is None and classes_csv.exists():
-        classes, classes_from = read_classes_csv(classes_csv), str(classes_csv)
-        advice = "Fix the label files or add the class to classes.csv."
-    elif classes is None:
-        if not labels.any():
-            raise InputError(f"{folder}: the label files contain only 0 (unlabeled). Paint at least one class.")
-        classes = implicit_classes(labels, stack.names, folder)
-    check_class_values(labels, len(classes), stack.names, folder, classes_from or "the given classes", advice)
-    return LabelSet(labels, classes, found)
+    return labels, found
+
+
+def _label_pages(path: Path, stack: ImageStack) -> tuple[np.ndarray, list[str]]:
+    """(N, H, W) labels from the pages of a multi-page TIFF, and the names of the images whose page holds a label."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            pages = tif.series[0].asarray()
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"{path}: cannot read this TIFF ({type(e).__name__}: {e}).") from e
+    n, _, h, w = stack.shape
+    pages = pages[None] if pages.ndim == 2 else pages
+    if pages.shape != (n, h, w):
+        raise InputError(f"{path}: the label stack has shape {pages.shape}, but there are {n} images of {h}x{w} "
+                         f"({stack.source}): a label stack holds one 2D page per image, in the images' order.")
+    labels = _label_values(pages, path).astype(np.uint16)
+    return labels, [name for name, lab in zip(stack.names, labels) if lab.any()]
+
+
+def _label_values(labels: np.ndarray, path: Path) -> np.ndarray:
+    if not np.issubdtype(labels.dtype, np.integer) or labels.dtype.itemsize > 2 or labels.min() < 0:
+        raise InputError(f"{path}: label pixels must be uint8/uint16 class values (0 = unlabeled), got {labels.dtype}.")
+    return labels
 
 
 # Without a classes.csv the classes are 1..the largest label value. A map holding more than this is a mask or an
