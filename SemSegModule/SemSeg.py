@@ -184,14 +184,16 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         return volume
 
     @staticmethod
-    def imagesFromVolume(volume) -> np.ndarray:
-        """Volume -> (N, C, H, W) copy (safe to hand to the worker thread); NaN or infinite pixels are refused,
-        as when a stack is read from files (a volume may come from elsewhere in Slicer)."""
+    def imagesFromVolume(volume, indices: list[int] | None = None) -> np.ndarray:
+        """Volume -> (N, C, H, W) copy of its slices `indices` (default: all; safe to hand to the worker thread);
+        NaN or infinite pixels are refused, as when a stack is read from files (a volume may come from elsewhere in
+        Slicer)."""
         from SemSegLib.stack_io import check_finite
 
-        images = arrays.images_from_volume(volume)
+        images = arrays.images_from_volume(volume, indices)
         names = arrays.image_names(volume)
-        check_finite(images, [f"slice {k + 1} ({name})" for k, name in enumerate(names)], volume.GetName())
+        indices = range(len(names)) if indices is None else indices
+        check_finite(images, [f"slice {k + 1} ({names[k]})" for k in indices], volume.GetName())
         return images
 
     @staticmethod
@@ -496,11 +498,11 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         if self.model is None:
             raise InputError("no model yet: train one (or load a saved model) before predicting.")
         self.checkLabelsBelongTo(volume, labelSegmentation)  # before the work, not when its result is written
-        images = self.imagesFromVolume(volume)
-        self.model.check_stack(images.shape[1], volume.GetName())
+        self.model.check_stack(arrays.channel_count(volume), volume.GetName())
         indices = self.sliceIndices(volume, scope, labelSegmentation)
         if not indices:
             raise InputError("no slices to predict (nothing painted yet?).")
+        images = self.imagesFromVolume(volume, indices)  # images[j] is slice indices[j]
         model = self.model
         config = PredictConfig(tta=tta, device=device)
         known = self._cachedSliceDescriptors(volume) or {}
@@ -509,13 +511,14 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
         def run(job: Job):
             out = {}
-            for i, pred in predict_stack(model, images, config, indices,
+            for j, pred in predict_stack(model, images, config,
                                          progress=lambda done, total, s: job.report((done, total, s)),
                                          should_stop=job.should_stop):
-                out[i] = (pred.labels, pred.uncertainty, pred.seconds)
-            unknown = [i for i in out if i not in known]
+                out[indices[j]] = (pred.labels, pred.uncertainty, pred.seconds)
+            unknown = [j for j, i in enumerate(indices) if i in out and i not in known]
             if unknown and not job.should_stop():
-                described.update(image_descriptors(images, unknown, model.normalization))
+                computed = image_descriptors(images, unknown, model.normalization)
+                described.update({indices[j]: descriptor for j, descriptor in computed.items()})
             return out
 
         def describe(p) -> SemSegEvent:
@@ -650,7 +653,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         missing = [k for k in indices if k not in known]
         if missing:
             normalization = self.model.normalization if self.model is not None else NormalizationConfig()
-            computed = image_descriptors(self.imagesFromVolume(volume), missing, normalization)
+            computed = image_descriptors(self.imagesFromVolume(volume, missing), None, normalization)
+            computed = {missing[j]: descriptor for j, descriptor in computed.items()}
             self._cacheSliceDescriptors(volume, computed, volume.GetImageData().GetMTime())
             known = {**known, **computed}
         return {k: known[k] for k in indices}

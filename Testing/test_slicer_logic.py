@@ -123,6 +123,14 @@ def test_a_volume_with_nan_pixels_is_refused_before_training(tmp_path, logic):
     with pytest.raises(InputError, match=rf"NaN or infinite pixel values in slice 2 \({name}\) \(1 pixels\)"):
         logic.train(volume, seg, iterations=1, **FAST)
     assert logic.model is None
+    # A prediction takes (and checks) only the slices it predicts: slice 4 goes, slice 2 is refused by name.
+    slicer.util.updateVolumeFromArray(volume, np.nan_to_num(array))
+    logic.train(volume, seg, iterations=1, **FAST)
+    slicer.util.updateVolumeFromArray(volume, array)
+    logic.predict(volume, [3])
+    assert logic.predictedSlices(volume) == [3]
+    with pytest.raises(InputError, match=rf"NaN or infinite pixel values in slice 2 \({name}\) \(1 pixels\)"):
+        logic.predict(volume, [1, 3])
 
 
 def test_bad_stack_leaves_nothing_in_the_scene(tmp_path, logic, scene):

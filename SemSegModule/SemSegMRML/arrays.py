@@ -84,21 +84,24 @@ def remove_orphaned_channels(scene) -> None:
             scene.RemoveNode(volume)
 
 
-def images_from_volume(volume) -> np.ndarray:
-    """Volume -> (N, C, H, W) copy, with every channel of a stack the volume shows three of (`volume_from_stack`)."""
-    images = _images(volume)
+def images_from_volume(volume, indices: list[int] | None = None) -> np.ndarray:
+    """Volume -> (N, C, H, W) copy of its slices `indices` (default: all), with every channel of a stack the volume
+    shows three of (`volume_from_stack`). Only those slices are copied: predicting one slice of a stack of
+    gigabytes must not copy it all on the GUI thread first."""
+    images = _images(volume, indices)
     channels = int(volume.GetAttribute(CHANNELS_ATTRIBUTE) or images.shape[1])
     if channels > images.shape[1]:
         more = volume.GetNodeReference(ROLE_MORE_CHANNELS)
         if more is None or more.GetImageData() is None:
             raise InputError(f"{volume.GetName()}: the volume of its channels 4-{channels} is gone from the scene. "
                              "Load the stack again.")
-        images = np.concatenate([images, _images(more)], axis=1)
+        images = np.concatenate([images, _images(more, indices)], axis=1)
     return np.ascontiguousarray(images[:, :channels])
 
 
-def _images(volume) -> np.ndarray:
+def _images(volume, indices: list[int] | None) -> np.ndarray:
     array = slicer.util.arrayFromVolume(volume)
+    array = array if indices is None else array[list(indices)]  # a view, or a copy of those slices only
     return np.array(array[:, None]) if array.ndim == 3 else np.moveaxis(array, -1, 1)
 
 
