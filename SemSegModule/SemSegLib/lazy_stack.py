@@ -25,7 +25,7 @@ from .stack_io import (
     read_image,
     read_stack,
 )
-from .tiff_axes import TiffLayout, tiff_layout
+from .tiff_axes import tiff_layout
 
 
 class LazyImages:
@@ -54,11 +54,12 @@ class LazyPages:
     """The (N, C, H, W) images of a multi-page TIFF, read by index: each from its pages (`pages`: (N, P) page numbers,
     one per image, or one per channel of a C axis), each page gray or of samples (RGB(A), planar or not)."""
 
-    def __init__(self, path: Path, tif, pages: np.ndarray, shape: tuple[int, int, int, int], layout: TiffLayout,
-                 where: list[str], samples_last: bool) -> None:
+    def __init__(self, path: Path, tif, pages: np.ndarray, shape: tuple[int, int, int, int], where: list[str],
+                 samples_last: bool, drop_alpha: bool) -> None:
         self.path, self._tif = path, tif  # kept open: the pages' offsets are parsed once
-        self.pages, self.shape, self._layout, self._where = pages, shape, layout, where
+        self.pages, self.shape, self._where = pages, shape, where
         self._samples_last = samples_last  # YXS pages (RGB), else SYX (planar) or YX
+        self._drop_alpha = drop_alpha
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -77,7 +78,7 @@ class LazyPages:
 
     def __getitem__(self, index: int) -> np.ndarray:
         image = np.concatenate([self._page(int(key)) for key in self.pages[index]])
-        image = image[:3] if self._layout.drop_alpha else image  # an alpha carries no image content
+        image = image[:3] if self._drop_alpha else image  # an alpha carries no image content
         check_finite(image[None], [self._where[index]], self.path)
         return image
 
@@ -105,8 +106,8 @@ def _lazy_pages(path: Path) -> tuple[LazyPages, list[str]] | None:
             pages = pages.reshape(prod(shape[p] for p in layout.stack), -1)
             if len(pages) > 1:
                 names = layout.names(path.stem, axes, shape)
-                images = LazyPages(path, tif, pages, layout.image_shape(shape), layout, layout.where(names),
-                                   samples_last=page_axes == "YXS")
+                images = LazyPages(path, tif, pages, layout.image_shape(shape), layout.where(names),
+                                   samples_last=page_axes == "YXS", drop_alpha=layout.drop_alpha)
                 return images, names
     except Exception:  # noqa: BLE001
         pass
