@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tifffile
@@ -190,6 +193,29 @@ def test_missing_and_empty_inputs(tmp_path):
         read_stack(tmp_path / "nope")
     with pytest.raises(InputError, match="no .tif"):
         read_stack(tmp_path)
+
+
+def test_compressed_tiffs_are_read_and_without_imagecodecs_the_error_says_to_install_it(tmp_path):
+    """Microscopes write LZW or zstd TIFFs; tifffile decodes them only with imagecodecs (a declared dependency)."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 4000, (3, 12, 14), dtype=np.uint16)
+    (tmp_path / "lzw").mkdir()
+    for i, image in enumerate(images):
+        tifffile.imwrite(tmp_path / "lzw" / f"img_{i + 1}.tif", image, compression="lzw")
+    tifffile.imwrite(tmp_path / "zstd.tif", images, compression="zstd", photometric="minisblack")
+    for read in (read_stack, open_stack):
+        for source in (tmp_path / "lzw", tmp_path / "zstd.tif"):
+            assert np.array_equal(np.stack([read(source).images[i][0] for i in range(3)]), images)
+    # A hand-made environment without it: blocked before tifffile is imported, in a process of its own.
+    code = ("import sys; sys.modules['imagecodecs'] = None\n"
+            "from SemSegLib.errors import InputError\nfrom SemSegLib.stack_io import read_stack\n"
+            "from SemSegLib.lazy_stack import open_stack\n"
+            "for read in (lambda: read_stack(sys.argv[1]), lambda: open_stack(sys.argv[2]).images[1]):\n"
+            "    try:\n        read()\n    except InputError as e:\n        print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "lzw"), str(tmp_path / "zstd.tif")],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert len(out) == 2 and all("needs the imagecodecs package, which is not installed" in line for line in out)
+    assert "img_1.tif: this image is compressed" in out[0] and "zstd.tif: page 2 is compressed" in out[1]
 
 
 def test_labels_partial_and_bad(tmp_path):

@@ -10,8 +10,8 @@ import importlib
 import importlib.util
 
 # import name -> pip requirement
-PACKAGES = {"tifffile": "tifffile", "nrrd": "pynrrd", "scipy": "scipy", "skimage": "scikit-image",
-            "sklearn": "scikit-learn", "monai": "monai>=1.3"}
+PACKAGES = {"tifffile": "tifffile", "imagecodecs": "imagecodecs", "nrrd": "pynrrd", "scipy": "scipy",
+            "skimage": "scikit-image", "sklearn": "scikit-learn", "monai": "monai>=1.3"}
 
 
 def missing_packages() -> list[str]:

@@ -24,6 +24,7 @@ from .stack_io import (
     header_shape,
     read_image,
     read_stack,
+    unreadable,
 )
 from .tiff_axes import tiff_layout
 
@@ -69,9 +70,8 @@ class LazyPages:
             page = _check_dtype(self._tif.asarray(key=key, series=0), self.path)
         except InputError:
             raise
-        except Exception as e:  # noqa: BLE001 - a truncated or corrupt page
-            raise InputError(f"{self.path}: cannot read page {key + 1} ({type(e).__name__}: {e}). Is the file "
-                             "complete?") from e
+        except Exception as e:  # noqa: BLE001 - a truncated or corrupt page, or a codec not installed
+            raise unreadable(self.path, f"page {key + 1}", e) from e
         if page.ndim == 2:
             return page[None]
         return np.moveaxis(page, -1, 0) if self._samples_last else page

@@ -78,11 +78,22 @@ def _read_file(path: Path) -> tuple[np.ndarray, str]:
             with tifffile.TiffFile(path) as tif:
                 arr, axes = tif.series[0].asarray(), tif.series[0].axes
     except Exception as e:  # noqa: BLE001 - any decoder failure means "this file is unreadable"
-        raise InputError(f"{path}: cannot read this image ({type(e).__name__}: {e}). "
-                         "Is the file complete and a valid TIFF/PNG?") from e
+        raise unreadable(path, "this image", e) from e
     if arr.size == 0:
         raise InputError(f"{path}: cannot read this image (no pixel data: the file is empty or corrupt).")
     return arr, axes
+
+
+def unreadable(path: Path, what: str, error: Exception) -> InputError:
+    """What to tell a person whose image file fails to decode: the compression codecs a TIFF needs (tifffile reads
+    LZW, JPEG, zstd ... only with imagecodecs, a declared dependency that a hand-made environment may lack), else
+    that the file may be truncated."""
+    if "imagecodecs" in str(error) or isinstance(error, ImportError):  # zstd's fallback imports a module of 3.14
+        return InputError(f"{path}: {what} is compressed ({error}), and reading it needs the imagecodecs package, "
+                          "which is not installed. Install it (pip install imagecodecs; in Slicer, "
+                          "slicer.util.pip_install('imagecodecs')), or save the images uncompressed.")
+    return InputError(f"{path}: cannot read {what} ({type(error).__name__}: {error}). Is the file complete and a "
+                      "valid TIFF/PNG?")
 
 
 def read_image(path: Path, channel_axis: int | None = None) -> np.ndarray:
@@ -204,7 +215,7 @@ def _read_multipage(path: Path, channel_axis: int | None) -> ImageStack:
             axes = series.axes
             arr = series.asarray()
     except Exception as e:  # noqa: BLE001
-        raise InputError(f"{path}: cannot read this TIFF ({type(e).__name__}: {e}).") from e
+        raise unreadable(path, "this TIFF", e) from e
     arr = _check_dtype(arr, path)
     layout = tiff_layout(axes, arr.shape, path, channel_axis)
     names = layout.names(path.stem, axes, arr.shape)
@@ -282,7 +293,7 @@ def _label_pages(path: Path, stack: ImageStack) -> tuple[np.ndarray, list[str]]:
         with tifffile.TiffFile(path) as tif:
             pages = tif.series[0].asarray()
     except Exception as e:  # noqa: BLE001
-        raise InputError(f"{path}: cannot read this TIFF ({type(e).__name__}: {e}).") from e
+        raise unreadable(path, "this TIFF", e) from e
     n, _, h, w = stack.shape
     pages = pages[None] if pages.ndim == 2 else pages
     if pages.shape != (n, h, w):
