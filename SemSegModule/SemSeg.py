@@ -965,6 +965,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui.classesTable.cellDoubleClicked.connect(self.onClassCellDoubleClicked)
         ui.startPaintingButton.clicked.connect(self.onStartPainting)
         ui.loadLabelsButton.clicked.connect(self.onLoadLabels)
+        ui.loadLabelStackButton.clicked.connect(self.onLoadLabelStack)
         ui.budgetSpinBox.valueChanged.connect(self.updateParameterNodeFromGUI)
         ui.budgetUnitComboBox.currentIndexChanged.connect(self.updateParameterNodeFromGUI)
         ui.continueCheckBox.toggled.connect(self.updateParameterNodeFromGUI)
@@ -1172,6 +1173,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         labels = self._labels()
         ui.startPaintingButton.enabled = volume is not None and not busy
         ui.loadLabelsButton.enabled = volume is not None and not busy
+        ui.loadLabelStackButton.enabled = volume is not None and not busy
         ui.trainButton.enabled = volume is not None and labels is not None and not busy
         ui.cancelButton.enabled = busy and self._taskLabel != "Export"  # an export is not stopped halfway
         ui.undoTrainingButton.enabled = self.logic.canUndoTraining() and not busy
@@ -1216,12 +1218,15 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.imagesPathLineEdit.text = path
 
     def onBrowseImageFile(self) -> None:
-        import qt
-
-        path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), "Multi-page TIFF", "",
-                                              "TIFF images (*.tif *.tiff)")
+        path = self._chooseTiff("Multi-page TIFF")
         if path:
             self.ui.imagesPathLineEdit.text = path
+
+    @staticmethod
+    def _chooseTiff(caption: str) -> str:
+        import qt
+
+        return qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), caption, "", "TIFF images (*.tif *.tiff)")
 
     def _browseFolder(self, lineEdit) -> None:
         import qt
@@ -1369,10 +1374,20 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         kept = kept_strokes.autosave_folder()
         start = str(kept) if kept.is_dir() else ""
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Folder of label maps", start)
-        if not folder:
+        if folder:
+            self._loadLabelsFrom(volume, folder)
+
+    def onLoadLabelStack(self) -> None:
+        volume = self._volume()
+        if not self.ensureDependencies():
             return
+        path = self._chooseTiff("Label stack (a page per image)")
+        if path:
+            self._loadLabelsFrom(volume, path)
+
+    def _loadLabelsFrom(self, volume, path: str) -> None:
         with slicer.util.tryWithErrorDisplay("Failed to load the labels.", waitCursor=True):
-            loaded = self.logic.loadLabels(volume, folder, self._labels())
+            loaded = self.logic.loadLabels(volume, path, self._labels())
             self.ui.statusLabel.text = (
                 f"Labels of {len(loaded.slices)} slice(s) loaded: {loaded.added} pixels added"
                 + (f"; {loaded.differing} pixels you painted with another class kept yours" if loaded.differing
