@@ -65,23 +65,31 @@ class LabelSet:
 
 def _read_file(path: Path) -> tuple[np.ndarray, str]:
     """A file's pixels and, for a TIFF, its axes as tifffile names them ('' for a PNG)."""
-    try:
-        if path.suffix.lower() == ".png":
+    if path.suffix.lower() != ".png":
+        arr, axes = _read_tiff(path, "this image")
+    else:
+        try:
             from PIL import Image
 
             with Image.open(path) as im:
                 # Gray + alpha: the alpha carries no image content (an RGBA image's is dropped by its layout).
                 arr, axes = np.asarray(im.getchannel("L") if im.mode in ("LA", "La") else im), ""
-        else:
-            import tifffile
-
-            with tifffile.TiffFile(path) as tif:
-                arr, axes = tif.series[0].asarray(), tif.series[0].axes
-    except Exception as e:  # noqa: BLE001 - any decoder failure means "this file is unreadable"
-        raise unreadable(path, "this image", e) from e
+        except Exception as e:  # noqa: BLE001 - any decoder failure means "this file is unreadable"
+            raise unreadable(path, "this image", e) from e
     if arr.size == 0:
         raise InputError(f"{path}: cannot read this image (no pixel data: the file is empty or corrupt).")
     return arr, axes
+
+
+def _read_tiff(path: Path, what: str) -> tuple[np.ndarray, str]:
+    """The first series of a TIFF and its axes; an InputError saying what is wrong (`unreadable`)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return tif.series[0].asarray(), tif.series[0].axes
+    except Exception as e:  # noqa: BLE001 - any decoder failure means "this file is unreadable"
+        raise unreadable(path, what, e) from e
 
 
 def unreadable(path: Path, what: str, error: Exception) -> InputError:
@@ -152,8 +160,7 @@ def header_shape(path: Path, channel_axis: int | None = None) -> tuple[int, int,
             with tifffile.TiffFile(path) as tif:
                 shape, axes = tif.series[0].shape, tif.series[0].axes
     except Exception as e:  # noqa: BLE001 - any decoder failure means "this file is unreadable"
-        raise InputError(f"{path}: cannot read this image ({type(e).__name__}: {e}). "
-                         "Is the file complete and a valid TIFF/PNG?") from e
+        raise unreadable(path, "this image", e) from e
     if 0 in shape:
         raise InputError(f"{path}: cannot read this image (no pixel data: the file is empty or corrupt).")
     return image_file_layout(axes, tuple(shape), path, channel_axis).image_shape(tuple(shape))[1:]
@@ -207,15 +214,7 @@ def _read_spacing(path: Path) -> tuple[float, float]:
 
 
 def _read_multipage(path: Path, channel_axis: int | None) -> ImageStack:
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            axes = series.axes
-            arr = series.asarray()
-    except Exception as e:  # noqa: BLE001
-        raise unreadable(path, "this TIFF", e) from e
+    arr, axes = _read_tiff(path, "this TIFF")
     arr = _check_dtype(arr, path)
     layout = tiff_layout(axes, arr.shape, path, channel_axis)
     names = layout.names(path.stem, axes, arr.shape)
@@ -287,13 +286,7 @@ def _label_files(folder: Path, stack: ImageStack) -> tuple[np.ndarray, list[str]
 
 def _label_pages(path: Path, stack: ImageStack) -> tuple[np.ndarray, list[str]]:
     """(N, H, W) labels from the pages of a multi-page TIFF, and the names of the images whose page holds a label."""
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            pages = tif.series[0].asarray()
-    except Exception as e:  # noqa: BLE001
-        raise unreadable(path, "this TIFF", e) from e
+    pages = _read_tiff(path, "this TIFF")[0]
     n, _, h, w = stack.shape
     pages = pages[None] if pages.ndim == 2 else pages
     if pages.shape != (n, h, w):
