@@ -155,10 +155,10 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
     # ---------------------------------------------------------------- images <-> volume
     def loadStack(self, path: str, name: str | None = None, channelAxis: int | None = None):
         """Load a folder of ordered images or a multi-page TIFF as one volume (one image per slice)."""
-        from SemSegLib.stack_io import read_stack
+        from SemSegLib.stack_io import read_stack, stack_name
 
         stack = read_stack(path, channelAxis)  # raises InputError before anything enters the scene
-        return self.volumeFromStack(stack.images, stack.names, name or Path(path).stem, stack.spacing,
+        return self.volumeFromStack(stack.images, stack.names, name or stack_name(path), stack.spacing,
                                     source=str(path))
 
     def loadSampleStack(self):
@@ -757,10 +757,11 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
                       eventCallback: Callable[[SemSegEvent], None] | None = None) -> SemSegTask:
         """Segment a folder of images on disk with the current model, without loading them into the scene: what
         `semseg predict` writes (`<name>.tif` label maps, with `uncertainty` also `<name>_uncertainty.tif`), one
-        image in memory at a time, so a folder of any size can follow the few slices trained on. Refused before
-        anything is written: images the model cannot take, an output folder that is the images', files there a
-        prediction did not write. The task's result: {"folder", "images" (how many were written),
-        "seconds_per_image"}; a cancelled one keeps the maps it wrote."""
+        image in memory at a time, so a folder of any size can follow the few slices trained on. An `outputFolder`
+        ending in .tif gets one multi-page TIFF instead, a page per image. Refused before anything is written: images
+        the model cannot take, an output folder that is the images', files there a prediction did not write. The
+        task's result: {"folder" (or the file), "images" (how many were written), "seconds_per_image"}; a cancelled
+        one keeps the maps it wrote into a folder, and writes no file."""
         from SemSegLib.predict_folder import plan_folder_prediction
         from SemSegLib.prediction import PredictConfig
 

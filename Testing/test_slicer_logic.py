@@ -86,6 +86,7 @@ def test_a_stack_of_2_or_5_channels_shows_as_rgb_and_trains_on_every_channel(tmp
     images = np.random.default_rng(0).integers(0, 4000, (channels, 3, 32, 40), dtype=np.uint16)
     tifffile.imwrite(tmp_path / "cells.ome.tif", images, metadata={"axes": "CZYX"})
     volume = logic.loadStack(str(tmp_path / "cells.ome.tif"))
+    assert volume.GetName() == "cells" and logic.imageNames(volume)[0] == "cells_0001"
     whole = np.moveaxis(images, 0, 1)  # (Z, C, Y, X): 3 images of `channels` channels
     assert slicer.util.arrayFromVolume(volume).shape == (3, 32, 40, 3) and _displayed_components(volume) == 4
     assert np.array_equal(logic.imagesFromVolume(volume), whole)

@@ -111,7 +111,7 @@ def test_a_tiff_s_axes_say_which_number_the_images_and_which_are_channels(tmp_pa
     tifffile.imwrite(tmp_path / "planar.tif", planar, photometric="rgb", planarconfig="separate")
     for read in (read_stack, open_stack):
         stack = read(tmp_path / "cells.ome.tif")
-        assert stack.shape == (5, 2, 6, 7) and stack.names[:2] == ["cells.ome_0001", "cells.ome_0002"]
+        assert stack.shape == (5, 2, 6, 7) and stack.names[:2] == ["cells_0001", "cells_0002"]  # not cells.ome_
         assert all(np.array_equal(stack.images[k], czyx[:, k]) for k in range(5))
         stack = read(tmp_path / "movie.tif")
         assert stack.shape == (12, 2, 6, 7)
@@ -345,3 +345,12 @@ def test_kept_strokes_are_found_for_the_same_images_the_newest_first():
     other[1, 0, 7, 7] += 1
     assert kept_strokes.kept_folders(other, ["a", "b", "c"]) == []
     assert kept_strokes.kept_folders(images[:2], ["a", "b"]) == []
+
+
+def test_a_stack_is_named_after_its_folder_or_its_file_without_suffixes(tmp_path):
+    from SemSegLib.stack_io import stack_name
+
+    (tmp_path / "heart.v2").mkdir()
+    assert stack_name(tmp_path / "heart.v2") == "heart.v2"  # a folder's name keeps its dots
+    assert [stack_name(tmp_path / f) for f in ("cells.ome.tif", "cells.OME.TIFF", "cells.tif", ".ome.tif")] == [
+        "cells", "cells", "cells", ".ome"]

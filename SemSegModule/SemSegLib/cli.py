@@ -156,7 +156,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
                                   args.overwrite, channel_axis=args.channel_axis)
     with tqdm(total=len(plan.stack), desc="predict", unit="img", file=sys.stderr) as bar:
         times = plan.run(progress=lambda done, total, seconds: bar.update(1))
-    print(f"{len(times)} label maps written to {plan.out} ({np.mean(times):.2f} s per image)")
+    into = f"one multi-page TIFF, {plan.out}" if plan.one_file else str(plan.out)
+    print(f"{len(times)} label maps written to {into} ({np.mean(times):.2f} s per image)")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -358,7 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--images", required=True)
     pr.add_argument("--channel-axis", type=int, help=CHANNEL_AXIS_HELP)
     pr.add_argument("--model", required=True)
-    pr.add_argument("--out", required=True, help="output folder for <name>.tif label maps")
+    pr.add_argument("--out", required=True,
+                    help="output folder for <name>.tif label maps, or a .tif file: one multi-page TIFF with a page "
+                         "per image, in the images' order (with --uncertainty / --probabilities also "
+                         "<file>_uncertainty.tif / <file>_probabilities.tif)")
     pr.add_argument("--probabilities", action="store_true", help="also write <name>_probabilities.tif (float)")
     pr.add_argument("--uncertainty", action="store_true", help="also write <name>_uncertainty.tif (0..1)")
     pr.add_argument("--tta", action="store_true",

@@ -26,7 +26,7 @@ from .stack_io import (
     read_stack,
     unreadable,
 )
-from .tiff_axes import tiff_layout
+from .tiff_axes import file_stem, tiff_layout
 
 
 class LazyImages:
@@ -105,7 +105,7 @@ def _lazy_pages(path: Path) -> tuple[LazyPages, list[str]] | None:
             pages = np.transpose(grid, (*layout.stack, *(p for p in layout.channels if p < len(outer))))
             pages = pages.reshape(prod(shape[p] for p in layout.stack), -1)
             if len(pages) > 1:
-                names = layout.names(path.stem, axes, shape)
+                names = layout.names(file_stem(path), axes, shape)
                 images = LazyPages(path, tif, pages, layout.image_shape(shape), layout.where(names),
                                    samples_last=page_axes == "YXS", drop_alpha=layout.drop_alpha)
                 return images, names

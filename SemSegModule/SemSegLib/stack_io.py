@@ -16,7 +16,7 @@ import numpy as np
 from .atomic import write_atomic
 from .classes import ClassInfo, default_classes, read_classes_csv
 from .errors import InputError
-from .tiff_axes import image_file_layout, tiff_layout
+from .tiff_axes import file_stem, image_file_layout, tiff_layout
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 SUPPORTED_DTYPES = (np.uint8, np.uint16, np.float32, np.int16, np.float64)
@@ -133,6 +133,12 @@ def read_stack(source: str | Path, channel_axis: int | None = None) -> ImageStac
     return ImageStack(stack, [f.stem for f in files], str(source), _read_spacing(files[0]))
 
 
+def stack_name(source: str | Path) -> str:
+    """What a stack is called: its folder's name, or its file's without suffixes (cells for cells.ome.tif)."""
+    source = Path(source)
+    return source.name if source.is_dir() else file_stem(source)
+
+
 def folder_images(source: Path, channel_axis: int | None = None) -> list[Path]:
     """The image files of a stack folder, in natural order, all of one size (checked from their headers)."""
     if not source.exists():
@@ -217,7 +223,7 @@ def _read_multipage(path: Path, channel_axis: int | None) -> ImageStack:
     arr, axes = _read_tiff(path, "this TIFF")
     arr = _check_dtype(arr, path)
     layout = tiff_layout(axes, arr.shape, path, channel_axis)
-    names = layout.names(path.stem, axes, arr.shape)
+    names = layout.names(file_stem(path), axes, arr.shape)
     arr, where = layout.images(arr), layout.where(names)
     check_finite(arr, where, path)
     return ImageStack(np.ascontiguousarray(arr), names, str(path), _read_spacing(path))
@@ -364,9 +370,13 @@ def write_tiff(path: str | Path, array: np.ndarray, written_by: str | None = Non
     import tifffile
 
     array = np.ascontiguousarray(array)
-    compression = "zlib" if np.issubdtype(array.dtype, np.integer) else None
-    write_atomic(Path(path), lambda tmp: tifffile.imwrite(tmp, array, compression=compression,
-                                                          description=written_by))
+    write_atomic(Path(path), lambda tmp: tifffile.imwrite(tmp, array, description=written_by, **tiff_options(array)))
+
+
+def tiff_options(array: np.ndarray) -> dict:
+    """Label maps are written compressed (a few percent of their size); floats are not (they hardly compress), and
+    (K, H, W) probabilities are K gray planes, never RGB."""
+    return {"compression": "zlib"} if np.issubdtype(array.dtype, np.integer) else {"photometric": "minisblack"}
 
 
 def write_label_folder(folder: str | Path, names: list[str], labels: np.ndarray, written_by: str) -> None:

@@ -22,6 +22,12 @@ CHANNEL_AXIS_ADVICE = ("If it is one with its channels on an unusual axis, give 
                        "Slicer's Python console, loadStack(path, channelAxis=...)).")
 
 
+def file_stem(path) -> str:
+    """A stack file's name without its suffixes: cells for cells.ome.tif as for cells.tif."""
+    stem = path.stem
+    return stem[:-4] if stem.lower().endswith(".ome") and len(stem) > 4 else stem
+
+
 @dataclass(frozen=True)
 class TiffLayout:
     """Positions in a series' axes: those that number the images (outer first), those that make the channels, Y

@@ -1,0 +1,121 @@
+"""`semseg predict` into a folder of maps or into one multi-page TIFF (`predict_folder`)."""
+
+import numpy as np
+import pytest
+import tifffile
+from SemSegLib import predict_folder
+from SemSegLib.classes import ClassInfo, default_classes, read_classes_csv, write_classes_csv
+from SemSegLib.errors import InputError
+from SemSegLib.model_file import SemSegModel
+from SemSegLib.predict_folder import plan_folder_prediction
+from SemSegLib.prediction import PredictConfig
+from SemSegLib.stack_io import read_labels, read_stack
+
+CPU = PredictConfig(device="cpu")
+
+
+@pytest.fixture
+def model():
+    import torch
+
+    torch.manual_seed(0)
+    return SemSegModel.create(1, default_classes(3), base_width=8, levels=3)
+
+
+@pytest.fixture
+def stack_file(tmp_path):
+    images = np.random.default_rng(0).integers(0, 4000, (4, 64, 80)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "stack.tif", images, photometric="minisblack")  # a z-stack as Fiji saves it
+    return tmp_path / "stack.tif"
+
+
+def test_one_multipage_tiff_holds_what_the_folder_of_maps_holds(tmp_path, model, stack_file):
+    folder = plan_folder_prediction(model, stack_file, tmp_path / "maps", CPU, uncertainty=True, probabilities=True)
+    assert len(folder.run()) == 4
+    # Beside the images' file is where the person wants the maps of a stack file.
+    one = plan_folder_prediction(model, stack_file, tmp_path / "labels.tif", CPU, uncertainty=True,
+                                 probabilities=True)
+    assert len(one.run()) == 4
+    names = read_stack(stack_file).names
+    assert sorted(p.name for p in tmp_path.glob("labels*.tif")) == [
+        "labels.tif", "labels_probabilities.tif", "labels_uncertainty.tif"]
+    for suffix, shape in (("", (4, 64, 80)), ("_uncertainty", (4, 64, 80)), ("_probabilities", (4, 3, 64, 80))):
+        pages = tifffile.imread(tmp_path / f"labels{suffix}.tif")
+        assert pages.shape == shape
+        for k, name in enumerate(names):
+            assert np.array_equal(pages[k], tifffile.imread(tmp_path / "maps" / f"{name}{suffix}.tif"))
+    with tifffile.TiffFile(tmp_path / "labels.tif") as tif:
+        assert tif.pages[0].description == predict_folder.WRITTEN_BY and len(tif.series) == 1
+    # Read back as labels of the stack, with the model's classes from the classes.csv beside it.
+    labels = read_labels(tmp_path / "labels.tif", read_stack(stack_file))
+    assert labels.classes == model.classes and labels.labels.min() >= 1
+    assert not list(tmp_path.glob(".*tmp*"))  # no temporary file left
+
+
+def test_the_images_and_foreign_files_are_never_replaced_by_one_file(tmp_path, model, stack_file):
+    before = stack_file.read_bytes()
+    with pytest.raises(InputError, match="overwritten by their own label maps"):
+        plan_folder_prediction(model, stack_file, stack_file, CPU, overwrite=True)
+    with pytest.raises(InputError, match="overwritten by their own label maps"):
+        plan_folder_prediction(model, stack_file, tmp_path / "stack.tif", CPU, uncertainty=True, overwrite=True)
+    (tmp_path / "x_uncertainty.tif").write_bytes(before)
+    with pytest.raises(InputError, match="overwritten by their own label maps"):  # nor as a companion file
+        plan_folder_prediction(model, tmp_path / "x_uncertainty.tif", tmp_path / "x.tif", CPU, uncertainty=True,
+                               overwrite=True)
+    assert (tmp_path / "x_uncertainty.tif").read_bytes() == before
+    assert stack_file.read_bytes() == before
+    tifffile.imwrite(tmp_path / "painted.tif", np.ones((4, 64, 80), np.uint8), photometric="minisblack")  # by a person
+    with pytest.raises(InputError, match="painted.tif already exist"):
+        plan_folder_prediction(model, stack_file, tmp_path / "painted.tif", CPU)
+    plan_folder_prediction(model, stack_file, tmp_path / "labels.tif", CPU).run()
+    plan_folder_prediction(model, stack_file, tmp_path / "labels.tif", CPU).run()  # its own file is replaced
+    folder = tmp_path / "images"
+    folder.mkdir()
+    tifffile.imwrite(folder / "a.tif", np.zeros((64, 80), np.uint16))
+    with pytest.raises(InputError, match="input folder"):  # it would be read as an image next time
+        plan_folder_prediction(model, folder, folder / "labels.tif", CPU)
+
+
+def test_a_stopped_run_into_one_file_writes_nothing_into_a_folder_keeps_its_maps(tmp_path, model, stack_file):
+    stop = {"after": 2}
+
+    def should_stop():
+        stop["after"] -= 1
+        return stop["after"] < 0
+
+    assert plan_folder_prediction(model, stack_file, tmp_path / "out" / "labels.tif", CPU,
+                                  uncertainty=True).run(should_stop=should_stop) == []
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["classes.csv"]  # no partial stack, no temporary file
+    stop["after"] = 2
+    assert len(plan_folder_prediction(model, stack_file, tmp_path / "maps", CPU).run(should_stop=should_stop)) == 2
+    assert len(list((tmp_path / "maps").glob("stack_*.tif"))) == 2
+
+
+def test_a_large_stack_file_is_written_as_bigtiff(tmp_path, model, stack_file, monkeypatch):
+    small = plan_folder_prediction(model, stack_file, tmp_path / "small.tif", CPU)
+    small.run()
+    monkeypatch.setattr(predict_folder, "BIGTIFF_BYTES", 4 * 64 * 80 - 1)  # the label stack's size, less a byte
+    plan_folder_prediction(model, stack_file, tmp_path / "big.tif", CPU).run()
+    with tifffile.TiffFile(tmp_path / "small.tif") as small, tifffile.TiffFile(tmp_path / "big.tif") as big:
+        assert not small.is_bigtiff and big.is_bigtiff
+        assert np.array_equal(small.asarray(), big.asarray())
+
+
+def test_a_classes_csv_of_the_same_classes_is_left_as_the_person_wrote_it(tmp_path, model, stack_file):
+    mine = [ClassInfo(c.value, c.name, (9, 9, 9)) for c in model.classes]  # their own colours
+    write_classes_csv(tmp_path / "out" / "classes.csv", mine)
+    before = (tmp_path / "out" / "classes.csv").read_bytes()
+    plan_folder_prediction(model, stack_file, tmp_path / "out" / "labels.tif", CPU).run()
+    assert (tmp_path / "out" / "classes.csv").read_bytes() == before
+    assert read_classes_csv(tmp_path / "out" / "classes.csv") == mine
+
+
+def test_semseg_predict_writes_one_multipage_tiff_when_out_names_one(tmp_path, model, stack_file, capsys):
+    from SemSegLib import cli
+
+    model.save(tmp_path / "m.pt")
+    assert cli.main(["predict", "--images", str(stack_file), "--model", str(tmp_path / "m.pt"), "--out",
+                     str(tmp_path / "maps" / "stack_labels.tif"), "--device", "cpu"]) == 0
+    assert "4 label maps written to one multi-page TIFF" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["classes.csv", "stack_labels.tif"]
+    assert tifffile.imread(tmp_path / "maps" / "stack_labels.tif").shape == (4, 64, 80)
