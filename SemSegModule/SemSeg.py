@@ -79,11 +79,16 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
     """The SemSeg loop on MRML nodes: load stack, classes, train, predict, accept, evaluate, export."""
 
     _worker: Worker | None = None  # shared by all logic instances: one torch thread per application
+    _autosavePruned = False  # `kept_strokes.prune` runs once per application
 
     def __init__(self, scene=None):
         if ScriptedLoadableModuleLogic is not object:
             ScriptedLoadableModuleLogic.__init__(self)
         self.scene = scene if scene is not None else slicer.mrmlScene
+        if not SemSegLogic._autosavePruned:
+            SemSegLogic._autosavePruned = True
+            for path in kept_strokes.prune():
+                logging.info(f"SemSeg: removed {path}, unused for {kept_strokes.KEEP_DAYS} days")
         self.model = None  # SemSegLib.model_file.SemSegModel, once trained or loaded
         self.replacedModels: list = []  # the models trainings replaced, the last last: `undoTraining` goes back
         self.lastTrainResult = None

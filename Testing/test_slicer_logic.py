@@ -962,3 +962,20 @@ def test_a_folder_on_disk_is_segmented_with_the_current_model(tmp_path, logic):
     with pytest.raises(InputError, match="the label maps there are of the classes a, b"):
         logic.predictFolder(str(images), str(other))
     assert [p.name for p in other.iterdir()] == ["classes.csv"]
+
+
+def test_the_first_logic_of_an_application_prunes_the_autosave_folder(scene, monkeypatch):
+    import os
+
+    old = kept_strokes.new_model_file()
+    old.write_bytes(b"model")
+    os.utime(old, (1, 1))  # 1970
+    monkeypatch.setattr(kept_strokes, "KEEP_NEWEST", 0)
+    monkeypatch.setattr(SemSeg.SemSegLogic, "_autosavePruned", False)
+    SemSeg.SemSegLogic(scene)
+    assert not old.exists()
+    again = kept_strokes.new_model_file()
+    again.write_bytes(b"model")
+    os.utime(again, (1, 1))
+    SemSeg.SemSegLogic(scene)  # once per application: a Logic made later does not look again
+    assert again.exists()

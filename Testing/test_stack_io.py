@@ -347,6 +347,40 @@ def test_kept_strokes_are_found_for_the_same_images_the_newest_first():
     assert kept_strokes.kept_folders(images[:2], ["a", "b"]) == []
 
 
+def test_the_autosave_folder_keeps_recent_and_newest_models_and_strokes_and_nothing_but_its_own_goes():
+    import os
+    import time
+
+    from SemSegLib import kept_strokes
+    from SemSegLib.classes import default_classes
+
+    images = np.zeros((2, 1, 8, 8), np.uint8)
+    labels = np.ones((2, 8, 8), np.uint16)
+    day, now = 86400, time.time()
+    ages = [0, 1, 29, 31, 40, 60, 90, 100, 200, 300, 400, 500]  # days; the 11th and 12th newest are old
+    models, strokes = [], []
+    for age in ages:
+        model, folder = kept_strokes.new_model_file(), kept_strokes.new_folder("stack")
+        model.write_bytes(b"model")
+        kept_strokes.keep_strokes(folder, images, ["a", "b"], labels, default_classes(2))
+        for path in (model, folder):
+            os.utime(path, (now - age * day, now - age * day))
+        models.append(model)
+        strokes.append(folder)
+    (strokes[-1] / "my notes.txt").write_text("not SemSeg's")  # a strokes folder with a person's file in it
+    os.utime(strokes[-1], (now - 500 * day, now - 500 * day))
+    removed = kept_strokes.prune(now)
+    assert sorted(removed) == sorted([models[10], models[11], strokes[10]])
+    assert all(p.exists() for p in models[:10] + strokes[:10])
+    assert [p.name for p in strokes[-1].iterdir()] == ["my notes.txt"]  # the person's file stays, and its folder
+    kept_strokes.KEEP_NEWEST, before = 1, kept_strokes.KEEP_NEWEST
+    try:  # beyond the newest, what was written in the last KEEP_DAYS days stays (ages 1 and 29)
+        assert sorted(kept_strokes.prune(now)) == sorted(models[3:10] + strokes[3:10])
+        assert all(p.exists() for p in models[:3] + strokes[:3])
+    finally:
+        kept_strokes.KEEP_NEWEST = before
+
+
 def test_a_stack_is_named_after_its_folder_or_its_file_without_suffixes(tmp_path):
     from SemSegLib.stack_io import stack_name
 

@@ -3,6 +3,10 @@
 Why: a crash, or a scene closed unsaved, must not take what the person painted. The Slicer module writes them
 before each training and offers them back when images of the same names are loaded again; `read_labels` reads
 them as it reads any label folder.
+
+They are a safety net, not storage: `prune` removes models and strokes unused for KEEP_DAYS beyond the KEEP_NEWEST
+newest of each, since some systems (Windows) never empty the temporary folder, and one model (2.5-5 MB) and a
+strokes folder per stack come with every Slicer session that trains.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from .classes import ClassInfo, write_classes_csv
 from .stack_io import label_dtype, write_label_folder
 
 MARK = "SemSeg strokes kept at a training"  # the TIFFs' ImageDescription
+KEEP_DAYS = 30
+KEEP_NEWEST = 10  # of each kind, however old: a person back after months still finds their last strokes
 IMAGES_FILE = "images.json"  # the images' names and fingerprint, to offer the strokes for these images only
 _numbers = itertools.count(1)  # tells apart two names of one process in one second (a stack loaded again, say)
 
@@ -79,3 +85,42 @@ def kept_folders(images: np.ndarray, names: list[str], exclude: Path | None = No
         except (OSError, ValueError, KeyError):  # unreadable: not offered, still loadable by hand
             continue
     return sorted(found, key=lambda folder: folder.stat().st_mtime, reverse=True)
+
+
+def prune(now: float | None = None) -> list[Path]:
+    """Remove autosaved models and kept strokes folders last written more than KEEP_DAYS days ago, beyond the
+    KEEP_NEWEST newest of each kind; returns what was removed. Only SemSeg's own files go: a strokes folder that
+    holds anything else stays, as does anything that cannot be removed (in use by another Slicer, say)."""
+    root = autosave_folder()
+    if not root.is_dir():
+        return []
+    now = time.time() if now is None else now
+    removed = []
+    models = [p for p in root.glob("model-*.pt") if p.is_file()]
+    for kind in (models, [p for p in root.glob("strokes-*") if p.is_dir()]):
+        newest_first = sorted(kind, key=_modified, reverse=True)
+        for path in newest_first[KEEP_NEWEST:]:
+            if now - _modified(path) > KEEP_DAYS * 86400 and _remove(path):
+                removed.append(path)
+    return removed
+
+
+def _modified(path: Path) -> float:
+    try:
+        return path.stat().st_mtime  # a folder's changes with every file written into it (atomic renames)
+    except OSError:
+        return float("inf")  # gone or unreadable: never removed
+
+
+def _remove(path: Path) -> bool:
+    try:
+        if path.is_file():
+            path.unlink()
+            return True
+        for f in path.iterdir():
+            if f.is_file() and (f.suffix == ".tif" or f.name in ("classes.csv", IMAGES_FILE) or ".tmp" in f.name):
+                f.unlink()
+        path.rmdir()  # refused if anything else is in it
+        return True
+    except OSError:
+        return False
