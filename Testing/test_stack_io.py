@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -388,3 +389,32 @@ def test_a_stack_is_named_after_its_folder_or_its_file_without_suffixes(tmp_path
     assert stack_name(tmp_path / "heart.v2") == "heart.v2"  # a folder's name keeps its dots
     assert [stack_name(tmp_path / f) for f in ("cells.ome.tif", "cells.OME.TIFF", "cells.tif", ".ome.tif")] == [
         "cells", "cells", "cells", ".ome"]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permissions")
+def test_files_are_written_with_the_permissions_an_ordinary_write_gives(tmp_path):
+    from SemSegLib.atomic import write_bytes_atomic
+
+    old = os.umask(0o027)  # a lab's shared disk: the group reads, others do not
+    try:
+        write_bytes_atomic(tmp_path / "new.pt", b"x")
+        write_tiff(tmp_path / "map.tif", np.ones((4, 4), np.uint8))
+        assert (tmp_path / "new.pt").stat().st_mode & 0o777 == 0o640  # not the temp file's 0o600
+        assert (tmp_path / "map.tif").stat().st_mode & 0o777 == 0o640
+        (tmp_path / "map.tif").chmod(0o664)  # a file the person opened to their group keeps that when replaced
+        write_tiff(tmp_path / "map.tif", np.zeros((4, 4), np.uint8))
+        assert (tmp_path / "map.tif").stat().st_mode & 0o777 == 0o664
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="one temporary folder per user on Windows")
+def test_the_autosave_folder_is_the_users_own_in_a_shared_temporary_folder():
+    from SemSegLib import kept_strokes
+    from SemSegLib.classes import default_classes
+
+    folder = kept_strokes.new_folder("stack")
+    kept_strokes.keep_strokes(folder, np.zeros((1, 1, 4, 4), np.uint8), ["a"], np.ones((1, 4, 4)), default_classes(2))
+    assert folder.parent.name == f"SemSeg-{os.getuid()}"  # another person's SemSeg folder is never in the way
+    assert folder.parent.stat().st_mode & 0o777 == 0o700  # and they cannot read this one's strokes or models
+    assert kept_strokes.new_model_file().parent == folder.parent

@@ -33,8 +33,17 @@ _numbers = itertools.count(1)  # tells apart two names of one process in one sec
 
 
 def autosave_folder() -> Path:
-    """Where SemSeg keeps the latest model and the strokes trainings used."""
-    return Path(tempfile.gettempdir()) / "SemSeg"
+    """Where SemSeg keeps the latest model and the strokes trainings used: the temporary folder's SemSeg, on Linux
+    and macOS SemSeg-<user id>, since there the temporary folder may be shared by the people of a workstation, and
+    one person's folder would be another's to read and nobody else's to write."""
+    uid = getattr(os, "getuid", None)
+    return Path(tempfile.gettempdir()) / (f"SemSeg-{uid()}" if uid else "SemSeg")
+
+
+def _made_autosave_folder() -> Path:
+    root = autosave_folder()
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)  # its owner's only (a folder there already stays as it is)
+    return root
 
 
 def new_folder(stack_name: str) -> Path:
@@ -45,8 +54,7 @@ def new_folder(stack_name: str) -> Path:
 
 def new_model_file() -> Path:
     """A model file no other session writes to, in the autosave folder (made if needed; the file is not)."""
-    autosave_folder().mkdir(parents=True, exist_ok=True)
-    return autosave_folder() / f"model-{_unique()}.pt"
+    return _made_autosave_folder() / f"model-{_unique()}.pt"
 
 
 def _unique() -> str:
@@ -65,6 +73,8 @@ def keep_strokes(folder: Path, images: np.ndarray, names: list[str], labels: np.
                  classes: list[ClassInfo]) -> None:
     """(N, H, W) labels of the (N, C, H, W) images `names` into `folder`, with their classes.csv and the images'
     fingerprint: a file per painted image, and none left for an image no longer painted."""
+    if folder.parent == autosave_folder():
+        _made_autosave_folder()
     write_classes_csv(folder / "classes.csv", classes)
     write_bytes_atomic(folder / IMAGES_FILE, json.dumps({"names": names, "fingerprint": fingerprint(images)}).encode())
     write_label_folder(folder, names, labels.astype(label_dtype(len(classes))), MARK)
