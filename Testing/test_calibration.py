@@ -209,3 +209,63 @@ def test_training_ends_with_the_correction_for_the_class_mix_its_loss_saw(monkey
                        atol=1e-5)
     off = train(images[:, None], labels, default_classes(2), TrainConfig(prior_correction_images=0, **fast))
     assert off.model.log_prior_shift is None and off.model.history[-1]["log_prior_shift"] is None
+
+
+def test_estimate_windows_cover_a_large_image_and_leave_a_small_one_whole():
+    from SemSegLib.calibration import estimate_window
+
+    assert estimate_window((1, 520, 696), 5) == (slice(0, 520), slice(0, 696))  # the benchmark's images: unchanged
+    for shape, count in (((2048, 2048), 4), ((4096, 4096), 16), ((1500, 3000), 6)):
+        seen = np.zeros(shape, int)
+        for k in range(count):
+            rows, cols = estimate_window(shape, k)
+            assert rows.stop - rows.start == cols.stop - cols.start == 1024 and rows.stop <= shape[0]
+            seen[rows, cols] += 1
+        assert seen.min() >= 1  # the first `count` windows look at every pixel
+    firsts = [estimate_window((4096, 4096), k) for k in range(4)]
+    assert len({rows.start for rows, _ in firsts}) > 1 and len({cols.start for _, cols in firsts}) > 1  # spread
+
+
+class SignOfPixel(torch.nn.Module):
+    """Class 1 where the normalized pixel is below 0.5 (the middle of the image's range), class 2 above; sure of
+    it away from the middle."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([-20 * (x - 0.5), 20 * (x - 0.5)], 1)
+
+
+def test_the_forest_is_taught_within_each_images_window(monkeypatch):
+    from SemSegLib import calibration
+    from SemSegLib.calibration import estimate_window
+    from SemSegLib.forest_teacher import confident_labels
+    from SemSegLib.network import NetworkConfig
+
+    model = SemSegModel(SignOfPixel(), NetworkConfig(in_channels=1, num_classes=2), default_classes(2))
+    images = np.random.default_rng(0).normal(0, 1, (5, 1, 80, 96)).astype(np.float32)
+    labels = np.zeros((5, 80, 96), np.uint8)
+    labels[2, 10, 10:20] = 1
+    whole = confident_labels(model, images, labels, unpainted_images=2)
+    monkeypatch.setattr(calibration, "ESTIMATE_WINDOW", 40)
+    windowed = confident_labels(model, images, labels, unpainted_images=2)
+    for k, i in enumerate([2, 0, 4]):  # the painted image first, then the unpainted ones spread over the stack
+        inside = np.zeros((80, 96), bool)
+        inside[estimate_window(images.shape, k)] = True
+        assert windowed[i][inside].any() and not windowed[i][~inside].any()
+        assert whole[i][~inside].any()
+    assert not windowed[[1, 3]].any() and not whole[[1, 3]].any()
+
+
+def test_a_window_is_predicted_as_it_is_in_the_whole_image():
+    import pytest
+    from SemSegLib.network import NetworkConfig
+
+    model = SemSegModel(SignOfPixel(), NetworkConfig(in_channels=1, num_classes=2), default_classes(2))
+    image = np.random.default_rng(0).normal(10, 1, (1, 64, 96)).astype(np.float32)  # dim background
+    image[:, :, 48:] += 100  # and a bright half: the left half's pixels are all below the image's middle
+    window = (slice(8, 56), slice(0, 40))
+    whole = predict_probabilities(model, image, CPU, prior_shift=False)
+    part = predict_probabilities(model, image, CPU, prior_shift=False, window=window)
+    assert torch.allclose(part, whole[:, window[0], window[1]])
+    assert (part.argmax(0) == 0).all()  # its own percentiles would have split the background's noise in two
+    with pytest.raises(ValueError, match="without the forest"):
+        predict_probabilities(model, image, CPU, window=window)

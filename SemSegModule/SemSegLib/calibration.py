@@ -128,17 +128,43 @@ def spread_indices(n: int, count: int) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(0, n - 1, min(count, n))})
 
 
+# What a training estimates over the stack after its steps (this class-prior correction, the forest's teaching
+# pixels) predicts within a window of at most ESTIMATE_WINDOW pixels a side of each image it looks at. Why: the cost
+# grew with the images' size, not the training's: 18 predictions of 2048 x 2048 images took 104 of the 123 s a
+# 50-step training of 10 such images took on this project's 2-core machine (bench/RESULTS.md, session 64). The
+# benchmark's images (512 x 512, 520 x 696) fit in one window, so nothing changes for them.
+ESTIMATE_WINDOW = 1024
+
+
+def estimate_window(shape: tuple[int, ...], k: int, size: int | None = None) -> tuple[slice, slice]:
+    """Rows and columns of the `k`-th image's window, at most `size` (ESTIMATE_WINDOW) a side, in an image of
+    `shape` (..., H, W).
+    Successive k take windows of a grid over the image in an order that spreads the first few over all of it, so
+    that the images looked at together see their whole field, not only its centre (a tissue section surrounded by
+    background would give the centre's class mix)."""
+    h, w = shape[-2:]
+    size = size or ESTIMATE_WINDOW
+    rows, cols = -(-h // size), -(-w // size)
+    n = rows * cols
+    step = next(s for s in range(max(1, round(n * 0.618)), 0, -1) if np.gcd(s, n) == 1)  # visits all n, spread
+    r, c = divmod(k * step % n, cols)
+    top = round(r * (h - min(h, size)) / max(rows - 1, 1))
+    left = round(c * (w - min(w, size)) / max(cols - 1, 1))
+    return slice(top, top + min(h, size)), slice(left, left + min(w, size))
+
+
 def estimate_log_prior_shift(model: SemSegModel, images: np.ndarray, labels: np.ndarray, max_images: int = 8,
                              device: torch.device | None = None,
                              training_mix: np.ndarray | None = None, mixed_precision: bool = True) -> np.ndarray:
     """The model's prior correction for this stack: mean probability over up to `max_images` images spread
-    over the stack (the network without any correction) against the training prior: `training_mix` (class
+    over the stack (`estimate_window` of each; the network without any correction) against the training prior:
+    `training_mix` (class
     shares of the labeled pixels the loss saw) if given, else the class shares of the labeled pixels."""
     total = np.zeros(model.num_classes)
     pixels = 0
-    for i in spread_indices(len(images), max_images):
+    for k, i in enumerate(spread_indices(len(images), max_images)):
         prob = predict_probabilities(model, images[i], PredictConfig(mixed_precision=mixed_precision), device,
-                                     prior_shift=False)
+                                     prior_shift=False, window=estimate_window(images.shape, k))
         total += prob.reshape(model.num_classes, -1).sum(1).double().numpy()
         pixels += prob[0].numel()
     if training_mix is None or not np.sum(training_mix) > 0:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .calibration import spread_indices
+from .calibration import estimate_window, spread_indices
 from .model_file import SemSegModel
 from .prediction import PredictConfig, predict_probabilities
 from .stack_io import label_dtype
@@ -38,21 +38,24 @@ def confident_labels(model: SemSegModel, images: np.ndarray, labels: np.ndarray,
                      unpainted_images: int = UNPAINTED_IMAGES) -> np.ndarray:
     """(N, H, W) class values 1..K where the model's networks, as shown without the forest (class-prior
     corrected, earlier rounds averaged in, lines thinned), give a class at least CONFIDENCE and nothing is
-    labeled; 0 elsewhere and on the images not taught on."""
+    labeled, within each taught image's `estimate_window`; 0 elsewhere and on the images not taught on."""
     painted = [int(i) for i in np.flatnonzero(labels.reshape(len(labels), -1).any(1))]
     unpainted = sorted(set(range(len(images))) - set(painted))
     chosen = painted + [unpainted[j] for j in spread_indices(len(unpainted), unpainted_images)]
     rng = np.random.default_rng(seed)
     out = np.zeros(labels.shape, label_dtype(model.num_classes))
     config = PredictConfig(mixed_precision=mixed_precision)
-    for i in chosen:
-        prob = predict_probabilities(model, images[i], config, device, forest=False)
+    for k, i in enumerate(chosen):
+        rows, cols = estimate_window(images.shape, k)
+        prob = predict_probabilities(model, images[i], config, device, forest=False, window=(rows, cols))
         conf, best = (t.numpy().ravel() for t in prob.max(0))
-        sure = (conf >= CONFIDENCE) & (labels[i] == 0).ravel()
-        flat = out[i].reshape(-1)
+        sure = (conf >= CONFIDENCE) & (labels[i][rows, cols] == 0).ravel()
+        window = np.zeros(prob.shape[1:], out.dtype)
+        flat = window.reshape(-1)
         for c in range(model.num_classes):
             idx = np.flatnonzero(sure & (best == c))
             if len(idx) > PIXELS_PER_CLASS_AND_IMAGE:
                 idx = rng.choice(idx, PIXELS_PER_CLASS_AND_IMAGE, replace=False)
             flat[idx] = c + 1
+        out[i][rows, cols] = window
     return out

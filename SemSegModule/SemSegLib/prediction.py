@@ -57,7 +57,7 @@ def _round_up(v: int, m: int) -> int:
 
 def predict_probabilities(model: SemSegModel, image: np.ndarray, config: PredictConfig | None = None,
                           device: torch.device | None = None, prior_shift: bool = True,
-                          forest: bool = True) -> torch.Tensor:
+                          forest: bool = True, window: tuple[slice, slice] | None = None) -> torch.Tensor:
     """(C, H, W) raw image -> (K, H, W) float32 class probabilities on the CPU.
 
     With `prior_shift` each network's class-prior correction (calibration.py) is applied and, after correction
@@ -65,20 +65,28 @@ def predict_probabilities(model: SemSegModel, image: np.ndarray, config: Predict
     everywhere a prediction is shown or saved; then the model's random forest gets its share
     (`SemSegModel.forest_weight`, pixel_forest.py) and the line classes are thinned to lines (line_classes.py).
     Without `prior_shift`: this model's network alone, uncorrected (to estimate the correction). Without
-    `forest`: the networks' share alone, thinned (what teaches the forest, forest_teacher.py).
+    `forest`: the networks' share alone, thinned (what teaches the forest, forest_teacher.py). `window` (rows,
+    columns): that part of the image only, normalized as the whole image is (a window's own percentiles would
+    stretch a window of background into noise); for the networks alone (without `prior_shift` or `forest`).
     """
-    networks = _networks_average(model, image, config, device, prior_shift)
+    if window is not None and prior_shift and forest:
+        raise ValueError("a window of an image is predicted without the forest (prior_shift=False or forest=False)")
+    networks = _networks_average(model, image, config, device, prior_shift, window)
     if not prior_shift:
         return networks
     return _with_forest(model, image, networks) if forest else thin_line_classes(networks, model.line_classes)
 
 
 def _networks_average(model: SemSegModel, image: np.ndarray, config: PredictConfig | None,
-                      device: torch.device | None, prior_shift: bool = True) -> torch.Tensor:
+                      device: torch.device | None, prior_shift: bool = True,
+                      window: tuple[slice, slice] | None = None) -> torch.Tensor:
     config = config or PredictConfig()
     device = device or resolve_device(config.device)
     model.check_stack(image.shape[0])
-    x = torch.from_numpy(normalize_image(image, model.normalization))[None]
+    normalized = normalize_image(image, model.normalization)
+    if window is not None:
+        normalized = np.ascontiguousarray(normalized[:, window[0], window[1]])
+    x = torch.from_numpy(normalized)[None]
     if not prior_shift:
         return _network_probabilities(model, model.network, None, x, config, device)
     prob = None
