@@ -138,10 +138,9 @@ ESTIMATE_WINDOW = 1024
 
 def estimate_window(shape: tuple[int, ...], k: int, size: int | None = None) -> tuple[slice, slice]:
     """Rows and columns of the `k`-th image's window, at most `size` (ESTIMATE_WINDOW) a side, in an image of
-    `shape` (..., H, W).
-    Successive k take windows of a grid over the image in an order that spreads the first few over all of it, so
-    that the images looked at together see their whole field, not only its centre (a tissue section surrounded by
-    background would give the centre's class mix)."""
+    `shape` (..., H, W). Successive k take windows of a grid over the image in an order that spreads the first few
+    over all of it, so that the images looked at together see their whole field, not only its centre (a tissue
+    section surrounded by background would give the centre's class mix)."""
     h, w = shape[-2:]
     size = size or ESTIMATE_WINDOW
     rows, cols = -(-h // size), -(-w // size)
@@ -158,8 +157,8 @@ def estimate_log_prior_shift(model: SemSegModel, images: np.ndarray, labels: np.
                              training_mix: np.ndarray | None = None, mixed_precision: bool = True) -> np.ndarray:
     """The model's prior correction for this stack: mean probability over up to `max_images` images spread
     over the stack (`estimate_window` of each; the network without any correction) against the training prior:
-    `training_mix` (class
-    shares of the labeled pixels the loss saw) if given, else the class shares of the labeled pixels."""
+    `training_mix` (class shares of the labeled pixels the loss saw) if given, else the class shares of the
+    labeled pixels."""
     total = np.zeros(model.num_classes)
     pixels = 0
     for k, i in enumerate(spread_indices(len(images), max_images)):

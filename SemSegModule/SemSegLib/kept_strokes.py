@@ -100,7 +100,7 @@ def kept_folders(images: np.ndarray, names: list[str], exclude: Path | None = No
 def prune(now: float | None = None) -> list[Path]:
     """Remove autosaved models and kept strokes folders last written more than KEEP_DAYS days ago, beyond the
     KEEP_NEWEST newest of each kind; returns what was removed. Only SemSeg's own files go: a strokes folder that
-    holds anything else stays, as does anything that cannot be removed (in use by another Slicer, say)."""
+    holds anything else stays with that in it, and what cannot be removed (in use by another Slicer, say) stays."""
     root = autosave_folder()
     if not root.is_dir():
         return []
