@@ -170,3 +170,27 @@ def test_a_missing_shipped_start_costs_auto_the_head_start_and_a_named_one_says_
     assert result.model.history[-1]["starting_point"] is None
     with pytest.raises(InputError, match="is missing .*reinstall SemSeg, or train with starting point 'none'"):
         train(images, labels, NUCLEI_CLASSES, TrainConfig(**QUICK, starting_point="fluorescent-nuclei"))
+
+
+def test_the_start_is_checked_around_the_strokes_of_a_large_image(monkeypatch):
+    from SemSegLib import calibration, starting_points
+
+    images, reference = nuclei_stack()
+    rng = np.random.default_rng(0)
+    labels = np.stack([simulate_strokes(ref, 3, 6, rng=rng) for ref in reference])
+    labels[:, :, 120:] = 0  # strokes on the left part only
+    seen = []
+    predict = starting_points.predict_probabilities
+    monkeypatch.setattr(starting_points, "predict_probabilities",
+                        lambda *a, **k: seen.append(k.get("window")) or predict(*a, **k))
+    choose = starting_points.choose_starting_point
+    whole = choose("auto", images, labels, NUCLEI_CLASSES, point_config())
+    assert seen == [None, None]  # an image that fits in one window is predicted whole, as before
+    monkeypatch.setattr(calibration, "ESTIMATE_WINDOW", 100)  # these 192 x 192 images count as large now
+    windowed = choose("auto", images, labels, NUCLEI_CLASSES, point_config())
+    assert all(w[1].stop <= 120 + calibration.LABEL_MARGIN for w in seen[2:])  # not the right part
+    assert windowed.class_order == whole.class_order and abs(windowed.agreement - whole.agreement) < 0.05
+
+
+def point_config() -> NetworkConfig:
+    return StartingPoint.shipped("fluorescent-nuclei").network_config

@@ -152,6 +152,22 @@ def estimate_window(shape: tuple[int, ...], k: int, size: int | None = None) -> 
     return slice(top, top + min(h, size)), slice(left, left + min(w, size))
 
 
+# Around labeled pixels a window keeps this much of the image on each side, as context for the network.
+LABEL_MARGIN = 64
+
+
+def labeled_window(labels: np.ndarray, margin: int = LABEL_MARGIN) -> tuple[slice, slice] | None:
+    """Rows and columns of the labeled pixels' bounding box in (H, W) `labels`, `margin` wider on each side, where
+    only the prediction at the labels is wanted; None (the whole image) for an image that fits in one
+    ESTIMATE_WINDOW, as the benchmark's do, or one without labels."""
+    h, w = labels.shape
+    if max(h, w) <= ESTIMATE_WINDOW or not labels.any():
+        return None
+    rows, cols = np.flatnonzero(labels.any(1)), np.flatnonzero(labels.any(0))
+    return (slice(max(0, rows[0] - margin), min(h, rows[-1] + 1 + margin)),
+            slice(max(0, cols[0] - margin), min(w, cols[-1] + 1 + margin)))
+
+
 def estimate_log_prior_shift(model: SemSegModel, images: np.ndarray, labels: np.ndarray, max_images: int = 8,
                              device: torch.device | None = None,
                              training_mix: np.ndarray | None = None, mixed_precision: bool = True) -> np.ndarray:
