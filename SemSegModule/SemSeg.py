@@ -992,6 +992,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui.browseOutputButton.clicked.connect(lambda: self._browseFolder(ui.outputPathLineEdit))
         ui.exportButton.clicked.connect(self.onExport)
         ui.predictFolderButton.clicked.connect(self.onPredictFolder)
+        ui.predictStackFileButton.clicked.connect(self.onPredictStackFile)
         ui.saveModelButton.clicked.connect(self.onSaveModel)
         ui.loadModelButton.clicked.connect(self.onLoadModel)
 
@@ -1190,7 +1191,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui.evaluateButton.enabled = volume is not None and not busy
         ui.exportButton.enabled = volume is not None and labels is not None and not busy
         ui.saveModelButton.enabled = hasModel and not busy
-        ui.predictFolderButton.enabled = hasModel and not busy
+        ui.predictFolderButton.enabled = ui.predictStackFileButton.enabled = hasModel and not busy
         ui.nextSliceButton.enabled = bool(self._suggestions)
         if hasModel:
             last = self.logic.model.history[-1] if self.logic.model.history else {}
@@ -1448,10 +1449,14 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.statusLabel.text += f"; slice {self._trainedSlice + 1} predicted"
             if r.warning:  # too few steps for the seconds given: shown where the person looks, not only in the log
                 slicer.util.warningDisplay(f"Training: {r.warning}")
-        elif self._taskLabel == "Segmenting a folder" and event.data:
+        elif self._taskLabel in ("Segmenting a folder", "Segmenting a stack file") and event.data:
             r = event.data
-            self.ui.statusLabel.text = (f"{'Cancelled: ' if event.kind == 'cancelled' else ''}{r['images']} label "
-                                        f"map(s) written to {r['folder']} ({r['seconds_per_image']:.2f} s per image)")
+            if self._taskLabel == "Segmenting a stack file" and event.kind == "cancelled":
+                self.ui.statusLabel.text = f"Cancelled: {r['folder']} not written (a stack file is written whole)"
+            else:
+                self.ui.statusLabel.text = (f"{'Cancelled: ' if event.kind == 'cancelled' else ''}{r['images']} label "
+                                            f"map(s) written to {r['folder']} ({r['seconds_per_image']:.2f} s per "
+                                            "image)")
         elif self._taskLabel == "Export" and event.data:
             self.ui.statusLabel.text = f"Exported to {Path(event.data['labels']).parent}"
             slicer.util.infoDisplay("Written:\n" + "\n".join(f"{k}: {v}" for k, v in event.data.items()))
@@ -1592,14 +1597,33 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not images:
             return
         out = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Folder to write their label maps to")
-        if not out:
+        if out:
+            self._predictOnDisk(images, out, "Segmenting a folder")
+
+    def onPredictStackFile(self) -> None:
+        import qt
+        from SemSegLib.stack_io import stack_name
+
+        if not self.ensureDependencies():
             return
+        images = self._chooseTiff("Multi-page TIFF to segment")
+        if not images:
+            return
+        suggested = str(Path(images).with_name(f"{stack_name(images)}_labels.tif"))
+        out = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), "Multi-page TIFF to write the label maps to",
+                                             suggested, "TIFF images (*.tif *.tiff)")
+        if out:
+            # A name typed without .tif would make a folder of maps instead (predictFolder goes by the suffix).
+            out = out if Path(out).suffix.lower() in (".tif", ".tiff") else f"{out}.tif"
+            self._predictOnDisk(images, out, "Segmenting a stack file")
+
+    def _predictOnDisk(self, images: str, out: str, label: str) -> None:
         self.updateParameterNodeFromGUI()
         node = self._parameterNode
-        with slicer.util.tryWithErrorDisplay("Could not segment the folder.", waitCursor=True):
+        with slicer.util.tryWithErrorDisplay("Could not segment the images.", waitCursor=True):
             task = self.logic.predictFolder(images, out, tta=node.GetParameter("TTA") == "true",
                                             device=node.GetParameter("Device"), waitForCompletion=False)
-            self._startTask(task, "Segmenting a folder")
+            self._startTask(task, label)
 
     def onSaveModel(self) -> None:
         import qt

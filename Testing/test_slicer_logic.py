@@ -962,6 +962,11 @@ def test_a_folder_on_disk_is_segmented_with_the_current_model(tmp_path, logic):
     with pytest.raises(InputError, match="the label maps there are of the classes a, b"):
         logic.predictFolder(str(images), str(other))
     assert [p.name for p in other.iterdir()] == ["classes.csv"]
+    # The panel's *Segment a stack file...*: a multi-page TIFF in, one multi-page label TIFF out.
+    tifffile.imwrite(tmp_path / "stack.tif", read_stack(images).images[:, 0], photometric="minisblack")
+    task = logic.predictFolder(str(tmp_path / "stack.tif"), str(tmp_path / "stack_labels.tif"))
+    assert task.result["images"] == 4 and task.result["folder"] == str(tmp_path / "stack_labels.tif")
+    assert np.array_equal(tifffile.imread(tmp_path / "stack_labels.tif"), predicted)
 
 
 def test_the_first_logic_of_an_application_prunes_the_autosave_folder(scene, monkeypatch):
