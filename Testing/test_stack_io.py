@@ -418,3 +418,16 @@ def test_the_autosave_folder_is_the_users_own_in_a_shared_temporary_folder():
     assert folder.parent.name == f"SemSeg-{os.getuid()}"  # another person's SemSeg folder is never in the way
     assert folder.parent.stat().st_mode & 0o777 == 0o700  # and they cannot read this one's strokes or models
     assert kept_strokes.new_model_file().parent == folder.parent
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="one temporary folder per user on Windows")
+def test_an_autosave_folder_someone_else_made_is_not_written_to(monkeypatch):
+    from SemSegLib import kept_strokes
+
+    ours = kept_strokes.new_model_file().parent
+    uid = os.getuid()
+    # Another user's process meeting this folder under its own name (made there before it came).
+    monkeypatch.setattr(os, "getuid", lambda: uid + 1)
+    monkeypatch.setattr(kept_strokes, "autosave_folder", lambda: ours)
+    with pytest.raises(OSError, match="belongs to another user"):
+        kept_strokes.new_model_file()

@@ -43,6 +43,9 @@ def autosave_folder() -> Path:
 def _made_autosave_folder() -> Path:
     root = autosave_folder()
     root.mkdir(mode=0o700, parents=True, exist_ok=True)  # its owner's only (a folder there already stays as it is)
+    if hasattr(os, "getuid") and root.stat().st_uid != os.getuid():
+        # Made by someone else in the shared temporary folder: what SemSeg keeps there would be theirs to read.
+        raise OSError(f"{root} belongs to another user")
     return root
 
 
