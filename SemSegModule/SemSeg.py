@@ -1602,10 +1602,12 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onPredictStackFile(self) -> None:
         import qt
-        from SemSegLib.stack_io import stack_name
 
         if not self.ensureDependencies():
             return
+        from SemSegLib.predict_folder import writes_one_file
+        from SemSegLib.stack_io import stack_name
+
         images = self._chooseTiff("Multi-page TIFF to segment")
         if not images:
             return
@@ -1614,7 +1616,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                              suggested, "TIFF images (*.tif *.tiff)")
         if out:
             # A name typed without .tif would make a folder of maps instead (predictFolder goes by the suffix).
-            out = out if Path(out).suffix.lower() in (".tif", ".tiff") else f"{out}.tif"
+            out = out if writes_one_file(out) else f"{out}.tif"
             self._predictOnDisk(images, out, "Segmenting a stack file")
 
     def _predictOnDisk(self, images: str, out: str, label: str) -> None:

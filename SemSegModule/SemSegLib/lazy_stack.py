@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import InputError
 from .stack_io import (
+    TIFF_SUFFIXES,
     ImageStack,
     _check_dtype,
     _read_spacing,
@@ -121,7 +122,7 @@ def open_stack(source: str | Path, channel_axis: int | None = None) -> ImageStac
     `read_stack` reads them."""
     source = Path(source)
     if source.is_file():
-        lazy = _lazy_pages(source) if channel_axis is None and source.suffix.lower() in (".tif", ".tiff") else None
+        lazy = _lazy_pages(source) if channel_axis is None and source.suffix.lower() in TIFF_SUFFIXES else None
         if lazy is None:
             return read_stack(source, channel_axis)
         return ImageStack(lazy[0], lazy[1], str(source), _read_spacing(source))

@@ -27,6 +27,7 @@ from .model_file import SemSegModel
 from .prediction import PredictConfig, Prediction, predict_stack
 from .stack_io import (
     OVERWRITE_ADVICE,
+    TIFF_SUFFIXES,
     ImageStack,
     check_output_dir,
     check_overwrite,
@@ -36,7 +37,6 @@ from .stack_io import (
 )
 
 WRITTEN_BY = "semseg predict"  # the maps' ImageDescription: a later prediction may replace them
-STACK_FILE_SUFFIXES = (".tif", ".tiff")
 # A classic TIFF addresses 4 GiB; past half of that (uncompressed) a stack file is written as BigTIFF, which Fiji,
 # napari and tifffile read as well.
 BIGTIFF_BYTES = 2**31
@@ -44,7 +44,7 @@ BIGTIFF_BYTES = 2**31
 
 def writes_one_file(out: str | Path) -> bool:
     """Whether `out` names one multi-page TIFF for all maps (labels.tif) rather than a folder of them."""
-    return Path(out).suffix.lower() in STACK_FILE_SUFFIXES and not Path(out).is_dir()
+    return Path(out).suffix.lower() in TIFF_SUFFIXES and not Path(out).is_dir()
 
 
 @dataclass

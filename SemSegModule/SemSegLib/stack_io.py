@@ -18,7 +18,8 @@ from .classes import ClassInfo, default_classes, read_classes_csv
 from .errors import InputError
 from .tiff_axes import file_stem, image_file_layout, tiff_layout
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
+TIFF_SUFFIXES = (".tif", ".tiff")
+IMAGE_SUFFIXES = (*TIFF_SUFFIXES, ".png")
 SUPPORTED_DTYPES = (np.uint8, np.uint16, np.float32, np.int16, np.float64)
 
 
@@ -202,7 +203,7 @@ def check_finite(images: np.ndarray, names: list[str], source: str | Path) -> No
 
 
 def _read_spacing(path: Path) -> tuple[float, float]:
-    if path.suffix.lower() not in (".tif", ".tiff"):
+    if path.suffix.lower() not in TIFF_SUFFIXES:
         return (1.0, 1.0)
     try:
         import tifffile
@@ -249,7 +250,7 @@ def read_labels(folder: str | Path, stack: ImageStack, classes_csv: str | Path |
     if folder.is_dir():
         labels, found = _label_files(folder, stack)
         default_csv = folder / "classes.csv"
-    elif folder.is_file() and folder.suffix.lower() in (".tif", ".tiff"):
+    elif folder.is_file() and folder.suffix.lower() in TIFF_SUFFIXES:
         labels, found = _label_pages(folder, stack)
         default_csv = folder.parent / "classes.csv"
     else:

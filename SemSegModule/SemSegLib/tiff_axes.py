@@ -101,7 +101,6 @@ def _layout_by_shape(axes: str, shape: tuple[int, ...], path) -> TiffLayout:
                      "image per file.")
 
 
-
 def image_file_layout(axes: str, shape: tuple[int, ...], path, channel_axis: int | None = None) -> TiffLayout:
     """How one file of a stack folder is one image (gray, RGB(A) or multi-channel). `axes`: its letters, '' when
     the format has none. Letters that say more than one image is in the file (Z, T ...) are refused with what to
