@@ -762,7 +762,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
                       eventCallback: Callable[[SemSegEvent], None] | None = None) -> SemSegTask:
         """Segment a folder of images on disk with the current model, without loading them into the scene: what
         `semseg predict` writes (`<name>.tif` label maps, with `uncertainty` also `<name>_uncertainty.tif`), one
-        image in memory at a time, so a folder of any size can follow the few slices trained on. An `outputFolder`
+        image in memory at a time, so a folder of any size can follow the few slices trained on; its images may
+        differ in size. An `outputFolder`
         ending in .tif gets one multi-page TIFF instead, a page per image. Refused before anything is written: images
         the model cannot take, an output folder that is the images', files there a prediction did not write. The
         task's result: {"folder" (or the file), "images" (how many were written), "seconds_per_image"}; a cancelled

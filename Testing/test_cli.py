@@ -280,6 +280,44 @@ def test_labels_and_predictions_may_be_one_multipage_tiff(disk_stack, capsys):
     assert all(np.array_equal(tifffile.imread(d / "more" / f"img_{i + 1}.tif"), strokes[i]) for i in range(4))
 
 
+def test_evaluate_and_suggest_take_fields_of_different_sizes(tmp_path, capsys):
+    """A collection of fields of several sizes: scored pooled over every pixel, and ranked for painting with each
+    field's regions inside it."""
+    import torch
+    from SemSegLib.metrics import confusion_matrix
+
+    rng = np.random.default_rng(0)
+    sizes = [(40, 56), (64, 36), (30, 70)]
+    for folder in ("images", "reference", "pred", "strokes"):
+        (tmp_path / folder).mkdir()
+    refs, preds = [], []
+    for i, (h, w) in enumerate(sizes):
+        ref = rng.integers(1, 4, (h, w)).astype(np.uint8)
+        pred = np.where(rng.random((h, w)) < 0.3, rng.integers(1, 4, (h, w)), ref).astype(np.uint8)
+        refs.append(ref)
+        preds.append(pred)
+        tifffile.imwrite(tmp_path / "images" / f"f{i + 1}.tif", rng.integers(0, 255, (h, w)).astype(np.uint8))
+        tifffile.imwrite(tmp_path / "reference" / f"f{i + 1}.tif", ref)
+        tifffile.imwrite(tmp_path / "pred" / f"f{i + 1}.tif", pred)
+        tifffile.imwrite(tmp_path / "strokes" / f"f{i + 1}.tif", np.where(np.arange(w) < 5, ref, 0).astype(np.uint8))
+    assert run("evaluate", "--pred", tmp_path / "pred", "--reference", tmp_path / "reference", "--json") == 0
+    pooled = confusion_matrix(np.concatenate([p.ravel() for p in preds]), np.concatenate([r.ravel() for r in refs]),
+                              3)
+    assert json.loads(capsys.readouterr().out)["confusion_matrix"] == pooled.tolist()
+    torch.manual_seed(0)
+    SemSegModel.create(1, [ClassInfo(k, f"c{k}", (k, k, k)) for k in (1, 2, 3)], base_width=8, levels=2).save(
+        tmp_path / "m.pt")
+    assert run("suggest", "--images", tmp_path / "images", "--model", tmp_path / "m.pt", "--top", "3",
+               "--labels", tmp_path / "strokes", "--device", "cpu") == 0
+    suggested = json.loads(capsys.readouterr().out)["images"]
+    assert sorted(s["name"] for s in suggested) == ["f1", "f2", "f3"] and any(s["regions"] for s in suggested)
+    for s in suggested:
+        h, w = sizes[s["index"]]
+        for region in s["regions"]:
+            top, left, bottom, right = region["bbox"]
+            assert 0 <= top < bottom <= h and 5 <= left < right <= w  # never where the person painted
+
+
 def test_internal_error_exits_1(disk_stack, monkeypatch, capsys):
     parser_args = ["evaluate", "--pred", disk_stack / "reference", "--reference", disk_stack / "reference"]
     monkeypatch.setattr(cli, "build_parser", _parser_with(cli.build_parser, "evaluate", lambda a: 1 / 0))

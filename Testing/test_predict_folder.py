@@ -119,3 +119,48 @@ def test_semseg_predict_writes_one_multipage_tiff_when_out_names_one(tmp_path, m
     assert "4 label maps written to one multi-page TIFF" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["classes.csv", "stack_labels.tif"]
     assert tifffile.imread(tmp_path / "maps" / "stack_labels.tif").shape == (4, 64, 80)
+
+
+def test_a_folder_of_fields_of_different_sizes_is_segmented_image_by_image(tmp_path, model):
+    """A plate reader's or a slide's fields often differ in size: each gets the map it gets alone. One stack file
+    cannot hold them, a field of another channel count is refused, and a training still wants one size."""
+    from SemSegLib.lazy_stack import open_stack
+    from SemSegLib.prediction import predict_image
+
+    rng = np.random.default_rng(1)
+    sizes = [(48, 64), (70, 40), (33, 90)]
+    fields = tmp_path / "fields"
+    fields.mkdir()
+    for i, (h, w) in enumerate(sizes):
+        tifffile.imwrite(fields / f"field_{i + 1}.tif", rng.integers(0, 4000, (h, w)).astype(np.uint16))
+    with pytest.raises(InputError, match=r"fields: the images differ in size \(33x90, 48x64, 70x40\), and one "
+                                         r"multi-page TIFF .* Give a folder for the maps instead of maps.tif"):
+        plan_folder_prediction(model, fields, tmp_path / "maps.tif", CPU)
+    plan = plan_folder_prediction(model, fields, tmp_path / "maps", CPU, uncertainty=True)
+    assert len(plan.run()) == 3
+    for i, size in enumerate(sizes):
+        alone = predict_image(model, tifffile.imread(fields / f"field_{i + 1}.tif")[None], CPU)
+        assert alone.labels.shape == size
+        assert np.array_equal(tifffile.imread(tmp_path / "maps" / f"field_{i + 1}.tif"), alone.labels)
+        assert np.array_equal(tifffile.imread(tmp_path / "maps" / f"field_{i + 1}_uncertainty.tif"), alone.uncertainty)
+    assert not (tmp_path / "maps.tif").exists()
+    # The maps read back as labels of the fields, a map per field; a label stack file cannot be theirs.
+    opened = open_stack(fields, one_size=False)
+    assert not opened.one_size and [opened.image_size(i) for i in range(3)] == sizes
+    labels = read_labels(tmp_path / "maps", opened)
+    assert [lab.shape for lab in labels.labels] == sizes and labels.classes == model.classes
+    tifffile.imwrite(tmp_path / "pages.tif", np.ones((3, 48, 64), np.uint8), photometric="minisblack")
+    with pytest.raises(InputError, match="pages.tif: a label stack file holds maps of one size, but the images"):
+        read_labels(tmp_path / "pages.tif", opened)
+    tifffile.imwrite(tmp_path / "maps" / "field_2.tif", np.ones((70, 41), np.uint8))
+    with pytest.raises(InputError, match=r"field_2.tif: label image is \(70, 41\) but its image field_2 is 70x40"):
+        read_labels(tmp_path / "maps", opened)
+    # A training samples patches of one stack: the fields are refused there, naming them.
+    with pytest.raises(InputError, match=r"must have the same height, width and channels. field_1.tif is 48x64x1ch "
+                                         r"but field_2.tif: 70x40x1ch; field_3.tif: 33x90x1ch"):
+        read_stack(fields)
+    tifffile.imwrite(fields / "field_4.tif", np.zeros((20, 20, 3), np.uint8), photometric="rgb")
+    with pytest.raises(InputError, match=r"same number of channels. field_1.tif is 48x64x1ch but field_4.tif: "
+                                         r"20x20x3ch"):
+        plan_folder_prediction(model, fields, tmp_path / "maps2", CPU)
+    assert not (tmp_path / "maps2").exists()

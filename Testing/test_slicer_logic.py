@@ -967,6 +967,16 @@ def test_a_folder_on_disk_is_segmented_with_the_current_model(tmp_path, logic):
     task = logic.predictFolder(str(tmp_path / "stack.tif"), str(tmp_path / "stack_labels.tif"))
     assert task.result["images"] == 4 and task.result["folder"] == str(tmp_path / "stack_labels.tif")
     assert np.array_equal(tifffile.imread(tmp_path / "stack_labels.tif"), predicted)
+    # Fields of different sizes: refused as a stack to paint on, segmented from disk each at its own size.
+    fields = tmp_path / "fields"
+    fields.mkdir()
+    for k, (h, w) in enumerate([(96, 96), (60, 80), (96, 40)]):
+        tifffile.imwrite(fields / f"field_{k}.tif", read_stack(images).images[k, 0, :h, :w])
+    with pytest.raises(InputError, match=r"same height, width.*the panel's \*Segment a folder of images"):
+        logic.loadStack(str(fields))
+    assert logic.predictFolder(str(fields), str(tmp_path / "field_maps")).result["images"] == 3
+    assert [tifffile.imread(tmp_path / "field_maps" / f"field_{k}.tif").shape for k in range(3)] == [
+        (96, 96), (60, 80), (96, 40)]
 
 
 def test_the_first_logic_of_an_application_prunes_the_autosave_folder(scene, monkeypatch):

@@ -161,14 +161,16 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .lazy_stack import open_stack
     from .metrics import evaluate
-    from .stack_io import read_labels, read_stack
+    from .stack_io import read_labels
 
-    reference = read_stack(args.reference)
-    if reference.channels != 1 or not np.issubdtype(reference.images.dtype, np.integer):
+    reference = open_stack(args.reference, one_size=False)  # the fields of a collection may differ in size
+    maps = [reference.images[i][0] for i in range(len(reference))] if reference.channels == 1 else []
+    if not maps or not all(np.issubdtype(m.dtype, np.integer) for m in maps):
         raise InputError(f"{args.reference}: reference label maps must be 2D integer images.")
-    ref = reference.images[:, 0]
-    classes, csv = _reference_classes(args, reference)  # the reference's, whatever the prediction holds
+    ref = np.stack(maps) if reference.one_size else maps
+    classes, csv = _reference_classes(args, ref, reference.names)  # the reference's, whatever the prediction holds
     pred = read_labels(args.pred, reference, classes=classes,
                        classes_from=str(csv) if csv.exists() else "the reference's values",
                        advice="Give the folder of label maps that `semseg predict` wrote.").labels
@@ -188,19 +190,17 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(m.format_table())
 
 
-def _reference_classes(args: argparse.Namespace, reference) -> tuple[list, Path]:
-    """The classes of a reference stack (`evaluate`, `simulate`): its classes.csv (`--classes`, else beside the
+def _reference_classes(args: argparse.Namespace, ref, names: list[str]) -> tuple[list, Path]:
+    """The classes of reference maps `ref` (`evaluate`, `simulate`): their classes.csv (`--classes`, else beside the
     reference folder), whose values the reference must keep to, else 1..its largest value; and that csv's path."""
     from .classes import read_classes_csv
     from .stack_io import check_class_values, implicit_classes
 
-    ref = reference.images[:, 0]
     csv = Path(args.classes) if args.classes else Path(args.reference).parent / "classes.csv"
     if not csv.exists():
-        return implicit_classes(ref, reference.names, args.reference), csv
+        return implicit_classes(ref, names, args.reference), csv
     classes = read_classes_csv(csv)
-    check_class_values(ref, len(classes), reference.names, args.reference, str(csv),
-                       "Fix the reference or the classes file.")
+    check_class_values(ref, len(classes), names, args.reference, str(csv), "Fix the reference or the classes file.")
     return classes, csv
 
 
@@ -213,7 +213,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     ref = reference.images[:, 0]
     if reference.channels != 1 or not np.issubdtype(ref.dtype, np.integer):
         raise InputError(f"{args.reference}: reference label maps must be 2D integer images.")
-    classes, csv = _reference_classes(args, reference)
+    classes, csv = _reference_classes(args, ref, reference.names)
     k = len(classes)
     out = check_output_dir(args.out, [args.reference, args.labels, args.correct_from])
     rng = np.random.default_rng(args.seed)
@@ -244,7 +244,7 @@ def cmd_suggest(args: argparse.Namespace) -> None:
     from .suggest import suggest_slices
 
     model = SemSegModel.load(args.model)
-    stack = open_stack(args.images, args.channel_axis)  # as `predict`: one image at a time
+    stack = open_stack(args.images, args.channel_axis, one_size=False)  # as `predict`: one image at a time
     model.check_stack(stack.channels, str(args.images))
     labels = read_labels(args.labels, stack, classes=model.classes, classes_from=f"the model's, {args.model}",
                          advice="Give the labels this model was trained with.").labels if args.labels else None

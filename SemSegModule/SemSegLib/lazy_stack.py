@@ -4,7 +4,8 @@ Why: `semseg predict` on a cluster meets folders of thousands of large images, o
 multi-page TIFF, and reading them all first (`read_stack`) needs their whole size in memory (10,000 images of
 2048 x 2048 at 16 bits: 80 GB). Opened this way, a prediction holds one image at a time. A folder's sizes are
 checked from the files' headers when it is opened, so an image of another size is refused before anything is
-predicted, as `read_stack` refuses it.
+predicted, as `read_stack` refuses it; unless the folder is a collection of fields to be segmented image by image
+(`one_size=False`: microscopes and plate readers save fields of several sizes), which only needs one channel count.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from .stack_io import (
     _check_dtype,
     _read_spacing,
     check_finite,
-    folder_images,
-    header_shape,
+    folder_image_shapes,
     read_image,
     read_stack,
     unreadable,
@@ -31,11 +31,13 @@ from .tiff_axes import file_stem, tiff_layout
 
 
 class LazyImages:
-    """The (N, C, H, W) images of `files`, read one at a time by index: what `predict_stack` needs of an array."""
+    """The (N, C, H, W) images of `files`, read one at a time by index: what `predict_stack` needs of an array.
+    Images of different sizes have H and W None in `shape`; `shapes` holds each one's (C, H, W)."""
 
-    def __init__(self, files: list[Path], shape: tuple[int, int, int], channel_axis: int | None = None) -> None:
-        self.files = list(files)
-        self.shape = (len(self.files), *shape)
+    def __init__(self, files: list[Path], shapes: list[tuple[int, int, int]], channel_axis: int | None = None) -> None:
+        self.files, self.shapes = list(files), [tuple(s) for s in shapes]
+        one_size = all(s == self.shapes[0] for s in self.shapes)
+        self.shape = (len(self.files), *(self.shapes[0] if one_size else (self.shapes[0][0], None, None)))
         self.channel_axis = channel_axis
 
     def __len__(self) -> int:
@@ -44,10 +46,11 @@ class LazyImages:
     def __getitem__(self, index: int) -> np.ndarray:
         path = self.files[index]
         image = read_image(path, self.channel_axis)
-        if image.shape != self.shape[1:]:  # the file changed since the folder was opened
-            c, h, w = self.shape[1:]
-            raise InputError(f"{path}: the image is now {image.shape[1]}x{image.shape[2]}x{image.shape[0]}ch, but the "
-                             f"stack's images are {h}x{w}x{c}ch. Was it replaced while SemSeg ran? Run again.")
+        if image.shape != self.shapes[index]:  # the file changed since the folder was opened
+            c, h, w = self.shapes[index]
+            raise InputError(f"{path}: the image is now {image.shape[1]}x{image.shape[2]}x{image.shape[0]}ch, but it "
+                             f"was {h}x{w}x{c}ch when the stack was opened. Was it replaced while SemSeg ran? Run "
+                             "again.")
         check_finite(image[None], [path.name], path.parent)
         return image
 
@@ -116,16 +119,17 @@ def _lazy_pages(path: Path) -> tuple[LazyPages, list[str]] | None:
     return None
 
 
-def open_stack(source: str | Path, channel_axis: int | None = None) -> ImageStack:
+def open_stack(source: str | Path, channel_axis: int | None = None, one_size: bool = True) -> ImageStack:
     """A stack whose images are read when used: a folder's (`LazyImages`), a multi-page TIFF's that keeps each plane
     in a page (`LazyPages`: stacks, time-lapses, hyperstacks). Other files, or a given `channel_axis`, are read as
-    `read_stack` reads them."""
+    `read_stack` reads them. `one_size=False`: a folder's images may differ in height and width
+    (`ImageStack.one_size`, `image_size`)."""
     source = Path(source)
     if source.is_file():
         lazy = _lazy_pages(source) if channel_axis is None and source.suffix.lower() in TIFF_SUFFIXES else None
         if lazy is None:
             return read_stack(source, channel_axis)
         return ImageStack(lazy[0], lazy[1], str(source), _read_spacing(source))
-    files = folder_images(source, channel_axis)
-    images = LazyImages(files, header_shape(files[0], channel_axis), channel_axis)
+    files, shapes = folder_image_shapes(source, channel_axis, one_size)
+    images = LazyImages(files, shapes, channel_axis)
     return ImageStack(images, [f.stem for f in files], str(source), _read_spacing(files[0]))

@@ -76,6 +76,14 @@ def confusion_matrix(pred: np.ndarray, reference: np.ndarray, num_classes: int) 
     return cm.reshape(num_classes, num_classes + 1)[:, 1:]
 
 
-def evaluate(pred: np.ndarray, reference: np.ndarray, class_names: list[str]) -> Metrics:
-    """`pred` and `reference` (N, H, W) or (H, W) label maps with values 1..K."""
-    return Metrics(confusion_matrix(pred, reference, len(class_names)), list(class_names))
+def evaluate(pred: np.ndarray | list[np.ndarray], reference: np.ndarray | list[np.ndarray],
+             class_names: list[str]) -> Metrics:
+    """`pred` and `reference` (N, H, W) or (H, W) label maps with values 1..K, or lists of (H, W) maps (images of
+    different sizes), pooled over all pixels."""
+    k = len(class_names)
+    if isinstance(pred, list) or isinstance(reference, list):
+        if len(pred) != len(reference):
+            raise InputError(f"{len(pred)} predictions for {len(reference)} reference maps.")
+        return Metrics(sum((confusion_matrix(p, r, k) for p, r in zip(pred, reference)), np.zeros((k, k), np.int64)),
+                       list(class_names))
+    return Metrics(confusion_matrix(pred, reference, k), list(class_names))

@@ -3,11 +3,12 @@
 The maps go into a folder, a file per image (`<name>.tif`), or into one multi-page TIFF with a page per image in
 the images' order (`--out labels.tif`), as Fiji and napari keep a label stack: a z-stack of 500 slices should not
 come back as 500 files. The images are read one at a time (`lazy_stack`) and each map is written as soon as it is
-predicted, so a stack of any size fits in memory. The maps get the model's classes.csv beside them, so that they say
-what their values are, and can be read back as labels (`read_labels`, the panel's *Load labels...*). Everything
-that can be refused is refused before the first map is written: images the model cannot take, an output that is an
-input or inside an input folder, files there that an earlier prediction did not write (labels a person painted,
-say), a classes.csv of other classes.
+predicted, so a stack of any size fits in memory. A folder's images may differ in size, as fields saved by a
+plate reader or cut from a slide often do: each is predicted as it is (into a folder of maps; one TIFF stack holds
+one size). The maps get the model's classes.csv beside them, so that they say what their values are, and can be
+read back as labels (`read_labels`, the panel's *Load labels...*). Everything that can be refused is refused before
+the first map is written: images the model cannot take, an output that is an input or inside an input folder, files
+there that an earlier prediction did not write (labels a person painted, say), a classes.csv of other classes.
 """
 
 from __future__ import annotations
@@ -140,10 +141,15 @@ def plan_folder_prediction(model: SemSegModel, images: str | Path, out: str | Pa
     prediction did not write; `channel_axis`: as `open_stack`'s."""
     from .devices import resolve_device
 
-    stack = open_stack(images, channel_axis)
+    stack = open_stack(images, channel_axis, one_size=False)
     model.check_stack(stack.channels, str(images))
     resolve_device(config.device)  # a device it cannot use is refused before the output folder is made
     one_file = writes_one_file(out)
+    if one_file and not stack.one_size:
+        sizes = sorted({stack.image_size(i) for i in range(len(stack))})
+        listed = ", ".join(f"{h}x{w}" for h, w in sizes[:5]) + (" ..." if len(sizes) > 5 else "")
+        raise InputError(f"{images}: the images differ in size ({listed}), and one multi-page TIFF holds maps of one "
+                         f"size. Give a folder for the maps instead of {Path(out).name} (a map per image).")
     # Maps beside a stack file are where a person wants them; inside a folder of images they would be read as an
     # image next time.
     protected = [images] if Path(images).is_dir() or not one_file else []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 
@@ -21,6 +22,8 @@ from .tiff_axes import file_stem, image_file_layout, tiff_layout
 TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = (*TIFF_SUFFIXES, ".png")
 SUPPORTED_DTYPES = (np.uint8, np.uint16, np.float32, np.int16, np.float64)
+# Label maps: (N, H, W), or a list of N (H, W) maps for images of different sizes (`ImageStack.one_size`).
+LabelMaps = Union[np.ndarray, list[np.ndarray]]  # a runtime alias: Python 3.9 has no X | Y here
 
 
 def natural_key(name: str) -> list:
@@ -51,15 +54,27 @@ class ImageStack:
     def channels(self) -> int:
         return self.images.shape[1]
 
+    @property
+    def one_size(self) -> bool:
+        """Whether the images have one height and width: always, but for a folder opened to be predicted image by
+        image (`open_stack(..., one_size=False)`), whose images may differ in size."""
+        return None not in self.images.shape[2:]
+
+    def image_size(self, index: int) -> tuple[int, int]:
+        """(H, W) of image `index`."""
+        shapes = getattr(self.images, "shapes", None)  # `LazyImages`' own, when its images differ in size
+        return tuple(shapes[index][1:]) if shapes is not None else tuple(self.images.shape[2:])
+
     def __len__(self) -> int:
         return len(self.names)
 
 
 @dataclass
 class LabelSet:
-    """Sparse labels `(N, H, W)` uint16 aligned with a stack (0 = unlabeled) and the class table."""
+    """Sparse labels `(N, H, W)` uint16 aligned with a stack (0 = unlabeled) and the class table; for a stack whose
+    images differ in size (`ImageStack.one_size`), a list of N (H, W) maps."""
 
-    labels: np.ndarray
+    labels: LabelMaps
     classes: list[ClassInfo]
     labeled_names: list[str] = field(default_factory=list)
 
@@ -142,13 +157,21 @@ def stack_name(source: str | Path) -> str:
 
 def folder_images(source: Path, channel_axis: int | None = None) -> list[Path]:
     """The image files of a stack folder, in natural order, all of one size (checked from their headers)."""
+    return folder_image_shapes(source, channel_axis)[0]
+
+
+def folder_image_shapes(source: Path, channel_axis: int | None = None,
+                        one_size: bool = True) -> tuple[list[Path], list[tuple[int, int, int]]]:
+    """The image files of a stack folder, in natural order, and their (C, H, W) from their headers: all of one size,
+    or with `one_size=False` all of one channel count (a collection of fields segmented image by image)."""
     if not source.exists():
         raise InputError(f"{source}: no such file or folder. Give a folder of TIFF/PNG images or a multi-page TIFF.")
     files = list_image_files(source)
     if not files:
         raise InputError(f"{source}: no .tif/.tiff/.png images in this folder.")
-    refuse_other_sizes(source, files, [header_shape(f, channel_axis) for f in files])
-    return files
+    shapes = [header_shape(f, channel_axis) for f in files]
+    refuse_other_sizes(source, files, shapes, channels_only=not one_size)
+    return files, shapes
 
 
 def header_shape(path: Path, channel_axis: int | None = None) -> tuple[int, int, int]:
@@ -173,16 +196,20 @@ def header_shape(path: Path, channel_axis: int | None = None) -> tuple[int, int,
     return image_file_layout(axes, tuple(shape), path, channel_axis).image_shape(tuple(shape))[1:]
 
 
-def refuse_other_sizes(source: Path, files: list[Path], shapes: list[tuple[int, int, int]]) -> None:
-    """InputError naming the files whose (C, H, W) differ from the first file's."""
+def refuse_other_sizes(source: Path, files: list[Path], shapes: list[tuple[int, int, int]],
+                       channels_only: bool = False) -> None:
+    """InputError naming the files whose (C, H, W) differ from the first file's (only C with `channels_only`)."""
     ref = shapes[0]
-    bad = [(f, s) for f, s in zip(files, shapes) if s != ref]
+    bad = [(f, s) for f, s in zip(files, shapes) if (s[0] != ref[0] if channels_only else s != ref)]
     if bad:
         listing = "; ".join(f"{f.name}: {s[1]}x{s[2]}x{s[0]}ch" for f, s in bad[:10])
+        what = "number of channels" if channels_only else "height, width and channels"
         raise InputError(
-            f"{source}: all images of a stack must have the same height, width and channels. "
+            f"{source}: all images of a stack must have the same {what}. "
             f"{files[0].name} is {ref[1]}x{ref[2]}x{ref[0]}ch but {listing}"
             f"{' ...' if len(bad) > 10 else ''}. Crop/pad or convert those files, or move them elsewhere."
+            + ("" if channels_only else " (A trained model segments a folder of images of different sizes: "
+               "`semseg predict`, or the panel's *Segment a folder of images...*.)")
         )
 
 
@@ -261,29 +288,34 @@ def read_labels(folder: str | Path, stack: ImageStack, classes_csv: str | Path |
         classes, classes_from = read_classes_csv(classes_csv), str(classes_csv)
         advice = "Fix the label files or add the class to classes.csv."
     elif classes is None:
-        if not labels.any():
+        if not any(lab.any() for lab in labels):
             raise InputError(f"{folder}: the labels contain only 0 (unlabeled). Paint at least one class.")
         classes = implicit_classes(labels, stack.names, folder)
     check_class_values(labels, len(classes), stack.names, folder, classes_from or "the given classes", advice)
     return LabelSet(labels, classes, found)
 
 
-def _label_files(folder: Path, stack: ImageStack) -> tuple[np.ndarray, list[str]]:
-    """(N, H, W) labels from the files of `folder` named as the images, and the names of the images that have one."""
-    n, _, h, w = stack.shape
-    labels = np.zeros((n, h, w), np.uint16)
+def _label_files(folder: Path, stack: ImageStack) -> tuple[LabelMaps, list[str]]:
+    """(N, H, W) labels from the files of `folder` named as the images (a list of (H, W) maps when the images
+    differ in size), and the names of the images that have one."""
+    n = len(stack)
+    if stack.one_size:
+        labels = np.zeros((n, *stack.image_size(0)), np.uint16)
+    else:
+        labels = [np.zeros(stack.image_size(i), np.uint16) for i in range(n)]
     found = []
     for i, name in enumerate(stack.names):
         p = _find_label_file(folder, name)
         if p is None:
             continue
+        h, w = stack.image_size(i)
         lab = _read_file(p)[0]
         if lab.ndim == 3 and lab.shape[-1] in (3, 4) and np.all(lab[..., :1] == lab[..., 1:3]):
             lab = lab[..., 0]  # a gray label saved as RGB
         if lab.shape != (h, w):
             raise InputError(f"{p}: label image is {lab.shape} but its image {name} is {h}x{w}. "
                              "A label file must be a 2D image of the same size as its image.")
-        labels[i] = _label_values(lab, p)
+        labels[i][...] = _label_values(lab, p)
         found.append(name)
     if not found:
         raise InputError(f"{folder}: no label file matches an image name of {stack.source} "
@@ -293,6 +325,9 @@ def _label_files(folder: Path, stack: ImageStack) -> tuple[np.ndarray, list[str]
 
 def _label_pages(path: Path, stack: ImageStack) -> tuple[np.ndarray, list[str]]:
     """(N, H, W) labels from the pages of a multi-page TIFF, and the names of the images whose page holds a label."""
+    if not stack.one_size:
+        raise InputError(f"{path}: a label stack file holds maps of one size, but the images of {stack.source} "
+                         "differ in size. Give a folder of label files named as the images instead.")
     pages = _read_tiff(path, "this TIFF")[0]
     n, _, h, w = stack.shape
     pages = pages[None] if pages.ndim == 2 else pages
@@ -315,7 +350,7 @@ def _label_values(labels: np.ndarray, path: Path) -> np.ndarray:
 IMPLICIT_CLASSES_MAX = 64
 
 
-def implicit_classes(labels: np.ndarray, names: list[str], source: str | Path) -> list[ClassInfo]:
+def implicit_classes(labels: LabelMaps, names: list[str], source: str | Path) -> list[ClassInfo]:
     """Classes 1..the largest value of (N, H, W) label maps that come without a classes.csv."""
     top, listed = _values_above(labels, IMPLICIT_CLASSES_MAX, names)
     if top == 0:
@@ -329,7 +364,7 @@ def implicit_classes(labels: np.ndarray, names: list[str], source: str | Path) -
     return default_classes(top)
 
 
-def check_class_values(labels: np.ndarray, num_classes: int, names: list[str], source: str | Path,
+def check_class_values(labels: LabelMaps, num_classes: int, names: list[str], source: str | Path,
                        classes_from: str, advice: str = "") -> None:
     """InputError naming the files of (N, H, W) label maps that hold a value above `num_classes`."""
     top, listed = _values_above(labels, num_classes, names)
@@ -339,10 +374,10 @@ def check_class_values(labels: np.ndarray, num_classes: int, names: list[str], s
                          + (f" {advice}" if advice else ""))
 
 
-def _values_above(labels: np.ndarray, num_classes: int, names: list[str]) -> tuple[int, str]:
+def _values_above(labels: LabelMaps, num_classes: int, names: list[str]) -> tuple[int, str]:
     """The largest value, and the names of the maps above `num_classes` ("" when none)."""
     bad = [name for name, lab in zip(names, labels) if lab.max(initial=0) > num_classes]
-    return int(labels.max(initial=0)), _listed(bad)
+    return int(max((lab.max(initial=0) for lab in labels), default=0)), _listed(bad)
 
 
 def _listed(names: list[str], shown: int = 5) -> str:

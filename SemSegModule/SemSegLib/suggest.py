@@ -116,12 +116,13 @@ def image_descriptors(images: np.ndarray, indices: list[int] | None = None,
     """
     indices = list(range(len(images))) if indices is None else list(indices)
     bank = FilterBank(images.shape[1])
-    top, left = (max(0, (n - max_side) // 2) for n in images.shape[-2:])
-    rows, columns = slice(top, top + max_side), slice(left, left + max_side)
     out = {}
     with torch.inference_mode():
         for i in indices:
-            image = normalize_image(images[i][:, rows, columns], normalization or NormalizationConfig())
+            image = images[i]  # images of a folder may differ in size (`open_stack(..., one_size=False)`)
+            top, left = (max(0, (n - max_side) // 2) for n in image.shape[-2:])
+            image = normalize_image(image[:, top:top + max_side, left:left + max_side],
+                                    normalization or NormalizationConfig())
             responses = bank(torch.from_numpy(image)[None])[0].flatten(1)
             out[i] = torch.cat([responses.mean(1), responses.std(1)]).numpy().astype(np.float64)
     return out
