@@ -256,7 +256,6 @@ def test_the_forest_is_taught_within_each_images_window(monkeypatch):
 
 
 def test_a_window_is_predicted_as_it_is_in_the_whole_image():
-    import pytest
     from SemSegLib.network import NetworkConfig
 
     model = SemSegModel(SignOfPixel(), NetworkConfig(in_channels=1, num_classes=2), default_classes(2))
@@ -267,5 +266,56 @@ def test_a_window_is_predicted_as_it_is_in_the_whole_image():
     part = predict_probabilities(model, image, CPU, prior_shift=False, window=window)
     assert torch.allclose(part, whole[:, window[0], window[1]])
     assert (part.argmax(0) == 0).all()  # its own percentiles would have split the background's noise in two
-    with pytest.raises(ValueError, match="without the forest"):
-        predict_probabilities(model, image, CPU, window=window)
+
+
+def _sign_model_with_forest(images: np.ndarray, labels: np.ndarray) -> SemSegModel:
+    from SemSegLib.network import NetworkConfig
+    from SemSegLib.pixel_forest import PixelForest
+
+    model = SemSegModel(SignOfPixel(), NetworkConfig(in_channels=1, num_classes=2), default_classes(2))
+    model.forest = PixelForest.fit(images, labels, 2, model.normalization)
+    model.forest_weight = 0.65
+    return model
+
+
+def test_a_window_with_the_forest_is_predicted_as_it_is_in_the_whole_image():
+    """The forest's features of a window come from the whole image's normalization: from the filters' reach
+    (LABEL_MARGIN) inside the window's edges the map is the whole image's."""
+    from SemSegLib.calibration import LABEL_MARGIN
+
+    rng = np.random.default_rng(0)
+    images = ndi.gaussian_filter(rng.normal(0, 1, (1, 1, 200, 260)), (0, 0, 3, 3)).astype(np.float32)
+    images[..., 150:] += 0.5  # the window lies mostly in the darker part, whose own percentiles would differ
+    labels = np.zeros((1, 200, 260), np.uint8)
+    labels[0, 5:195:4, 5:255:4] = np.where(images[0, 0, 5:195:4, 5:255:4] < np.median(images), 1, 2)
+    model = _sign_model_with_forest(images, labels)
+    window = (slice(10, 190), slice(20, 170))
+    whole = predict_probabilities(model, images[0], CPU)[:, window[0], window[1]]
+    part = predict_probabilities(model, images[0], CPU, window=window)
+    assert part.shape == whole.shape == (2, 180, 150)
+    m = LABEL_MARGIN
+    assert torch.allclose(part[:, m:-m, m:-m], whole[:, m:-m, m:-m], atol=1e-6)
+    assert not torch.allclose(part, whole, atol=1e-3)  # the filters do reach out of the window near its edges
+    assert predict_image(model, images[0], CPU, window=window).labels.shape == (180, 150)
+
+
+def test_corrections_on_a_large_image_are_counted_in_a_window_around_them(monkeypatch):
+    from SemSegLib import calibration
+
+    rng = np.random.default_rng(1)
+    images = ndi.gaussian_filter(rng.normal(0, 1, (2, 1, 200, 260)), (0, 0, 2, 2)).astype(np.float32)
+    labels = np.zeros((2, 200, 260), np.uint8)
+    labels[0, 10:190:3, 10:250:3] = np.where(images[0, 0, 10:190:3, 10:250:3] < 0, 1, 2)
+    model = _sign_model_with_forest(images, labels)
+    new = np.zeros_like(labels)
+    new[1, 90:110, 100:160] = rng.integers(1, 3, (20, 60))  # strokes that half agree with the model, half correct
+    labels = np.maximum(labels, new)
+    whole = corrected_class_pixels(model, images, labels, new, torch.device("cpu"))
+    predicted = []
+    real = calibration.predict_image
+    monkeypatch.setattr(calibration, "predict_image", lambda *a, **k: predicted.append(real(*a, **k).labels.shape)
+                        or real(*a, **k))
+    monkeypatch.setattr(calibration, "ESTIMATE_WINDOW", 128)  # the image is "large": larger than one window
+    windowed = corrected_class_pixels(model, images, labels, new, torch.device("cpu"))
+    assert predicted == [(20 + 2 * 64, 60 + 2 * 64)]  # the new strokes' box and its margin: image 1 alone
+    assert np.array_equal(windowed, whole) and 0 < whole.sum() < (new > 0).sum()

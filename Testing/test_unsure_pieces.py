@@ -104,7 +104,7 @@ class SameAsNetworks(PixelForest):
         super().__init__(np.zeros((1, 1), np.float32), np.ones(1, np.int64), prob.shape[0], smoothing=0.0)
         self.prob = torch.from_numpy(prob)
 
-    def probabilities(self, image, normalization):
+    def probabilities(self, image, normalization, window=None):
         return self.prob.clone()
 
 

@@ -111,13 +111,17 @@ def carried_log_prior_shift(init_model: SemSegModel, history: list[dict]) -> np.
 def corrected_class_pixels(model: SemSegModel, images: np.ndarray, labels: np.ndarray, new: np.ndarray,
                            device: torch.device | None = None, mixed_precision: bool = True) -> np.ndarray:
     """Per class 1..K, the `new` labeled pixels that `model` (the one the person saw and corrected) predicts
-    as another class: corrections, as opposed to new strokes that confirm its prediction."""
+    as another class: corrections, as opposed to new strokes that confirm its prediction. Of a large image only
+    the new pixels' `labeled_window` is predicted."""
     out = np.zeros(model.num_classes)
     new = (new > 0) & (labels > 0)
     for i in np.flatnonzero(new.reshape(len(new), -1).any(1)):
-        shown = predict_image(model, images[i], PredictConfig(mixed_precision=mixed_precision), device=device)
-        wrong = new[i] & (shown.labels != labels[i])
-        out += label_counts(labels[i][wrong], model.num_classes)
+        window = labeled_window(new[i])
+        shown = predict_image(model, images[i], PredictConfig(mixed_precision=mixed_precision), device=device,
+                              window=window)
+        rows, cols = window or (slice(None), slice(None))
+        wrong = new[i, rows, cols] & (shown.labels != labels[i, rows, cols])
+        out += label_counts(labels[i, rows, cols][wrong], model.num_classes)
     for member, _ in model.round_members():
         member.network.cpu()  # the caller's model: it does not hold GPU memory after this
     return out

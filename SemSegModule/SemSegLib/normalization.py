@@ -24,14 +24,18 @@ class NormalizationConfig:
         return NormalizationConfig(float(d["low_percentile"]), float(d["high_percentile"]))
 
 
-def normalize_image(image: np.ndarray, config: NormalizationConfig = NormalizationConfig()) -> np.ndarray:
-    """(C, H, W) any dtype -> float32 with the low/high percentiles of each channel mapped to 0/1."""
+def normalize_image(image: np.ndarray, config: NormalizationConfig = NormalizationConfig(),
+                    window: tuple[slice, slice] | None = None) -> np.ndarray:
+    """(C, H, W) any dtype -> float32 with the low/high percentiles of each channel mapped to 0/1; with `window`
+    (rows, columns) that part of the image only, normalized with the whole image's percentiles (a window's own
+    would stretch a window of background into noise)."""
     image = np.asarray(image, dtype=np.float32)
     # Percentiles of a subsample: exact enough, and keeps huge images cheap.
     step = max(1, int(np.sqrt(image.shape[-1] * image.shape[-2] / 262144)))
-    out = np.empty_like(image)
+    part = image if window is None else image[:, window[0], window[1]]
+    out = np.empty_like(part)
     for c in range(image.shape[0]):
         lo, hi = np.percentile(image[c, ::step, ::step], [config.low_percentile, config.high_percentile])
         scale = hi - lo if hi > lo else 1.0
-        out[c] = (image[c] - lo) / scale
+        out[c] = (part[c] - lo) / scale
     return out

@@ -62,13 +62,14 @@ def _tiles(height: int, width: int, tile: int) -> Iterator[tuple[slice, slice, s
                    slice(max(c0 - TILE_MARGIN, 0), min(c1 + TILE_MARGIN, width)), slice(r0, r1), slice(c0, c1))
 
 
-def feature_tiles(image: np.ndarray, normalization: NormalizationConfig, tile: int = TILE_SIZE
-                  ) -> Iterator[tuple[slice, slice, np.ndarray]]:
+def feature_tiles(image: np.ndarray, normalization: NormalizationConfig, tile: int = TILE_SIZE,
+                  window: tuple[slice, slice] | None = None) -> Iterator[tuple[slice, slice, np.ndarray]]:
     """(C, H, W) raw image -> (rows, cols, (h, w, F) float32 features) per tile, so a large image never holds
-    the whole feature stack at once (20 features per channel)."""
+    the whole feature stack at once (20 features per channel). `window`: of that part of the image only (rows
+    and columns within it), normalized as the whole image."""
     from skimage.feature import multiscale_basic_features
 
-    norm = normalize_image(image, normalization)  # as the network sees it: the same percentiles
+    norm = normalize_image(image, normalization, window)  # as the network sees it: the same percentiles
     for pad_r, pad_c, rows, cols in _tiles(norm.shape[1], norm.shape[2], tile):
         crop = np.moveaxis(norm[:, pad_r, pad_c], 0, -1)
         feats = multiscale_basic_features(crop, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, channel_axis=-1)
@@ -124,12 +125,15 @@ class PixelForest:
             self._fitted.fit(self.samples, self.targets)
         return self._fitted
 
-    def probabilities(self, image: np.ndarray, normalization: NormalizationConfig) -> torch.Tensor:
-        """(C, H, W) raw image -> (K, H, W) float32 class probabilities (0 for a class it never saw)."""
+    def probabilities(self, image: np.ndarray, normalization: NormalizationConfig,
+                      window: tuple[slice, slice] | None = None) -> torch.Tensor:
+        """(C, H, W) raw image -> (K, H, W) float32 class probabilities (0 for a class it never saw); of its
+        `window` only, if given (`feature_tiles`)."""
         forest = self.estimator()
         columns = [int(c) - 1 for c in forest.classes_]
-        out = np.zeros((self.num_classes, *image.shape[1:]), np.float32)
-        for rows, cols, feats in feature_tiles(image, normalization):
+        shape = image.shape[1:] if window is None else image[0, window[0], window[1]].shape
+        out = np.zeros((self.num_classes, *shape), np.float32)
+        for rows, cols, feats in feature_tiles(image, normalization, window=window):
             flat = feats.reshape(-1, feats.shape[-1])
             prob = np.concatenate([forest.predict_proba(flat[s:s + PREDICT_ROWS])
                                    for s in range(0, len(flat), PREDICT_ROWS)])
@@ -137,14 +141,14 @@ class PixelForest:
         return torch.from_numpy(out)
 
     def mixed_into(self, networks: torch.Tensor, image: np.ndarray, normalization: NormalizationConfig,
-                   weight: float, line_classes: list[int]) -> torch.Tensor:
-        """(K, H, W) probabilities of the networks with this forest's share: `weight`, at most
-        LINE_CLASS_WEIGHT for a line class (0-based), the classes' sum normalized to 1 again. The forest's
-        probabilities are `smoothed` first."""
+                   weight: float, line_classes: list[int], window: tuple[slice, slice] | None = None) -> torch.Tensor:
+        """(K, H, W) probabilities of the networks (of `window` of the image, if given) with this forest's share:
+        `weight`, at most LINE_CLASS_WEIGHT for a line class (0-based), the classes' sum normalized to 1 again.
+        The forest's probabilities are `smoothed` first."""
         shares = torch.full((self.num_classes, 1, 1), float(weight))
         for c in line_classes:
             shares[c] = min(float(weight), LINE_CLASS_WEIGHT)
-        forest = smoothed(self.probabilities(image, normalization), line_classes, self.smoothing)
+        forest = smoothed(self.probabilities(image, normalization, window), line_classes, self.smoothing)
         prob = (1 - shares) * networks + shares * forest
         return prob / prob.sum(0, keepdim=True).clamp_min(1e-8)
 

@@ -66,15 +66,12 @@ def predict_probabilities(model: SemSegModel, image: np.ndarray, config: Predict
     (`SemSegModel.forest_weight`, pixel_forest.py) and the line classes are thinned to lines (line_classes.py).
     Without `prior_shift`: this model's network alone, uncorrected (to estimate the correction). Without
     `forest`: the networks' share alone, thinned (what teaches the forest, forest_teacher.py). `window` (rows,
-    columns): that part of the image only, normalized as the whole image is (a window's own percentiles would
-    stretch a window of background into noise); for the networks alone (without `prior_shift` or `forest`).
+    columns): that part of the image only, normalized as the whole image is (`normalize_image`).
     """
-    if window is not None and prior_shift and forest:
-        raise ValueError("a window of an image is predicted without the forest (prior_shift=False or forest=False)")
     networks = _networks_average(model, image, config, device, prior_shift, window)
     if not prior_shift:
         return networks
-    return _with_forest(model, image, networks) if forest else thin_line_classes(networks, model.line_classes)
+    return _with_forest(model, image, networks, window) if forest else thin_line_classes(networks, model.line_classes)
 
 
 def _networks_average(model: SemSegModel, image: np.ndarray, config: PredictConfig | None,
@@ -83,10 +80,7 @@ def _networks_average(model: SemSegModel, image: np.ndarray, config: PredictConf
     config = config or PredictConfig()
     device = device or resolve_device(config.device)
     model.check_stack(image.shape[0])
-    normalized = normalize_image(image, model.normalization)
-    if window is not None:
-        normalized = np.ascontiguousarray(normalized[:, window[0], window[1]])
-    x = torch.from_numpy(normalized)[None]
+    x = torch.from_numpy(normalize_image(image, model.normalization, window))[None]
     if not prior_shift:
         return _network_probabilities(model, model.network, None, x, config, device)
     prob = None
@@ -96,12 +90,15 @@ def _networks_average(model: SemSegModel, image: np.ndarray, config: PredictConf
     return prob
 
 
-def _with_forest(model: SemSegModel, image: np.ndarray, networks: torch.Tensor) -> torch.Tensor:
-    """The forest's share, then the thinning: `networks` as every shown or saved prediction has it."""
+def _with_forest(model: SemSegModel, image: np.ndarray, networks: torch.Tensor,
+                 window: tuple[slice, slice] | None = None) -> torch.Tensor:
+    """The forest's share, then the thinning: `networks` (of the image's `window`, if given) as every shown or
+    saved prediction has it."""
     prob = networks
     if model.forest is not None and model.forest_weight > 0:
         # Before the thinning and the unsure-piece rules: they then act on what both models say.
-        prob = model.forest.mixed_into(networks, image, model.normalization, model.forest_weight, model.line_classes)
+        prob = model.forest.mixed_into(networks, image, model.normalization, model.forest_weight, model.line_classes,
+                                       window)
     return thin_line_classes(prob, model.line_classes)
 
 
@@ -155,11 +152,14 @@ def network_labels(model: SemSegModel, network: torch.nn.Module, image: np.ndarr
 
 
 def predict_image(model: SemSegModel, image: np.ndarray, config: PredictConfig | None = None,
-                  with_probabilities: bool = False, device: torch.device | None = None) -> Prediction:
+                  with_probabilities: bool = False, device: torch.device | None = None,
+                  window: tuple[slice, slice] | None = None) -> Prediction:
+    """(C, H, W) raw image -> its Prediction; with `window` (rows, columns), of that part of the image only,
+    normalized as the whole image (`normalize_image`), for a question about a few pixels of a large image."""
     start = time.perf_counter()
     config = config or PredictConfig()
-    networks = _networks_average(model, image, config, device)
-    prob = _with_forest(model, image, networks)
+    networks = _networks_average(model, image, config, device, window=window)
+    prob = _with_forest(model, image, networks, window)
     labels = (prob.argmax(0) + 1).numpy().astype(label_dtype(model.num_classes))
     uncertainty = normalized_entropy(prob).numpy().astype(np.float32)
     probabilities = prob.numpy()
