@@ -130,3 +130,18 @@ def test_an_ordered_stack_is_spread_over_consecutive_parts():
     assert stack_is_ordered({k: descriptors[k] for k in range(3)})  # too few images to tell: stack order
     assert spread_groups({k: descriptors[k] for k in range(2)}, 3) == {0: 0, 1: 1}
     assert spread_groups({}, 3) == {}
+
+
+def test_a_region_over_a_tenth_of_the_image_is_split_into_the_cores_it_is_least_sure_of(monkeypatch):
+    from SemSegLib import suggest
+
+    u = np.full((100, 100), 0.6, np.float32)  # a weak model: unsure of nearly everything
+    u[:, 90:] = 0.1
+    u[20:30, 20:30] = 0.95
+    u[60:75, 50:70] = 0.85
+    regions = uncertain_regions(u, top=5)
+    assert [r.bbox for r in regions] == [(59, 49, 76, 71), (19, 19, 31, 31)]  # the cores, the larger first
+    assert all(r.area <= 0.1 * u.size for r in regions)
+    monkeypatch.setattr(suggest, "MAX_REGION_SHARE", 1.0)  # not taken apart: one region of nearly the whole image
+    (whole,) = uncertain_regions(u, top=5)
+    assert whole.bbox[:3] == (0, 0, 100) and whole.area > 0.8 * u.size

@@ -52,6 +52,15 @@ PAINTED_MARGIN = 3
 # 0.0007 less on dsb2018-fluo (8 seeds; behind in the first round; bench/RESULTS.md, session 53). Against strokes at
 # random spots it gained 0.0038 (isbi2012-em) and 0.0041 (dsb2018-fluo) more after 3 rounds, 12 seeds each (session 54).
 REGION_ORDER = "total"
+# A region is a place to paint. A weak model (a short training) is unsure of most of an image, and its one region
+# at the threshold covered nearly all of it: the person was sent to the slice's centre. A region larger than this
+# share of its image is taken apart at higher thresholds (REGION_THRESHOLD_STEP at a time, to at most
+# MAX_REGION_THRESHOLD), down to the cores it is least sure of. The benchmark's 750-step first models have no
+# such region (the largest: 5.5 / 1.4 / 2.2% of an isbi2012-em slice, seeds 0-2; 0.1% of a dsb2018-fluo image,
+# seed 0; bench/RESULTS.md, session 65), so where-to-paint's measured rounds are as they were.
+MAX_REGION_SHARE = 0.1
+REGION_THRESHOLD_STEP = 0.1
+MAX_REGION_THRESHOLD = 0.9
 # An image's uncertainty leaves out what lies this close to a painted pixel, the surroundings a stroke settles;
 # a guess of a bit over half a stroke's length (25 px), not tuned.
 PAINTED_REACH = 16
@@ -73,7 +82,8 @@ def uncertain_regions(uncertainty: np.ndarray, threshold: float = 0.5, top: int 
     (area x mean), "mean" by their mean uncertainty (of two equally unsure on average, the larger first).
 
     `painted` (H, W bool): the person's labels. Where they painted (and `painted_margin` px around it) is no
-    region (the module docstring says why).
+    region (the module docstring says why). A region over MAX_REGION_SHARE of the image is split into the parts
+    above higher thresholds (`_regions_of_a_size`).
     """
     if order not in ("mean", "total"):
         raise ValueError(f'uncertain_regions: order must be "mean" or "total", not {order!r}')
@@ -83,7 +93,7 @@ def uncertain_regions(uncertainty: np.ndarray, threshold: float = 0.5, top: int 
         near = ndi.binary_dilation(painted, iterations=painted_margin) if painted_margin else painted
         uncertainty = np.where(near, np.float32(0), uncertainty)
     smooth = ndi.gaussian_filter(uncertainty, smoothing) if smoothing else uncertainty
-    components, n = ndi.label(smooth >= threshold)
+    components, n = _regions_of_a_size(smooth, threshold, int(MAX_REGION_SHARE * smooth.size))
     if n == 0:
         return []
     index = np.arange(1, n + 1)
@@ -103,6 +113,28 @@ def uncertain_regions(uncertainty: np.ndarray, threshold: float = 0.5, top: int 
         if len(regions) >= top:
             break
     return regions
+
+
+def _regions_of_a_size(smooth: np.ndarray, threshold: float, max_area: int) -> tuple[np.ndarray, int]:
+    """Connected areas of `smooth` >= `threshold` (as `ndi.label` numbers them), each one larger than `max_area`
+    replaced by its own areas above the next threshold, until none is larger or MAX_REGION_THRESHOLD is reached."""
+    out = np.zeros(smooth.shape, np.int32)
+    count = 0
+    pending = smooth >= threshold
+    while pending.any():
+        components, n = ndi.label(pending)
+        areas = np.bincount(components.ravel(), minlength=n + 1)[1:]
+        last = threshold >= MAX_REGION_THRESHOLD - 1e-6
+        keep = np.flatnonzero((areas <= max_area) | last) + 1
+        if len(keep):
+            renumbered = np.zeros(n + 1, np.int32)
+            renumbered[keep] = np.arange(count + 1, count + 1 + len(keep))
+            kept = np.isin(components, keep)
+            out[kept] = renumbered[components[kept]]
+            count += len(keep)
+        threshold += REGION_THRESHOLD_STEP
+        pending = (components > 0) & ~np.isin(components, keep) & (smooth >= threshold)
+    return out, count
 
 
 def image_descriptors(images: np.ndarray, indices: list[int] | None = None,
