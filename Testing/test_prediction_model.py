@@ -46,6 +46,25 @@ def test_tiled_unet_agrees_with_whole_image():
     assert (whole.labels == tiled.labels).mean() > 0.95
 
 
+@pytest.mark.parametrize("shape", [(3, 200), (200, 1), (1, 1), (4, 6)])
+def test_an_image_a_few_pixels_high_is_predicted(shape):
+    """A tile larger than the image is filled by reflection, which torch cannot do past the image's own size (3 x
+    200 crashed a training after its steps); such an image is filled with its edge. A pixelwise network says so:
+    every pixel gets what it would get in any image."""
+    from SemSegLib.normalization import normalize_image
+
+    m = model_with(PixelwiseNet())
+    image = np.random.default_rng(0).integers(0, 255, (1, *shape)).astype(np.uint8)
+    with torch.no_grad():
+        direct = torch.softmax(m.network(torch.from_numpy(normalize_image(image, m.normalization))[None]), 1)[0]
+    for tta in (False, True):
+        prob = predict_probabilities(m, image, PredictConfig(tta=tta, device="cpu"))
+        assert prob.shape == (3, *shape) and torch.allclose(prob, direct, atol=1e-5)
+    p = predict_image(model_with(SemSegModel.create(1, default_classes(3), base_width=8, levels=3).network), image,
+                      PredictConfig(device="cpu"))
+    assert p.labels.shape == p.uncertainty.shape == shape
+
+
 def test_outputs_and_uncertainty_range():
     m = model_with(PixelwiseNet())
     image = np.random.default_rng(0).integers(0, 255, (1, 64, 64)).astype(np.uint8)

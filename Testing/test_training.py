@@ -567,3 +567,15 @@ def test_a_dense_round_estimates_its_prior_correction_from_the_mix_its_weighted_
     # Not the correction carried from the first model, which models the strokes' sampling.
     carried = carried_log_prior_shift(first, rounded.history)
     assert carried is not None and not np.allclose(rounded.log_prior_shift, carried, atol=0.05)
+
+
+def test_a_stack_of_images_a_few_pixels_high_trains_with_the_default_network():
+    """Line scans or thin crops: patches are padded to fit, and the estimates after the steps predict images far
+    smaller than a tile (3 x 200 crashed there, in the network's reflection padding)."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (3, 1, 3, 200)).astype(np.uint8)
+    labels = np.zeros((3, 3, 200), np.uint8)
+    labels[0, 0, :20], labels[0, 2, -20:] = 1, 2
+    res = train(images, labels, default_classes(2), TrainConfig(iterations=3, device="cpu", patch_size=64))
+    assert res.model.network_config.size_multiple >= 8  # the default depth: a tile more than twice the height
+    assert predict_image(res.model, images[1]).labels.shape == (3, 200)

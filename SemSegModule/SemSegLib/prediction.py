@@ -117,13 +117,16 @@ def _network_probabilities(model: SemSegModel, network: torch.nn.Module, log_pri
             return torch.softmax(net(tiles.to(device)).float(), dim=1)
 
     flips = [(), (-1,), (-2,), (-2, -1)] if config.tta else [()]
+    # A tile larger than the image is filled by reflection, which needs the image to be larger than the fill: an
+    # image of a few pixels' height (a line scan, a thin crop) is filled with its edge pixels instead.
+    padding = "reflect" if all(r - n - (r - n) // 2 < n for r, n in zip(roi, (h, w))) else "replicate"
     total = None
     with torch.inference_mode():
         for dims in flips:
             xi = x.flip(dims) if dims else x
             prob = sliding_window_inference(
                 xi, roi, config.tile_batch, predictor, overlap=config.overlap, mode=config.blend,
-                padding_mode="reflect", sw_device=device, device=torch.device("cpu"),
+                padding_mode=padding, sw_device=device, device=torch.device("cpu"),
             )
             prob = prob.flip(dims) if dims else prob
             total = prob if total is None else total + prob
