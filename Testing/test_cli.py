@@ -297,8 +297,9 @@ def test_evaluate_and_suggest_take_fields_of_different_sizes(tmp_path, capsys):
         refs.append(ref)
         preds.append(pred)
         tifffile.imwrite(tmp_path / "images" / f"f{i + 1}.tif", rng.integers(0, 255, (h, w)).astype(np.uint8))
-        tifffile.imwrite(tmp_path / "reference" / f"f{i + 1}.tif", ref)
-        tifffile.imwrite(tmp_path / "pred" / f"f{i + 1}.tif", pred)
+        # As numpy and scikit-image make label maps: int64, int32.
+        tifffile.imwrite(tmp_path / "reference" / f"f{i + 1}.tif", ref.astype(np.int64))
+        tifffile.imwrite(tmp_path / "pred" / f"f{i + 1}.tif", pred.astype(np.int32))
         tifffile.imwrite(tmp_path / "strokes" / f"f{i + 1}.tif", np.where(np.arange(w) < 5, ref, 0).astype(np.uint8))
     assert run("evaluate", "--pred", tmp_path / "pred", "--reference", tmp_path / "reference", "--json") == 0
     pooled = confusion_matrix(np.concatenate([p.ravel() for p in preds]), np.concatenate([r.ravel() for r in refs]),

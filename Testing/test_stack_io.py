@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 
@@ -255,9 +256,16 @@ def test_labels_may_be_one_multipage_tiff_with_a_page_per_image(tmp_path):
     with pytest.raises(InputError, match=r"two.tif: the label stack has shape \(2, 8, 9\), but there are 3 images "
                                          r"of 8x9 .*one 2D page per image"):
         read_labels(tmp_path / "two.tif", stack)
-    tifffile.imwrite(tmp_path / "float.tif", pages.astype(np.float32), photometric="minisblack")
-    with pytest.raises(InputError, match=r"float.tif: label pixels must be uint8/uint16 class values"):
-        read_labels(tmp_path / "float.tif", stack)
+    # Maps saved from numpy keep its types: int64, or floats of whole numbers, hold the same classes.
+    for dtype in (np.int64, np.int32, np.float32, bool):
+        tifffile.imwrite(tmp_path / "typed.tif", pages.astype(dtype), photometric="minisblack")
+        assert np.array_equal(read_labels(tmp_path / "typed.tif", stack).labels, pages.astype(dtype))
+    for bad, shown in ((pages * 0.5, "holds 0.5 (not a whole number). Is it an image or a probability map"),
+                       (pages.astype(np.int32) - 1, "holds -1"), (pages.astype(np.int32) * 40000, "holds 80000")):
+        tifffile.imwrite(tmp_path / "bad.tif", bad, photometric="minisblack")
+        with pytest.raises(InputError, match=rf"bad.tif: label pixels must be class values 0..65535 \(0 = "
+                                             rf"unlabeled\), but this .* map {re.escape(shown)}"):
+            read_labels(tmp_path / "bad.tif", stack)
     (tmp_path / "notes.txt").write_text("not labels")
     with pytest.raises(InputError, match=r"notes.txt: labels must be a folder .* or a multi-page TIFF"):
         read_labels(tmp_path / "notes.txt", stack)

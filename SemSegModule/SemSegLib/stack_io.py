@@ -21,7 +21,8 @@ from .tiff_axes import file_stem, image_file_layout, tiff_layout
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = (*TIFF_SUFFIXES, ".png")
-SUPPORTED_DTYPES = (np.uint8, np.uint16, np.float32, np.int16, np.float64)
+# Pixel types read as images: any whole or real number (label maps made with numpy or scikit-image are int32/int64).
+SUPPORTED_KINDS = "biuf"  # bool, signed and unsigned integers, floats; not complex numbers or strings
 # Label maps: (N, H, W), or a list of N (H, W) maps for images of different sizes (`ImageStack.one_size`).
 LabelMaps = Union[np.ndarray, list[np.ndarray]]  # a runtime alias: Python 3.9 has no X | Y here
 
@@ -129,8 +130,9 @@ def read_image(path: Path, channel_axis: int | None = None) -> np.ndarray:
 def _check_dtype(arr: np.ndarray, path: Path) -> np.ndarray:
     if arr.dtype == bool:
         return arr.astype(np.uint8)
-    if not any(arr.dtype == d for d in SUPPORTED_DTYPES):
-        raise InputError(f"{path}: pixel type {arr.dtype} is not supported; use uint8, uint16 or float32.")
+    if arr.dtype.kind not in SUPPORTED_KINDS:
+        raise InputError(f"{path}: pixel type {arr.dtype} is not supported; save the image as uint8, uint16 or "
+                         "float32.")
     return arr
 
 
@@ -338,10 +340,28 @@ def _label_pages(path: Path, stack: ImageStack) -> tuple[np.ndarray, list[str]]:
     return labels, [name for name, lab in zip(stack.names, labels) if lab.any()]
 
 
+LABEL_MAX = 65535  # what a uint16 label map holds
+
+
 def _label_values(labels: np.ndarray, path: Path) -> np.ndarray:
-    if not np.issubdtype(labels.dtype, np.integer) or labels.dtype.itemsize > 2 or labels.min() < 0:
-        raise InputError(f"{path}: label pixels must be uint8/uint16 class values (0 = unlabeled), got {labels.dtype}.")
-    return labels
+    """Class values of a label file as uint8/uint16: any integer or bool type, or floats of whole numbers (a map
+    saved from numpy as int64 or float32 holds the same classes), from 0 (unlabeled) to LABEL_MAX."""
+    if labels.dtype in (np.uint8, np.uint16):
+        return labels
+    what = "class values 0..65535 (0 = unlabeled)"
+    if labels.dtype.kind not in "biuf":
+        raise InputError(f"{path}: label pixels must be {what}, got {labels.dtype}. Save the labels as uint8/uint16.")
+    if labels.dtype.kind == "f":
+        fractional = labels[~np.isfinite(labels) | (labels != np.round(labels))]
+        if fractional.size:
+            raise InputError(f"{path}: label pixels must be {what}, but this {labels.dtype} map holds "
+                             f"{fractional[0]:g} (not a whole number). Is it an image or a probability map rather than "
+                             "labels?")
+    low, high = (labels.min(), labels.max()) if labels.size else (0, 0)
+    if low < 0 or high > LABEL_MAX:
+        raise InputError(f"{path}: label pixels must be {what}, but this {labels.dtype} map holds "
+                         f"{low if low < 0 else high:g}.")
+    return labels.astype(np.uint8 if high <= 255 else np.uint16)
 
 
 # Without a classes.csv the classes are 1..the largest label value. A map holding more than this is a mask or an
