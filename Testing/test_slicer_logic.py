@@ -67,6 +67,11 @@ def test_stack_to_volume_ordering_geometry_and_rgb(tmp_path, logic, scene):
     assert vector.IsA("vtkMRMLVectorVolumeNode")
     assert np.array_equal(slicer.util.arrayFromVolume(vector), rgb)
     assert np.array_equal(logic.imagesFromVolume(vector)[1, 2], rgb[1, :, :, 2])
+    # 32/64-bit integers (label-like images from numpy) and 16-bit floats (read as 32-bit) become volumes too.
+    for dtype in (np.int64, np.uint32, np.float16):
+        write_numbered(tmp_path / np.dtype(dtype).name, [np.full((6, 9), i, dtype) for i in range(3)])
+        wide = logic.loadStack(str(tmp_path / np.dtype(dtype).name))
+        assert [float(v) for v in slicer.util.arrayFromVolume(wide)[:, 2, 2]] == [0.0, 1.0, 2.0]
 
 
 def _displayed_components(volume) -> int:

@@ -439,3 +439,19 @@ def test_an_autosave_folder_someone_else_made_is_not_written_to(monkeypatch):
     monkeypatch.setattr(kept_strokes, "autosave_folder", lambda: ours)
     with pytest.raises(OSError, match="belongs to another user"):
         kept_strokes.new_model_file()
+
+
+def test_images_of_any_real_pixel_type_load_as_types_a_volume_can_hold(tmp_path):
+    """Integer images of 32 or 64 bits load as they are; 16-bit floats, which VTK (a Slicer volume) has no type for,
+    as 32-bit floats; complex pixels are refused, naming the file."""
+    rng = np.random.default_rng(0)
+    for dtype, read_as in ((np.int32, np.int32), (np.uint32, np.uint32), (np.int64, np.int64),
+                           (np.float16, np.float32), (np.int8, np.int8)):
+        folder = tmp_path / np.dtype(dtype).name
+        image = rng.integers(0, 100, (6, 7)).astype(dtype)
+        _write(folder, "img_1.tif", image)
+        stack = read_stack(folder)
+        assert stack.images.dtype == read_as and np.array_equal(stack.images[0, 0], image.astype(read_as))
+    _write(tmp_path / "complex", "img_1.tif", np.ones((6, 7), np.complex64))
+    with pytest.raises(InputError, match="img_1.tif: pixel type complex64 is not supported; save the image as uint8"):
+        read_stack(tmp_path / "complex")

@@ -130,6 +130,8 @@ def read_image(path: Path, channel_axis: int | None = None) -> np.ndarray:
 def _check_dtype(arr: np.ndarray, path: Path) -> np.ndarray:
     if arr.dtype == bool:
         return arr.astype(np.uint8)
+    if arr.dtype == np.float16:  # VTK, and so a Slicer volume, has no 16-bit float
+        return arr.astype(np.float32)
     if arr.dtype.kind not in SUPPORTED_KINDS:
         raise InputError(f"{path}: pixel type {arr.dtype} is not supported; save the image as uint8, uint16 or "
                          "float32.")

@@ -68,8 +68,17 @@ def _volume(scene, class_name: str, name: str, images: np.ndarray, spacing: tupl
     volume.SetOrigin(0.0, 0.0, 0.0)
     volume.SetIJKToRASDirections(-1, 0, 0, 0, -1, 0, 0, 0, 1)
     array = images[:, 0] if images.shape[1] == 1 else np.moveaxis(images, 1, -1)
-    slicer.util.updateVolumeFromArray(volume, np.ascontiguousarray(array))
+    slicer.util.updateVolumeFromArray(volume, np.ascontiguousarray(_volume_type(array)))
     return volume
+
+
+def _volume_type(array: np.ndarray) -> np.ndarray:
+    """`array` in a type Slicer draws: it refuses 64-bit integer volumes (slicer.util.updateVolumeFromArray), so
+    those become 32-bit integers when their values fit, else 64-bit floats."""
+    if array.dtype.kind not in "iu" or array.dtype.itemsize < 8:
+        return array
+    fits = array.size == 0 or (np.iinfo(np.int32).min <= array.min() and array.max() <= np.iinfo(np.int32).max)
+    return array.astype(np.int32 if fits else np.float64)
 
 
 def remove_orphaned_channels(scene) -> None:
