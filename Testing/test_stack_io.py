@@ -238,6 +238,12 @@ def test_labels_partial_and_bad(tmp_path):
     _write(labs, "img_3.tif", np.zeros((7, 8), np.uint8))
     with pytest.raises(InputError, match=r"img_3.tif: label image is \(7, 8\)"):
         read_labels(labs, stack)
+    colours = np.zeros((8, 8, 3), np.uint8)
+    colours[2, 3] = (255, 0, 0)  # a class's colour, as annotation tools export masks
+    Image.fromarray(colours).save(labs / "img_3.png")
+    (labs / "img_3.tif").unlink()
+    with pytest.raises(InputError, match=r"img_3.png: this label file is a colour \(RGB\) image, not class values"):
+        read_labels(labs, stack)
 
 
 def test_labels_may_be_one_multipage_tiff_with_a_page_per_image(tmp_path):

@@ -316,6 +316,10 @@ def _label_files(folder: Path, stack: ImageStack) -> tuple[LabelMaps, list[str]]
         lab = _read_file(p)[0]
         if lab.ndim == 3 and lab.shape[-1] in (3, 4) and np.all(lab[..., :1] == lab[..., 1:3]):
             lab = lab[..., 0]  # a gray label saved as RGB
+        if lab.ndim == 3 and lab.shape[:2] == (h, w) and lab.shape[-1] in (3, 4):
+            raise InputError(f"{p}: this label file is a colour (RGB) image, not class values. Save each pixel's "
+                             "class as a number, 1..K (0 = unlabeled), in a gray 8- or 16-bit image; a classes.csv "
+                             "beside the labels names the classes and their colours.")
         if lab.shape != (h, w):
             raise InputError(f"{p}: label image is {lab.shape} but its image {name} is {h}x{w}. "
                              "A label file must be a 2D image of the same size as its image.")
