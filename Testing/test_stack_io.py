@@ -321,9 +321,15 @@ def test_classes_csv_roundtrip_and_errors(tmp_path):
     (tmp_path / "bad.csv").write_text("value,name,r,g,b\n1,a,1,2,3\n3,b,1,2,3\n")
     with pytest.raises(InputError, match="1..K with no gaps"):
         read_classes_csv(tmp_path / "bad.csv")
-    (tmp_path / "bad2.csv").write_text("value,name,r,g,b\none,a,1,2,3\n")
-    with pytest.raises(InputError, match="row 2"):
+    (tmp_path / "bad2.csv").write_text("value,name,r,g,b\n\n1,a,1,2,3\ntwo,b,1,2,3\n")
+    with pytest.raises(InputError, match=r"bad2.csv: line 4 \['two', 'b', '1', '2', '3'\] is not 'value,name,r,g,b'"):
         read_classes_csv(tmp_path / "bad2.csv")
+    # As spreadsheets save it in many locales: semicolons (a name may hold a comma), or tabs; with or without header.
+    (tmp_path / "semicolons.csv").write_text("value;name;r;g;b\n1;collagen;200;10;10\n2;cells, nuclei;1;2;3\n")
+    (tmp_path / "tabs.csv").write_text("1\tcollagen\t200\t10\t10\n2\tcells, nuclei\t1\t2\t3\n")
+    (tmp_path / "no_header.csv").write_text('1;collagen;200;10;10\n2;cells, nuclei;1;2;3\n')
+    for name in ("semicolons.csv", "tabs.csv", "no_header.csv"):
+        assert read_classes_csv(tmp_path / name) == classes
 
 
 def test_reading_does_not_modify_inputs_and_outputs_refuse_input_folders(tmp_path):

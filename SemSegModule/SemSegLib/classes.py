@@ -39,18 +39,20 @@ def default_classes(values: list[int] | int) -> list[ClassInfo]:
 
 
 def read_classes_csv(path: str | Path) -> list[ClassInfo]:
-    """Read `value,name,r,g,b` rows; values must be 1..K without gaps (0 means unlabeled)."""
+    """Read `value,name,r,g,b` rows (separated by commas, semicolons or tabs; a header line is optional); values
+    must be 1..K without gaps (0 means unlabeled)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as e:
         raise InputError(f"{path}: cannot read the classes file ({e.strerror}).") from e
-    rows = list(csv.reader(io.StringIO(text)))
-    rows = [r for r in rows if r and any(c.strip() for c in r)]
-    if rows and rows[0][0].strip().lower() == "value":
+    lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip(" ,;\t")]
+    delimiter = _delimiter(lines[0][1]) if lines else ","
+    rows = [(number, next(csv.reader([line], delimiter=delimiter))) for number, line in lines]
+    if rows and rows[0][1][0].strip().lower() == "value":
         rows = rows[1:]
     classes = []
-    for lineno, row in enumerate(rows, start=2):
+    for lineno, row in rows:
         try:
             value = int(row[0])
             name = row[1].strip()
@@ -58,11 +60,11 @@ def read_classes_csv(path: str | Path) -> list[ClassInfo]:
             color = tuple(int(c) for c in row[2:5]) if len(row) >= 5 else default
         except (ValueError, IndexError) as e:
             raise InputError(
-                f"{path}: row {lineno} {row!r} is not 'value,name,r,g,b' "
+                f"{path}: line {lineno} {row!r} is not 'value,name,r,g,b' "
                 "(value an integer >= 1, r,g,b integers 0-255)."
             ) from e
         if not all(0 <= c <= 255 for c in color):
-            raise InputError(f"{path}: row {lineno}: colors must be 0-255, got {color}.")
+            raise InputError(f"{path}: line {lineno}: colors must be 0-255, got {color}.")
         classes.append(ClassInfo(value, name or f"class {value}", color))
     values = sorted(c.value for c in classes)
     if values != list(range(1, len(values) + 1)):
@@ -70,6 +72,16 @@ def read_classes_csv(path: str | Path) -> list[ClassInfo]:
             f"{path}: class values must be 1..K with no gaps or repeats (0 means unlabeled); got {values}."
         )
     return sorted(classes, key=lambda c: c.value)
+
+
+def _delimiter(first_line: str) -> str:
+    """The separator that makes `first_line` start with "value" or a class value: spreadsheets in many locales save
+    "CSV" with semicolons, some with tabs, and a name may hold a comma."""
+    for d in (",", ";", "\t"):
+        first = next(csv.reader([first_line], delimiter=d))[0].strip().lower()
+        if first == "value" or first.isdigit():
+            return d
+    return ","
 
 
 def write_classes_csv(path: str | Path, classes: list[ClassInfo]) -> None:
