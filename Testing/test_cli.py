@@ -423,3 +423,53 @@ def test_train_says_when_dense_labels_make_the_loss_weigh_the_classes(disk_stack
     weights = SemSegModel.load(d / "m.pt").history[-1]["class_weights"]
     assert weights[1] > 10 * weights[0]
     assert f"the loss weighs the classes background {weights[0]:.2g}, disk {weights[1]:.2g}" in out
+
+
+def test_train_on_fields_of_different_sizes_mirrors_them_to_one_and_learns_each(tmp_path, capsys, monkeypatch):
+    """A collection of fields of several sizes trains as it predicts: the fields are mirrored out to the largest
+    for the patches, the added pixels unlabeled, and each field is then predicted as it is."""
+    from conftest import disk_task
+    from SemSegLib import training
+    from SemSegLib.simulate import simulate_strokes
+
+    sizes = [(96, 96), (64, 80), (72, 56), (80, 96)]
+    rng = np.random.default_rng(3)
+    for folder in ("images", "reference", "strokes"):
+        (tmp_path / folder).mkdir()
+    for i, (h, w) in enumerate(sizes):
+        images, refs = disk_task(1, 96, seed=i)
+        image, ref = images[0, :h, :w], refs[0, :h, :w]
+        tifffile.imwrite(tmp_path / "images" / f"field_{i + 1}.tif", image)
+        tifffile.imwrite(tmp_path / "reference" / f"field_{i + 1}.tif", ref)
+        if i < 3:  # the fourth field is left unpainted
+            tifffile.imwrite(tmp_path / "strokes" / f"field_{i + 1}.tif", simulate_strokes(ref, 4, 2, rng=rng))
+    monkeypatch.setattr(training.TrainConfig, "__init__", _fast_init(training.TrainConfig.__init__))
+    assert run("train", "--images", tmp_path / "images", "--labels", tmp_path / "strokes", "--model",
+               tmp_path / "m.pt", "--iterations", 120, "--device", "cpu") == 0
+    err = capsys.readouterr().err
+    assert "training on 3 labeled image(s)" in err
+    assert "the images differ in size (72x56 to 96x96): for the training each is mirrored out to 96x96" in err
+    assert run("predict", "--images", tmp_path / "images", "--model", tmp_path / "m.pt", "--out",
+               tmp_path / "pred") == 0
+    assert [tifffile.imread(tmp_path / "pred" / f"field_{i + 1}.tif").shape for i in range(4)] == sizes
+    capsys.readouterr()
+    assert run("evaluate", "--pred", tmp_path / "pred", "--reference", tmp_path / "reference", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["mean_iou"] > 0.75
+
+
+def test_fields_are_mirrored_out_to_the_largest_size_and_their_added_pixels_are_unlabeled():
+    from SemSegLib.mixed_sizes import mirrored_to_one_size, size_range
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (2, h, w)).astype(np.uint8) for h, w in ((5, 7), (2, 3), (1, 20))]
+    labels = [np.full(im.shape[1:], i + 1, np.uint16) for i, im in enumerate(images)]
+    stack, maps = mirrored_to_one_size(images, labels)
+    assert stack.shape == (3, 2, 5, 20) and maps.shape == (3, 5, 20) and stack.dtype == np.uint8
+    for i, (image, lab) in enumerate(zip(images, labels)):
+        h, w = image.shape[1:]
+        assert np.array_equal(stack[i, :, :h, :w], image) and np.array_equal(maps[i, :h, :w], lab)
+        assert (maps[i, h:] == 0).all() and (maps[i, :, w:] == 0).all()
+    assert np.array_equal(stack[0, :, :, 7], stack[0, :, :, 5])  # mirrored about the last column, not repeated
+    assert np.array_equal(stack[1, :, :, 3:5], stack[1, :, :, 1::-1])  # and again where the pad is wider
+    assert (stack[2] == stack[2, :, :1]).all()  # a single row has only itself to mirror
+    assert size_range([(5, 7), (2, 3), (1, 20)]) == "2x3 to 5x7"

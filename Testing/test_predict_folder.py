@@ -123,7 +123,8 @@ def test_semseg_predict_writes_one_multipage_tiff_when_out_names_one(tmp_path, m
 
 def test_a_folder_of_fields_of_different_sizes_is_segmented_image_by_image(tmp_path, model):
     """A plate reader's or a slide's fields often differ in size: each gets the map it gets alone. One stack file
-    cannot hold them, a field of another channel count is refused, and a training still wants one size."""
+    cannot hold them, a field of another channel count is refused, and a stack read whole (a volume in Slicer)
+    still wants one size."""
     from SemSegLib.lazy_stack import open_stack
     from SemSegLib.prediction import predict_image
 
@@ -155,7 +156,7 @@ def test_a_folder_of_fields_of_different_sizes_is_segmented_image_by_image(tmp_p
     tifffile.imwrite(tmp_path / "maps" / "field_2.tif", np.ones((70, 41), np.uint8))
     with pytest.raises(InputError, match=r"field_2.tif: label image is \(70, 41\) but its image field_2 is 70x40"):
         read_labels(tmp_path / "maps", opened)
-    # A training samples patches of one stack: the fields are refused there, naming them.
+    # A stack read whole, as Slicer loads a volume, has one size: the fields are refused there, naming them.
     with pytest.raises(InputError, match=r"must have the same height, width and channels. field_1.tif is 48x64x1ch "
                                          r"but field_2.tif: 70x40x1ch; field_3.tif: 33x90x1ch"):
         read_stack(fields)

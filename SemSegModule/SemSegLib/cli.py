@@ -55,12 +55,13 @@ def _parse_indices(text: str | None, n: int) -> list[int]:
 def cmd_train(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
+    from .lazy_stack import open_stack
     from .model_file import SemSegModel
     from .pixel_forest import LINE_CLASS_WEIGHT
-    from .stack_io import read_labels, read_stack
+    from .stack_io import read_labels
     from .training import TrainConfig, train
 
-    stack = read_stack(args.images, args.channel_axis)
+    stack = open_stack(args.images, args.channel_axis, one_size=False)  # fields of a collection may differ in size
     init = SemSegModel.load(args.init) if args.init else None
     if init is not None:
         init.check_stack(stack.channels, str(args.images))
@@ -76,7 +77,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                          f"({', '.join(c.name for c in init.classes)}, {args.init}). Fine-tuning keeps each class "
                          "in its place: give the model's classes in the same order, or train a new model without "
                          "--init.")
-    missing = [c.name for c in labels.classes if not (labels.labels == c.value).any()]
+    missing = [c.name for c in labels.classes if not any((lab == c.value).any() for lab in labels.labels)]
     if missing:
         raise InputError(f"{args.labels}: no labeled pixel of class(es) {', '.join(missing)}. Paint at least one "
                          "stroke of each class, or leave the class out of classes.csv.")
@@ -105,11 +106,12 @@ def cmd_train(args: argparse.Namespace) -> None:
         if p.message:
             bar.write(p.message)
 
-    n_labeled = int((labels.labels > 0).sum())
-    painted = int(labels.labels.reshape(len(labels.labels), -1).any(1).sum())  # files of only 0 do not count
+    n_labeled = sum(int((lab > 0).sum()) for lab in labels.labels)
+    painted = sum(bool(lab.any()) for lab in labels.labels)  # files of only 0 do not count
     print(f"training on {painted} labeled image(s), {n_labeled} labeled pixels, "
           f"{len(labels.classes)} classes", file=sys.stderr)
-    result = train(stack.images, labels.labels, labels.classes, config, init_model=init, names=stack.names,
+    images, label_maps = _training_arrays(stack, labels.labels)
+    result = train(images, label_maps, labels.classes, config, init_model=init, names=stack.names,
                    progress=progress)
     bar.close()
     replaced = ", replacing the earlier file" if Path(args.model).exists() else ""
@@ -140,6 +142,24 @@ def cmd_train(args: argparse.Namespace) -> None:
           f"{result.device}, final loss {result.final_loss:.4f}{start}{weights}{rounds}{lines}{forest})")
     if result.warning:
         print(f"warning: {result.warning}", file=sys.stderr)
+
+
+def _training_arrays(stack, labels) -> tuple[np.ndarray, np.ndarray]:
+    """The (N, C, H, W) images and (N, H, W) labels a training samples from; images of different sizes mirrored out
+    to the largest (`mixed_sizes`), which is said."""
+    from .mixed_sizes import mirrored_to_one_size, size_range
+
+    if isinstance(stack.images, np.ndarray):  # a stack file read whole
+        return stack.images, labels
+    images = [stack.images[i] for i in range(len(stack))]  # each read (and checked) once
+    if stack.one_size:
+        return np.stack(images), labels
+    images, labels = mirrored_to_one_size(images, labels)
+    sizes = [stack.image_size(i) for i in range(len(stack))]
+    print(f"the images differ in size ({size_range(sizes)}): for the training each is mirrored out to "
+          f"{images.shape[2]}x{images.shape[3]}, the added pixels unlabeled; a prediction sees each image as it is",
+          file=sys.stderr)
+    return images, labels
 
 
 def cmd_predict(args: argparse.Namespace) -> None:

@@ -212,8 +212,8 @@ def refuse_other_sizes(source: Path, files: list[Path], shapes: list[tuple[int, 
             f"{source}: all images of a stack must have the same {what}. "
             f"{files[0].name} is {ref[1]}x{ref[2]}x{ref[0]}ch but {listing}"
             f"{' ...' if len(bad) > 10 else ''}. Crop/pad or convert those files, or move them elsewhere."
-            + ("" if channels_only else " (A trained model segments a folder of images of different sizes: "
-               "`semseg predict`, or the panel's *Segment a folder of images...*.)")
+            + ("" if channels_only else " (A folder of images of different sizes trains with `semseg train`, and "
+               "a trained model segments one: `semseg predict`, or the panel's *Segment a folder of images...*.)")
         )
 
 
