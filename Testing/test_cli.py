@@ -319,6 +319,43 @@ def test_evaluate_and_suggest_take_fields_of_different_sizes(tmp_path, capsys):
             assert 0 <= top < bottom <= h and 5 <= left < right <= w  # never where the person painted
 
 
+def test_reference_maps_hold_classes_in_any_number_type_and_may_differ_in_size(tmp_path, capsys):
+    """`evaluate` and `simulate` read a reference as label files are read: floats of whole numbers (a map saved from
+    numpy or Fiji as float32) are its classes, and a map that is not classes is refused naming its file."""
+    rng = np.random.default_rng(0)
+    sizes = [(40, 56), (64, 36)]
+    for folder in ("reference", "pred"):
+        (tmp_path / folder).mkdir()
+    for i, (h, w) in enumerate(sizes):
+        ref = rng.integers(1, 3, (h, w))
+        tifffile.imwrite(tmp_path / "reference" / f"f{i + 1}.tif", ref.astype(np.float32 if i else np.int16))
+        tifffile.imwrite(tmp_path / "pred" / f"f{i + 1}.tif", ref.astype(np.uint8))
+    assert run("evaluate", "--pred", tmp_path / "pred", "--reference", tmp_path / "reference", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["mean_iou"] == 1.0
+    assert run("simulate", "--reference", tmp_path / "reference", "--out", tmp_path / "strokes", "--images", "1,2",
+               "--strokes", 2) == 0
+    strokes = [tifffile.imread(tmp_path / "strokes" / f"f{i + 1}.tif") for i in range(2)]
+    assert [s.shape for s in strokes] == sizes and all(set(np.unique(s)) == {0, 1, 2} for s in strokes)
+    tifffile.imwrite(tmp_path / "reference" / "f2.tif", np.full((64, 36), -1, np.int16))
+    assert run("evaluate", "--pred", tmp_path / "pred", "--reference", tmp_path / "reference") == 2
+    assert "f2.tif: label pixels must be class values 0..65535 (0 = unlabeled), but this int16 map holds -1" in \
+        capsys.readouterr().err
+    tifffile.imwrite(tmp_path / "reference" / "f2.tif", np.full((64, 36), 0.5, np.float32))
+    assert run("simulate", "--reference", tmp_path / "reference", "--out", tmp_path / "s2") == 2
+    assert "f2.tif: label pixels must be class values 0..65535 (0 = unlabeled), but this float32 map holds 0.5 (not " \
+        "a whole number)" in capsys.readouterr().err and not (tmp_path / "s2").exists()
+    for i in range(len(sizes)):  # gray saved as RGB is gray; colours are not classes
+        gray = tifffile.imread(tmp_path / "pred" / f"f{i + 1}.tif")
+        tifffile.imwrite(tmp_path / "reference" / f"f{i + 1}.tif", np.stack([gray] * 3, -1), photometric="rgb")
+    assert run("evaluate", "--pred", tmp_path / "pred", "--reference", tmp_path / "reference", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["mean_iou"] == 1.0
+    tifffile.imwrite(tmp_path / "reference" / "f1.tif", rng.integers(0, 3, (40, 56, 3)).astype(np.uint8),
+                     photometric="rgb")
+    assert run("evaluate", "--pred", tmp_path / "pred", "--reference", tmp_path / "reference") == 2
+    assert "f1.tif: a reference label map must be a 2D image of class values, but this one has 3 channels" in \
+        capsys.readouterr().err
+
+
 def test_internal_error_exits_1(disk_stack, monkeypatch, capsys):
     parser_args = ["evaluate", "--pred", disk_stack / "reference", "--reference", disk_stack / "reference"]
     monkeypatch.setattr(cli, "build_parser", _parser_with(cli.build_parser, "evaluate", lambda a: 1 / 0))

@@ -183,13 +183,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .lazy_stack import open_stack
     from .metrics import evaluate
-    from .stack_io import read_labels
+    from .stack_io import read_labels, reference_maps
 
     reference = open_stack(args.reference, one_size=False)  # the fields of a collection may differ in size
-    maps = [reference.images[i][0] for i in range(len(reference))] if reference.channels == 1 else []
-    if not maps or not all(np.issubdtype(m.dtype, np.integer) for m in maps):
-        raise InputError(f"{args.reference}: reference label maps must be 2D integer images.")
-    ref = np.stack(maps) if reference.one_size else maps
+    ref = reference_maps(reference)
     classes, csv = _reference_classes(args, ref, reference.names)  # the reference's, whatever the prediction holds
     pred = read_labels(args.pred, reference, classes=classes,
                        classes_from=str(csv) if csv.exists() else "the reference's values",
@@ -226,13 +223,12 @@ def _reference_classes(args: argparse.Namespace, ref, names: list[str]) -> tuple
 
 def cmd_simulate(args: argparse.Namespace) -> None:
     from .classes import write_classes_csv
+    from .lazy_stack import open_stack
     from .simulate import simulate_corrections, simulate_strokes
-    from .stack_io import check_output_dir, check_overwrite, label_dtype, read_labels, read_stack, write_tiff
+    from .stack_io import check_output_dir, check_overwrite, label_dtype, read_labels, reference_maps, write_tiff
 
-    reference = read_stack(args.reference)
-    ref = reference.images[:, 0]
-    if reference.channels != 1 or not np.issubdtype(ref.dtype, np.integer):
-        raise InputError(f"{args.reference}: reference label maps must be 2D integer images.")
+    reference = open_stack(args.reference, one_size=False)  # as `evaluate`: fields may differ in size
+    ref = reference_maps(reference)
     classes, csv = _reference_classes(args, ref, reference.names)
     k = len(classes)
     out = check_output_dir(args.out, [args.reference, args.labels, args.correct_from])

@@ -349,7 +349,25 @@ def _label_pages(path: Path, stack: ImageStack) -> tuple[np.ndarray, list[str]]:
 LABEL_MAX = 65535  # what a uint16 label map holds
 
 
-def _label_values(labels: np.ndarray, path: Path) -> np.ndarray:
+def reference_maps(stack: ImageStack) -> LabelMaps:
+    """The reference label maps of a stack opened as images (`evaluate`, `simulate`): one channel each, of the class
+    values a label file may hold (`_label_values`: a map saved as int64 or float32 holds its classes); (N, H, W), or a
+    list of (H, W) maps when they differ in size. Errors name the file (and the image of a stack file)."""
+    files = getattr(stack.images, "files", None)  # a folder's, read one at a time
+    maps = []
+    for i, name in enumerate(stack.names):
+        where = files[i] if files is not None else f"{stack.source} (image {name})"
+        image = stack.images[i]
+        if image.shape[0] in (3, 4) and np.all(image[:1] == image[1:3]):
+            image = image[:1]  # a gray map saved as RGB, as label files may be
+        if image.shape[0] != 1:
+            raise InputError(f"{where}: a reference label map must be a 2D image of class values, but this one has "
+                             f"{image.shape[0]} channels. Save each pixel's class as a number in a gray image.")
+        maps.append(_label_values(image[0], where))
+    return np.stack(maps) if stack.one_size else maps
+
+
+def _label_values(labels: np.ndarray, path: Path | str) -> np.ndarray:
     """Class values of a label file as uint8/uint16: any integer or bool type, or floats of whole numbers (a map
     saved from numpy as int64 or float32 holds the same classes), from 0 (unlabeled) to LABEL_MAX."""
     if labels.dtype in (np.uint8, np.uint16):
