@@ -338,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model on painted strokes")
-    t.add_argument("--images", required=True, help="folder of ordered images, or a multi-page TIFF")
+    t.add_argument("--images", required=True,
+                   help="folder of ordered images (they may differ in size), or a multi-page TIFF")
     t.add_argument("--channel-axis", type=int, help=CHANNEL_AXIS_HELP)
     t.add_argument("--labels", required=True, help="folder of sparse label images (same file names; 0 = unlabeled), "
                                                    "or a multi-page TIFF with a page per image")
