@@ -314,8 +314,8 @@ def _label_files(folder: Path, stack: ImageStack) -> tuple[LabelMaps, list[str]]
             continue
         h, w = stack.image_size(i)
         lab = _read_file(p)[0]
-        if lab.ndim == 3 and lab.shape[-1] in (3, 4) and np.all(lab[..., :1] == lab[..., 1:3]):
-            lab = lab[..., 0]  # a gray label saved as RGB
+        if lab.ndim == 3 and _gray_saved_as_rgb(np.moveaxis(lab, -1, 0)):
+            lab = lab[..., 0]
         if lab.ndim == 3 and lab.shape[:2] == (h, w) and lab.shape[-1] in (3, 4):
             raise InputError(f"{p}: this label file is a colour (RGB) image, not class values. Save each pixel's "
                              "class as a number, 1..K (0 = unlabeled), in a gray 8- or 16-bit image; a classes.csv "
@@ -358,13 +358,18 @@ def reference_maps(stack: ImageStack) -> LabelMaps:
     for i, name in enumerate(stack.names):
         where = files[i] if files is not None else f"{stack.source} (image {name})"
         image = stack.images[i]
-        if image.shape[0] in (3, 4) and np.all(image[:1] == image[1:3]):
-            image = image[:1]  # a gray map saved as RGB, as label files may be
+        if _gray_saved_as_rgb(image):
+            image = image[:1]
         if image.shape[0] != 1:
             raise InputError(f"{where}: a reference label map must be a 2D image of class values, but this one has "
                              f"{image.shape[0]} channels. Save each pixel's class as a number in a gray image.")
         maps.append(_label_values(image[0], where))
     return np.stack(maps) if stack.one_size else maps
+
+
+def _gray_saved_as_rgb(channels: np.ndarray) -> bool:
+    """Whether (C, H, W) `channels` are a gray label map saved as RGB(A): red, green and blue alike."""
+    return channels.shape[0] in (3, 4) and bool(np.all(channels[:1] == channels[1:3]))
 
 
 def _label_values(labels: np.ndarray, path: Path | str) -> np.ndarray:
