@@ -510,3 +510,16 @@ def test_fields_are_mirrored_out_to_the_largest_size_and_their_added_pixels_are_
     assert np.array_equal(stack[1, :, :, 3:5], stack[1, :, :, 1::-1])  # and again where the pad is wider
     assert (stack[2] == stack[2, :, :1]).all()  # a single row has only itself to mirror
     assert size_range([(5, 7), (2, 3), (1, 20)]) == "2x3 to 5x7"
+
+
+def test_a_folder_is_read_for_training_into_one_array_as_a_stack_reader_reads_it(tmp_path):
+    from SemSegLib.lazy_stack import open_stack
+
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(tmp_path / "a_1.tif", rng.integers(0, 255, (40, 50), dtype=np.uint8))
+    tifffile.imwrite(tmp_path / "a_2.tif", rng.integers(0, 60000, (40, 50), dtype=np.uint16))  # a wider type
+    tifffile.imwrite(tmp_path / "a_3.tif", rng.integers(0, 255, (40, 50), dtype=np.uint8))
+    images = cli._read_into_one_array(open_stack(tmp_path, one_size=False))
+    whole = read_stack(tmp_path).images
+    assert images.dtype == whole.dtype == np.uint16 and np.array_equal(images, whole)
+    assert images[1].max() > 255  # the wider image is not cut to the first one's type

@@ -260,7 +260,8 @@ def test_fine_tuning_starts_from_the_model_and_weights_corrections():
     corrected = labels.copy()
     corrected[1] = sparse_labels(refs, [1], seed=2)[1]
     names = [f"image_{i}" for i in range(3)]
-    _, _, weights, keep = prepare_training_arrays(images[:, None], corrected, first.model, names, 3.0)
+    arrays = prepare_training_arrays(images[:, None], corrected, first.model, names, 3.0)
+    weights, keep = arrays.weights, arrays.keep
     assert keep == [0, 1]
     assert np.all(weights[0][corrected[0] > 0] == 1.0)  # old strokes: normal weight
     assert np.all(weights[1][corrected[1] > 0] == 3.0)  # new strokes: corrections
@@ -579,3 +580,47 @@ def test_a_stack_of_images_a_few_pixels_high_trains_with_the_default_network():
     res = train(images, labels, default_classes(2), TrainConfig(iterations=3, device="cpu", patch_size=64))
     assert res.model.network_config.size_multiple >= 8  # the default depth: a tile more than twice the height
     assert predict_image(res.model, images[1]).labels.shape == (3, 200)
+
+
+def test_patches_cut_from_raw_images_are_the_normalized_images_patches_to_the_bit():
+    from SemSegLib.normalization import normalize_image, percentile_range
+    from SemSegLib.patches import PatchSampler, PatchSource
+
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 4000, (3, 2, 80, 100)).astype(np.uint16)  # 16-bit, 2 channels of their own ranges
+    raw[:, 1] //= 7
+    targets = torch.from_numpy(rng.integers(-1, 2, (3, 80, 100)).astype(np.int8))
+    ranges = [percentile_range(image) for image in raw]
+    low, scale = np.stack([r[0] for r in ranges]), np.stack([r[1] for r in ranges])
+    normalized = torch.from_numpy(np.stack([normalize_image(image) for image in raw]))
+    batches = []
+    for source in (PatchSource(normalized, targets, None, 2), PatchSource(raw, targets, None, 2, None, low, scale)):
+        sampler = PatchSampler(source, torch.Generator().manual_seed(3), max_scale=1.25)
+        batches.append([sampler.sample(4, 48) for _ in range(3)] + [sampler.sample(2, 48, anywhere=True)])
+    for (x0, y0, w0), (x1, y1, w1) in zip(*batches):
+        assert x1.dtype == torch.float32 and y1.dtype == torch.int64 and w1.dtype == torch.float32
+        assert torch.equal(x0, x1) and torch.equal(y0, y1) and torch.equal(w0, w1)
+        assert torch.equal(w1, (y1 != IGNORE).float())  # no weights given: 1 on every labeled pixel
+    assert not torch.equal(batches[1][0][0], batches[1][1][0])  # the draws differ from batch to batch
+
+
+def test_training_arrays_keep_the_stack_as_it_came_and_weights_only_for_corrections():
+    images, refs = disk_task(n=4)
+    images = images[:, None]
+    labels = sparse_labels(refs, [0, 2])
+    first = train(images, labels, default_classes(2), TrainConfig(iterations=4, **FAST))
+    whole = prepare_training_arrays(images, labels, first.model, None, 1.0, all_images=True)
+    assert whole.images is images  # pseudo-labels need every image: the caller's array, no normalized copy
+    assert whole.targets.dtype == np.int8 and whole.weights is None and whole.keep == [0, 2]
+    assert np.array_equal(whole.targets, labels.astype(np.int64) - 1)
+    painted = prepare_training_arrays(images, labels, first.model, None, 1.0)
+    assert np.array_equal(painted.images, images[[0, 2]]) and np.array_equal(painted.low, whole.low[[0, 2]])
+    corrected = labels.copy()
+    corrected[1] = sparse_labels(refs, [1], seed=2)[1]
+    names = [f"image_{i}" for i in range(4)]
+    for weight, dtype in ((2.0, np.float16), (1.3, np.float32)):  # float16 only where it holds the weight exactly
+        arrays = prepare_training_arrays(images, corrected, first.model, names, weight)
+        assert arrays.weights.dtype == dtype and arrays.keep == [0, 1, 2]
+        assert np.all(arrays.weights[1][corrected[1] > 0] == dtype(weight))  # the new strokes
+        assert np.all(arrays.weights[0][corrected[0] > 0] == 1)  # the old ones
+        assert np.all(arrays.weights[corrected[[0, 1, 2]] == 0] == 0)

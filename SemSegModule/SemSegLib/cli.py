@@ -151,15 +151,29 @@ def _training_arrays(stack, labels) -> tuple[np.ndarray, np.ndarray]:
 
     if isinstance(stack.images, np.ndarray):  # a stack file read whole
         return stack.images, labels
-    images = [stack.images[i] for i in range(len(stack))]  # each read (and checked) once
     if stack.one_size:
-        return np.stack(images), labels
+        return _read_into_one_array(stack), labels
+    images = [stack.images[i] for i in range(len(stack))]  # each read (and checked) once
     images, labels = mirrored_to_one_size(images, labels)
     sizes = [stack.image_size(i) for i in range(len(stack))]
     print(f"the images differ in size ({size_range(sizes)}): for the training each is mirrored out to "
           f"{images.shape[2]}x{images.shape[3]}, the added pixels unlabeled; a prediction sees each image as it is",
           file=sys.stderr)
     return images, labels
+
+
+def _read_into_one_array(stack) -> np.ndarray:
+    """The (N, C, H, W) images of a stack of one size, each read (and checked) once, straight into the array: a list of
+    them and their np.stack would hold the stack twice at once, and the training holds no other copy of it."""
+    out = None
+    for i in range(len(stack)):
+        image = stack.images[i]
+        if out is None:
+            out = np.empty((len(stack), *image.shape), image.dtype)
+        elif np.result_type(out.dtype, image.dtype) != out.dtype:  # a file of a wider type, as np.stack would
+            out = out.astype(np.result_type(out.dtype, image.dtype))
+        out[i] = image
+    return out
 
 
 def cmd_predict(args: argparse.Namespace) -> None:

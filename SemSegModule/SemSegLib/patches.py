@@ -14,18 +14,28 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .normalization import normalized
+
 IGNORE = -1  # target value of unlabeled pixels
 
 
 @dataclass
 class PatchSource:
-    """Normalized images (N, C, H, W), targets (N, H, W) with IGNORE for unlabeled, pixel weights (N, H, W)."""
+    """Images (N, C, H, W), targets (N, H, W) with IGNORE for unlabeled, pixel weights (N, H, W).
 
-    images: torch.Tensor
+    The images are normalized floats, or raw (any type) with each image's `percentile_range` in `low` and `scale`
+    (N, C), applied to each patch as it is cut: a training then holds no normalized copy of the stack (4 bytes a
+    pixel per channel) and its patches are the same to the bit. Targets may be of any integer type and weights of
+    any float type; `weights` None: 1 on every labeled pixel. A sampled batch has int64 targets, float32 weights.
+    """
+
+    images: torch.Tensor | np.ndarray
     targets: torch.Tensor
-    weights: torch.Tensor
+    weights: torch.Tensor | None
     num_classes: int
     focus: torch.Tensor | None = None  # (N, H, W) bool: labeled pixels to center extra patches on (corrections)
+    low: np.ndarray | None = None  # (N, C) with raw images: each image's low percentile per channel
+    scale: np.ndarray | None = None  # (N, C): and its scale
 
     def __post_init__(self) -> None:
         flat = self.targets.reshape(-1)
@@ -36,12 +46,18 @@ class PatchSource:
         self.present_classes = [c for c in range(self.num_classes) if len(self.class_positions[c])]
         self.labeled_images = torch.unique(torch.nonzero(flat != IGNORE).squeeze(1) // self.pixels_per_image)
 
+    def image_patch(self, n: int, rows: slice, cols: slice) -> torch.Tensor:
+        """(C, h, w) float32 patch of image n."""
+        if self.low is None:
+            return torch.as_tensor(self.images[n, :, rows, cols])
+        return torch.from_numpy(normalized(self.images[n, :, rows, cols], self.low[n], self.scale[n]))
+
     @property
     def pixels_per_image(self) -> int:
         return self.targets.shape[1] * self.targets.shape[2]
 
     @staticmethod
-    def pad_to(images: np.ndarray, targets: np.ndarray, weights: np.ndarray, size: int,
+    def pad_to(images: np.ndarray, targets: np.ndarray, weights: np.ndarray | None, size: int,
                focus: np.ndarray | None = None):
         """Reflect-pad images (IGNORE-pad targets, zero-pad weights and focus) so a patch of `size` fits."""
         h, w = images.shape[-2:]
@@ -52,7 +68,8 @@ class PatchSource:
         mode = "reflect" if min(h, w) > max(ph, pw) else "edge"
         images = np.pad(images, pad, mode=mode)
         targets = np.pad(targets, pad[1:], constant_values=IGNORE)
-        weights = np.pad(weights, pad[1:], constant_values=0)
+        if weights is not None:
+            weights = np.pad(weights, pad[1:], constant_values=0)
         if focus is not None:
             focus = np.pad(focus, pad[1:], constant_values=False)
         return images, targets, weights, focus
@@ -107,10 +124,13 @@ class PatchSampler:
                 cy, cx = self._randint(h), self._randint(w)
             y0 = min(max(cy - crop // 2, 0), h - crop)
             x0 = min(max(cx - crop // 2, 0), w - crop)
-            xs.append(src.images[n, :, y0:y0 + crop, x0:x0 + crop])
-            ys.append(src.targets[n, y0:y0 + crop, x0:x0 + crop])
-            ws.append(src.weights[n, y0:y0 + crop, x0:x0 + crop])
-        x, y, wt = torch.stack(xs), torch.stack(ys), torch.stack(ws)
+            rows, cols = slice(y0, y0 + crop), slice(x0, x0 + crop)
+            xs.append(src.image_patch(n, rows, cols))
+            ys.append(src.targets[n, rows, cols])
+            if src.weights is not None:
+                ws.append(src.weights[n, rows, cols])
+        x, y = torch.stack(xs), torch.stack(ys).long()
+        wt = (y != IGNORE).float() if src.weights is None else torch.stack(ws).float()
         if crop != patch_size:
             # "nearest-exact" samples the labels at the pixel centers bilinear samples the image at. Plain
             # "nearest" sits about half a pixel off: a 1-pixel line's label missed the image's line in 39% of

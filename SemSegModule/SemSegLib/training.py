@@ -34,7 +34,7 @@ from .forest_teacher import confident_labels
 from .line_classes import detect_line_classes
 from .losses import line_position_loss, masked_cross_entropy, pseudo_targets
 from .model_file import RoundMember, SemSegModel
-from .normalization import normalize_image
+from .normalization import percentile_range
 from .patches import IGNORE, PatchSampler, PatchSource, strong_view
 from .pixel_forest import PixelForest
 from .prediction import PredictConfig, network_labels
@@ -258,30 +258,62 @@ def _class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
+@dataclass
+class TrainingArrays:
+    """What a training samples its patches from (PatchSource): the images of `keep` as they came, each image's
+    normalization, targets 0..K-1 with IGNORE, and pixel weights (None: 1 on every labeled pixel)."""
+
+    images: np.ndarray  # (n, C, H, W), raw: normalized patch by patch (PatchSource.image_patch)
+    low: np.ndarray  # (n, C) each image's percentile_range
+    scale: np.ndarray  # (n, C)
+    targets: np.ndarray  # (n, H, W) int8 / int16
+    weights: np.ndarray | None  # (n, H, W) float16 / float32: > 1 on corrections (the correction weight)
+    keep: list[int]  # the labeled images, by index in the stack
+
+
+def _target_type(num_classes: int) -> type:
+    """The smallest signed integer type that holds the targets 0..K-1 and IGNORE."""
+    return np.int8 if num_classes < 2**7 else np.int16 if num_classes < 2**15 else np.int32
+
+
 def prepare_training_arrays(images: np.ndarray, labels: np.ndarray, model: SemSegModel, names: list[str] | None,
                             correction_weight: float, correction_mask: np.ndarray | None = None,
-                            all_images: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-    """Normalize; targets 0..K-1 with IGNORE; weights > 1 on corrections; `keep` = the labeled images.
+                            all_images: bool = False) -> TrainingArrays:
+    """The arrays a training samples from; corrections get `correction_weight`.
 
-    Only labeled images are returned unless `all_images` (pseudo-labels need the whole stack).
+    Only labeled images are held unless `all_images` (pseudo-labels need the whole stack).
     Corrections are `correction_mask` if given, else pixels labeled since `model` was trained.
     """
     labeled = [i for i in range(len(labels)) if labels[i].any()]
     if not labeled:
         raise InputError("no labeled pixels: paint at least one stroke per class before training.")
     keep = list(range(len(labels))) if all_images else labeled
-    norm = np.stack([normalize_image(images[i], model.normalization) for i in keep])
-    lab = labels[keep].astype(np.int64)
-    if lab.max() > model.num_classes:
-        raise InputError(f"label value {lab.max()} but the model has {model.num_classes} classes.")
-    targets = lab - 1  # 0 (unlabeled) becomes IGNORE
-    weights = (lab > 0).astype(np.float32)
+    largest = max(int(labels[i].max()) for i in labeled)
+    if largest > model.num_classes:
+        raise InputError(f"label value {largest} but the model has {model.num_classes} classes.")
+    # These arrays hold every pixel of the stack for the whole training, so they are the smallest that hold their
+    # values exactly: the images as they came (no normalized float32 copy), int8 targets, and weights only where
+    # corrections weigh other than 1; the training's patches are the same to the bit. 400 images of 1024 x 1024,
+    # 8-bit: a training's peak memory 11.0 -> 1.8 GB; beside the images and labels it held 22 bytes a pixel, now about 1
+    # (bench/RESULTS.md, session 67).
+    low = np.empty((len(keep), images.shape[1]))
+    scale = np.empty((len(keep), images.shape[1]))
+    for j, i in enumerate(keep):
+        low[j], scale[j] = percentile_range(images[i], model.normalization)
+    targets = np.empty((len(keep), *labels.shape[1:]), _target_type(model.num_classes))
+    for j, i in enumerate(keep):
+        targets[j] = labels[i]
+    targets -= 1  # 0 (unlabeled) becomes IGNORE
+    weights = None
     if correction_weight != 1.0:
-        corrections = correction_pixels(lab, model, [names[i] for i in keep] if names else None,
+        corrections = correction_pixels(labels[keep], model, [names[i] for i in keep] if names else None,
                                         None if correction_mask is None else correction_mask[keep])
         if corrections is not None:
+            exact_in_half = float(np.float16(correction_weight)) == float(correction_weight)
+            weights = (targets != IGNORE).astype(np.float16 if exact_in_half else np.float32)
             weights[corrections] = correction_weight
-    return norm, targets, weights, labeled
+    return TrainingArrays(images if keep == list(range(len(images))) else images[keep], low, scale, targets,
+                          weights, labeled)
 
 
 def correction_pixels(labels: np.ndarray, model: SemSegModel, names: list[str] | None,
@@ -329,7 +361,8 @@ def train(
     get `config.correction_weight` (or the pixels of `correction_mask`, when the caller tracks corrections
     itself, as the Slicer module does). `should_stop()` is polled between iterations; when it returns True the
     loop ends and the best model so far (lowest smoothed loss) is returned with `cancelled=True`. `preview` shows
-    the labels of a few images while the training runs (TrainPreview).
+    the labels of a few images while the training runs (TrainPreview). `images` are read, not copied, while the
+    training runs (each patch is normalized as it is cut): do not change them meanwhile.
     """
     config = config or TrainConfig()
     if images.ndim != 4 or labels.shape != (images.shape[0], *images.shape[2:]):
@@ -380,17 +413,19 @@ def train(
     corrections = correction_mask
     if init_model is not None and corrections is None:
         corrections = correction_pixels(labels, init_model, names)
-    norm, targets, weights, keep = prepare_training_arrays(images, labels, model, names, config.correction_weight,
-                                                          corrections, all_images=use_pseudo)
+    arrays = prepare_training_arrays(images, labels, model, names, config.correction_weight, corrections,
+                                     all_images=use_pseudo)
+    keep, targets = arrays.keep, arrays.targets
     largest_crop = int(config.patch_size * max(config.max_scale, 1.0)) + 1
     focus = None
     if corrections is not None and config.correction_focus > 0:
         rows = list(range(len(labels))) if use_pseudo else keep  # the images the arrays hold, in order
         focus = (corrections[rows] > 0) & (labels[rows] > 0)
         focus = focus if focus.any() else None
-    norm, targets, weights, focus = PatchSource.pad_to(norm, targets, weights, largest_crop, focus)
-    source = PatchSource(torch.from_numpy(norm), torch.from_numpy(targets), torch.from_numpy(weights),
-                         model.num_classes, None if focus is None else torch.from_numpy(focus))
+    raw, targets, weights, focus = PatchSource.pad_to(arrays.images, targets, arrays.weights, largest_crop, focus)
+    source = PatchSource(raw, torch.from_numpy(targets), None if weights is None else torch.from_numpy(weights),
+                         model.num_classes, None if focus is None else torch.from_numpy(focus), arrays.low,
+                         arrays.scale)
     labeled_fraction = config.finetune_labeled_fraction if init_model is not None else config.labeled_fraction
     class_quantile = config.finetune_pseudo_label_class_quantile if init_model is not None else 0.0
     sampler = PatchSampler(source, generator, labeled_fraction, max_scale=config.max_scale,
@@ -516,6 +551,9 @@ def train(
             took = time.perf_counter() - shown
             next_preview = time.perf_counter() + max(preview.every_seconds, took / PREVIEW_TIME_SHARE)
 
+    # The training arrays hold every pixel of the stack; what follows (the class-prior estimate, the forest) works
+    # image by image and needs none of them, so they do not add to its peak memory.
+    del sampler, source, arrays, raw, targets, weights, focus
     seconds = time.perf_counter() - start
     # Returned and kept in the history, not logged here: the CLI and the panel show it, and Python's fallback
     # logging handler would print it a second time on the command line.
