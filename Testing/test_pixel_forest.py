@@ -144,14 +144,16 @@ def test_the_networks_teach_the_forest_what_they_are_sure_of_as_shown_never_wher
     model.forest, model.forest_weight = PixelForest.fit(images[:, None], _strokes(refs), 2, NORM), 0.5
     monkeypatch.setattr(forest_teacher, "PIXELS_PER_CLASS_AND_IMAGE", 100)
     teach = dict(seed=0, device=torch.device("cpu"), unpainted_images=2)
-    assert not forest_teacher.confident_labels(model, images[:, None], labels, **teach).any()
+    unsure = forest_teacher.confident_labels(model, images[:, None], labels, **teach)
+    assert sorted(unsure) == [0, 1, 8] and not any(sure.any() for sure in unsure.values())
     model.log_prior_shift = np.array([0.0, 1.0])  # as shown: class 2 at 0.92
     confident = forest_teacher.confident_labels(model, images[:, None], labels, **teach)
-    # The painted image and 2 of the 8 others, spread: the first and the last.
-    assert [i for i in range(9) if confident[i].any()] == [0, 1, 8]
+    # The painted image and 2 of the 8 others, spread: the first and the last; a map of the image's size each.
+    assert sorted(confident) == [0, 1, 8] and all(sure.shape == (48, 48) for sure in confident.values())
     assert [int((confident[i] == 2).sum()) for i in (0, 1, 8)] == [100, 100, 100]
-    assert not (confident == 1).any()  # the forest's share (it says class 1 on the background) is left out
-    assert not confident[0, 20:30, 20:30].any()
+    # The forest's share (it says class 1 on the background) is left out.
+    assert not any((sure == 1).any() for sure in confident.values())
+    assert not confident[0][20:30, 20:30].any()
 
 
 def test_a_retrained_models_forest_is_taught_by_its_start_too_where_its_own_networks_are_unsure():

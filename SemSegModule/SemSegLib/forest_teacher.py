@@ -35,27 +35,32 @@ CONFIDENCE = 0.9
 
 def confident_labels(model: SemSegModel, images: np.ndarray, labels: np.ndarray, seed: int = 0,
                      device: torch.device | None = None, mixed_precision: bool = True,
-                     unpainted_images: int = UNPAINTED_IMAGES) -> np.ndarray:
-    """(N, H, W) class values 1..K where the model's networks, as shown without the forest (class-prior
-    corrected, earlier rounds averaged in, lines thinned), give a class at least CONFIDENCE and nothing is
-    labeled, within each taught image's `estimate_window`; 0 elsewhere and on the images not taught on."""
+                     unpainted_images: int = UNPAINTED_IMAGES) -> dict[int, np.ndarray]:
+    """Per image taught on (by its index in the stack): an (H, W) map of class values 1..K where the model's
+    networks, as shown without the forest (class-prior corrected, earlier rounds averaged in, lines thinned), give
+    a class at least CONFIDENCE and nothing is labeled, within the image's `estimate_window`; 0 elsewhere.
+
+    A map per taught image, not one for the stack: the painted images and a few others are taught on, and a
+    stack-sized array (and the stack-sized temporaries of combining two of them) would cost more memory than the
+    training's own arrays."""
     painted = [int(i) for i in np.flatnonzero(labels.reshape(len(labels), -1).any(1))]
     unpainted = sorted(set(range(len(images))) - set(painted))
     chosen = painted + [unpainted[j] for j in spread_indices(len(unpainted), unpainted_images)]
     rng = np.random.default_rng(seed)
-    out = np.zeros(labels.shape, label_dtype(model.num_classes))
+    out = {}
     config = PredictConfig(mixed_precision=mixed_precision)
     for k, i in enumerate(chosen):
         rows, cols = estimate_window(images.shape, k)
         prob = predict_probabilities(model, images[i], config, device, forest=False, window=(rows, cols))
         conf, best = (t.numpy().ravel() for t in prob.max(0))
         sure = (conf >= CONFIDENCE) & (labels[i][rows, cols] == 0).ravel()
-        window = np.zeros(prob.shape[1:], out.dtype)
+        window = np.zeros(prob.shape[1:], label_dtype(model.num_classes))
         flat = window.reshape(-1)
         for c in range(model.num_classes):
             idx = np.flatnonzero(sure & (best == c))
             if len(idx) > PIXELS_PER_CLASS_AND_IMAGE:
                 idx = rng.choice(idx, PIXELS_PER_CLASS_AND_IMAGE, replace=False)
             flat[idx] = c + 1
+        out[i] = np.zeros(labels.shape[1:], window.dtype)
         out[i][rows, cols] = window
     return out

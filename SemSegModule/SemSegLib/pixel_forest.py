@@ -93,19 +93,22 @@ class PixelForest:
     @staticmethod
     def fit(images: np.ndarray, labels: np.ndarray, num_classes: int, normalization: NormalizationConfig,
             seed: int = 0, max_per_class: int = MAX_SAMPLES_PER_CLASS,
-            confident: np.ndarray | None = None) -> PixelForest | None:
+            confident: dict[int, np.ndarray] | None = None) -> PixelForest | None:
         """From (N, C, H, W) images and (N, H, W) labels (0 = unlabeled); None when nothing is labeled.
-        `confident`: (N, H, W) classes the networks are sure of where nothing is labeled (forest_teacher.py),
-        at most `max_per_class` of each class beside as many labeled pixels."""
-        if not (labels > 0).any():
+        `confident`: (H, W) classes the networks are sure of, by image index (forest_teacher.py), taken where
+        nothing is labeled, at most `max_per_class` of each class beside as many labeled pixels."""
+        painted = np.flatnonzero(labels.reshape(len(labels), -1).any(1))
+        if not len(painted):
             return None
-        sets = [labels] if confident is None else [labels, np.where(labels > 0, 0, confident)]
+        sets = [{int(i): labels[i] for i in painted}]
+        if confident is not None:
+            sets.append({i: np.where(labels[i] > 0, 0, sure) for i, sure in confident.items()})
         samples, targets = [], []
         for pixels in sets:
             x, y = [], []
-            for i in np.flatnonzero(pixels.reshape(len(pixels), -1).any(1)):
+            for i in sorted(i for i, image_pixels in pixels.items() if image_pixels.any()):
                 for rows, cols, feats in feature_tiles(images[i], normalization):
-                    lab = pixels[i, rows, cols]
+                    lab = pixels[i][rows, cols]
                     x.append(feats[lab > 0])
                     y.append(lab[lab > 0])
             if x:

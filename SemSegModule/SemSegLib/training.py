@@ -661,7 +661,7 @@ def attach_forest(model: SemSegModel, images: np.ndarray, labels: np.ndarray, co
     it started from) teaches too, where the model's own networks are not sure."""
     model.forest, model.forest_weight = None, 0.0
     taught = 0
-    if config.forest_weight > 0 and (labels > 0).any():
+    if config.forest_weight > 0 and labels.any():
         confident = None
         if config.forest_teacher_images > 0:
             teach = (images, labels, config.seed, device, config.mixed_precision, config.forest_teacher_images)
@@ -671,10 +671,11 @@ def attach_forest(model: SemSegModel, images: np.ndarray, labels: np.ndarray, co
                 # start's sure pixels fill in. With the smoothed forest, `sparse.py`'s round on isbi2012-em went
                 # from T2 -0.0011 (seeds 0-5) to +0.0028 (6 of 8 seeds up), dsb2018-fluo's is +0.0010 (5 of 8);
                 # without it the round lost T2 on 16 of 16 seeds (bench/RESULTS.md, sessions 49-50).
-                confident = np.where(confident > 0, confident, confident_labels(start, *teach))
+                for i, sure in confident_labels(start, *teach).items():
+                    confident[i] = np.where(confident[i] > 0, confident[i], sure) if i in confident else sure
             for member, _ in [*model.round_members(), *(start.round_members() if start else [])]:
                 member.network.cpu()  # a returned model, or the one given, does not hold GPU memory
-            taught = int((confident > 0).sum())
+            taught = sum(int((sure > 0).sum()) for sure in confident.values())
         model.forest = PixelForest.fit(images, labels, model.num_classes, model.normalization, config.seed,
                                        confident=confident)
         model.forest_weight = config.forest_weight if model.forest is not None else 0.0
