@@ -306,12 +306,13 @@ def prepare_training_arrays(images: np.ndarray, labels: np.ndarray, model: SemSe
     targets -= 1  # 0 (unlabeled) becomes IGNORE
     weights = None
     if correction_weight != 1.0:
-        corrections = correction_pixels(labels[keep], model, [names[i] for i in keep] if names else None,
-                                        None if correction_mask is None else correction_mask[keep])
-        if corrections is not None:
+        if correction_mask is None:
+            correction_mask = correction_pixels(labels, model, names)
+        if correction_mask is not None:
             exact_in_half = float(np.float16(correction_weight)) == float(correction_weight)
             weights = (targets != IGNORE).astype(np.float16 if exact_in_half else np.float32)
-            weights[corrections] = correction_weight
+            for j, i in enumerate(keep):  # image by image: no stack-sized temporaries
+                weights[j][(correction_mask[i] > 0) & (labels[i] > 0)] = correction_weight
     return TrainingArrays(images if keep == list(range(len(images))) else images[keep], low, scale, targets,
                           weights, labeled)
 
