@@ -294,7 +294,7 @@ def prepare_training_arrays(images: np.ndarray, labels: np.ndarray, model: SemSe
     # These arrays hold every pixel of the stack for the whole training, so they are the smallest that hold their
     # values exactly: the images as they came (no normalized float32 copy), int8 targets, and weights only where
     # corrections weigh other than 1; the training's patches are the same to the bit. 400 images of 1024 x 1024,
-    # 8-bit: a training's peak memory 11.0 -> 1.8 GB; beside the images and labels it held 22 bytes a pixel, now about 1
+    # 8-bit: a training's peak memory 11.0 -> 1.6 GB; beside the images and labels it held 22 bytes a pixel, now about 1
     # (bench/RESULTS.md, session 67).
     low = np.empty((len(keep), images.shape[1]))
     scale = np.empty((len(keep), images.shape[1]))
