@@ -57,6 +57,33 @@ def test_at_most_so_many_labeled_pixels_per_class_train_the_forest_the_same_ones
     assert np.array_equal(small[0].samples, small[1].samples)
 
 
+def test_the_subset_is_drawn_before_the_features_and_only_images_with_a_kept_pixel_are_filtered(monkeypatch):
+    from SemSegLib import pixel_forest
+
+    monkeypatch.setattr(pixel_forest, "TILE_SIZE", 40)  # several tiles an image: their order must hold too
+    images, refs = disk_task(n=4)
+    labels = refs.astype(np.uint16)  # three images labeled all over (accepted predictions) ...
+    labels[3] = 0
+    labels[3, 10, 10:20] = 2  # ... and a stroke of 10 pixels
+    forest = PixelForest.fit(images[:, None], labels, 2, NORM, seed=3, max_per_class=60)
+    # What drawing from every labeled pixel's features gives: the same pixels in the same order.
+    x, y = [], []
+    for i in range(4):
+        for rows, cols, feats in feature_tiles(images[i][None], NORM, tile=40):
+            lab = labels[i, rows, cols]
+            x.append(feats[lab > 0])
+            y.append(lab[lab > 0])
+    keep = pixel_forest._subset_per_class(np.concatenate(y).astype(np.int64), 60, 3)
+    assert np.array_equal(forest.samples, np.concatenate(x)[keep])
+    assert np.array_equal(forest.targets, np.concatenate(y)[keep])
+    assert np.bincount(forest.targets).tolist() == [0, 60, 60]
+    filtered = []
+    real = pixel_forest.feature_tiles
+    monkeypatch.setattr(pixel_forest, "feature_tiles", lambda image, *a: filtered.append(image) or real(image, *a))
+    one = PixelForest.fit(images[:, None], labels, 2, NORM, seed=3, max_per_class=1)
+    assert len(filtered) == len(set(map(int, one.targets))) == 2  # a kept pixel of each class: at most 2 images
+
+
 def test_the_forest_gets_its_share_of_the_average_smoothed_and_the_prior_estimate_sees_the_network_alone():
     images, refs = disk_task(n=2)
     model = SemSegModel.create(1, default_classes(2), base_width=8, levels=3)
@@ -154,6 +181,13 @@ def test_the_networks_teach_the_forest_what_they_are_sure_of_as_shown_never_wher
     # The forest's share (it says class 1 on the background) is left out.
     assert not any((sure == 1).any() for sure in confident.values())
     assert not confident[0][20:30, 20:30].any()
+    labels[8] = 1  # labeled all over, as an accepted prediction: nothing to teach there, and no prediction
+    predicted = []
+    real = forest_teacher.predict_probabilities
+    monkeypatch.setattr(forest_teacher, "predict_probabilities", lambda m, image, *a, **k: predicted.append(image)
+                        or real(m, image, *a, **k))
+    confident = forest_teacher.confident_labels(model, images[:, None], labels, **teach)
+    assert sorted(confident) == [0, 1, 7] and len(predicted) == 3  # the last of the unpainted ones is 7 now
 
 
 def test_a_retrained_models_forest_is_taught_by_its_start_too_where_its_own_networks_are_unsure():

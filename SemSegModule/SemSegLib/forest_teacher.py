@@ -38,7 +38,8 @@ def confident_labels(model: SemSegModel, images: np.ndarray, labels: np.ndarray,
                      unpainted_images: int = UNPAINTED_IMAGES) -> dict[int, np.ndarray]:
     """Per image taught on (by its index in the stack): an (H, W) map of class values 1..K where the model's
     networks, as shown without the forest (class-prior corrected, earlier rounds averaged in, lines thinned), give
-    a class at least CONFIDENCE and nothing is labeled, within the image's `estimate_window`; 0 elsewhere.
+    a class at least CONFIDENCE and nothing is labeled, within the image's `estimate_window`; 0 elsewhere. An image
+    whose window is labeled all over has none.
 
     A map per taught image, not one for the stack: the painted images and a few others are taught on, and a
     stack-sized array (and the stack-sized temporaries of combining two of them) would cost more memory than the
@@ -51,9 +52,14 @@ def confident_labels(model: SemSegModel, images: np.ndarray, labels: np.ndarray,
     config = PredictConfig(mixed_precision=mixed_precision)
     for k, i in enumerate(chosen):
         rows, cols = estimate_window(images.shape, k)
+        unlabeled = labels[i][rows, cols] == 0
+        if not unlabeled.any():
+            # Labeled all over, as a slice whose prediction the person accepted: nothing to teach there, so no
+            # prediction (one per such slice, each training, was a few seconds of 1024 x 1024 on a CPU).
+            continue
         prob = predict_probabilities(model, images[i], config, device, forest=False, window=(rows, cols))
         conf, best = (t.numpy().ravel() for t in prob.max(0))
-        sure = (conf >= CONFIDENCE) & (labels[i][rows, cols] == 0).ravel()
+        sure = (conf >= CONFIDENCE) & unlabeled.ravel()
         window = np.zeros(prob.shape[1:], label_dtype(model.num_classes))
         flat = window.reshape(-1)
         for c in range(model.num_classes):
