@@ -51,6 +51,22 @@ def band_probabilities(height: int = 12, width: int = 15) -> torch.Tensor:
     return torch.from_numpy(prob)
 
 
+def test_the_interior_share_counts_each_class_as_over_the_whole_image_at_its_edges_too():
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((5, 40, 50), np.uint8)
+    labels[0] = rng.integers(0, 3, (40, 50))  # speckle everywhere, edges included
+    labels[1, 0:6, 44:50] = 1  # a block in a corner: the outside erodes it as an unlabeled pixel would
+    labels[2, 10:20, 10:12] = 2  # a 2-pixel wide stroke: no interior
+    labels[3, 5:15, 5:15] = 1  # a block with its interior; image 4 unlabeled
+    for value in (1, 2):
+        masks = labels == value
+        inner = sum(int(ndi.binary_erosion(m, ndi.generate_binary_structure(2, 1)).sum()) for m in masks)
+        assert interior_share(labels, value) == inner / masks.sum()
+    assert np.isnan(interior_share(labels, 3))
+
+
 def test_a_line_class_band_is_thinned_to_its_ridge_and_its_flanks_join_their_neighbours():
     prob = band_probabilities()
     assert (prob.argmax(0) == 2).sum(1).tolist() == [3] * 12

@@ -241,11 +241,10 @@ def weighs_classes(labels: np.ndarray, config: TrainConfig) -> bool:
     """
     if config.class_balance is not None:
         return config.class_balance
-    painted = (labels > 0).reshape(len(labels), -1)
-    per_image = painted.sum(1).astype(np.float64)
+    per_image = np.array([np.count_nonzero(image) for image in labels], np.float64)  # no stack-sized temporary
     if per_image.sum() == 0:
         return False
-    return float((per_image * painted.mean(1)).sum() / per_image.sum()) >= DENSE_LABELS
+    return float((per_image * (per_image / labels[0].size)).sum() / per_image.sum()) >= DENSE_LABELS
 
 
 def _class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
