@@ -191,7 +191,7 @@ def _kept_samples(images: np.ndarray, pixels: dict[int, np.ndarray], normalizati
              for _, _, rows, cols in _tiles(*images.shape[2:], TILE_SIZE)]
     if not parts:
         return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
-    classes = np.concatenate([lab[lab > 0] for *_, lab in parts]).astype(np.int64)
+    classes = np.concatenate([lab[lab > 0] for *_, lab in parts])  # in the labels' type: 1 byte a pixel, not 8
     keep = _subset_per_class(classes, max_per_class, seed)
     x, start = [], 0
     for i in order:
@@ -204,7 +204,7 @@ def _kept_samples(images: np.ndarray, pixels: dict[int, np.ndarray], normalizati
                 local = keep[np.searchsorted(keep, first):np.searchsorted(keep, end)] - first
                 x.append(feats.reshape(-1, feats.shape[-1])[np.flatnonzero(lab > 0)[local]])
         start = ends[-1]
-    return np.concatenate(x), classes[keep]
+    return np.concatenate(x), classes[keep].astype(np.int64)
 
 
 def _subset_per_class(targets: np.ndarray, max_per_class: int, seed: int) -> np.ndarray:
