@@ -523,3 +523,21 @@ def test_a_folder_is_read_for_training_into_one_array_as_a_stack_reader_reads_it
     whole = read_stack(tmp_path).images
     assert images.dtype == whole.dtype == np.uint16 and np.array_equal(images, whole)
     assert images[1].max() > 255  # the wider image is not cut to the first one's type
+
+
+def test_train_warns_when_mirroring_makes_the_fields_many_times_their_size(tmp_path, capsys):
+    from SemSegLib.lazy_stack import open_stack
+
+    rng = np.random.default_rng(0)
+    sizes = {"big": (128, 128), **{f"small_{i}": (32, 32) for i in range(5)}}
+    for name, shape in sizes.items():
+        tifffile.imwrite(tmp_path / f"{name}.tif", rng.integers(0, 255, shape, dtype=np.uint8))
+    stack = open_stack(tmp_path, one_size=False)
+    labels = [np.zeros(stack.image_size(i), np.uint16) for i in range(len(stack))]
+    images, maps = cli._training_arrays(stack, labels)
+    assert images.shape == (6, 1, 128, 128) and maps.shape == (6, 128, 128)
+    err = capsys.readouterr().err
+    assert "mirrored out to 128x128" in err and "holds 5 times the fields' pixels" in err and "cut the largest" in err
+    tifffile.imwrite(tmp_path / "big.tif", rng.integers(0, 255, (40, 40), dtype=np.uint8))
+    cli._training_arrays(open_stack(tmp_path, one_size=False), [np.zeros((40, 40), np.uint16)] + labels[1:])
+    assert "warning" not in capsys.readouterr().err  # a little larger than the others: mirroring costs little

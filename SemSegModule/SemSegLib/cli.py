@@ -144,6 +144,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(f"warning: {result.warning}", file=sys.stderr)
 
 
+MIRRORED_PIXELS_WARNING = 4  # times the fields' own pixels
+
+
 def _training_arrays(stack, labels) -> tuple[np.ndarray, np.ndarray]:
     """The (N, C, H, W) images and (N, H, W) labels a training samples from; images of different sizes mirrored out
     to the largest (`mixed_sizes`), which is said."""
@@ -159,6 +162,13 @@ def _training_arrays(stack, labels) -> tuple[np.ndarray, np.ndarray]:
     print(f"the images differ in size ({size_range(sizes)}): for the training each is mirrored out to "
           f"{images.shape[2]}x{images.shape[3]}, the added pixels unlabeled; a prediction sees each image as it is",
           file=sys.stderr)
+    held, real = images[:, 0].size, sum(h * w for h, w in sizes)
+    if held > MIRRORED_PIXELS_WARNING * real:
+        # One large field among small ones makes every field as large, and the training holds them all (pseudo-labels
+        # need every image): say so before memory runs out, with what to do.
+        print(f"warning: mirrored out, the training holds {held / real:.0f} times the fields' pixels ("
+              f"{(images.nbytes + labels.nbytes) / 1e9:.1f} GB of images and labels); if memory runs out, cut the "
+              "largest fields into pieces of about the others' size", file=sys.stderr)
     return images, labels
 
 
