@@ -34,8 +34,10 @@ def log_prior_shift(mean_probability: np.ndarray, label_fractions: np.ndarray) -
 
 
 def label_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Number of labeled pixels of each class 1..K in (N, H, W) labels."""
-    return np.bincount(labels[labels > 0].ravel(), minlength=num_classes + 1)[1:num_classes + 1]
+    """Number of labeled pixels of each class 1..K in (N, H, W) labels (or labels of any shape)."""
+    parts = labels if labels.ndim == 3 else [labels]  # image by image: no stack-sized temporaries
+    return sum((np.bincount(part.ravel(), minlength=num_classes + 1)[1:num_classes + 1] for part in parts),
+               np.zeros(num_classes, np.int64))
 
 
 def label_fractions(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -114,13 +116,15 @@ def corrected_class_pixels(model: SemSegModel, images: np.ndarray, labels: np.nd
     as another class: corrections, as opposed to new strokes that confirm its prediction. Of a large image only
     the new pixels' `labeled_window` is predicted."""
     out = np.zeros(model.num_classes)
-    new = (new > 0) & (labels > 0)
-    for i in np.flatnonzero(new.reshape(len(new), -1).any(1)):
-        window = labeled_window(new[i])
+    for i in range(len(new)):
+        new_i = (new[i] > 0) & (labels[i] > 0)  # image by image: no stack-sized temporaries
+        if not new_i.any():
+            continue
+        window = labeled_window(new_i)
         shown = predict_image(model, images[i], PredictConfig(mixed_precision=mixed_precision), device=device,
                               window=window)
         rows, cols = window or (slice(None), slice(None))
-        wrong = new[i, rows, cols] & (shown.labels != labels[i, rows, cols])
+        wrong = new_i[rows, cols] & (shown.labels != labels[i, rows, cols])
         out += label_counts(labels[i, rows, cols][wrong], model.num_classes)
     for member, _ in model.round_members():
         member.network.cpu()  # the caller's model: it does not hold GPU memory after this
