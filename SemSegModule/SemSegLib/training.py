@@ -266,7 +266,7 @@ class TrainingArrays:
     low: np.ndarray  # (n, C) each image's percentile_range
     scale: np.ndarray  # (n, C)
     targets: np.ndarray  # (n, H, W) int8 / int16
-    weights: np.ndarray | None  # (n, H, W) float16 / float32: > 1 on corrections (the correction weight)
+    weights: np.ndarray | None  # (n, H, W) float16 / float32: the correction weight on corrections, else 1 or 0
     keep: list[int]  # the labeled images, by index in the stack
 
 
