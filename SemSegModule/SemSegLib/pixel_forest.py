@@ -187,23 +187,23 @@ def _kept_samples(images: np.ndarray, pixels: dict[int, np.ndarray], normalizati
     took 84 MB for each fully labeled image of 1024 x 1024 (a slice whose prediction the person accepted), 8 GB for
     100 of them, to keep 20,000 pixels of each class (bench/RESULTS.md, session 67)."""
     order = sorted(i for i, image_pixels in pixels.items() if image_pixels.any())
-    parts = [(i, rows, cols, pixels[i][rows, cols]) for i in order
-             for _, _, rows, cols in _tiles(*images.shape[2:], TILE_SIZE)]
-    if not parts:
+    if not order:
         return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
-    classes = np.concatenate([lab[lab > 0] for *_, lab in parts])  # in the labels' type: 1 byte a pixel, not 8
+    tiles = list(_tiles(*images.shape[2:], TILE_SIZE))  # feature_tiles' order
+    labs = {i: [pixels[i][rows, cols] for _, _, rows, cols in tiles] for i in order}
+    classes = np.concatenate([lab[lab > 0] for i in order for lab in labs[i]])  # the labels' type: 1 byte, not 8
     keep = _subset_per_class(classes, max_per_class, seed)
-    x, start = [], 0
+    x, offset = [], 0  # offset: the first of an image's (then a tile's) labeled pixels among `classes`
     for i in order:
-        tiles = [part for part in parts if part[0] == i]
-        ends = start + np.cumsum([np.count_nonzero(lab) for *_, lab in tiles])
-        if np.searchsorted(keep, start) < np.searchsorted(keep, ends[-1]):  # a kept pixel in this image
-            features = feature_tiles(images[i], normalization, TILE_SIZE)
-            for (_, _, _, lab), (_, _, feats), end in zip(tiles, features, ends):
-                first = end - np.count_nonzero(lab)
-                local = keep[np.searchsorted(keep, first):np.searchsorted(keep, end)] - first
-                x.append(feats.reshape(-1, feats.shape[-1])[np.flatnonzero(lab > 0)[local]])
-        start = ends[-1]
+        count = sum(np.count_nonzero(lab) for lab in labs[i])
+        if np.searchsorted(keep, offset) == np.searchsorted(keep, offset + count):  # no kept pixel in this image
+            offset += count
+            continue
+        for lab, (_, _, feats) in zip(labs[i], feature_tiles(images[i], normalization, TILE_SIZE)):
+            where = np.flatnonzero(lab > 0)
+            local = keep[np.searchsorted(keep, offset):np.searchsorted(keep, offset + len(where))] - offset
+            x.append(feats.reshape(-1, feats.shape[-1])[where[local]])
+            offset += len(where)
     return np.concatenate(x), classes[keep].astype(np.int64)
 
 
