@@ -822,6 +822,16 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         self._carry(Path(path).read_bytes())
         return model
 
+    def modelDescription(self) -> tuple[str, list[str]]:
+        """The current model in one line and in full (`semseg info`): its classes, images, network, how it predicts
+        and the trainings that made it."""
+        from SemSegLib.model_info import info_lines, info_summary, model_info
+
+        if self.model is None:
+            raise InputError("no model yet: train one or load a saved model.")
+        info = model_info(self.model)
+        return info_summary(info), info_lines(info)
+
     def restoreModelFromParameterNode(self) -> bool:
         """After a scene is opened: load the model it carries (`model_node`), when it is not the one this Logic last
         put into a scene: its predictions are that model's, not those of a model trained since in another scene
@@ -1195,14 +1205,10 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui.predictFolderButton.enabled = ui.predictStackFileButton.enabled = hasModel and not busy
         ui.nextSliceButton.enabled = bool(self._suggestions)
         if hasModel:
-            last = self.logic.model.history[-1] if self.logic.model.history else {}
-            ui.modelInfoLabel.text = (f"{len(self.logic.model.classes)} classes, {self.logic.model.in_channels} "
-                                      f"channel(s), {len(self.logic.model.history)} training round(s)"
-                                      + (f", last: {last.get('iterations')} it in {last.get('seconds')} s"
-                                         if last else "")
-                                      + (f"; a random forest gets {self.logic.model.forest_weight:g} of each "
-                                         "prediction" if self.logic.model.forest is not None else ""))
+            summary, lines = self.logic.modelDescription()
+            ui.modelInfoLabel.text, ui.modelInfoLabel.toolTip = summary, "\n".join(lines)
         else:
+            ui.modelInfoLabel.toolTip = ""
             ui.modelInfoLabel.text = "no model yet"
 
     def _volume(self):
@@ -1646,6 +1652,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             with slicer.util.tryWithErrorDisplay("Loading the model failed.", waitCursor=True):
                 self.logic.loadModel(path, self._volume())
                 self._updateButtons()
+                self.ui.statusLabel.text = f"Loaded the model {Path(path).name}"
 
 
 #

@@ -69,7 +69,24 @@ def test_full_loop_through_the_cli(disk_stack, capsys, monkeypatch):
     assert run("train", "--images", d / "images", "--labels", d / "strokes2", "--model", d / "m3.pt",
                "--init", d / "m.pt", "--iterations", 2, "--round-network-alone") == 0
     assert SemSegModel.load(d / "m3.pt").earlier_rounds == []
+    # `info` says what each file holds, from the file alone.
     capsys.readouterr()
+    assert run("info", "--model", d / "m2.pt", "--json") == 0
+    info = json.loads(capsys.readouterr().out)
+    assert [c["name"] for c in info["classes"]] == ["background", "disk"] and info["channels"] == 1
+    assert [t["iterations"] for t in info["trainings"]] == [120, 5]
+    assert info["trainings"][1]["labeled_pixels"] == sum(
+        int((tifffile.imread(f) > 0).sum()) for f in (d / "strokes2").glob("img_*.tif"))
+    assert info["trainings"][1]["labeled_images"] == 2 and info["trained_image_shape"] == [96, 96]
+    assert info["prediction"]["network_weights"] == [0.5, 0.5]
+    assert info["prediction"]["class_prior_correction"] is False  # --no-prior-correction
+    assert info["prediction"]["forest_samples"] == len(SemSegModel.load(d / "m2.pt").forest.targets)
+    assert run("info", "--model", d / "m.pt") == 0
+    text = capsys.readouterr().out
+    assert "1 background, 2 disk" in text and "training 1 " in text and "training 2" not in text
+    assert "120 iterations" in text and "corrected for the stack's class mix" in text
+    assert run("info", "--model", d / "strokes" / "classes.csv") == 2
+    assert "not a readable SemSeg model file" in capsys.readouterr().err
     assert run("suggest", "--images", d / "images", "--model", d / "m2.pt", "--top", 2) == 0
     s = json.loads(capsys.readouterr().out)
     assert len(s["images"]) == 2 and s["images"][0]["mean_uncertainty"] >= s["images"][1]["mean_uncertainty"]

@@ -586,10 +586,17 @@ def test_a_task_that_ends_after_its_scene_closed_writes_nothing_into_the_next(tm
 
 def test_training_never_writes_over_a_model_file_the_person_loaded(tmp_path, logic):
     _, volume, seg, _, _ = _sample_scene(tmp_path, logic)
+    with pytest.raises(InputError, match="no model yet"):
+        logic.modelDescription()
     logic.train(volume, seg, iterations=2, **FAST)
+    summary, lines = logic.modelDescription()  # the panel's model line and its tooltip
+    names = ", ".join(c.name for c in logic.classes())
+    assert summary.startswith(f"{len(logic.classes())} classes ({names}), 1 channel; 1 training, the last ")
+    assert ": 2 iterations in " in summary and any(line.startswith("training 1 ") for line in lines)
     logic.saveModel(str(tmp_path / "mine.pt"))
     saved = (tmp_path / "mine.pt").read_bytes()
     logic.loadModel(str(tmp_path / "mine.pt"), volume)
+    assert logic.modelDescription() == (summary, lines)  # what the file holds is what was saved
     logic.train(volume, seg, iterations=2, **FAST)
     assert (tmp_path / "mine.pt").read_bytes() == saved
     autosaved = Path(logic.getParameterNode().GetParameter("ModelPath"))

@@ -1,4 +1,4 @@
-"""The `semseg` command line: train, predict, evaluate, simulate, suggest, demo.
+"""The `semseg` command line: train, predict, evaluate, simulate, suggest, info, demo.
 
 Exit codes: 0 ok, 2 bad input (message on stderr), 1 internal error.
 """
@@ -293,6 +293,19 @@ def cmd_suggest(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=2))
 
 
+def cmd_info(args: argparse.Namespace) -> None:
+    from .model_file import SemSegModel
+    from .model_info import info_lines, model_info
+
+    info = model_info(SemSegModel.load(args.model))
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
+    print(args.model)
+    for line in info_lines(info):
+        print(f"  {line}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     """The whole loop on the bundled sample: simulate strokes -> train -> predict -> evaluate."""
     from .metrics import evaluate
@@ -448,6 +461,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "groups: consecutive parts of an ordered stack, else look-alike images)")
     g.add_argument("--device", default="auto")
     g.set_defaults(func=cmd_suggest)
+
+    i = sub.add_parser("info", help="what a model file holds: classes, images, network, its trainings")
+    i.add_argument("--model", required=True)
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_info)
 
     d = sub.add_parser("demo", help="run the whole loop on the bundled sample stack")
     d.add_argument("--out", default="semseg-demo", help="output folder (default ./semseg-demo)")
