@@ -104,6 +104,27 @@ def test_model_file_round_trip(tmp_path):
     assert raw["format_version"] == 1 and raw["network"]["in_channels"] == 1
 
 
+def test_a_model_is_described_as_far_as_its_history_recorded():
+    from SemSegLib.model_info import info_lines, info_summary, model_info
+
+    m = SemSegModel.create(3, default_classes(2), base_width=8, levels=3)
+    info = model_info(m)
+    assert info["channels"] == 3 and info["trainings"] == [] and info["trained_image_shape"] is None
+    assert info["network"]["parameters"] == sum(p.numel() for p in m.network.parameters())
+    assert info["prediction"] == {"network_weights": [1.0], "class_prior_correction": False, "forest_weight": 0.0,
+                                  "forest_samples": 0, "line_classes": []}
+    assert info_summary(info) == "2 classes (class 1, class 2), 3 channels; untrained"
+    assert info_lines(info)[-1] == "training   none recorded (an untrained network)"
+    # A file from an early SemSeg recorded little of its training: what it has is shown, the rest left out.
+    m.history.append({"round": 1, "iterations": 5})
+    m.line_classes = [1]
+    info = model_info(m)
+    assert info["classes"][1]["line"] and not info["classes"][0]["line"]
+    assert info["trainings"][0]["labeled_pixels"] == 0 and info["trainings"][0]["finished"] is None
+    assert info_lines(info)[-1].startswith("training 1 date not recorded: 5 iterations")
+    assert "class 2 thinned to 1-pixel lines" in info_lines(info)[3]
+
+
 def test_model_errors(tmp_path):
     m = SemSegModel.create(1, default_classes(2), base_width=8, levels=3)
     with pytest.raises(InputError, match="3 channel"):
