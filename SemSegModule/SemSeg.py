@@ -239,7 +239,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         stack_nodes.check_labels_belong_to(volume, segmentation)
 
     def labelsFromSegmentation(self, segmentation, volume, classes: list[ClassInfo] | None = None) -> np.ndarray:
-        """Painted segments -> (N, H, W) uint16, 0 = unlabeled, k = class k (later classes win on overlap)."""
+        """Painted segments -> (N, H, W) class values (8-bit for fewer than 256 classes), 0 = unlabeled, k = class k
+        (later classes win on overlap)."""
         self.checkLabels(volume, segmentation)
         return arrays.labels_from_segmentation(self.scene, segmentation, volume, classes or self.classes())
 
@@ -882,7 +883,7 @@ class _PreviewLabels:
 
 def _paintedWin(painted: np.ndarray, predicted: np.ndarray | None) -> np.ndarray:
     """The labels a person gets: the prediction where there is one, what they painted wherever they painted."""
-    return painted if predicted is None else np.where(painted > 0, painted, predicted).astype(np.uint16)
+    return painted if predicted is None else np.where(painted > 0, painted, predicted)
 
 
 def _shapeOnly(names: list[str], shape: tuple[int, int], source: str):

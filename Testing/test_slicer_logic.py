@@ -16,7 +16,7 @@ slicer = pytest.importorskip("slicer", reason="slicer-core wheel not installed")
 
 import SemSeg  # noqa: E402
 from SemSegLib import kept_strokes  # noqa: E402
-from SemSegLib.classes import ClassInfo, read_classes_csv, write_classes_csv  # noqa: E402
+from SemSegLib.classes import ClassInfo, default_classes, read_classes_csv, write_classes_csv  # noqa: E402
 from SemSegLib.errors import InputError  # noqa: E402
 from SemSegLib.sample_data import SAMPLE_CLASSES, write_sample_stack  # noqa: E402
 from SemSegLib.simulate import simulate_strokes  # noqa: E402
@@ -171,6 +171,7 @@ def test_labels_go_into_and_out_of_the_class_segments_whole(tmp_path, logic):
     first = rng.integers(0, 4, (3, 24, 32)).astype(np.uint16)
     logic.setLabelsToSegmentation(first, seg, volume)
     assert np.array_equal(logic.labelsFromSegmentation(seg, volume), first)
+    assert logic.labelsFromSegmentation(seg, volume).dtype == np.uint8  # as the engine and files hold them
     second = rng.integers(0, 4, (3, 24, 32)).astype(np.uint16)
     second[second == 2] = 0  # a class that empties, and unlabeled pixels where there were labels
     logic.setLabelsToSegmentation(second, seg, volume)
@@ -194,6 +195,18 @@ def test_labels_go_into_and_out_of_the_class_segments_whole(tmp_path, logic):
     expected = second.copy()
     expected[(block > 0) & (second != 3)] = 1  # background painted over all but collagen
     assert np.array_equal(logic.labelsFromSegmentation(seg, volume), expected)
+
+
+def test_labels_of_256_classes_or_more_come_out_in_16_bits(tmp_path, logic):
+    write_numbered(tmp_path, [np.zeros((6, 8), np.uint8)] * 2)
+    volume = logic.loadStack(str(tmp_path))
+    logic.setClasses(default_classes(300))
+    seg = logic.createLabelSegmentation(volume)
+    labels = np.zeros((2, 6, 8), np.uint16)
+    labels[0, 1, 2], labels[1, 3, 4], labels[1, 0, 0] = 300, 256, 1
+    logic.setLabelsToSegmentation(labels, seg, volume)
+    back = logic.labelsFromSegmentation(seg, volume)
+    assert back.dtype == np.uint16 and np.array_equal(back, labels)
 
 
 def test_the_labels_follow_the_panel_s_class_edits_and_keep_what_was_painted(tmp_path, logic):

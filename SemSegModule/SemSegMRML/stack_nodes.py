@@ -86,7 +86,7 @@ def baseline(scene, volume, create: bool = False):
 
 def set_baseline(scene, volume, labels: np.ndarray) -> None:
     """Remember the labels as they are now; pixels that differ later are the person's corrections."""
-    slicer.util.updateVolumeFromArray(baseline(scene, volume, create=True), labels.astype(np.uint16))
+    slicer.util.updateVolumeFromArray(baseline(scene, volume, create=True), np.ascontiguousarray(labels))
 
 
 def correction_mask(volume, labels: np.ndarray) -> np.ndarray | None:
