@@ -15,6 +15,7 @@ from SemSegLib.starting_points import (
     class_order_from_strokes,
     reorder_classes,
 )
+from SemSegLib.synthetic_membranes import MEMBRANE_CLASSES, cell_instances, make_membrane_image, membrane_mask
 from SemSegLib.synthetic_nuclei import NUCLEI_CLASSES, make_nuclei_image, nuclei_labels, nucleus_instances
 from SemSegLib.training import TrainConfig, train
 from test_round_ensemble import _same_weights
@@ -39,6 +40,27 @@ def test_generated_nuclei_are_labeled_with_each_nucleus_s_1_pixel_inner_border()
     image, again = make_nuclei_image(np.random.default_rng(3), 64)
     assert image.shape == (1, 64, 64) and image.dtype == np.float32
     np.testing.assert_array_equal(make_nuclei_image(np.random.default_rng(3), 64)[0], image)
+
+
+def test_generated_membranes_lie_on_the_walls_between_cells_and_all_else_is_cell():
+    rng = np.random.default_rng(5)
+    instances = cell_instances(rng, 128)
+    assert (instances > 0).all() and len(np.unique(instances)) >= 5  # cells tile the image
+    membrane = membrane_mask(instances, rng)
+    wall = np.zeros_like(membrane)
+    wall[:, 1:] |= instances[:, 1:] != instances[:, :-1]
+    wall[1:, :] |= instances[1:, :] != instances[:-1, :]
+    assert membrane[wall].all()  # every wall is membrane
+    from scipy import ndimage as ndi
+
+    far = ndi.distance_transform_edt(~wall) > 3.5 * np.exp(1.25)  # beyond the widest half width
+    assert not membrane[far].any()
+    shares = [(make_membrane_image(np.random.default_rng(k), 128)[1] == 1).mean() for k in range(6)]
+    assert 0.05 < min(shares) and max(shares) < 0.5  # about a fifth, as in serial-section EM
+    image, labels = make_membrane_image(np.random.default_rng(3), 64)
+    assert image.shape == (1, 64, 64) and image.dtype == np.float32 and set(np.unique(labels)) == {1, 2}
+    np.testing.assert_array_equal(make_membrane_image(np.random.default_rng(3), 64)[0], image)
+    assert image[0][labels == 1].mean() < image[0][labels == 2].mean()  # dark membranes
 
 
 def small_config(num_classes: int) -> NetworkConfig:
@@ -90,6 +112,28 @@ def test_the_shipped_start_segments_generated_nuclei_it_was_not_trained_on():
     result = evaluate(predicted[None], reference[None], [c.name for c in NUCLEI_CLASSES])
     assert result.iou[0] > 0.9 and result.iou[1] > 0.7  # background, nucleus
     assert result.iou[2] > 0.3  # a 1-pixel border, placed to the pixel on a third of it at least
+
+
+def test_the_shipped_em_start_segments_generated_membranes_it_was_not_trained_on():
+    point = StartingPoint.shipped("em-membranes")
+    assert point.class_names == [c.name for c in MEMBRANE_CLASSES]
+    model = SemSegModel(point.network(), point.network_config, MEMBRANE_CLASSES, point.normalization)
+    image, reference = make_membrane_image(np.random.default_rng(12345), 192)
+    predicted = predict_image(model, image).labels
+    result = evaluate(predicted[None], reference[None], [c.name for c in MEMBRANE_CLASSES])
+    assert result.iou[0] > 0.6 and result.iou[1] > 0.85  # membrane, cell
+
+
+def test_a_first_two_class_training_of_membranes_starts_from_the_em_network_in_the_person_s_order():
+    rng = np.random.default_rng(7)
+    pairs = [make_membrane_image(rng, 160) for _ in range(2)]
+    images, reference = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+    person = 3 - reference  # the person lists the cells first: 1 cell, 2 membrane
+    classes = [ClassInfo(1, "neurite", (0, 255, 0)), ClassInfo(2, "wall", (255, 0, 0))]
+    labels = np.stack([simulate_strokes(ref, 2, 6, rng=rng) for ref in person])
+    start = train(images, labels, classes, TrainConfig(**QUICK)).model.history[-1]["starting_point"]
+    assert start["name"] == "em-membranes" and start["class_order"] == [1, 0]
+    assert start["agreement"] >= MIN_AGREEMENT
 
 
 def nuclei_stack(n: int = 2, size: int = 192, seed: int = 7):
@@ -146,18 +190,20 @@ def test_rounds_after_a_first_training_from_a_start_keep_its_network_at_its_shar
         assert third.first_network_share == 0.0 and [w for _, w in third.round_members()] == [0.5, 0.25, 0.25]
 
 
-def test_no_start_for_other_classes_and_a_named_one_that_does_not_fit_says_why():
+def test_no_start_for_strokes_no_start_explains_and_a_named_one_that_does_not_fit_says_why():
     images, reference = disk_task(2, 64)
     images = images[:, None]
     rng = np.random.default_rng(0)
     labels = np.stack([simulate_strokes(ref, 2, 4, rng=rng) for ref in reference])
     classes = [ClassInfo(1, "background", (0, 0, 0)), ClassInfo(2, "disk", (255, 0, 0))]
     result = train(images, labels, classes, TrainConfig(**QUICK))
-    assert result.model.history[-1]["starting_point"] is None
+    assert result.model.history[-1]["starting_point"] is None  # two classes, but bright disks are no membranes
+    named = train(images, labels, classes, TrainConfig(**QUICK, starting_point="em-membranes"))
+    assert named.model.history[-1]["starting_point"]["name"] == "em-membranes"  # named and fits: as asked
     with pytest.raises(InputError, match="starting point 'none'"):
         train(images, labels, classes, TrainConfig(**QUICK, starting_point="fluorescent-nuclei"))
     with pytest.raises(InputError, match="unknown starting point"):
-        train(images, labels, classes, TrainConfig(**QUICK, starting_point="membranes"))
+        train(images, labels, classes, TrainConfig(**QUICK, starting_point="membrane"))
 
 
 def test_a_missing_shipped_start_costs_auto_the_head_start_and_a_named_one_says_what_to_do(tmp_path, monkeypatch):

@@ -1,12 +1,13 @@
-"""Make the shipped starting point: SemSeg's default network trained densely on generated nuclei images.
+"""Make a shipped starting point: SemSeg's default network trained densely on generated images.
 
-    python bench/make_starting_point.py [--steps 2000] [--images 500] [--seed 0] [--out FILE]
+    python bench/make_starting_point.py [--kind fluorescent-nuclei|em-membranes] [--steps 2000] [--images 500]
+                                        [--seed 0] [--out FILE]
 
-(default FILE: SemSegModule/SemSegLib/starting_points/fluorescent_nuclei.pt, the shipped one).
+(default FILE: the shipped one of that kind in SemSegModule/SemSegLib/starting_points/).
 
 Deterministic (seeded generator and initialization); about 6 minutes on one CPU core. The images come from
-SemSegLib.synthetic_nuclei, never from ../shared/data: the benchmark's sets and held-out images must not train
-anything SemSeg ships.
+SemSegLib.synthetic_nuclei and SemSegLib.synthetic_membranes, never from ../shared/data: the benchmark's sets and
+held-out images must not train anything SemSeg ships.
 """
 
 from __future__ import annotations
@@ -27,26 +28,33 @@ sys.path.insert(0, str(HERE.parent / "SemSegModule"))
 from SemSegLib.model_file import SemSegModel  # noqa: E402
 from SemSegLib.normalization import normalize_image  # noqa: E402
 from SemSegLib.starting_points import FOLDER, SHIPPED, StartingPoint  # noqa: E402
+from SemSegLib.synthetic_membranes import MEMBRANE_CLASSES, make_membrane_image  # noqa: E402
 from SemSegLib.synthetic_nuclei import NUCLEI_CLASSES, make_nuclei_image  # noqa: E402
 from SemSegLib.training import TrainConfig  # noqa: E402
 
 IMAGE_SIZE, PATCH, BATCH = 256, 192, 4
-# The 1-pixel border is 6% of the generated pixels: weighted up so the network draws it where it belongs.
-CLASS_WEIGHTS = (1.0, 1.0, 3.0)
+# Per kind: the generator, its classes and their weights in the loss. The nuclei's 1-pixel border is 6% of the
+# generated pixels: weighted up so the network draws it where it belongs. Membranes are about a fifth.
+KINDS = {
+    "fluorescent-nuclei": ("SemSegLib.synthetic_nuclei", make_nuclei_image, NUCLEI_CLASSES, (1.0, 1.0, 3.0)),
+    "em-membranes": ("SemSegLib.synthetic_membranes", make_membrane_image, MEMBRANE_CLASSES, (1.0, 1.0)),
+}
 
 
-def pretrain(steps: int, num_images: int, seed: int = 0, learning_rate: float = 3e-3, log=print) -> StartingPoint:
+def pretrain(steps: int, num_images: int, seed: int = 0, learning_rate: float = 3e-3, log=print,
+             kind: str = "fluorescent-nuclei") -> StartingPoint:
+    generator_name, make_image, classes, class_weights = KINDS[kind]
     rng = np.random.default_rng(seed)
-    pairs = [make_nuclei_image(rng, IMAGE_SIZE) for _ in range(num_images)]
+    pairs = [make_image(rng, IMAGE_SIZE) for _ in range(num_images)]
     images = torch.from_numpy(np.stack([normalize_image(image) for image, _ in pairs]))
     targets = torch.from_numpy(np.stack([labels.astype(np.int64) - 1 for _, labels in pairs]))
     defaults = TrainConfig()  # the network a first training builds, so it can start from this one
     torch.manual_seed(seed)
-    model = SemSegModel.create(1, NUCLEI_CLASSES, base_width=defaults.base_width, levels=defaults.levels,
+    model = SemSegModel.create(1, classes, base_width=defaults.base_width, levels=defaults.levels,
                                input_filters=defaults.input_filters, filter_sigmas=defaults.filter_sigmas)
     net = model.network.train()
     optimizer = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=1e-4)
-    weights = torch.tensor(CLASS_WEIGHTS)
+    weights = torch.tensor(class_weights)
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     for step in range(steps):
@@ -70,21 +78,23 @@ def pretrain(steps: int, num_images: int, seed: int = 0, learning_rate: float = 
         optimizer.step()
         if step % 200 == 0 or step == steps - 1:
             log(f"step {step}: loss {float(loss.detach()):.4f} ({time.perf_counter() - start:.0f} s)")
-    made_with = {"generator": "SemSegLib.synthetic_nuclei", "images": num_images, "image_size": IMAGE_SIZE,
+    made_with = {"generator": generator_name, "images": num_images, "image_size": IMAGE_SIZE,
                  "steps": steps, "batch": BATCH, "patch": PATCH, "learning_rate": learning_rate,
-                 "class_weights": list(CLASS_WEIGHTS), "seed": seed, "torch": str(torch.__version__)}
-    return StartingPoint("fluorescent-nuclei", [c.name for c in NUCLEI_CLASSES], model.network_config,
+                 "class_weights": list(class_weights), "seed": seed, "torch": str(torch.__version__)}
+    return StartingPoint(kind, [c.name for c in classes], model.network_config,
                          model.normalization, {k: v.detach() for k, v in net.eval().state_dict().items()}, made_with)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kind", choices=list(KINDS), default="fluorescent-nuclei")
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--images", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(FOLDER / SHIPPED["fluorescent-nuclei"]))
+    ap.add_argument("--out", help="default: the shipped file of --kind")
     args = ap.parse_args()
-    point = pretrain(args.steps, args.images, args.seed, log=lambda m: print(m, flush=True))
+    args.out = args.out or str(FOLDER / SHIPPED[args.kind])
+    point = pretrain(args.steps, args.images, args.seed, log=lambda m: print(m, flush=True), kind=args.kind)
     point.save(args.out)
     print(f"written {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB)")
 

@@ -406,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--start", default="auto",
                    help="a first training's starting network: auto (default: a shipped pretrained one when its "
                         "classes agree with the strokes), none (random weights) or a shipped one by name, "
-                        "fluorescent-nuclei (README: How it works)")
+                        "fluorescent-nuclei or em-membranes (README: How it works)")
     t.set_defaults(func=cmd_train)
 
     pr = sub.add_parser("predict", help="label every pixel of a stack (read one image at a time)")
