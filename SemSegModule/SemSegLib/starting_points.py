@@ -6,7 +6,7 @@ structure already knows the second. Both shipped networks were trained by `bench
 generated images, never on the benchmark's or any held-out images:
 - "fluorescent-nuclei" (synthetic_nuclei.py; background / nucleus / nucleus border): on dsb2018-fluo the first
   models gain T2 +0.008 (11 of 12 seeds up, one level; T1 +0.002; bench/RESULTS.md, session 55);
-- "em-membranes" (synthetic_membranes.py; membrane / cell): on isbi2012-em T2 +0.008, T1 +0.007 (7 and 6 of 8
+- "em-membranes" (synthetic_membranes.py; membrane / cell): on isbi2012-em T2 +0.011, T1 +0.011 (11 and 10 of 12
   seeds up; one seed lost 0.02-0.03; session 68).
 
 A start is used when its classes can be matched to the person's: the same number of classes, and on the
@@ -48,7 +48,7 @@ SHIPPED = {"fluorescent-nuclei": "fluorescent_nuclei.pt", "em-membranes": "em_me
 # (seed 0 by class: background 0.999, nucleus 0.88, the traced border 0.48, and about half of the border pixels
 # it misses lie next to a border it draws); on the bundled sample stack (background / cell / nucleus,
 # sample_data.py) its best order agrees on 0.41, and a start that explains nothing agrees on about 1 / 3 of
-# them. Midway. The em-membranes start agrees on 0.77-0.86 of isbi2012-em's strokes (seeds 0-7) and on 0.52-0.57
+# them. Midway. The em-membranes start agrees on 0.77-0.86 of isbi2012-em's strokes (seeds 0-11) and on 0.52-0.57
 # of dsb2018-fluo's with the border merged into the nucleus (two classes, seeds 0-2), which starts from random
 # weights.
 MIN_AGREEMENT = 0.6
