@@ -36,14 +36,14 @@ IMAGE_SIZE, PATCH, BATCH = 256, 192, 4
 # Per kind: the generator, its classes and their weights in the loss. The nuclei's 1-pixel border is 6% of the
 # generated pixels: weighted up so the network draws it where it belongs. Membranes are about a fifth.
 KINDS = {
-    "fluorescent-nuclei": ("SemSegLib.synthetic_nuclei", make_nuclei_image, NUCLEI_CLASSES, (1.0, 1.0, 3.0)),
-    "em-membranes": ("SemSegLib.synthetic_membranes", make_membrane_image, MEMBRANE_CLASSES, (1.0, 1.0)),
+    "fluorescent-nuclei": (make_nuclei_image, NUCLEI_CLASSES, (1.0, 1.0, 3.0)),
+    "em-membranes": (make_membrane_image, MEMBRANE_CLASSES, (1.0, 1.0)),
 }
 
 
 def pretrain(steps: int, num_images: int, seed: int = 0, learning_rate: float = 3e-3, log=print,
              kind: str = "fluorescent-nuclei") -> StartingPoint:
-    generator_name, make_image, classes, class_weights = KINDS[kind]
+    make_image, classes, class_weights = KINDS[kind]
     rng = np.random.default_rng(seed)
     pairs = [make_image(rng, IMAGE_SIZE) for _ in range(num_images)]
     images = torch.from_numpy(np.stack([normalize_image(image) for image, _ in pairs]))
@@ -78,7 +78,7 @@ def pretrain(steps: int, num_images: int, seed: int = 0, learning_rate: float = 
         optimizer.step()
         if step % 200 == 0 or step == steps - 1:
             log(f"step {step}: loss {float(loss.detach()):.4f} ({time.perf_counter() - start:.0f} s)")
-    made_with = {"generator": generator_name, "images": num_images, "image_size": IMAGE_SIZE,
+    made_with = {"generator": make_image.__module__, "images": num_images, "image_size": IMAGE_SIZE,
                  "steps": steps, "batch": BATCH, "patch": PATCH, "learning_rate": learning_rate,
                  "class_weights": list(class_weights), "seed": seed, "torch": str(torch.__version__)}
     return StartingPoint(kind, [c.name for c in classes], model.network_config,

@@ -30,11 +30,11 @@ def model_info(model: SemSegModel) -> dict:
             "forest_samples": int(len(model.forest.targets)) if model.forest is not None else 0,
             "line_classes": model.line_class_names(),
         },
-        "trainings": [_training(entry, model) for entry in model.history],
+        "trainings": [_training(entry) for entry in model.history],
     }
 
 
-def _training(entry: dict, model: SemSegModel) -> dict:
+def _training(entry: dict) -> dict:
     labeled = entry.get("labeled_pixels") or {}
     start = entry.get("starting_point") or {}
     config = entry.get("config") or {}

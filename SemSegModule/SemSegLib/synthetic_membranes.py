@@ -7,8 +7,9 @@ tightly packed cells of many sizes (a power diagram of random seeds in a smoothl
 of 2-9 pixels between them, faint where they run obliquely, grey granular cytoplasm, and inside the cells dark
 things that are not membrane: mitochondria, vesicles, dark cells. Then blur and noise. Labels: 1 membrane, 2
 cell (everything inside a cell, its organelles too), the convention of serial-section EM membrane maps such as
-the ISBI 2012 challenge's. The ranges were set from what such images show (membranes about a fifth of the
-pixels, cross-sections of 5-40 px in radius), not fitted to any image.
+the ISBI 2012 challenge's. The ranges were set from what such images show and from the statistics of a few such
+membrane maps (membranes about a fifth of the pixels, 3-9 px wide, cross-sections of 4-40 px in radius;
+bench/RESULTS.md, session 68), not fitted to any image.
 """
 
 from __future__ import annotations
