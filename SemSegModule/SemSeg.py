@@ -37,7 +37,7 @@ from SemSegLib import kept_strokes
 from SemSegLib.atomic import write_bytes_atomic
 from SemSegLib.classes import ClassInfo, read_classes_csv, write_classes_csv
 from SemSegLib.errors import InputError
-from SemSegLib.task import SemSegEvent, SemSegTask
+from SemSegLib.task import PacedWrites, SemSegEvent, SemSegTask
 from SemSegLib.worker import Job, Worker
 from SemSegMRML import arrays, model_node, parameters, results, stack_nodes
 from SemSegMRML.accepted import AcceptedPredictions
@@ -69,6 +69,7 @@ except ImportError:  # slicer-core (MRML without Qt, as in CI): only the Logic i
 SUGGESTION_MARKERS_NAME = "SemSeg where to paint"
 EDITOR_SINGLETON_TAG = "SemSegSegmentEditor"  # the parameter node of the Segment Editor in the panel
 TRAININGS_KEPT = 5  # models replaced by trainings that undoTraining can go back to
+PREDICTION_SHOWN_EVERY = 3.0  # s: the panel's predictions show their slices at most this often while they run
 
 #
 # SemSegLogic
@@ -383,7 +384,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
                            should_stop=job.should_stop, correction_mask=corrections, preview=preview)
             if previewSlice is not None and not job.should_stop():
                 pred = predict_image(result.model, images[previewSlice], PredictConfig(device=device))
-                predicted[previewSlice] = (pred.labels, pred.uncertainty, pred.seconds)
+                predicted[previewSlice] = (pred.labels, pred.uncertainty)
             return result
 
         def describe(p) -> SemSegEvent:
@@ -495,9 +496,15 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         raise InputError(f"unknown slice scope {scope!r}: use a slice index, 'painted' or 'all'.")
 
     def predict(self, volume, scope: str | int | list[int] = "all", labelSegmentation=None, tta: bool = False,
-                device: str = "auto", waitForCompletion: bool = True,
+                device: str = "auto", firstSlice: int | None = None, showSeconds: float | None = None,
+                waitForCompletion: bool = True,
                 eventCallback: Callable[[SemSegEvent], None] | None = None) -> SemSegTask:
-        """Predict slices into the 'SemSeg prediction' segmentation and the uncertainty volume."""
+        """Predict slices into the 'SemSeg prediction' segmentation and the uncertainty volume.
+
+        `firstSlice` (the slice in view) is predicted before the others, if among them. `showSeconds`: the slices
+        predicted so far are written into the nodes while the others are predicted, at most that often
+        (`PacedWrites`), so that a long prediction shows its slices as they come; None: all when it ends. A
+        cancelled prediction keeps the slices it finished. The task's result: seconds per predicted slice."""
         from SemSegLib.prediction import PredictConfig, predict_stack
         from SemSegLib.suggest import image_descriptors
 
@@ -508,51 +515,63 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         indices = self.sliceIndices(volume, scope, labelSegmentation)
         if not indices:
             raise InputError("no slices to predict (nothing painted yet?).")
+        if firstSlice is not None and int(firstSlice) in indices:
+            indices = [int(firstSlice)] + [k for k in indices if k != int(firstSlice)]
         images = self.imagesFromVolume(volume, indices)  # images[j] is slice indices[j]
         model = self.model
         config = PredictConfig(tta=tta, device=device)
         known = self._cachedSliceDescriptors(volume) or {}
         imagesTime = volume.GetImageData().GetMTime()
-        described = {}
+        described, seconds = {}, {}
 
         def run(job: Job):
-            out = {}
-            for j, pred in predict_stack(model, images, config,
-                                         progress=lambda done, total, s: job.report((done, total, s)),
-                                         should_stop=job.should_stop):
-                out[indices[j]] = (pred.labels, pred.uncertainty, pred.seconds)
-            unknown = [j for j, i in enumerate(indices) if i in out and i not in known]
+            # Each slice goes to the main thread as soon as it is predicted: the worker keeps none of them.
+            done = []
+            for j, pred in predict_stack(model, images, config, should_stop=job.should_stop):
+                job.report(_PredictedSlice(indices[j], pred.labels, pred.uncertainty, pred.seconds))
+                done.append(indices[j])
+            unknown = [j for j, i in enumerate(indices) if i in done and i not in known]
             if unknown and not job.should_stop():
                 computed = image_descriptors(images, unknown, model.normalization)
                 described.update({indices[j]: descriptor for j, descriptor in computed.items()})
-            return out
+            return done
 
-        def describe(p) -> SemSegEvent:
-            done, total, seconds = p
-            return SemSegEvent("progress", f"slice {done} of {total} ({seconds:.2f} s)", done / total, p)
+        def write(batch: dict) -> None:  # main thread
+            if stack_nodes.in_scene(self.scene, volume):
+                self._writePrediction(volume, batch, model)
 
-        def finish(result):
-            if not result or not stack_nodes.in_scene(self.scene, volume):
-                return result
-            self._writePrediction(volume, result, model)
+        writes = PacedWrites(write, showSeconds)
+
+        def describe(p: _PredictedSlice) -> SemSegEvent:
+            seconds[p.index] = p.seconds
+            writes.add(p.index, (p.labels, p.uncertainty))
+            progress = PredictionProgress(len(seconds), len(indices), p.seconds, writes.written)
+            return SemSegEvent("progress", f"slice {progress.done} of {progress.total} ({p.seconds:.2f} s)",
+                               progress.done / progress.total, progress)
+
+        def finish(done):
+            writes.flush()
+            if not done or not stack_nodes.in_scene(self.scene, volume):
+                return {k: seconds[k] for k in done or []}
             if described:
                 self._cacheSliceDescriptors(volume, described, imagesTime)
-            self.lastTimings["predict_seconds_per_slice"] = float(np.mean([r[2] for r in result.values()]))
+            self.lastTimings["predict_seconds_per_slice"] = float(np.mean([seconds[k] for k in done]))
             if labelSegmentation is not None:
                 stack_nodes.set_baseline(self.scene, volume, self.labelsFromSegmentation(labelSegmentation, volume))
-            return result
+            return {k: seconds[k] for k in done}
 
         return self._start("predict", run, describe, finish, waitForCompletion, eventCallback)
 
     def _writePrediction(self, volume, result: dict, model) -> None:
+        """`result`: slice index -> (labels, uncertainty) of `model`'s prediction."""
         segmentation = self.predictionSegmentation(volume)
         labels = self.labelsFromSegmentation(segmentation, volume)
-        for k, (sliceLabels, _, _) in result.items():
+        for k, (sliceLabels, _) in result.items():
             labels[k] = sliceLabels
         self.setLabelsToSegmentation(labels, segmentation, volume)
         uncertaintyNode = self.uncertaintyVolume(volume)
         uncertainty = slicer.util.arrayFromVolume(uncertaintyNode)
-        for k, (_, sliceUncertainty, _) in result.items():
+        for k, (_, sliceUncertainty) in result.items():
             uncertainty[k] = sliceUncertainty
         slicer.util.arrayFromVolumeModified(uncertaintyNode)
         stack_nodes.record_predicted_by(segmentation, result, model.signature)
@@ -874,6 +893,26 @@ class LoadedLabels:
 
 
 @dataclass
+class PredictionProgress:
+    """A prediction's progress event data: slices predicted, of how many, the last one's seconds, slices shown."""
+
+    done: int
+    total: int
+    seconds: float
+    shown: int  # written into the nodes so far (`predict`'s showSeconds)
+
+
+@dataclass
+class _PredictedSlice:
+    """What the worker reports for each slice it predicted."""
+
+    index: int
+    labels: np.ndarray  # (H, W)
+    uncertainty: np.ndarray  # (H, W)
+    seconds: float
+
+
+@dataclass
 class _PreviewLabels:
     """What the worker reports when a training shows its slice (TrainPreview)."""
 
@@ -950,6 +989,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._trainedVolume = None
         self._trainedSlice = None  # the slice a training shows while it runs, and predicts when it ends
         self._previewNote = ""
+        self._predictionShown = False  # a running prediction's first slices were shown (_onTaskEvent)
         self.editor = None  # the Segment Editor inside the panel (_setupEditor)
         self._editorNode = None
 
@@ -1440,6 +1480,9 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         if event.fraction is not None:
             self.ui.progressBar.value = int(100 * event.fraction)
+        if isinstance(event.data, PredictionProgress) and event.data.shown and not self._predictionShown:
+            self._showPrediction(self._volume())  # the first slices are in: show them while the others come
+            self._predictionShown = True
         note = f"; {self._previewNote}" if self._taskLabel == "Training" and self._previewNote else ""
         self.ui.statusLabel.text = f"{self._taskLabel}: {event.message}{note}"
         if event.kind == "failed":
@@ -1535,9 +1578,13 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
         scope = node.GetParameter("PredictScope")
         with slicer.util.tryWithErrorDisplay("Prediction could not start.", waitCursor=True):
-            task = self.logic.predict(self._volume(), self._currentSlice() if scope == "current" else scope,
+            # The slice in view first, and the slices shown as they come: a stack of hundreds takes minutes.
+            current = self._currentSlice()
+            task = self.logic.predict(self._volume(), current if scope == "current" else scope,
                                       labelSegmentation=self._labels(), tta=node.GetParameter("TTA") == "true",
-                                      device=node.GetParameter("Device"), waitForCompletion=False)
+                                      device=node.GetParameter("Device"), firstSlice=current,
+                                      showSeconds=PREDICTION_SHOWN_EVERY, waitForCompletion=False)
+            self._predictionShown = False
             self._startTask(task, "Prediction")
 
     def onAccept(self) -> None:
@@ -1706,7 +1753,15 @@ class SemSegTest(ScriptedLoadableModuleTest):
         self.assertIsNone(logic.previewSegmentation(volume, create=False))  # taken down when the training ended
         self.assertEqual(logic.predictedSlices(volume), [1])  # and predicted by the trained model
         self.delayDisplay(f"Training showed {len(previews)} preview(s); predicting")
-        logic.predict(volume, "all", labelSegmentation=segmentation, waitForCompletion=True)
+        shown = []  # the slices in the prediction node as each slice comes: the one asked for first
+
+        def watch(event):
+            if event.kind == "progress":
+                shown.append(logic.predictedSlices(volume))
+
+        logic.predict(volume, "all", labelSegmentation=segmentation, firstSlice=3, showSeconds=0,
+                      waitForCompletion=True, eventCallback=watch)
+        self.assertEqual(shown[0], [1, 3])  # slice 1 from the training's end, slice 3 written before the others
         self.assertEqual(logic.predictedSlices(volume), [0, 1, 2, 3])
         suggestions = logic.suggestSlices(volume, top=2)
         markers = logic.markSuggestedRegions(volume, suggestions[0])

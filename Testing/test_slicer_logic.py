@@ -372,6 +372,35 @@ def test_train_predict_accept_evaluate_export(tmp_path, logic, scene):
     assert (tmp_path / "models" / "model.pt").read_bytes() == b"a model of the person's"
 
 
+def test_a_prediction_starts_at_the_slice_in_view_and_shows_slices_as_they_come(tmp_path, logic):
+    from SemSegLib.prediction import predict_image
+
+    _, volume, seg, _, _ = _sample_scene(tmp_path, logic)
+    logic.train(volume, seg, iterations=2, **FAST)
+    seen = []
+
+    def watch(event):
+        if event.kind == "progress":  # what the nodes hold when the panel hears of each slice
+            seen.append((event.data.done, event.data.shown, logic.predictedSlices(volume)))
+
+    task = logic.predict(volume, "all", labelSegmentation=seg, firstSlice=2, showSeconds=0, eventCallback=watch)
+    assert seen[0] == (1, 1, [2])  # the slice in view first, written before the next one is predicted
+    assert [done for done, _, _ in seen] == [1, 2, 3, 4]
+    assert all(len(predicted) == shown for _, shown, predicted in seen)
+    assert list(task.result) == [2, 0, 1, 3]
+    # Written in batches, the maps are those of the model, slice by slice.
+    labels = logic.labelsFromSegmentation(logic.predictionSegmentation(volume), volume)
+    uncertainty = slicer.util.arrayFromVolume(logic.uncertaintyVolume(volume))
+    images = logic.imagesFromVolume(volume)
+    for k in range(4):
+        expected = predict_image(logic.model, images[k])
+        assert np.array_equal(labels[k], expected.labels) and np.allclose(uncertainty[k], expected.uncertainty)
+    # Without showSeconds nothing is written before the end; a first slice outside the scope changes nothing.
+    seen.clear()
+    task = logic.predict(volume, [0, 3], firstSlice=2, eventCallback=watch)
+    assert list(task.result) == [0, 3] and [shown for _, shown, _ in seen] == [0, 0]
+
+
 def test_export_says_which_slices_the_current_model_has_not_labeled(tmp_path, logic, caplog):
     folder, volume, seg, _, _ = _sample_scene(tmp_path, logic)
     for budget in (dict(iterations=0), dict(seconds=-1)):  # refused, not replaced by the default budget
@@ -589,7 +618,8 @@ def test_a_task_that_ends_after_its_scene_closed_writes_nothing_into_the_next(tm
                                             waitForCompletion=False, **FAST))
     assert logic.model is not None  # the trained model is kept (and autosaved); only the scene's nodes are gone
     _, volume, seg, _, _ = _sample_scene(tmp_path / "second", logic)
-    close_while_running(lambda: logic.predict(volume, "all", labelSegmentation=seg, waitForCompletion=False))
+    close_while_running(lambda: logic.predict(volume, "all", labelSegmentation=seg, showSeconds=0,
+                                              waitForCompletion=False))
     _, volume, seg, labels, _ = _sample_scene(tmp_path / "third", logic)
     close_while_running(lambda: logic.export(volume, seg, str(tmp_path / "results"), waitForCompletion=False))
     assert np.array_equal(tifffile.imread(tmp_path / "results" / "strokes" / f"{logic.imageNames(volume)[0]}.tif"),

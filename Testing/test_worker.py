@@ -102,3 +102,36 @@ def test_a_task_applies_its_result_on_the_polling_thread_and_raises_failures_fro
     kinds.clear()
     assert cancelled.wait(lambda e: kinds.append(e.kind)) == 2 and kinds == ["cancelled"]
     worker.shutdown()
+
+
+def test_paced_writes_come_in_batches_that_keep_writing_to_a_share_of_the_time(monkeypatch):
+    from SemSegLib import task
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(task, "time", type("Clock", (), {"monotonic": staticmethod(lambda: clock["now"])}))
+    batches = []
+
+    def write(batch):  # a write that takes 1 s
+        batches.append(sorted(batch))
+        clock["now"] += 1.0
+
+    writes = task.PacedWrites(write, every=0)
+    writes.add("a", 1)  # the first result is written at once
+    assert batches == [["a"]] and writes.written == 1
+    clock["now"] = 10.9
+    writes.add("b", 2)  # 9.9 s after a write that took 1 s: held (WRITE_TIME_FACTOR)
+    assert batches == [["a"]]
+    clock["now"] = 11.0
+    writes.add("c", 3)
+    assert batches == [["a"], ["b", "c"]] and writes.written == 3
+    writes.flush()  # nothing pending: no write
+    assert len(batches) == 2
+
+    batches.clear()
+    at_the_end = task.PacedWrites(write, every=None)
+    for key in "xyz":
+        clock["now"] += 100
+        at_the_end.add(key, 0)
+    assert batches == [] and at_the_end.written == 0
+    at_the_end.flush()
+    assert batches == [["x", "y", "z"]] and at_the_end.written == 3

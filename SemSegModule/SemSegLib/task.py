@@ -3,10 +3,13 @@ applied on the main thread.
 
 Why: MRML is not thread-safe, so the worker returns plain arrays and `finish` (which writes them into MRML
 nodes) runs only inside `poll()`, which the main thread calls (a QTimer in Slicer, `wait()` in scripts).
+Results a job reports while it runs (a stack's slices as they are predicted) are written there too, in paced
+batches (`PacedWrites`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -74,3 +77,40 @@ class SemSegTask:
         if self.job.state == JobState.FAILED:
             raise self.job.error
         return self.result
+
+
+# A write of results takes at most about 1 / (this + 1) of the main thread: after a write that took t seconds, the
+# next comes no sooner than this times t later. Writing a batch of slices into a segmentation of 100 slices of
+# 1024 x 1024 takes about 1 s on the main thread (SemSegMRML.arrays), which must not freeze Slicer every few seconds.
+WRITE_TIME_FACTOR = 10.0
+
+
+class PacedWrites:
+    """Results a job reports one at a time (by key), written on the main thread in batches while it runs, so that
+    the person sees them as they come: at most every `every` seconds and no sooner than WRITE_TIME_FACTOR times the
+    last write took. `every` None: only at `flush()`. Only results not yet written are held."""
+
+    def __init__(self, write: Callable[[dict], None], every: float | None):
+        self._write = write
+        self._every = every
+        self._pending: dict = {}
+        self._last = -float("inf")  # the first result is written at once: the slice the person looks at
+        self._cost = 0.0
+        self.written = 0  # results written so far
+
+    def add(self, key, value) -> None:
+        self._pending[key] = value
+        if self._every is not None and time.monotonic() - self._last >= max(self._every,
+                                                                             WRITE_TIME_FACTOR * self._cost):
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is pending now."""
+        if not self._pending:
+            return
+        start = time.monotonic()
+        batch, self._pending = self._pending, {}
+        self._write(batch)
+        self.written += len(batch)
+        self._last = time.monotonic()
+        self._cost = self._last - start
