@@ -742,7 +742,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
     def export(self, volume, labelSegmentation, folder: str, warning: str | None = None,
                waitForCompletion: bool = True, eventCallback: Callable[[SemSegEvent], None] | None = None
                ) -> SemSegTask:
-        """Write labels/<name>.tif, labels.nrrd, strokes/<name>.tif, model.pt, classes.csv into `folder`
+        """Write labels/<name>.tif, labels.nrrd, strokes/<name>.tif, uncertainty/<name>.tif (predicted slices),
+        model.pt, classes.csv into `folder`
         (SemSegLib.results_folder: nothing there is replaced that an earlier export did not write). The task's
         result says what was written where. `warning`: the `exportWarning` the caller already has (the panel, which
         asked before exporting), not computed again.
@@ -760,6 +761,10 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         protected = [volume.GetAttribute(SOURCE_ATTRIBUTE) or None]
         strokes = self.labelsFromSegmentation(labelSegmentation, volume)
         predicted = self._predictedLabels(volume)
+        uncertainty = {}
+        if predicted is not None:  # the slices' own maps, as each was predicted (with its labels)
+            shown = slicer.util.arrayFromVolume(self.uncertaintyVolume(volume))
+            uncertainty = {k: np.array(shown[k]) for k in range(len(predicted)) if predicted[k].any()}
         check_results_folder(folder, names, model is not None, protected)  # made here: after the inputs' checks
         spacing = volume.GetSpacing()
 
@@ -767,7 +772,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             job.report(f"writing {len(names)} label maps")
             dtype = label_dtype(len(classes))
             final = _paintedWin(strokes, predicted).astype(dtype)
-            return write_results(folder, names, final, strokes.astype(dtype), classes, model, spacing, protected)
+            return write_results(folder, names, final, strokes.astype(dtype), classes, model, spacing, protected,
+                                 uncertainty)
 
         def finish(written: dict[str, str]) -> dict[str, str]:
             if stack_nodes.in_scene(self.scene, volume):

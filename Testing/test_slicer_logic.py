@@ -349,6 +349,10 @@ def test_train_predict_accept_evaluate_export(tmp_path, logic, scene):
     from SemSegLib.model_file import SemSegModel
 
     assert SemSegModel.load(written["model"]).classes == SAMPLE_CLASSES
+    shown = slicer.util.arrayFromVolume(logic.uncertaintyVolume(volume))
+    for k, name in enumerate(names):  # every slice was predicted: each has its uncertainty map as shown
+        saved = tifffile.imread(Path(written["uncertainty"]) / f"{name}.tif")
+        assert saved.dtype == np.float32 and np.array_equal(saved, shown[k])
     with pytest.raises(InputError, match="input folder"):
         logic.export(volume, seg, str(folder / "images"))
     # Exporting again replaces the export's own files; a slice no longer painted loses its old strokes file.
@@ -424,8 +428,18 @@ def test_export_says_which_slices_the_current_model_has_not_labeled(tmp_path, lo
     with caplog.at_level(logging.WARNING):
         logic.export(volume, seg, str(tmp_path / "out"))
     assert "no prediction (slices 3, 4)" in caplog.text
+    names = logic.imageNames(volume)
+    uncertaintyFiles = lambda: sorted(p.name for p in (tmp_path / "out" / "uncertainty").glob("*.tif"))  # noqa: E731
+    assert uncertaintyFiles() == [f"{names[k]}.tif" for k in (0, 1)]  # of the predicted slices only
     logic.predict(volume, "all")
     assert logic.unlabeledByCurrentModel(volume) == ([], []) and logic.exportWarning(volume) == ""
+    logic.export(volume, seg, str(tmp_path / "out"))
+    assert uncertaintyFiles() == sorted(f"{name}.tif" for name in names)
+    # Another stack of the same names, not predicted, exported there: no uncertainty map of the first stays.
+    _, again, againSeg, _, _ = _sample_scene(tmp_path / "again", logic)
+    assert logic.imageNames(again) == names
+    logic.export(again, againSeg, str(tmp_path / "out"))
+    assert uncertaintyFiles() == []
     logic.evaluate(volume, str(folder / "reference"))
     assert logic.lastEvaluationNote == ""
     # Asked to continue, a training on other classes starts a new model, and says so.

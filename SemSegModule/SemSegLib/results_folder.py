@@ -1,5 +1,5 @@
-"""The results folder an export writes: label maps of every image, the person's strokes, one NRRD volume,
-classes.csv and the model.
+"""The results folder an export writes: label maps of every image, the person's strokes, the uncertainty of every
+predicted image, one NRRD volume, classes.csv and the model.
 
 Nothing in a results folder is replaced unless an earlier export wrote it: its TIFFs carry EXPORT_MARK in their
 ImageDescription, and MANIFEST lists the other files it wrote. A folder chosen where a person keeps their own
@@ -34,8 +34,8 @@ def check_results_folder(folder: str | Path, names: list[str], with_model: bool,
     """Refuse, before anything is written, a results folder that is an input folder or holds files of the names an
     export writes that no SemSeg export wrote; returns the folder (made if needed)."""
     out = check_output_dir(folder, protected)
-    check_overwrite([out / sub / f"{name}.tif" for sub in ("labels", "strokes") for name in names], EXPORT_MARK,
-                    advice=ADVICE)
+    check_overwrite([out / sub / f"{name}.tif" for sub in ("labels", "strokes", "uncertainty") for name in names],
+                    EXPORT_MARK, advice=ADVICE)
     ours = set(json.loads((out / MANIFEST).read_text())["files"]) if (out / MANIFEST).is_file() else set()
     foreign = [name for name in _other_files(with_model) if (out / name).exists() and name not in ours]
     if foreign:
@@ -49,8 +49,10 @@ def _other_files(with_model: bool) -> list[str]:
 
 def write_results(folder: str | Path, names: list[str], labels: np.ndarray, strokes: np.ndarray,
                   classes: list[ClassInfo], model, spacing_xyz: tuple[float, float, float],
-                  protected: list[str | Path | None]) -> dict[str, str]:
-    """labels/<name>.tif and strokes/<name>.tif (slices with strokes) from (N, H, W) arrays, labels.nrrd,
+                  protected: list[str | Path | None], uncertainty: dict[int, np.ndarray] | None = None
+                  ) -> dict[str, str]:
+    """labels/<name>.tif and strokes/<name>.tif (slices with strokes) from (N, H, W) arrays, uncertainty/<name>.tif
+    (float32, 0 = sure, 1 = uniform) of the images `uncertainty` has (by index: the predicted ones), labels.nrrd,
     classes.csv and model.pt (when `model` is given); returns what was written where."""
     out = check_results_folder(folder, names, model is not None, protected)
     others = _other_files(model is not None)
@@ -58,6 +60,13 @@ def write_results(folder: str | Path, names: list[str], labels: np.ndarray, stro
         write_tiff(out / "labels" / f"{name}.tif", labels[k], EXPORT_MARK)
     # A slice no longer painted loses an earlier export's strokes file (checked above to be one).
     write_label_folder(out / "strokes", names, strokes, EXPORT_MARK)
+    uncertainty = uncertainty or {}
+    for k, name in enumerate(names):  # an image not predicted now loses an earlier export's file (checked above)
+        path = out / "uncertainty" / f"{name}.tif"
+        if k in uncertainty:
+            write_tiff(path, uncertainty[k].astype(np.float32, copy=False), EXPORT_MARK)
+        elif path.exists():
+            path.unlink()
     import nrrd
 
     x, y, z = spacing_xyz
@@ -73,6 +82,8 @@ def write_results(folder: str | Path, names: list[str], labels: np.ndarray, stro
                                                                        "files": others}, indent=1)))
     written = {"labels": out / "labels", "nrrd": out / "labels.nrrd", "strokes": out / "strokes",
                "classes": out / "classes.csv"}
+    if uncertainty:
+        written["uncertainty"] = out / "uncertainty"
     if model is not None:
         written["model"] = out / "model.pt"
     return {key: str(path) for key, path in written.items()}
