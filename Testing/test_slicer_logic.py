@@ -403,6 +403,30 @@ def test_a_prediction_starts_at_the_slice_in_view_and_shows_slices_as_they_come(
     seen.clear()
     task = logic.predict(volume, [0, 3], firstSlice=2, eventCallback=watch)
     assert list(task.result) == [0, 3] and [shown for _, shown, _ in seen] == [0, 0]
+    # What changes the prediction's segments while slices are written stays: the next write does not put back what
+    # the segmentation held before. Here slice 4 is emptied by an import after the first slice is written, then 25
+    # of its pixels are painted as a Segment Editor effect paints after the second.
+    def editTheLastSlice(event):
+        prediction = logic.predictionSegmentation(volume)
+        if event.kind == "progress" and event.data.done == 1:
+            edited = logic.labelsFromSegmentation(prediction, volume)
+            edited[3] = 0
+            logic.setLabelsToSegmentation(edited, prediction, volume)
+        if event.kind == "progress" and event.data.done == 2:
+            square = slicer.vtkOrientedImageData()
+            square.SetExtent(0, 4, 0, 4, 3, 3)
+            square.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+            square.GetPointData().GetScalars().Fill(1)
+            toRAS = vtk.vtkMatrix4x4()
+            volume.GetIJKToRASMatrix(toRAS)
+            square.SetImageToWorldMatrix(toRAS)
+            cell = prediction.GetSegmentation().GetSegmentIdBySegmentName("cell")
+            slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+                square, prediction, cell, slicer.vtkSlicerSegmentationsModuleLogic.MODE_MERGE_MAX)
+
+    logic.predict(volume, [0, 1, 2], showSeconds=0, eventCallback=editTheLastSlice)
+    final = logic.labelsFromSegmentation(logic.predictionSegmentation(volume), volume)
+    assert (final[3] > 0).sum() == 25 and final[3, :5, :5].all()
 
 
 def test_export_says_which_slices_the_current_model_has_not_labeled(tmp_path, logic, caplog):
