@@ -546,8 +546,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             if not stack_nodes.in_scene(self.scene, volume):
                 return
             segmentation = self.predictionSegmentation(volume)
-            known = written.get("labels") if written.get("stamp") == _contentStamp(segmentation) else None
-            written["labels"] = self._writePrediction(volume, batch, model, known)
+            held = written.get("labels") if written.get("stamp") == _contentStamp(segmentation) else None
+            written["labels"] = self._writePrediction(volume, batch, model, held)
             written["stamp"] = _contentStamp(segmentation)
 
         writes = PacedWrites(write, showSeconds)
@@ -774,8 +774,9 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         strokes = self.labelsFromSegmentation(labelSegmentation, volume)
         predicted = self._predictedLabels(volume)
         uncertainty = {}
-        if predicted is not None:  # the slices' own maps, as each was predicted (with its labels)
-            shown = slicer.util.arrayFromVolume(self.uncertaintyVolume(volume))
+        uncertaintyNode = volume.GetNodeReference(stack_nodes.ROLE_UNCERTAINTY)  # none if the person deleted it
+        if predicted is not None and uncertaintyNode is not None and uncertaintyNode.GetImageData() is not None:
+            shown = slicer.util.arrayFromVolume(uncertaintyNode)  # the slices' maps, as each was predicted
             uncertainty = {k: np.array(shown[k]) for k in range(len(predicted)) if predicted[k].any()}
         check_results_folder(folder, names, model is not None, protected)  # made here: after the inputs' checks
         spacing = volume.GetSpacing()

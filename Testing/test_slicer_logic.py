@@ -464,6 +464,10 @@ def test_export_says_which_slices_the_current_model_has_not_labeled(tmp_path, lo
     assert logic.imageNames(again) == names
     logic.export(again, againSeg, str(tmp_path / "out"))
     assert uncertaintyFiles() == []
+    # Nor are maps of 0 written for the predicted slices of a stack whose uncertainty volume the person deleted.
+    logic.scene.RemoveNode(logic.uncertaintyVolume(volume))
+    logic.export(volume, seg, str(tmp_path / "out"))
+    assert uncertaintyFiles() == [] and logic.predictedSlices(volume) == [0, 1, 2, 3]
     logic.evaluate(volume, str(folder / "reference"))
     assert logic.lastEvaluationNote == ""
     # Asked to continue, a training on other classes starts a new model, and says so.
