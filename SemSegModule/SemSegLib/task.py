@@ -79,9 +79,9 @@ class SemSegTask:
         return self.result
 
 
-# A write of results takes at most about 1 / (this + 1) of the main thread: after a write that took t seconds, the
-# next comes no sooner than this times t later. Writing a batch of slices into a segmentation of 100 slices of
-# 1024 x 1024 takes about 1 s on the main thread (SemSegMRML.arrays), which must not freeze Slicer every few seconds.
+# Writes of results take at most about 1 / (this + 1) of the main thread: after a write that took t seconds, the
+# next comes no sooner than this times t later. A prediction's first write into 100 slices of 1024 x 1024 takes
+# about 2 s (it reads the segmentation back; later ones 0.05-0.3 s), which must not freeze Slicer every few seconds.
 WRITE_TIME_FACTOR = 10.0
 
 
