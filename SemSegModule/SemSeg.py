@@ -107,6 +107,11 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         # Volume ID -> the folder its trainings keep their strokes in (`strokesBackupFolder`). Forgotten when a scene
         # closes, as the accepts are: a new scene gives its nodes the IDs of the closed one's.
         self._strokesBackups: dict[str, Path] = {}
+        # The labels of the prediction segmentation SemSeg last wrote, with what they were read or written as
+        # (`_heldLabelsKey`): reading them back from Slicer takes 0.8 s for 100 slices of 1024 x 1024 on the main
+        # thread, and every prediction, suggestion, accept and export does (bench/RESULTS.md, session 69). One
+        # segmentation only, so that this holds one label stack at most.
+        self._heldPrediction: tuple | None = None
         # A weak reference: a lambda holding the Logic would tie the scene and the Logic in a cycle that only the
         # garbage collector frees, on whichever thread it runs (the training thread too), as the scene dies.
         forget = weakref.WeakMethod(self._forgetScene)
@@ -116,6 +121,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
     def _forgetScene(self) -> None:
         self._accepted.clear()
         self._strokesBackups.clear()
+        self._heldPrediction = None
 
     # ---------------------------------------------------------------- parameter node
     def getParameterNode(self):
@@ -243,7 +249,11 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         """Painted segments -> (N, H, W) class values (8-bit for fewer than 256 classes), 0 = unlabeled, k = class k
         (later classes win on overlap)."""
         self.checkLabels(volume, segmentation)
-        return arrays.labels_from_segmentation(self.scene, segmentation, volume, classes or self.classes())
+        classes = classes or self.classes()
+        held = self._heldPrediction
+        if held is not None and held[0] == _heldLabelsKey(segmentation, volume, classes):
+            return held[1].copy()  # a copy: callers change what they get
+        return arrays.labels_from_segmentation(self.scene, segmentation, volume, classes)
 
     def setLabelsToSegmentation(self, labels: np.ndarray, segmentation, volume,
                                 classes: list[ClassInfo] | None = None) -> None:
@@ -536,19 +546,9 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
                     described[indices[j]] = image_descriptors(images, [j], model.normalization)[j]
             return done
 
-        # The prediction's labels as this task last wrote them: a batch goes into them instead of reading the whole
-        # segmentation back first, while nothing else changed it (its content's modified time). A slice written into
-        # 30 of 1024 x 1024 took 0.26 s of the main thread with the read, 0.05 s without; on 2 cores those reads
-        # also made a prediction of all 30 take 8% longer (bench/RESULTS.md, session 69).
-        written = {}
-
         def write(batch: dict) -> None:  # main thread
-            if not stack_nodes.in_scene(self.scene, volume):
-                return
-            segmentation = self.predictionSegmentation(volume)
-            held = written.get("labels") if written.get("stamp") == _contentStamp(segmentation) else None
-            written["labels"] = self._writePrediction(volume, batch, model, held)
-            written["stamp"] = _contentStamp(segmentation)
+            if stack_nodes.in_scene(self.scene, volume):
+                self._writePrediction(volume, batch, model)
 
         writes = PacedWrites(write, showSeconds)
 
@@ -572,21 +572,27 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
         return self._start("predict", run, describe, finish, waitForCompletion, eventCallback)
 
-    def _writePrediction(self, volume, result: dict, model, labels: np.ndarray | None = None) -> np.ndarray:
-        """`result`: slice index -> (labels, uncertainty) of `model`'s prediction. `labels`: what the prediction
-        segmentation holds now, if the caller knows (else it is read). Returns what it holds then."""
+    def _writePrediction(self, volume, result: dict, model) -> None:
+        """`result`: slice index -> (labels, uncertainty) of `model`'s prediction.
+
+        The labels written are held (`_heldPrediction`): the next write, while nothing else changed the segments,
+        goes into them instead of reading the whole segmentation back. A slice written into 30 of 1024 x 1024 took
+        0.26 s of the main thread with the read, 0.05 s without; on 2 cores those reads also made a prediction of
+        all 30 take 8% longer (bench/RESULTS.md, session 69)."""
         segmentation = self.predictionSegmentation(volume)
-        labels = self.labelsFromSegmentation(segmentation, volume) if labels is None else labels
+        classes = self.classes()
+        labels = self.labelsFromSegmentation(segmentation, volume, classes)
         for k, (sliceLabels, _) in result.items():
             labels[k] = sliceLabels
-        self.setLabelsToSegmentation(labels, segmentation, volume)
+        self._heldPrediction = None
+        self.setLabelsToSegmentation(labels, segmentation, volume, classes)
+        self._heldPrediction = (_heldLabelsKey(segmentation, volume, classes), labels)
         uncertaintyNode = self.uncertaintyVolume(volume)
         uncertainty = slicer.util.arrayFromVolume(uncertaintyNode)
         for k, (_, sliceUncertainty) in result.items():
             uncertainty[k] = sliceUncertainty
         slicer.util.arrayFromVolumeModified(uncertaintyNode)
         stack_nodes.record_predicted_by(segmentation, result, model.signature)
-        return labels
 
     def unlabeledByCurrentModel(self, volume) -> tuple[list[int], list[int]]:
         """Slices without a prediction, and slices predicted by another model than the current one (0-based)."""
@@ -939,14 +945,20 @@ class _PreviewLabels:
     labels: np.ndarray  # (H, W)
 
 
-def _contentStamp(segmentation) -> tuple:
-    """Changes whenever the segments' content does: an import of labels and a Segment Editor effect modify their
-    labelmaps, adding or removing a segment the segmentation (slicer-core); a display change does neither."""
+def _heldLabelsKey(segmentation, volume, classes: list[ClassInfo]) -> tuple:
+    """What labels read from `segmentation` depend on; it changes whenever they may: the segments' content (an import
+    of labels and a Segment Editor effect modify their labelmaps, adding or removing a segment the segmentation;
+    slicer-core), which segment each class is (a renamed one), and the volume's grid (not its pixels)."""
     segments = segmentation.GetSegmentation()
     labelmaps = [segments.GetNthSegment(i).GetRepresentation("Binary labelmap")
                  for i in range(segments.GetNumberOfSegments())]
+    ids = tuple(segments.GetSegmentIdBySegmentName(c.name) for c in classes)
+    grid = vtk.vtkMatrix4x4()  # not the volume's modified time: a node reference set on it (a baseline) moves that
+    volume.GetIJKToRASMatrix(grid)
     return (segmentation.GetID(), segments.GetMTime(),
-            tuple(None if labelmap is None else labelmap.GetMTime() for labelmap in labelmaps))
+            tuple(None if labelmap is None else labelmap.GetMTime() for labelmap in labelmaps),
+            ids, volume.GetID(), arrays.slice_shape(volume),
+            tuple(grid.GetElement(i, j) for i in range(4) for j in range(4)))
 
 
 def _paintedWin(painted: np.ndarray, predicted: np.ndarray | None) -> np.ndarray:

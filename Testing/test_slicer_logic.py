@@ -425,8 +425,17 @@ def test_a_prediction_starts_at_the_slice_in_view_and_shows_slices_as_they_come(
                 square, prediction, cell, slicer.vtkSlicerSegmentationsModuleLogic.MODE_MERGE_MAX)
 
     logic.predict(volume, [0, 1, 2], showSeconds=0, eventCallback=editTheLastSlice)
-    final = logic.labelsFromSegmentation(logic.predictionSegmentation(volume), volume)
+    prediction = logic.predictionSegmentation(volume)
+    final = logic.labelsFromSegmentation(prediction, volume)
     assert (final[3] > 0).sum() == 25 and final[3, :5, :5].all()
+    # Read again as Slicer gives them, a copy each time; with two classes' segments renamed, read anew.
+    assert np.array_equal(final, arrays.labels_from_segmentation(logic.scene, prediction, volume, logic.classes()))
+    final[:] = 0
+    again = logic.labelsFromSegmentation(prediction, volume)
+    assert again[3, :5, :5].all()
+    arrays.rename_segments(prediction, {"cell": "nucleus", "nucleus": "cell"})
+    swapped = logic.labelsFromSegmentation(prediction, volume)
+    assert np.array_equal(swapped, np.choose(again, [0, 1, 3, 2]).astype(again.dtype))
 
 
 def test_export_says_which_slices_the_current_model_has_not_labeled(tmp_path, logic, caplog):
