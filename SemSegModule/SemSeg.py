@@ -108,9 +108,9 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         # closes, as the accepts are: a new scene gives its nodes the IDs of the closed one's.
         self._strokesBackups: dict[str, Path] = {}
         # The labels of the prediction segmentation SemSeg last wrote, with what they were read or written as
-        # (`_heldLabelsKey`): reading them back from Slicer takes 0.8 s for 100 slices of 1024 x 1024 on the main
-        # thread, and every prediction, suggestion, accept and export does (bench/RESULTS.md, session 69). One
-        # segmentation only, so that this holds one label stack at most.
+        # (`_heldLabelsKey`): reading them back from Slicer takes 1.2-1.5 s for 100 slices of 1024 x 1024 on the main
+        # thread (0.02 s from here), and every prediction, suggestion, accept and export does (bench/RESULTS.md,
+        # session 69). One segmentation only, so that this holds one label stack at most.
         self._heldPrediction: tuple | None = None
         # A weak reference: a lambda holding the Logic would tie the scene and the Logic in a cycle that only the
         # garbage collector frees, on whichever thread it runs (the training thread too), as the scene dies.
@@ -577,8 +577,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
         The labels written are held (`_heldPrediction`): the next write, while nothing else changed the segments,
         goes into them instead of reading the whole segmentation back. A slice written into 30 of 1024 x 1024 took
-        0.26 s of the main thread with the read, 0.05 s without; on 2 cores those reads also made a prediction of
-        all 30 take 8% longer (bench/RESULTS.md, session 69)."""
+        0.26 s of the main thread with the read, 0.05 s without; on 2 cores a prediction of all 30 written with those
+        reads took 131-132 s where it takes 121 s (bench/RESULTS.md, session 69)."""
         segmentation = self.predictionSegmentation(volume)
         classes = self.classes()
         labels = self.labelsFromSegmentation(segmentation, volume, classes)
