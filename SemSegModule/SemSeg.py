@@ -561,14 +561,15 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
         def finish(done):
             writes.flush()
-            if not done or not stack_nodes.in_scene(self.scene, volume):
-                return {k: seconds[k] for k in done or []}
+            result = {k: seconds[k] for k in done or []}
+            if not result or not stack_nodes.in_scene(self.scene, volume):
+                return result
             if described:
                 self._cacheSliceDescriptors(volume, described, imagesTime)
-            self.lastTimings["predict_seconds_per_slice"] = float(np.mean([seconds[k] for k in done]))
+            self.lastTimings["predict_seconds_per_slice"] = float(np.mean(list(result.values())))
             if labelSegmentation is not None:
                 stack_nodes.set_baseline(self.scene, volume, self.labelsFromSegmentation(labelSegmentation, volume))
-            return {k: seconds[k] for k in done}
+            return result
 
         return self._start("predict", run, describe, finish, waitForCompletion, eventCallback)
 
