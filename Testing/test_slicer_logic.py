@@ -413,16 +413,7 @@ def test_a_prediction_starts_at_the_slice_in_view_and_shows_slices_as_they_come(
             edited[3] = 0
             logic.setLabelsToSegmentation(edited, prediction, volume)
         if event.kind == "progress" and event.data.done == 2:
-            square = slicer.vtkOrientedImageData()
-            square.SetExtent(0, 4, 0, 4, 3, 3)
-            square.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
-            square.GetPointData().GetScalars().Fill(1)
-            toRAS = vtk.vtkMatrix4x4()
-            volume.GetIJKToRASMatrix(toRAS)
-            square.SetImageToWorldMatrix(toRAS)
-            cell = prediction.GetSegmentation().GetSegmentIdBySegmentName("cell")
-            slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
-                square, prediction, cell, slicer.vtkSlicerSegmentationsModuleLogic.MODE_MERGE_MAX)
+            _paintSquare(volume, prediction, "cell", 3)
 
     logic.predict(volume, [0, 1, 2], showSeconds=0, eventCallback=editTheLastSlice)
     prediction = logic.predictionSegmentation(volume)
@@ -436,6 +427,69 @@ def test_a_prediction_starts_at_the_slice_in_view_and_shows_slices_as_they_come(
     arrays.rename_segments(prediction, {"cell": "nucleus", "nucleus": "cell"})
     swapped = logic.labelsFromSegmentation(prediction, volume)
     assert np.array_equal(swapped, np.choose(again, [0, 1, 3, 2]).astype(again.dtype))
+
+
+def _paintSquare(volume, segmentation, className: str, sliceIndex: int) -> None:
+    """Rows and columns 0-4 of a slice into a class's segment, as a Segment Editor effect paints."""
+    square = slicer.vtkOrientedImageData()
+    square.SetExtent(0, 4, 0, 4, sliceIndex, sliceIndex)
+    square.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    square.GetPointData().GetScalars().Fill(1)
+    toRAS = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(toRAS)
+    square.SetImageToWorldMatrix(toRAS)
+    segment = segmentation.GetSegmentation().GetSegmentIdBySegmentName(className)
+    slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+        square, segmentation, segment, slicer.vtkSlicerSegmentationsModuleLogic.MODE_MERGE_MAX)
+
+
+def test_the_strokes_are_read_from_the_correction_baseline_while_it_holds_them(tmp_path, logic, monkeypatch):
+    from SemSegMRML import stack_nodes
+
+    _, volume, seg, labels, _ = _sample_scene(tmp_path, logic)
+    logic.train(volume, seg, iterations=2, **FAST)  # its baseline: the strokes it trained on
+    slow = arrays.labels_from_segmentation
+    reads = []
+
+    def counted(scene, segmentation, *args):
+        reads.append(segmentation.GetID())
+        return slow(scene, segmentation, *args)
+
+    def strokeReads() -> int:
+        return reads.count(seg.GetID())
+
+    monkeypatch.setattr(arrays, "labels_from_segmentation", counted)
+    baseline = stack_nodes.baseline(logic.scene, volume)
+    # A prediction's baseline, its suggestions and an export after a training read no strokes from the segments.
+    logic.predict(volume, "all", labelSegmentation=seg, showSeconds=0)
+    logic.suggestSlices(volume, labelSegmentation=seg)
+    logic.export(volume, seg, str(tmp_path / "results"))
+    strokes = logic.labelsFromSegmentation(seg, volume)
+    assert strokeReads() == 0
+    assert np.array_equal(strokes, slow(logic.scene, seg, volume, logic.classes())) and np.array_equal(strokes, labels)
+    assert strokes.dtype == np.uint8
+    strokes[:] = 0  # a copy
+    assert np.array_equal(logic.labelsFromSegmentation(seg, volume), labels)
+    # Painted since: read from the segments; the next prediction's baseline is what is painted now, and serves again.
+    _paintSquare(volume, seg, "cell", 3)
+    painted = logic.labelsFromSegmentation(seg, volume)
+    assert strokeReads() == 1 and painted[3, :5, :5].all() and not labels[3].any()
+    logic.predict(volume, 3, labelSegmentation=seg)
+    assert strokeReads() == 2 and np.array_equal(slicer.util.arrayFromVolume(baseline), painted)
+    assert np.array_equal(logic.labelsFromSegmentation(seg, volume), painted) and strokeReads() == 2
+    # A baseline changed by anything else is not taken for the strokes.
+    slicer.util.arrayFromVolume(baseline)[3] = 0
+    slicer.util.arrayFromVolumeModified(baseline)
+    assert np.array_equal(logic.labelsFromSegmentation(seg, volume), painted) and strokeReads() == 3
+    # An accept reads the strokes once and leaves the baseline holding what it wrote.
+    logic.acceptPrediction(volume, seg, 1)
+    accepted = slow(logic.scene, seg, volume, logic.classes())
+    assert strokeReads() == 4 and accepted[1].all() and np.array_equal(accepted[[0, 2, 3]], painted[[0, 2, 3]])
+    assert np.array_equal(logic.labelsFromSegmentation(seg, volume), accepted) and strokeReads() == 4
+    assert np.array_equal(slicer.util.arrayFromVolume(baseline), accepted)
+    # Another label segmentation of the volume is its own.
+    other = logic.createLabelSegmentation(volume, segmentation=None)
+    assert not logic.labelsFromSegmentation(other, volume).any()
 
 
 def test_export_says_which_slices_the_current_model_has_not_labeled(tmp_path, logic, caplog):

@@ -44,10 +44,11 @@ class AcceptedPredictions:
         return volume is not None and bool(self._by_volume.get(volume.GetID()))
 
     def accept(self, scene, volume, segmentation, slice_index: int, predicted: np.ndarray,
-               classes: list[ClassInfo]) -> int:
+               classes: list[ClassInfo], labels: np.ndarray | None = None) -> int:
         """`predicted` (H, W) into slice `slice_index` of the labels where nothing is painted; returns the pixels
-        added."""
-        labels = arrays.labels_from_segmentation(scene, segmentation, volume, classes)
+        added. `labels`: the segmentation's, if read already; they become the accepted ones."""
+        if labels is None:
+            labels = arrays.labels_from_segmentation(scene, segmentation, volume, classes)
         painted = labels[slice_index] > 0
         added = ~painted & (predicted > 0)
         baseline = stack_nodes.baseline(scene, volume)
