@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import zipfile
 from pathlib import Path
 
@@ -427,6 +428,44 @@ def test_a_prediction_starts_at_the_slice_in_view_and_shows_slices_as_they_come(
     arrays.rename_segments(prediction, {"cell": "nucleus", "nucleus": "cell"})
     swapped = logic.labelsFromSegmentation(prediction, volume)
     assert np.array_equal(swapped, np.choose(again, [0, 1, 3, 2]).astype(again.dtype))
+
+
+def test_a_cancelled_prediction_keeps_the_slices_it_finished(tmp_path, logic, monkeypatch):
+    from SemSegLib import prediction
+
+    _, volume, seg, _, _ = _sample_scene(tmp_path, logic)
+    logic.train(volume, seg, iterations=2, **FAST)
+    predictImage, cancelled, started = prediction.predict_image, threading.Event(), []
+
+    def secondWaitsForTheCancel(model, image, *args, **kwargs):
+        # The worker's second slice starts only once the panel has heard of the first and pressed Cancel: then the
+        # prediction stops after it, whatever the machine's speed.
+        if started:
+            assert cancelled.wait(60)
+        started.append(image)
+        return predictImage(model, image, *args, **kwargs)
+
+    monkeypatch.setattr(prediction, "predict_image", secondWaitsForTheCancel)
+    task = logic.predict(volume, "all", labelSegmentation=seg, firstSlice=2, showSeconds=3, waitForCompletion=False)
+    kinds = []
+
+    def cancelAfterTheFirst(event):
+        kinds.append(event.kind)
+        if event.kind == "progress" and event.data.done == 1:
+            task.cancel()
+            cancelled.set()
+
+    task.wait(cancelAfterTheFirst)
+    assert kinds == ["progress", "progress", "cancelled"] and len(started) == 2
+    # Slice 3 was written at once, slice 1 when the prediction ended; both are kept, as the model predicts them.
+    assert list(task.result) == [2, 0] and logic.predictedSlices(volume) == [0, 2]
+    labels = logic.labelsFromSegmentation(logic.predictionSegmentation(volume), volume)
+    uncertainty = slicer.util.arrayFromVolume(logic.uncertaintyVolume(volume))
+    images = logic.imagesFromVolume(volume)
+    for k in (0, 2):
+        expected = predictImage(logic.model, images[k])
+        assert np.array_equal(labels[k], expected.labels) and np.allclose(uncertainty[k], expected.uncertainty)
+    assert not labels[[1, 3]].any() and not uncertainty[[1, 3]].any()
 
 
 def _paintSquare(volume, segmentation, className: str, sliceIndex: int) -> None:
