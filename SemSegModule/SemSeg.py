@@ -808,7 +808,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
         Here the labels are read from MRML and the folder is checked (a refused one raises before anything is
         written); the rest runs on the worker thread: 100 slices of 1024 x 1024 held the main thread for 15 s when they
-        were written there (2 s now; bench/RESULTS.md, session 61)."""
+        were written there (2 s now, 1 s while the correction baseline holds the strokes; bench/RESULTS.md, sessions
+        61 and 70)."""
         from SemSegLib.results_folder import check_results_folder, write_results
         from SemSegLib.stack_io import label_dtype
 
