@@ -193,7 +193,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
     def volumeFromStack(self, images: np.ndarray, names: list[str], name: str = "SemSeg images",
                         spacing: tuple[float, float] = (1.0, 1.0), source: str = ""):
-        """(N, C, H, W) -> scalar volume (C == 1) or vector volume (RGB / multi-channel), slice k = image k."""
+        """(N, C, H, W) -> scalar volume (C == 1) or RGB vector volume, slice k = image k; several channels are shown
+        three at a time, each stretched to its own range (`showChannels`)."""
         # A unique name: messages that tell two stacks apart name them ("images", "images_1").
         volume = arrays.volume_from_stack(self.scene, images, names, self.scene.GenerateUniqueName(name), spacing,
                                           source)
@@ -218,6 +219,18 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def imageNames(volume) -> list[str]:
         return arrays.image_names(volume)
+
+    @staticmethod
+    def shownChannels(volume) -> list[int | None] | None:
+        """The stack's channels (0-based) the volume shows as red, green and blue, each stretched to its own range;
+        None when the volume holds the images as loaded (one channel, an 8-bit RGB picture)."""
+        return arrays.shown_channels(volume)
+
+    @staticmethod
+    def showChannels(volume, shown: list[int | None]) -> None:
+        """Show the stack's channels `shown` (0-based; None for none) as red, green and blue. Only what is drawn
+        changes: training and prediction use every channel as loaded."""
+        arrays.show_channels(volume, shown)
 
     # ---------------------------------------------------------------- segmentations
     def createLabelSegmentation(self, volume, classes: list[ClassInfo] | None = None, segmentation=None,
@@ -1096,6 +1109,8 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui.loadImagesButton.clicked.connect(self.onLoadImages)
         ui.loadSampleButton.clicked.connect(self.onLoadSample)
         ui.inputVolumeSelector.currentNodeChanged.connect(self.updateParameterNodeFromGUI)
+        for combo in self._channelComboBoxes():
+            combo.currentIndexChanged.connect(self.onChannelsChosen)
         ui.labelSegmentationSelector.currentNodeChanged.connect(self.updateParameterNodeFromGUI)
         ui.addClassButton.clicked.connect(self.onAddClass)
         ui.removeClassButton.clicked.connect(self.onRemoveClass)
@@ -1276,9 +1291,33 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 colorItem.setToolTip("Double-click to change the color")
                 table.setItem(row, 1, colorItem)
             self._showInEditor()
+            self._showChannelChoice()
             self._updateButtons()
         finally:
             self._updatingGUI = False
+
+    def _channelComboBoxes(self) -> list:
+        return [self.ui.redChannelComboBox, self.ui.greenChannelComboBox, self.ui.blueChannelComboBox]
+
+    def _showChannelChoice(self) -> None:
+        """Red, green and blue's channels, for a stack shown three channels at a time; hidden for other volumes."""
+        volume = self._volume()
+        shown = self.logic.shownChannels(volume) if volume is not None else None
+        self.ui.channelsLabel.visible = shown is not None
+        for combo, channel in zip(self._channelComboBoxes(), shown or [None] * 3):
+            combo.visible = shown is not None
+            combo.clear()
+            if shown is not None:
+                combo.addItems(["none"] + [str(k + 1) for k in range(arrays.channel_count(volume))])
+                combo.setCurrentIndex(0 if channel is None else channel + 1)
+
+    def onChannelsChosen(self, *args) -> None:
+        volume = self._volume()
+        if self._updatingGUI or volume is None or self.logic.shownChannels(volume) is None:
+            return
+        shown = [combo.currentIndex - 1 if combo.currentIndex > 0 else None for combo in self._channelComboBoxes()]
+        with slicer.util.tryWithErrorDisplay("Could not show those channels.", waitCursor=True):
+            self.logic.showChannels(volume, shown)
 
     def updateParameterNodeFromGUI(self, *args) -> None:
         node = self._parameterNode
@@ -1864,6 +1903,15 @@ class SemSegTest(ScriptedLoadableModuleTest):
         again = logic.loadStack(str(folder / "images"))
         loaded = logic.loadLabels(again, str(logic.strokesBackupFolder(volume)))
         self.assertTrue(np.array_equal(logic.labelsFromSegmentation(loaded.segmentation, again), strokes))
+        # A stack of 2 channels: the panel offers the channel each color shows; the images stay as loaded.
+        channels = np.stack([rng.integers(0, 4000, (2, 32, 32)), rng.integers(0, 200, (2, 32, 32))], 1)
+        cells = logic.volumeFromStack(channels.astype(np.uint16), ["a", "b"], "two channels")
+        widget.updateGUIFromParameterNode()
+        self.assertEqual(widget.ui.greenChannelComboBox.count, 3)  # none, 1, 2
+        self.assertEqual(widget.ui.greenChannelComboBox.currentIndex, 2)
+        widget.ui.redChannelComboBox.currentIndex = 2
+        self.assertEqual(logic.shownChannels(cells), [1, 1, None])
+        self.assertTrue(np.array_equal(logic.imagesFromVolume(cells), channels))
         # A scene saved as a .mrb by Slicer's own writer carries the model, the temporary folder's file aside.
         bundle = folder / "loop.mrb"
         self.assertTrue(slicer.util.saveScene(str(bundle)))

@@ -24,6 +24,7 @@ from SemSegLib.simulate import simulate_strokes  # noqa: E402
 from SemSegLib.stack_io import read_stack  # noqa: E402
 from SemSegLib.suggest import image_descriptors, rank_by_uncertainty, spread_groups  # noqa: E402
 from SemSegMRML import arrays, model_node  # noqa: E402
+from SemSegMRML import channels as channels_module  # noqa: E402
 from slicer_scene import make_scene  # noqa: E402
 
 FAST = dict(patch_size=64, batch_size=4, base_width=8, levels=3)
@@ -84,18 +85,38 @@ def _displayed_components(volume) -> int:
     return producer.GetOutputDataObject(0).GetNumberOfScalarComponents()
 
 
-@pytest.mark.parametrize("channels", [2, 5])
-def test_a_stack_of_2_or_5_channels_shows_as_rgb_and_trains_on_every_channel(tmp_path, logic, scene, channels):
-    """Slicer draws a vector volume as RGB: 2 components break its display pipeline, 5 give the views 6. The volume
-    shows 3 channels (a zero blue for 2, the first three of 5), the rest are kept beside it, and the stack's images
+def _displayed_rgb(volume) -> np.ndarray:
+    """(pixels, 3) the red, green and blue the volume's display pipeline hands the slice views."""
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    display = volume.GetDisplayNode()
+    display.SetInputImageDataConnection(volume.GetImageDataConnection())
+    producer = display.GetOutputImageDataConnection().GetProducer()
+    producer.Update()
+    return vtk_to_numpy(producer.GetOutputDataObject(0).GetPointData().GetScalars())[:, :3]
+
+
+@pytest.mark.parametrize("channels", [2, 3, 5])
+def test_a_stack_of_channels_shows_each_in_its_own_range_and_trains_on_every_channel(tmp_path, logic, scene,
+                                                                                      channels):
+    """Slicer draws a vector volume as RGB through one window/level: a dim channel beside a bright one was drawn
+    nearly black. 2 components break its display pipeline, 5 give the views 6. The volume shows 3 channels, each
+    stretched to its own range (a zero blue for 2), every channel is kept beside it as loaded, and the stack's images
     come back whole, from the scene and from a saved .mrb."""
-    images = np.random.default_rng(0).integers(0, 4000, (channels, 3, 32, 40), dtype=np.uint16)
+    highs = [4000, 200, 50000, 10, 1000][:channels]
+    rng = np.random.default_rng(0)
+    images = np.stack([rng.integers(0, high, (3, 32, 40)) for high in highs]).astype(np.uint16)
     tifffile.imwrite(tmp_path / "cells.ome.tif", images, metadata={"axes": "CZYX"})
     volume = logic.loadStack(str(tmp_path / "cells.ome.tif"))
     assert volume.GetName() == "cells" and logic.imageNames(volume)[0] == "cells_0001"
     whole = np.moveaxis(images, 0, 1)  # (Z, C, Y, X): 3 images of `channels` channels
     assert slicer.util.arrayFromVolume(volume).shape == (3, 32, 40, 3) and _displayed_components(volume) == 4
-    assert np.array_equal(logic.imagesFromVolume(volume), whole)
+    drawn = _displayed_rgb(volume)
+    assert (drawn[:, :min(channels, 3)].max(0) >= 250).all() and (drawn[:, :min(channels, 3)].min(0) <= 5).all()
+    assert channels > 2 or not drawn[:, 2].any()
+    assert logic.shownChannels(volume) == [0, 1, 2 if channels > 2 else None]
+    assert np.array_equal(logic.imagesFromVolume(volume), whole) and logic.imagesFromVolume(volume).dtype == np.uint16
+    assert np.array_equal(logic.imagesFromVolume(volume, [2, 0]), whole[[2, 0]])
     assert arrays.channel_count(volume) == channels
     logic.setClasses(THREE_CLASSES[:2])
     seg = logic.createLabelSegmentation(volume)
@@ -103,21 +124,54 @@ def test_a_stack_of_2_or_5_channels_shows_as_rgb_and_trains_on_every_channel(tmp
     labels[0, 2:6, 2:30], labels[0, 20:24, 2:30] = 1, 2
     logic.setLabelsToSegmentation(labels, seg, volume)
     assert logic.train(volume, seg, iterations=2, **FAST).finished and logic.model.in_channels == channels
+    # Other channels shown: only what is drawn changes.
+    logic.showChannels(volume, [channels - 1, None, 0])
+    shown = slicer.util.arrayFromVolume(volume)
+    assert np.array_equal(shown[..., 0], channels_module.shown_rgb(whole, [channels - 1, None, None])[..., 0])
+    assert not shown[..., 1].any() and shown[..., 2].max() == 255 and logic.shownChannels(volume) == [channels - 1,
+                                                                                                         None, 0]
+    assert np.array_equal(logic.imagesFromVolume(volume), whole)
+    with pytest.raises(InputError, match=f"channel {channels + 1} does not exist: the stack has channels 1-{channels}"):
+        logic.showChannels(volume, [0, channels, None])
+    with pytest.raises(InputError, match="choose a channel for at least one of red, green and blue"):
+        logic.showChannels(volume, [None, None, None])
     assert scene.WriteToMRB(str(tmp_path / "cells.mrb"))
     scene.Clear(0)
     assert scene.ReadFromMRB(str(tmp_path / "cells.mrb"))
     volume = scene.GetFirstNodeByName(volume.GetName())
     assert np.array_equal(logic.imagesFromVolume(volume), whole)
-    if channels > 3:
-        more = volume.GetNodeReference(arrays.ROLE_MORE_CHANNELS)
-        scene.RemoveNode(more)
-        with pytest.raises(InputError, match=r"the volume of its channels 4-5 is gone from the scene. Load the stack"):
-            logic.imagesFromVolume(volume)
-        volume = logic.loadStack(str(tmp_path / "cells.ome.tif"))
-        more = volume.GetNodeReference(arrays.ROLE_MORE_CHANNELS)
-        scene.RemoveNode(volume)  # the person deletes the stack: its hidden channels go at the next load
-        volume = logic.loadStack(str(tmp_path / "cells.ome.tif"))
-        assert more.GetScene() is None and volume.GetNodeReference(arrays.ROLE_MORE_CHANNELS).GetScene() is scene
+    assert np.array_equal(slicer.util.arrayFromVolume(volume), shown) and logic.shownChannels(volume)[0] == channels - 1
+    scene.RemoveNode(volume.GetNthNodeReference(arrays.ROLE_ALL_CHANNELS, 1))
+    with pytest.raises(InputError, match=f"the hidden volumes of its {channels} channels as loaded are not all in the "
+                                         "scene any more. Load the stack again"):
+        logic.imagesFromVolume(volume)
+    volume = logic.loadStack(str(tmp_path / "cells.ome.tif"))
+    hidden = [volume.GetNthNodeReference(arrays.ROLE_ALL_CHANNELS, k) for k in range(channels)]
+    assert all(node.GetHideFromEditors() for node in hidden)
+    scene.RemoveNode(volume)  # the person deletes the stack: its hidden channels go at the next load
+    volume = logic.loadStack(str(tmp_path / "cells.ome.tif"))
+    assert all(node.GetScene() is None for node in hidden)
+    assert volume.GetNthNodeReference(arrays.ROLE_ALL_CHANNELS, channels - 1).GetScene() is scene
+
+
+def test_a_stack_saved_by_an_earlier_semseg_keeps_its_channels(logic, scene):
+    """Scenes saved before session 70 hold a stack's first three channels as loaded in the volume and the others
+    in a hidden volume beside it."""
+    images = np.random.default_rng(0).integers(0, 4000, (2, 5, 16, 16)).astype(np.uint16)
+    volume = arrays._volume(scene, "vtkMRMLVectorVolumeNode", "old", images[:, :3], (1.0, 1.0))
+    more = arrays._volume(scene, "vtkMRMLVectorVolumeNode", "old channels 4-5", images[:, 3:], (1.0, 1.0))
+    more.SetAttribute(arrays.CHANNELS_VOLUME_ATTRIBUTE, "1")
+    volume.SetNodeReferenceID(arrays.ROLE_MORE_CHANNELS, more.GetID())
+    volume.SetAttribute(arrays.CHANNELS_ATTRIBUTE, "5")
+    assert np.array_equal(logic.imagesFromVolume(volume), images) and arrays.channel_count(volume) == 5
+    assert logic.shownChannels(volume) is None
+    with pytest.raises(InputError, match=r"earlier SemSeg\): load the stack again to choose them"):
+        logic.showChannels(volume, [0, 1, 2])
+    arrays.remove_orphaned_channels(scene)
+    assert more.GetScene() is scene
+    scene.RemoveNode(more)
+    with pytest.raises(InputError, match="the volume of its channels 4-5 is gone from the scene"):
+        logic.imagesFromVolume(volume)
 
 
 def test_a_volume_with_nan_pixels_is_refused_before_training(tmp_path, logic):

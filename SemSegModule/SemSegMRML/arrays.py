@@ -16,49 +16,81 @@ from SemSegLib.classes import ClassInfo
 from SemSegLib.errors import InputError
 from SemSegLib.stack_io import label_dtype
 
+from . import channels
+
 IMAGE_NAMES_ATTRIBUTE = "SemSeg.ImageNames"  # the stack's file names, in slice order (JSON list)
 SOURCE_ATTRIBUTE = "SemSeg.Source"  # where the stack was loaded from (export never writes there)
 
 
-CHANNELS_ATTRIBUTE = "SemSeg.Channels"  # a stack's channels where the volume shows three of them (2, or 4 and more)
-ROLE_MORE_CHANNELS = "SemSegMoreChannels"  # the volume that keeps the channels beyond the third
-MORE_CHANNELS_ATTRIBUTE = "SemSeg.MoreChannels"  # marks such a volume
+CHANNELS_ATTRIBUTE = "SemSeg.Channels"  # a stack's channels where the volume does not hold them as loaded
+ROLE_ALL_CHANNELS = "SemSegAllChannels"  # the hidden volumes of the channels as loaded, one each (channels.py)
+SHOWN_CHANNELS_ATTRIBUTE = "SemSeg.ShownChannels"  # the channels shown as red, green, blue (JSON; null = none)
+# Scenes saved before session 70 show a stack's first three channels as loaded and keep the others in a hidden volume.
+ROLE_MORE_CHANNELS = "SemSegMoreChannels"
+CHANNELS_VOLUME_ATTRIBUTE = "SemSeg.MoreChannels"  # marks a hidden volume of channels, of either layout
 
 
 def volume_from_stack(scene, images: np.ndarray, names: list[str], name: str,
                       spacing: tuple[float, float] = (1.0, 1.0), source: str = ""):
-    """(N, C, H, W) -> a new scalar volume (C == 1) or vector volume (RGB / multi-channel) in `scene`.
+    """(N, C, H, W) -> a new scalar volume (C == 1) or RGB vector volume in `scene`.
 
     The IJK-to-RAS directions (-1, -1, 1) are what Slicer uses for 2D image files: the image shows in the Red
     view as in any image viewer (row 0 at the top, column 0 on the left). On any error the node is removed:
     nothing half-loaded stays in the scene.
 
-    Why three channels at most in the volume: Slicer draws a vector volume as RGB. Given 2 components its display
-    pipeline fails on every render (RGB to HSI needs 3), given more than 3 it hands the views more than RGBA. So
-    a stack of 2 channels shows as red and green over a zero blue, and one of 4 or more shows its first three,
-    while the rest are kept in a hidden volume (ROLE_MORE_CHANNELS); `images_from_volume` gives all C back.
+    One channel, or an 8-bit RGB picture, goes into the volume as it is. Any other stack of channels is shown as
+    three of them, each stretched to its own range (channels.py), and each channel as loaded is kept in a hidden
+    scalar volume beside it (ROLE_ALL_CHANNELS), which `images_from_volume` reads. Why three at most: Slicer draws a
+    vector volume as RGB. Given 2 components its display pipeline fails on every render (RGB to HSI needs 3), given
+    more than 3 it hands the views more than RGBA. Why a volume per channel: Slicer's volume writer takes only some
+    numbers of components (vtkITKImageWriter refused 5), and one hidden volume of a stack's 5 channels made its scene
+    unsavable.
     """
     c = images.shape[1]
     remove_orphaned_channels(scene)
     with new_nodes_removed(scene, only_on_error=True):
+        as_loaded = channels.shown_as_loaded(images)
+        shown = channels.default_shown(c)
         volume = _volume(scene, "vtkMRMLScalarVolumeNode" if c == 1 else "vtkMRMLVectorVolumeNode", name,
-                         images[:, :3] if c != 2 else np.concatenate([images, np.zeros_like(images[:, :1])], 1),
-                         spacing)
+                         images if as_loaded else np.moveaxis(channels.shown_rgb(images, shown), -1, 1), spacing)
         volume.CreateDefaultDisplayNodes()
         display = volume.GetDisplayNode()
         if display is not None:
             display.SetInterpolate(False)  # show pixels as pixels; these are microscopy images
         volume.SetAttribute(IMAGE_NAMES_ATTRIBUTE, json.dumps(list(names)))
         volume.SetAttribute(SOURCE_ATTRIBUTE, source)
-        if c not in (1, 3):
+        if not as_loaded:
+            if display is not None:  # the components are scaled to 0-255 already
+                display.SetAutoWindowLevel(False)
+                display.SetWindowLevelMinMax(0.0, 255.0)
+            for k in range(c):
+                channel = _volume(scene, "vtkMRMLScalarVolumeNode", f"{name} channel {k + 1}", images[:, k:k + 1],
+                                  spacing)
+                channel.SetHideFromEditors(True)  # never a choice in a node selector: it is part of `volume`
+                channel.SetAttribute(CHANNELS_VOLUME_ATTRIBUTE, "1")
+                volume.AddNodeReferenceID(ROLE_ALL_CHANNELS, channel.GetID())
             volume.SetAttribute(CHANNELS_ATTRIBUTE, str(c))
-        if c > 3:
-            more = _volume(scene, "vtkMRMLScalarVolumeNode" if c == 4 else "vtkMRMLVectorVolumeNode",
-                           f"{name} channels 4-{c}", images[:, 3:], spacing)
-            more.SetHideFromEditors(True)  # never a choice in a node selector: it is part of `volume`
-            more.SetAttribute(MORE_CHANNELS_ATTRIBUTE, "1")
-            volume.SetNodeReferenceID(ROLE_MORE_CHANNELS, more.GetID())
+            volume.SetAttribute(SHOWN_CHANNELS_ATTRIBUTE, json.dumps(shown))
     return volume
+
+
+def show_channels(volume, shown: list[int | None]) -> None:
+    """Show the channels `shown` (0-based, or None) as red, green and blue, each stretched to its own range."""
+    if shown_channels(volume) is None:
+        raise InputError(f"'{volume.GetName()}' shows its channels as they were loaded"
+                         + (" (a scene saved by an earlier SemSeg): load the stack again to choose them."
+                            if volume.GetNodeReference(ROLE_MORE_CHANNELS) is not None else "."))
+    images = _all_channels(volume, None)
+    shown = channels.check_shown(shown, images.shape[1])
+    slicer.util.arrayFromVolume(volume)[:] = channels.shown_rgb(images, shown)
+    slicer.util.arrayFromVolumeModified(volume)
+    volume.SetAttribute(SHOWN_CHANNELS_ATTRIBUTE, json.dumps(shown))
+
+
+def shown_channels(volume) -> list[int | None] | None:
+    """The channels the volume shows as red, green and blue, or None when it holds its channels as loaded."""
+    text = volume.GetAttribute(SHOWN_CHANNELS_ATTRIBUTE)
+    return json.loads(text) if text else None
 
 
 def _volume(scene, class_name: str, name: str, images: np.ndarray, spacing: tuple[float, float]):
@@ -82,30 +114,42 @@ def _volume_type(array: np.ndarray) -> np.ndarray:
 
 
 def remove_orphaned_channels(scene) -> None:
-    """Remove the hidden volumes of channels beyond the third whose stack's volume is gone from `scene` (the person
-    deleted it, and cannot see these to delete them too). Not a scene observer: one runs on whichever thread
-    collects the scene, and a scene being destroyed must not run Python."""
+    """Remove the hidden volumes of channels whose stack's volume is gone from `scene` (the person deleted it, and
+    cannot see these to delete them too). Not a scene observer: one runs on whichever thread collects the scene,
+    and a scene being destroyed must not run Python."""
     volumes = [scene.GetNthNodeByClass(i, "vtkMRMLVolumeNode")
                for i in range(scene.GetNumberOfNodesByClass("vtkMRMLVolumeNode"))]
-    kept = {volume.GetNodeReferenceID(ROLE_MORE_CHANNELS) for volume in volumes}
+    kept = {volume.GetNthNodeReferenceID(role, k) for volume in volumes
+            for role in (ROLE_ALL_CHANNELS, ROLE_MORE_CHANNELS) for k in range(volume.GetNumberOfNodeReferences(role))}
     for volume in volumes:
-        if volume.GetAttribute(MORE_CHANNELS_ATTRIBUTE) and volume.GetID() not in kept:
+        if volume.GetAttribute(CHANNELS_VOLUME_ATTRIBUTE) and volume.GetID() not in kept:
             scene.RemoveNode(volume)
 
 
 def images_from_volume(volume, indices: list[int] | None = None) -> np.ndarray:
-    """Volume -> (N, C, H, W) copy of its slices `indices` (default: all), with every channel of a stack the volume
-    shows three of (`volume_from_stack`). Only those slices are copied: predicting one slice of a stack of
-    gigabytes must not copy it all on the GUI thread first."""
+    """Volume -> (N, C, H, W) copy of its slices `indices` (default: all), with every channel of the stack as it
+    was loaded (`volume_from_stack`). Only those slices are copied: predicting one slice of a stack of gigabytes
+    must not copy it all on the GUI thread first."""
+    if volume.GetAttribute(SHOWN_CHANNELS_ATTRIBUTE):  # what the volume holds is for the eye only
+        return _all_channels(volume, indices)
     images = _images(volume, indices)
     channels = int(volume.GetAttribute(CHANNELS_ATTRIBUTE) or images.shape[1])
-    if channels > images.shape[1]:
+    if channels > images.shape[1]:  # a scene saved before session 70
         more = volume.GetNodeReference(ROLE_MORE_CHANNELS)
         if more is None or more.GetImageData() is None:
             raise InputError(f"{volume.GetName()}: the volume of its channels 4-{channels} is gone from the scene. "
                              "Load the stack again.")
         images = np.concatenate([images, _images(more, indices)], axis=1)
     return np.ascontiguousarray(images[:, :channels])
+
+
+def _all_channels(volume, indices: list[int] | None) -> np.ndarray:
+    count = int(volume.GetAttribute(CHANNELS_ATTRIBUTE))
+    every = [volume.GetNthNodeReference(ROLE_ALL_CHANNELS, k) for k in range(count)]
+    if any(channel is None or channel.GetImageData() is None for channel in every):
+        raise InputError(f"{volume.GetName()}: the hidden volumes of its {count} channels as loaded are not all in "
+                         "the scene any more. Load the stack again.")
+    return np.concatenate([_images(channel, indices) for channel in every], axis=1)
 
 
 def _images(volume, indices: list[int] | None) -> np.ndarray:
