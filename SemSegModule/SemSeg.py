@@ -824,7 +824,6 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         were written there (2 s now, 1 s while the correction baseline holds the strokes; bench/RESULTS.md, sessions
         61 and 70)."""
         from SemSegLib.results_folder import check_results_folder, write_results
-        from SemSegLib.stack_io import label_dtype
 
         warning = self.exportWarning(volume) if warning is None else warning
         if warning:  # the panel asks before exporting; a script is told here
