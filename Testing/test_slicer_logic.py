@@ -127,7 +127,7 @@ def test_a_stack_of_channels_shows_each_in_its_own_range_and_trains_on_every_cha
     # Other channels shown: only what is drawn changes.
     logic.showChannels(volume, [channels - 1, None, 0])
     shown = slicer.util.arrayFromVolume(volume)
-    assert np.array_equal(shown[..., 0], channels_module.shown_rgb(whole, [channels - 1, None, None])[..., 0])
+    assert np.array_equal(shown[..., 0], channels_module.shown_rgb(images, [channels - 1, None, None])[..., 0])
     assert not shown[..., 1].any() and shown[..., 2].max() == 255 and logic.shownChannels(volume) == [channels - 1,
                                                                                                          None, 0]
     assert np.array_equal(logic.imagesFromVolume(volume), whole)

@@ -52,7 +52,8 @@ def volume_from_stack(scene, images: np.ndarray, names: list[str], name: str,
         as_loaded = channels.shown_as_loaded(images)
         shown = channels.default_shown(c)
         volume = _volume(scene, "vtkMRMLScalarVolumeNode" if c == 1 else "vtkMRMLVectorVolumeNode", name,
-                         images if as_loaded else np.moveaxis(channels.shown_rgb(images, shown), -1, 1), spacing)
+                         images if as_loaded else np.moveaxis(channels.shown_rgb(images.transpose(1, 0, 2, 3), shown),
+                                                              -1, 1), spacing)
         volume.CreateDefaultDisplayNodes()
         display = volume.GetDisplayNode()
         if display is not None:
@@ -80,9 +81,9 @@ def show_channels(volume, shown: list[int | None]) -> None:
         raise InputError(f"'{volume.GetName()}' shows its channels as they were loaded"
                          + (" (a scene saved by an earlier SemSeg): load the stack again to choose them."
                             if volume.GetNodeReference(ROLE_MORE_CHANNELS) is not None else "."))
-    images = _all_channels(volume, None)
-    shown = channels.check_shown(shown, images.shape[1])
-    slicer.util.arrayFromVolume(volume)[:] = channels.shown_rgb(images, shown)
+    planes = [slicer.util.arrayFromVolume(node) for node in _channel_volumes(volume)]  # views: no copy of the stack
+    shown = channels.check_shown(shown, len(planes))
+    slicer.util.arrayFromVolume(volume)[:] = channels.shown_rgb(planes, shown)
     slicer.util.arrayFromVolumeModified(volume)
     volume.SetAttribute(SHOWN_CHANNELS_ATTRIBUTE, json.dumps(shown))
 
@@ -144,12 +145,17 @@ def images_from_volume(volume, indices: list[int] | None = None) -> np.ndarray:
 
 
 def _all_channels(volume, indices: list[int] | None) -> np.ndarray:
+    return np.concatenate([_images(channel, indices) for channel in _channel_volumes(volume)], axis=1)
+
+
+def _channel_volumes(volume) -> list:
+    """The hidden volume of each channel as loaded (`volume_from_stack`)."""
     count = int(volume.GetAttribute(CHANNELS_ATTRIBUTE))
     every = [volume.GetNthNodeReference(ROLE_ALL_CHANNELS, k) for k in range(count)]
     if any(channel is None or channel.GetImageData() is None for channel in every):
         raise InputError(f"{volume.GetName()}: the hidden volumes of its {count} channels as loaded are not all in "
                          "the scene any more. Load the stack again.")
-    return np.concatenate([_images(channel, indices) for channel in every], axis=1)
+    return every
 
 
 def _images(volume, indices: list[int] | None) -> np.ndarray:

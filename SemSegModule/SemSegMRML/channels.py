@@ -13,6 +13,8 @@ Pure numpy; arrays.py puts the results into MRML nodes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from SemSegLib.errors import InputError
 
@@ -32,11 +34,11 @@ def default_shown(channels: int) -> list[int | None]:
     return [k if k < channels else None for k in range(3)]
 
 
-def display_range(images: np.ndarray, channel: int) -> tuple[float, float]:
-    """The intensities of one channel of (N, C, H, W) images mapped to 0 and 255 (finite, low < high)."""
-    n, _, h, w = images.shape
+def display_range(plane: np.ndarray) -> tuple[float, float]:
+    """The intensities of one channel's (N, H, W) images mapped to 0 and 255 (finite, low < high)."""
+    n, h, w = plane.shape
     step = max(1, int(np.ceil(np.sqrt(n * h * w / RANGE_SAMPLE_PIXELS))))
-    sample = images[:, channel, ::step, ::step]
+    sample = plane[:, ::step, ::step]
     with np.errstate(all="ignore"):  # a volume made by a script may hold NaN: its range is then what is finite
         finite = sample[np.isfinite(sample)] if sample.dtype.kind == "f" else sample
         low, high = (float(v) for v in np.percentile(finite, DISPLAY_PERCENTILES)) if finite.size else (0.0, 1.0)
@@ -54,16 +56,18 @@ def check_shown(shown: list[int | None], channels: int) -> list[int | None]:
     return [None if k is None else int(k) for k in shown]
 
 
-def shown_rgb(images: np.ndarray, shown: list[int | None]) -> np.ndarray:
-    """(N, C, H, W) images -> (N, H, W, 3) uint8: channel `shown[j]` (or zeros for None) stretched into component j.
-    One image at a time, so that the float copy is one image's."""
-    out = np.zeros((images.shape[0], *images.shape[2:], 3), np.uint8)
+def shown_rgb(planes: Sequence[np.ndarray], shown: list[int | None]) -> np.ndarray:
+    """The channels' (N, H, W) images (`planes[k]`: channel k; views will do) -> (N, H, W, 3) uint8: channel
+    `shown[j]` (or zeros for None) stretched into component j. One image at a time, so that the float copy is one
+    image's."""
+    out = np.zeros((*planes[0].shape, 3), np.uint8)
     for j, channel in enumerate(shown):
         if channel is None:
             continue
-        low, high = display_range(images, channel)
+        plane = planes[channel]
+        low, high = display_range(plane)
         scale = 255.0 / (high - low)
-        for i in range(images.shape[0]):
-            scaled = (images[i, channel].astype(np.float32) - low) * scale
+        for i in range(plane.shape[0]):
+            scaled = (plane[i].astype(np.float32) - low) * scale
             out[i, :, :, j] = np.clip(np.nan_to_num(scaled) + 0.5, 0, 255).astype(np.uint8)
     return out
