@@ -154,6 +154,14 @@ def test_a_stack_of_channels_shows_each_in_its_own_range_and_trains_on_every_cha
     assert volume.GetNthNodeReference(arrays.ROLE_ALL_CHANNELS, channels - 1).GetScene() is scene
 
 
+def test_a_channel_s_display_range_leaves_out_what_is_not_finite_and_survives_a_constant_channel():
+    plane = np.zeros((2, 8, 8), np.float32)
+    plane[0, 0, 0], plane[1, :4] = np.nan, 10.0
+    assert channels_module.display_range(plane) == (0.0, 10.0)
+    shown = channels_module.shown_rgb([plane, np.full((2, 8, 8), 7, np.uint16)], [0, 1, None])
+    assert shown[1, :4, :, 0].min() == 255 and shown[0, 0, 0, 0] == 0 and not shown[..., 1:].any()
+
+
 def test_a_stack_saved_by_an_earlier_semseg_keeps_its_channels(logic, scene):
     """Scenes saved before session 70 hold a stack's first three channels as loaded in the volume and the others
     in a hidden volume beside it."""
