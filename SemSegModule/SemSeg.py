@@ -706,7 +706,9 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         gave them become unlabeled again. The person's strokes, and whatever they painted over it since, stay.
         Returns (slice index, pixels taken back); the last `accepted.ACCEPTS_KEPT` accepts can be taken back."""
         self.checkLabels(volume, labelSegmentation)
-        return self._accepted.undo(self.scene, volume, labelSegmentation, self.classes())
+        classes = self.classes()
+        return self._accepted.undo(self.scene, volume, labelSegmentation, classes,
+                                   lambda: self.labelsFromSegmentation(labelSegmentation, volume, classes))
 
     # ---------------------------------------------------------------- where to paint next
     def suggestSlices(self, volume, top: int = 5, labelSegmentation=None) -> list[dict]:

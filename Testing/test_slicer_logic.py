@@ -588,6 +588,9 @@ def test_the_strokes_are_read_from_the_correction_baseline_while_it_holds_them(t
     assert strokeReads() == 4 and accepted[1].all() and np.array_equal(accepted[[0, 2, 3]], painted[[0, 2, 3]])
     assert np.array_equal(logic.labelsFromSegmentation(seg, volume), accepted) and strokeReads() == 4
     assert np.array_equal(slicer.util.arrayFromVolume(baseline), accepted)
+    # Its undo reads them from there too, and takes back what the accept added.
+    assert logic.undoAccept(volume, seg)[0] == 1 and strokeReads() == 4
+    assert np.array_equal(slow(logic.scene, seg, volume, logic.classes()), painted)
     # Another label segmentation of the volume is its own.
     other = logic.createLabelSegmentation(volume, segmentation=None)
     assert not logic.labelsFromSegmentation(other, volume).any()

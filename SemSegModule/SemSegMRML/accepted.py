@@ -7,6 +7,7 @@ back without touching the strokes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,9 +62,11 @@ class AcceptedPredictions:
         del kept[:-ACCEPTS_KEPT]
         return int(added.sum())
 
-    def undo(self, scene, volume, segmentation, classes: list[ClassInfo]) -> tuple[int, int]:
+    def undo(self, scene, volume, segmentation, classes: list[ClassInfo],
+             read_labels: Callable[[], np.ndarray] | None = None) -> tuple[int, int]:
         """Take back the last accept on `volume`: the pixels it added that still hold the class it gave them become
-        unlabeled again. Returns (slice index, pixels taken back)."""
+        unlabeled again. Returns (slice index, pixels taken back). `read_labels`: how to read the segmentation's
+        labels (a copy), if not by exporting its segments."""
         kept = self._by_volume.get(volume.GetID())
         if not kept:
             raise InputError(f"no accepted prediction to undo on '{volume.GetName()}' (accepts are remembered until "
@@ -75,7 +78,8 @@ class AcceptedPredictions:
                              f"'{went.GetName() if went is not None else 'a removed segmentation'}', not "
                              f"'{segmentation.GetName()}': select those labels to undo it.")
         k = last.slice_index
-        labels = arrays.labels_from_segmentation(scene, segmentation, volume, classes)
+        labels = read_labels() if read_labels is not None else arrays.labels_from_segmentation(scene, segmentation,
+                                                                                              volume, classes)
         taken_back = last.added & (labels[k] == last.values)
         labels[k][taken_back] = 0
         arrays.set_labels_to_segmentation(scene, labels, segmentation, volume, classes)
