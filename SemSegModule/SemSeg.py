@@ -178,7 +178,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
         stack = read_stack(path, channelAxis)  # raises InputError before anything enters the scene
         return self.volumeFromStack(stack.images, stack.names, name or stack_name(path), stack.spacing,
-                                    source=str(path))
+                                    source=str(path), rgb=stack.rgb)
 
     def loadSampleStack(self):
         """The generated sample stack of the engine; returns (volume node, reference folder)."""
@@ -192,12 +192,13 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         return volume, str(folder / "reference")
 
     def volumeFromStack(self, images: np.ndarray, names: list[str], name: str = "SemSeg images",
-                        spacing: tuple[float, float] = (1.0, 1.0), source: str = ""):
+                        spacing: tuple[float, float] = (1.0, 1.0), source: str = "", rgb: bool | None = None):
         """(N, C, H, W) -> scalar volume (C == 1) or RGB vector volume, slice k = image k; several channels are shown
-        three at a time, each stretched to its own range (`showChannels`)."""
+        three at a time, each stretched to its own range (`showChannels`), unless they are the red, green and blue
+        of 8-bit pictures (`rgb`; None: 3 channels of 8 bits are taken for such)."""
         # A unique name: messages that tell two stacks apart name them ("images", "images_1").
         volume = arrays.volume_from_stack(self.scene, images, names, self.scene.GenerateUniqueName(name), spacing,
-                                          source)
+                                          source, rgb)
         node = self.getParameterNode()
         node.SetNodeReferenceID(ROLE_VOLUME, volume.GetID())
         node.SetNodeReferenceID(ROLE_LABELS, None)  # the last stack's strokes are not this one's

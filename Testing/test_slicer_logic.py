@@ -69,6 +69,7 @@ def test_stack_to_volume_ordering_geometry_and_rgb(tmp_path, logic, scene):
     assert vector.IsA("vtkMRMLVectorVolumeNode")
     assert np.array_equal(slicer.util.arrayFromVolume(vector), rgb)
     assert np.array_equal(logic.imagesFromVolume(vector)[1, 2], rgb[1, :, :, 2])
+    assert logic.shownChannels(vector) is None  # a picture's colours, as any viewer shows them
     # 32/64-bit integers (label-like images from numpy) and 16-bit floats (read as 32-bit) become volumes too.
     for dtype in (np.int64, np.uint32, np.float16):
         write_numbered(tmp_path / np.dtype(dtype).name, [np.full((6, 9), i, dtype) for i in range(3)])
@@ -96,16 +97,17 @@ def _displayed_rgb(volume) -> np.ndarray:
     return vtk_to_numpy(producer.GetOutputDataObject(0).GetPointData().GetScalars())[:, :3]
 
 
-@pytest.mark.parametrize("channels", [2, 3, 5])
+@pytest.mark.parametrize("channels, dtype", [(2, np.uint16), (3, np.uint16), (3, np.uint8), (5, np.uint16)])
 def test_a_stack_of_channels_shows_each_in_its_own_range_and_trains_on_every_channel(tmp_path, logic, scene,
-                                                                                      channels):
+                                                                                      channels, dtype):
     """Slicer draws a vector volume as RGB through one window/level: a dim channel beside a bright one was drawn
     nearly black. 2 components break its display pipeline, 5 give the views 6. The volume shows 3 channels, each
     stretched to its own range (a zero blue for 2), every channel is kept beside it as loaded, and the stack's images
-    come back whole, from the scene and from a saved .mrb."""
-    highs = [4000, 200, 50000, 10, 1000][:channels]
+    come back whole, from the scene and from a saved .mrb. 3 channels of 8 bits from a channel axis (C) are a
+    microscope's, not a picture's red, green and blue (S): stretched too."""
+    highs = ([4000, 200, 50000, 10, 1000] if dtype == np.uint16 else [250, 30, 120])[:channels]
     rng = np.random.default_rng(0)
-    images = np.stack([rng.integers(0, high, (3, 32, 40)) for high in highs]).astype(np.uint16)
+    images = np.stack([rng.integers(0, high, (3, 32, 40)) for high in highs]).astype(dtype)
     tifffile.imwrite(tmp_path / "cells.ome.tif", images, metadata={"axes": "CZYX"})
     volume = logic.loadStack(str(tmp_path / "cells.ome.tif"))
     assert volume.GetName() == "cells" and logic.imageNames(volume)[0] == "cells_0001"
@@ -115,7 +117,7 @@ def test_a_stack_of_channels_shows_each_in_its_own_range_and_trains_on_every_cha
     assert (drawn[:, :min(channels, 3)].max(0) >= 250).all() and (drawn[:, :min(channels, 3)].min(0) <= 5).all()
     assert channels > 2 or not drawn[:, 2].any()
     assert logic.shownChannels(volume) == [0, 1, 2 if channels > 2 else None]
-    assert np.array_equal(logic.imagesFromVolume(volume), whole) and logic.imagesFromVolume(volume).dtype == np.uint16
+    assert np.array_equal(logic.imagesFromVolume(volume), whole) and logic.imagesFromVolume(volume).dtype == dtype
     assert np.array_equal(logic.imagesFromVolume(volume, [2, 0]), whole[[2, 0]])
     assert arrays.channel_count(volume) == channels
     logic.setClasses(THREE_CLASSES[:2])

@@ -61,6 +61,28 @@ def test_rgb_folder_is_three_channels(tmp_path):
     assert s.shape == (1, 3, 10, 12) and np.array_equal(s.images[0, 1], rgb[:, :, 1])
 
 
+def test_a_stack_says_whether_its_channels_are_a_picture_s_red_green_and_blue(tmp_path):
+    """Samples of a pixel (S; a PNG's or a TIFF's RGB) make a picture, a channel axis (C) a microscope's channels."""
+    rng = np.random.default_rng(0)
+    picture = rng.integers(0, 255, (6, 7, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", np.stack([picture, picture]), photometric="rgb")
+    tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(picture, -1, 0), photometric="rgb", planarconfig="separate")
+    tifffile.imwrite(tmp_path / "cells.ome.tif", np.moveaxis(np.stack([picture, picture]), -1, 0),
+                     metadata={"axes": "CZYX"})
+    tifffile.imwrite(tmp_path / "hyper.tif", np.moveaxis(np.stack([picture, picture]), -1, 1), imagej=True,
+                     metadata={"axes": "ZCYX"})
+    (tmp_path / "pngs").mkdir()
+    Image.fromarray(picture).save(tmp_path / "pngs" / "a.png")
+    (tmp_path / "gray").mkdir()
+    Image.fromarray(picture[..., 0]).save(tmp_path / "gray" / "a.png")
+    said = {name: read_stack(tmp_path / name) for name in ("rgb.tif", "planar.tif", "cells.ome.tif", "hyper.tif",
+                                                           "pngs", "gray")}
+    assert {name: (s.shape[1], s.rgb) for name, s in said.items()} == {
+        "rgb.tif": (3, True), "planar.tif": (3, True), "cells.ome.tif": (3, False), "hyper.tif": (3, False),
+        "pngs": (3, True), "gray": (1, False)}
+    assert not read_stack(tmp_path / "rgb.tif", channel_axis=-1).rgb  # the person's word: channels
+
+
 def test_mismatched_sizes_name_the_files_before_any_pixels_are_read(tmp_path, monkeypatch):
     from SemSegLib import stack_io
 

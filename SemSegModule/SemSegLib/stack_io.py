@@ -17,7 +17,7 @@ import numpy as np
 from .atomic import write_atomic
 from .classes import ClassInfo, default_classes, read_classes_csv
 from .errors import InputError
-from .tiff_axes import file_stem, image_file_layout, tiff_layout
+from .tiff_axes import TiffLayout, file_stem, image_file_layout, tiff_layout
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = (*TIFF_SUFFIXES, ".png")
@@ -46,6 +46,7 @@ class ImageStack:
     names: list[str]
     source: str = ""
     spacing: tuple[float, float] = (1.0, 1.0)  # (row, column) pixel size if the files carry one
+    rgb: bool = False  # the channels are the red, green and blue of pictures (`TiffLayout.rgb`), as read_stack says
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -123,8 +124,13 @@ def unreadable(path: Path, what: str, error: Exception) -> InputError:
 
 def read_image(path: Path, channel_axis: int | None = None) -> np.ndarray:
     """One file of a stack folder, one 2D image (gray, RGB(A), or multi-channel), as (C, H, W)."""
+    return _read_image_and_layout(path, channel_axis)[0]
+
+
+def _read_image_and_layout(path: Path, channel_axis: int | None = None) -> tuple[np.ndarray, TiffLayout]:
     arr, axes = _read_file(path)
-    return image_file_layout(axes, arr.shape, path, channel_axis).images(_check_dtype(arr, path))[0]
+    layout = image_file_layout(axes, arr.shape, path, channel_axis)
+    return layout.images(_check_dtype(arr, path))[0], layout
 
 
 def _check_dtype(arr: np.ndarray, path: Path) -> np.ndarray:
@@ -145,12 +151,14 @@ def read_stack(source: str | Path, channel_axis: int | None = None) -> ImageStac
     if source.is_file():
         return _read_multipage(source, channel_axis)
     files = folder_images(source, channel_axis)
-    images = [read_image(f, channel_axis) for f in files]
+    read = [_read_image_and_layout(f, channel_axis) for f in files]
+    images = [image for image, _ in read]
     refuse_other_sizes(source, files, [im.shape for im in images])  # as the headers said, unless a file changed
     dtypes = {im.dtype for im in images}
     stack = np.stack(images).astype(np.result_type(*dtypes)) if len(dtypes) > 1 else np.stack(images)
     check_finite(stack, [f.name for f in files], source)
-    return ImageStack(stack, [f.stem for f in files], str(source), _read_spacing(files[0]))
+    return ImageStack(stack, [f.stem for f in files], str(source), _read_spacing(files[0]),
+                      rgb=all(layout.rgb for _, layout in read))
 
 
 def stack_name(source: str | Path) -> str:
@@ -258,7 +266,7 @@ def _read_multipage(path: Path, channel_axis: int | None) -> ImageStack:
     names = layout.names(file_stem(path), axes, arr.shape)
     arr, where = layout.images(arr), layout.where(names)
     check_finite(arr, where, path)
-    return ImageStack(np.ascontiguousarray(arr), names, str(path), _read_spacing(path))
+    return ImageStack(np.ascontiguousarray(arr), names, str(path), _read_spacing(path), rgb=layout.rgb)
 
 
 def _find_label_file(folder: Path, name: str) -> Path | None:

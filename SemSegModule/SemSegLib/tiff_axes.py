@@ -32,13 +32,16 @@ def file_stem(path) -> str:
 class TiffLayout:
     """Positions in a series' axes: those that number the images (outer first), those that make the channels, Y
     and X. `drop_alpha`: the channels are RGBA samples, whose alpha carries no image content. `page_each`: each
-    image is one page of the file (its channels are samples of the page, if any), so an error can name the page."""
+    image is one page of the file (its channels are samples of the page, if any), so an error can name the page.
+    `rgb`: the channels are the red, green and blue samples of a picture (axis S, or a short last axis taken by
+    shape), not channels of a microscope (axis C), which a viewer shows each in its own range."""
 
     stack: tuple[int, ...]
     channels: tuple[int, ...]
     yx: tuple[int, int]
     drop_alpha: bool = False
     page_each: bool = True
+    rgb: bool = False
 
     def images(self, array: np.ndarray) -> np.ndarray:
         """The series' array as (N, C, H, W)."""
@@ -85,7 +88,8 @@ def tiff_layout(axes: str, shape: tuple[int, ...], path, channel_axis: int | Non
             rgba = axes.endswith("S") and channels == (len(axes) - 1,) and shape[-1] == 4
             y, stack = axes.index("Y"), tuple(p for p in others if p not in channels)
             page_each = len(stack) <= 1 and "C" not in axes  # C is an axis of pages, S of samples in a page
-            return TiffLayout(stack, channels, (y, y + 1), rgba, page_each)
+            rgb = len(channels) == 1 and axes[channels[0]] == "S" and shape[channels[0]] in (3, 4)
+            return TiffLayout(stack, channels, (y, y + 1), rgba, page_each, rgb)
     return _layout_by_shape(axes, shape, path)
 
 
@@ -95,7 +99,9 @@ def _layout_by_shape(axes: str, shape: tuple[int, ...], path) -> TiffLayout:
     if len(shape) == 3:
         return TiffLayout((0,), (), (1, 2))
     if len(shape) == 4:
-        return TiffLayout((0,), (3,), (1, 2)) if shape[-1] <= 4 else TiffLayout((0,), (1,), (2, 3), page_each=False)
+        if shape[-1] <= 4:
+            return TiffLayout((0,), (3,), (1, 2), rgb=shape[-1] in (3, 4))
+        return TiffLayout((0,), (1,), (2, 3), page_each=False)
     raise InputError(f"{path}: TIFF has shape {shape} (axes {axes}), and SemSeg cannot tell which axes number the "
                      "images and which are channels. Save it from Fiji as a hyperstack (axes TZCYX), or as one "
                      "image per file.")
@@ -126,7 +132,7 @@ def image_file_layout(axes: str, shape: tuple[int, ...], path, channel_axis: int
         return layout
     if len(shape) == 3:
         if shape[-1] <= 4 and shape[0] > 4:  # YXS: RGB / RGBA, channels last
-            return TiffLayout((), (2,), (0, 1), drop_alpha=shape[-1] == 4)
+            return TiffLayout((), (2,), (0, 1), drop_alpha=shape[-1] == 4, rgb=shape[-1] in (3, 4))
         if shape[0] <= 8 and shape[-1] > 8:  # CYX
             return TiffLayout((), (0,), (1, 2))
     raise InputError(f"{path}: image has shape {shape}; expected a 2D gray image, RGB(A), or a multi-channel image. "

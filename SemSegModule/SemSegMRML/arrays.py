@@ -31,25 +31,25 @@ CHANNELS_VOLUME_ATTRIBUTE = "SemSeg.MoreChannels"  # marks a hidden volume of ch
 
 
 def volume_from_stack(scene, images: np.ndarray, names: list[str], name: str,
-                      spacing: tuple[float, float] = (1.0, 1.0), source: str = ""):
+                      spacing: tuple[float, float] = (1.0, 1.0), source: str = "", rgb: bool | None = None):
     """(N, C, H, W) -> a new scalar volume (C == 1) or RGB vector volume in `scene`.
 
     The IJK-to-RAS directions (-1, -1, 1) are what Slicer uses for 2D image files: the image shows in the Red
     view as in any image viewer (row 0 at the top, column 0 on the left). On any error the node is removed:
     nothing half-loaded stays in the scene.
 
-    One channel, or an 8-bit RGB picture, goes into the volume as it is. Any other stack of channels is shown as
-    three of them, each stretched to its own range (channels.py), and each channel as loaded is kept in a hidden
-    scalar volume beside it (ROLE_ALL_CHANNELS), which `images_from_volume` reads. Why three at most: Slicer draws a
-    vector volume as RGB. Given 2 components its display pipeline fails on every render (RGB to HSI needs 3), given
-    more than 3 it hands the views more than RGBA. Why a volume per channel: Slicer's volume writer takes only some
-    numbers of components (vtkITKImageWriter refused 5), and one hidden volume of a stack's 5 channels made its scene
-    unsavable.
+    One channel, or an 8-bit RGB picture (`rgb`: `channels.shown_as_loaded`), goes into the volume as it is. Any
+    other stack of channels is shown as three of them, each stretched to its own range (channels.py), and each
+    channel as loaded is kept in a hidden scalar volume beside it (ROLE_ALL_CHANNELS), which `images_from_volume`
+    reads. Why three at most: Slicer draws a vector volume as RGB. Given 2 components its display pipeline fails on
+    every render (RGB to HSI needs 3), given more than 3 it hands the views more than RGBA. Why a volume per channel:
+    Slicer's volume writer takes only some numbers of components (vtkITKImageWriter refused 5), and one hidden volume
+    of a stack's 5 channels made its scene unsavable.
     """
     c = images.shape[1]
     remove_orphaned_channels(scene)
     with new_nodes_removed(scene, only_on_error=True):
-        as_loaded = channels.shown_as_loaded(images)
+        as_loaded = channels.shown_as_loaded(images, rgb)
         shown = channels.default_shown(c)
         volume = _volume(scene, "vtkMRMLScalarVolumeNode" if c == 1 else "vtkMRMLVectorVolumeNode", name,
                          images if as_loaded else np.moveaxis(channels.shown_rgb(images.transpose(1, 0, 2, 3), shown),

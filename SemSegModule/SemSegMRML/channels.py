@@ -6,7 +6,8 @@ shifts and scales every component alike). Microscopy channels differ in brightne
 invisible green (slicer-core, session 70). So the volume the person sees holds three channels, each scaled to 0-255
 between its own 0.1 and 99.9 percentiles (the percentiles Slicer's automatic window/level uses), and each channel
 as it was loaded lives in a hidden volume of its own beside it (`arrays.ROLE_ALL_CHANNELS`), which training and
-prediction read. An 8-bit image of 3 channels is an RGB picture: it is shown as it is, as any image viewer shows it.
+prediction read. An 8-bit RGB picture (the file's channels are samples of its pixels: axis S, or a short last axis)
+is shown as it is, as any image viewer shows it; 3 channels of a microscope (axis C) are stretched like any others.
 
 Pure numpy; arrays.py puts the results into MRML nodes.
 """
@@ -24,9 +25,12 @@ DISPLAY_PERCENTILES = (0.1, 99.9)
 RANGE_SAMPLE_PIXELS = 4_000_000
 
 
-def shown_as_loaded(images: np.ndarray) -> bool:
-    """Whether (N, C, H, W) images go into the volume as they are: one channel, or an 8-bit RGB picture."""
-    return images.shape[1] == 1 or (images.shape[1] == 3 and images.dtype == np.uint8)
+def shown_as_loaded(images: np.ndarray, rgb: bool | None = None) -> bool:
+    """Whether (N, C, H, W) images go into the volume as they are: one channel, or an 8-bit RGB picture. `rgb`:
+    whether the files said their channels are a picture's red, green and blue (`ImageStack.rgb`); None, unknown
+    (images from a script): 3 channels of 8 bits are taken for one."""
+    picture = images.shape[1] == 3 and images.dtype == np.uint8 and rgb is not False
+    return images.shape[1] == 1 or picture
 
 
 def default_shown(channels: int) -> list[int | None]:
