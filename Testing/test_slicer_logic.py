@@ -137,6 +137,8 @@ def test_a_stack_of_channels_shows_each_in_its_own_range_and_trains_on_every_cha
         logic.showChannels(volume, [0, channels, None])
     with pytest.raises(InputError, match="choose a channel for at least one of red, green and blue"):
         logic.showChannels(volume, [None, None, None])
+    with pytest.raises(InputError, match=r"give three channels, for red, green and blue .*; got \[0, 1\]"):
+        logic.showChannels(volume, [0, 1])
     assert scene.WriteToMRB(str(tmp_path / "cells.mrb"))
     scene.Clear(0)
     assert scene.ReadFromMRB(str(tmp_path / "cells.mrb"))

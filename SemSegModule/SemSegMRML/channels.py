@@ -52,8 +52,10 @@ def display_range(plane: np.ndarray) -> tuple[float, float]:
 def check_shown(shown: list[int | None], channels: int) -> list[int | None]:
     """`shown` (red, green, blue: a 0-based channel or None each) checked against the stack's channel count."""
     shown = list(shown)
-    if len(shown) != 3 or not any(k is not None for k in shown):
-        raise InputError(f"choose a channel for at least one of red, green and blue (got {shown}).")
+    if len(shown) != 3:
+        raise InputError(f"give three channels, for red, green and blue (0-based, or None for none); got {shown}.")
+    if all(k is None for k in shown):
+        raise InputError("choose a channel for at least one of red, green and blue.")
     outside = [k for k in shown if k is not None and not 0 <= int(k) < channels]
     if outside:
         raise InputError(f"channel {int(outside[0]) + 1} does not exist: the stack has channels 1-{channels}.")
