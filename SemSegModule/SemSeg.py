@@ -559,8 +559,9 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
         `firstSlice` (the slice in view) is predicted before the others, if among them. `showSeconds`: the slices
         predicted so far are written into the nodes while the others are predicted, at most that often
-        (`PacedWrites`), so that a long prediction shows its slices as they come; None: all when it ends. A
-        cancelled prediction keeps the slices it finished. The task's result: seconds per predicted slice."""
+        (`PacedWrites`), so that a long prediction shows its slices as they come; None: all when it ends, or whenever
+        those held reach 512 MB (`MOST_HELD_BYTES`). A cancelled prediction keeps the slices it finished. The task's
+        result: seconds per predicted slice."""
         from SemSegLib.prediction import PredictConfig, predict_stack
         from SemSegLib.suggest import image_descriptors
 

@@ -1,5 +1,6 @@
 import threading
 
+import numpy as np
 import pytest
 from SemSegLib.task import SemSegEvent, SemSegTask
 from SemSegLib.worker import JobState, Worker
@@ -135,3 +136,11 @@ def test_paced_writes_come_in_batches_that_keep_writing_to_a_share_of_the_time(m
     assert batches == [] and at_the_end.written == 0
     at_the_end.flush()
     assert batches == [["x", "y", "z"]] and at_the_end.written == 3
+    # Whatever the pacing, no more than so many bytes of arrays are held.
+    batches.clear()
+    bounded = task.PacedWrites(write, every=None, most_held_bytes=250)
+    for key in "pqrst":
+        bounded.add(key, (np.zeros(10, np.uint8), np.zeros(10, np.float64)))  # 90 bytes
+    assert batches == [["p", "q", "r"]] and bounded.written == 3
+    bounded.flush()
+    assert batches == [["p", "q", "r"], ["s", "t"]]

@@ -85,23 +85,34 @@ class SemSegTask:
 WRITE_TIME_FACTOR = 10.0
 
 
+# Results held for a later write are written as soon as their arrays reach this many bytes, however they are paced:
+# a script's prediction of 1000 slices of 2048 x 2048 would otherwise hold 20 GB of labels and uncertainty until its
+# one write at the end. 100 slices of 1024 x 1024 (5 MB each) stay below it.
+MOST_HELD_BYTES = 1 << 29
+
+
 class PacedWrites:
     """Results a job reports one at a time (by key), written on the main thread in batches while it runs, so that
     the person sees them as they come: at most every `every` seconds and no sooner than WRITE_TIME_FACTOR times the
-    last write took. `every` None: only at `flush()`. Only results not yet written are held."""
+    last write took. `every` None: only at `flush()`. Only results not yet written are held, and at most
+    `most_held_bytes` of their arrays (numpy arrays, or tuples of them)."""
 
-    def __init__(self, write: Callable[[dict], None], every: float | None):
+    def __init__(self, write: Callable[[dict], None], every: float | None, most_held_bytes: int = MOST_HELD_BYTES):
         self._write = write
         self._every = every
+        self._most_held_bytes = most_held_bytes
         self._pending: dict = {}
+        self._held_bytes = 0
         self._last = -float("inf")  # the first result is written at once: the slice the person looks at
         self._cost = 0.0
         self.written = 0  # results written so far
 
     def add(self, key, value) -> None:
         self._pending[key] = value
-        if self._every is not None and time.monotonic() - self._last >= max(self._every,
-                                                                             WRITE_TIME_FACTOR * self._cost):
+        self._held_bytes += sum(getattr(v, "nbytes", 0) for v in (value if isinstance(value, tuple) else (value,)))
+        due = self._every is not None and time.monotonic() - self._last >= max(self._every,
+                                                                                WRITE_TIME_FACTOR * self._cost)
+        if due or self._held_bytes >= self._most_held_bytes:
             self.flush()
 
     def flush(self) -> None:
@@ -109,7 +120,7 @@ class PacedWrites:
         if not self._pending:
             return
         start = time.monotonic()
-        batch, self._pending = self._pending, {}
+        batch, self._pending, self._held_bytes = self._pending, {}, 0
         self._write(batch)
         self.written += len(batch)
         self._last = time.monotonic()
