@@ -289,10 +289,11 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             return None
         return slicer.util.arrayFromVolume(node)
 
-    def _setBaseline(self, volume, labels: np.ndarray, key: tuple) -> None:
-        """The correction baseline becomes `labels`, the labels of the segmentation whose key was `key` (read then)."""
+    def _setBaseline(self, volume, key: tuple, readLabels: Callable[[], np.ndarray]) -> None:
+        """The correction baseline becomes the labels of the segmentation whose key is `key` (`readLabels()`, called
+        only when the baseline does not hold them already)."""
         if self._currentBaseline(volume, key) is None:
-            stack_nodes.set_baseline(self.scene, volume, labels)
+            stack_nodes.set_baseline(self.scene, volume, readLabels())
         self._baselineHolds(volume, key)
 
     def _baselineHolds(self, volume, key: tuple) -> None:
@@ -468,7 +469,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             if not backupError:
                 logging.info(f"SemSeg: the strokes this training used are kept in {backup}")
             if stack_nodes.in_scene(self.scene, volume):
-                self._setBaseline(volume, labels, labelsKey)
+                self._setBaseline(volume, labelsKey, lambda: labels)  # the strokes it trained on, as read then
                 if predicted:
                     self._writePrediction(volume, predicted, result.model)
             return result
@@ -616,9 +617,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             self.lastTimings["predict_seconds_per_slice"] = float(np.mean(list(result.values())))
             if labelSegmentation is not None:
                 classes = self.classes()
-                key = _heldLabelsKey(labelSegmentation, volume, classes)
-                if self._currentBaseline(volume, key) is None:
-                    self._setBaseline(volume, self.labelsFromSegmentation(labelSegmentation, volume, classes), key)
+                self._setBaseline(volume, _heldLabelsKey(labelSegmentation, volume, classes),
+                                  lambda: self.labelsFromSegmentation(labelSegmentation, volume, classes))
             return result
 
         return self._start("predict", run, describe, finish, waitForCompletion, eventCallback)

@@ -45,11 +45,9 @@ class AcceptedPredictions:
         return volume is not None and bool(self._by_volume.get(volume.GetID()))
 
     def accept(self, scene, volume, segmentation, slice_index: int, predicted: np.ndarray,
-               classes: list[ClassInfo], labels: np.ndarray | None = None) -> int:
-        """`predicted` (H, W) into slice `slice_index` of the labels where nothing is painted; returns the pixels
-        added. `labels`: the segmentation's, if read already; they become the accepted ones."""
-        if labels is None:
-            labels = arrays.labels_from_segmentation(scene, segmentation, volume, classes)
+               classes: list[ClassInfo], labels: np.ndarray) -> int:
+        """`predicted` (H, W) into slice `slice_index` of `labels` (the segmentation's, a copy) where nothing is
+        painted; they become the accepted labels. Returns the pixels added."""
         painted = labels[slice_index] > 0
         added = ~painted & (predicted > 0)
         baseline = stack_nodes.baseline(scene, volume)
@@ -63,10 +61,10 @@ class AcceptedPredictions:
         return int(added.sum())
 
     def undo(self, scene, volume, segmentation, classes: list[ClassInfo],
-             read_labels: Callable[[], np.ndarray] | None = None) -> tuple[int, int]:
+             read_labels: Callable[[], np.ndarray]) -> tuple[int, int]:
         """Take back the last accept on `volume`: the pixels it added that still hold the class it gave them become
-        unlabeled again. Returns (slice index, pixels taken back). `read_labels`: how to read the segmentation's
-        labels (a copy), if not by exporting its segments."""
+        unlabeled again. Returns (slice index, pixels taken back). `read_labels()`: the segmentation's labels (a
+        copy), read once the undo is known to be possible."""
         kept = self._by_volume.get(volume.GetID())
         if not kept:
             raise InputError(f"no accepted prediction to undo on '{volume.GetName()}' (accepts are remembered until "
@@ -78,8 +76,7 @@ class AcceptedPredictions:
                              f"'{went.GetName() if went is not None else 'a removed segmentation'}', not "
                              f"'{segmentation.GetName()}': select those labels to undo it.")
         k = last.slice_index
-        labels = read_labels() if read_labels is not None else arrays.labels_from_segmentation(scene, segmentation,
-                                                                                              volume, classes)
+        labels = read_labels()
         taken_back = last.added & (labels[k] == last.values)
         labels[k][taken_back] = 0
         arrays.set_labels_to_segmentation(scene, labels, segmentation, volume, classes)
