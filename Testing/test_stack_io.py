@@ -489,3 +489,35 @@ def test_images_of_any_real_pixel_type_load_as_types_a_volume_can_hold(tmp_path)
     _write(tmp_path / "complex", "img_1.tif", np.ones((6, 7), np.complex64))
     with pytest.raises(InputError, match="img_1.tif: pixel type complex64 is not supported; save the image as uint8"):
         read_stack(tmp_path / "complex")
+
+
+def test_a_folder_is_read_image_by_image_into_the_stack_with_its_progress(tmp_path, monkeypatch):
+    """`on_image` hears each image as it is read and may stop the reading; files of mixed pixel types give the type
+    that holds them all, as numpy would; a file that changed after its header was read is named."""
+    from SemSegLib import stack_io
+
+    rng = np.random.default_rng(0)
+    first, second = rng.integers(0, 200, (5, 6), dtype=np.uint8), rng.integers(-300, 300, (5, 6), dtype=np.int16)
+    _write(tmp_path, "img_1.tif", first)
+    _write(tmp_path, "img_2.tif", second)
+    _write(tmp_path, "img_3.tif", first)
+    heard = []
+    stack = read_stack(tmp_path, on_image=lambda read, total: heard.append((read, total)))
+    assert heard == [(1, 3), (2, 3), (3, 3)]
+    assert stack.images.dtype == np.int16 and np.array_equal(stack.images[:, 0], np.stack([first, second, first]))
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(read, total):
+        if read == 2:
+            raise Stop
+    with pytest.raises(Stop):
+        read_stack(tmp_path, on_image=stop_after_two)
+
+    # The headers say 5x6, then img_2 is read as something else (it was replaced between the two reads).
+    real = stack_io._read_file
+    monkeypatch.setattr(stack_io, "_read_file", lambda path: (np.zeros((7, 6), np.uint8), "YX")
+                        if path.name == "img_2.tif" else real(path))
+    with pytest.raises(InputError, match=r"img_1.tif is 5x6x1ch but img_2.tif: 7x6x1ch"):
+        read_stack(tmp_path)

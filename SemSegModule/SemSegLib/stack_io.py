@@ -8,6 +8,7 @@ input locations.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
@@ -144,21 +145,36 @@ def _check_dtype(arr: np.ndarray, path: Path) -> np.ndarray:
     return arr
 
 
-def read_stack(source: str | Path, channel_axis: int | None = None) -> ImageStack:
+def read_stack(source: str | Path, channel_axis: int | None = None,
+               on_image: Callable[[int, int], None] | None = None) -> ImageStack:
     """Read a folder of images or a multi-page TIFF. Images of different sizes are refused from the files' headers,
-    before any pixels are read."""
+    before any pixels are read.
+
+    `on_image(read, total)` is called after each image of a folder (after the whole file for a multi-page TIFF,
+    which is read in one go): a progress bar's, and a caller may stop the reading by raising from it.
+    A folder's images go straight into the stack, so reading needs the stack's size in memory, not twice that."""
     source = Path(source)
     if source.is_file():
-        return _read_multipage(source, channel_axis)
-    files = folder_images(source, channel_axis)
-    read = [_read_image_and_layout(f, channel_axis) for f in files]
-    images = [image for image, _ in read]
-    refuse_other_sizes(source, files, [im.shape for im in images])  # as the headers said, unless a file changed
-    dtypes = {im.dtype for im in images}
-    stack = np.stack(images).astype(np.result_type(*dtypes)) if len(dtypes) > 1 else np.stack(images)
-    check_finite(stack, [f.name for f in files], source)
-    return ImageStack(stack, [f.stem for f in files], str(source), _read_spacing(files[0]),
-                      rgb=all(layout.rgb for _, layout in read))
+        stack = _read_multipage(source, channel_axis)
+        if on_image is not None:
+            on_image(len(stack), len(stack))
+        return stack
+    files, shapes = folder_image_shapes(source, channel_axis)
+    images, rgb = None, True
+    for k, path in enumerate(files):
+        image, layout = _read_image_and_layout(path, channel_axis)
+        if image.shape != shapes[0]:  # the headers agreed, so the file changed since they were read
+            refuse_other_sizes(source, [files[0], path], [shapes[0], image.shape])
+        if images is None:
+            images = np.empty((len(files), *image.shape), image.dtype)
+        elif np.result_type(images.dtype, image.dtype) != images.dtype:  # files of mixed pixel types: rare
+            images = images.astype(np.result_type(images.dtype, image.dtype))
+        images[k] = image
+        rgb = rgb and layout.rgb
+        if on_image is not None:
+            on_image(k + 1, len(files))
+    check_finite(images, [f.name for f in files], source)
+    return ImageStack(images, [f.stem for f in files], str(source), _read_spacing(files[0]), rgb=rgb)
 
 
 def stack_name(source: str | Path) -> str:
