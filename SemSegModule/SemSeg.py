@@ -173,10 +173,45 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
     # ---------------------------------------------------------------- images <-> volume
     def loadStack(self, path: str, name: str | None = None, channelAxis: int | None = None):
-        """Load a folder of ordered images or a multi-page TIFF as one volume (one image per slice)."""
-        from SemSegLib.stack_io import read_stack, stack_name
+        """Load a folder of ordered images or a multi-page TIFF as one volume (one image per slice); read on this
+        thread (a script's, the console's). The panel uses `startLoadingStack`."""
+        from SemSegLib.stack_io import read_stack
 
         stack = read_stack(path, channelAxis)  # raises InputError before anything enters the scene
+        return self._volumeFromRead(stack, path, name)
+
+    def startLoadingStack(self, path: str, name: str | None = None, channelAxis: int | None = None) -> SemSegTask:
+        """`loadStack` with the images read on the worker thread: poll the task; its result is the volume node (None
+        if cancelled: nothing enters the scene). Why: a folder of 1000 images of 1024 x 1024 takes about 25 s to
+        read, which would hold Slicer's GUI; on the worker it shows a progress bar and can be cancelled."""
+        from SemSegLib.stack_io import read_stack
+
+        class Stopped(Exception):
+            pass
+
+        def run(job: Job):
+            def onImage(read: int, total: int) -> None:
+                job.report((read, total))
+                if job.should_stop():
+                    raise Stopped
+            try:
+                stack = read_stack(path, channelAxis, onImage)
+            except Stopped:
+                return None
+            return None if job.should_stop() else stack
+
+        def describe(p) -> SemSegEvent:
+            read, total = p
+            return SemSegEvent("progress", f"{read} of {total} image(s) read", read / total, p)
+
+        def finish(stack):
+            return None if stack is None else self._volumeFromRead(stack, path, name)
+
+        return self._start("load", run, describe, finish, waitForCompletion=False, eventCallback=None)
+
+    def _volumeFromRead(self, stack, path: str, name: str | None):
+        from SemSegLib.stack_io import stack_name
+
         return self.volumeFromStack(stack.images, stack.names, name or stack_name(path), stack.spacing,
                                     source=str(path), rgb=stack.rgb)
 
@@ -1354,6 +1389,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         busy = self._task is not None
         volume = self._volume()
         labels = self._labels()
+        ui.loadImagesButton.enabled = ui.loadSampleButton.enabled = not busy  # the worker reads the images
         ui.startPaintingButton.enabled = volume is not None and not busy
         ui.loadLabelsButton.enabled = volume is not None and not busy
         ui.loadLabelStackButton.enabled = volume is not None and not busy
@@ -1419,12 +1455,8 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         path = self.ui.imagesPathLineEdit.text.strip()
         if not path or not self.ensureDependencies():
             return
-        volume = None
-        with slicer.util.tryWithErrorDisplay("Failed to load the images.", waitCursor=True):
-            volume = self.logic.loadStack(path)
-            self._showVolume(volume)
-        if volume is not None:
-            self._offerKeptStrokes(volume)
+        with slicer.util.tryWithErrorDisplay("Failed to load the images."):
+            self._startTask(self.logic.startLoadingStack(path), "Loading")  # read on the worker: see _afterTask
 
     def _offerKeptStrokes(self, volume) -> None:
         """After a crash the person reloads their images: offer the strokes their last training kept."""
@@ -1615,7 +1647,13 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._afterTask(event)
 
     def _afterTask(self, event: SemSegEvent) -> None:
-        if self._taskLabel == "Training" and event.data is not None:
+        if self._taskLabel == "Loading" and event.data is not None:
+            volume = event.data
+            self._showVolume(volume)
+            (n, h, w), c = arrays.slice_shape(volume), arrays.channel_count(volume)
+            self.ui.statusLabel.text = f"Loaded {n} image(s) of {w} x {h}" + (f", {c} channels" if c > 1 else "")
+            self._offerKeptStrokes(volume)
+        elif self._taskLabel == "Training" and event.data is not None:
             r = event.data
             self.ui.statusLabel.text = self.logic.trainingSummary(r)
             volume = self._volume()  # the volume trained on, unless the person chose another one meanwhile
@@ -1841,6 +1879,7 @@ class SemSegTest(ScriptedLoadableModuleTest):
         self.test_SemSegLoop()
 
     def test_SemSegLoop(self) -> None:
+        import tifffile
         from SemSegLib.sample_data import SAMPLE_CLASSES, write_sample_stack
         from SemSegLib.simulate import simulate_strokes
         from SemSegLib.stack_io import read_stack
@@ -1848,6 +1887,20 @@ class SemSegTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Starting the SemSeg loop test")
         folder = Path(tempfile.mkdtemp(prefix="SemSegTest-"))
         write_sample_stack(folder, num_images=4, size=(128, 128), seed=1)
+        # The panel's Load stack reads on the worker while the GUI runs. Pixels of their own (a fresh seed): for a
+        # stack SemSeg has kept strokes of, the panel would ask whether to load them, a dialog no test answers.
+        widget = slicer.modules.semseg.widgetRepresentation().self()
+        fresh = np.random.default_rng().integers(0, 255, (3, 32, 40), dtype=np.uint8)
+        (folder / "fresh").mkdir()
+        for k, image in enumerate(fresh):
+            tifffile.imwrite(folder / "fresh" / f"fresh_{k + 1}.tif", image)
+        widget.ui.imagesPathLineEdit.text = str(folder / "fresh")
+        widget.onLoadImages()
+        while widget._task is not None:
+            slicer.app.processEvents()
+            time.sleep(0.02)
+        self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(widget._volume()), fresh))
+        self.assertTrue(widget.ui.statusLabel.text.startswith("Loaded 3 image(s) of 40 x 32"))
         logic = SemSegLogic()
         volume = logic.loadStack(str(folder / "images"))
         self.assertEqual(slicer.util.arrayFromVolume(volume).shape, (4, 128, 128))
@@ -1855,7 +1908,6 @@ class SemSegTest(ScriptedLoadableModuleTest):
         segmentation = logic.createLabelSegmentation(volume)
         self.assertEqual(segmentation.GetSegmentation().GetNumberOfSegments(), 3)
         # The panel's Segment Editor paints into these labels, on this volume.
-        widget = slicer.modules.semseg.widgetRepresentation().self()
         widget.onStartPainting()
         self.assertEqual(widget.editor.segmentationNodeID(), segmentation.GetID())
         self.assertEqual(widget.editor.sourceVolumeNodeID(), volume.GetID())

@@ -77,6 +77,73 @@ def test_stack_to_volume_ordering_geometry_and_rgb(tmp_path, logic, scene):
         assert [float(v) for v in slicer.util.arrayFromVolume(wide)[:, 2, 2]] == [0.0, 1.0, 2.0]
 
 
+def test_a_stack_is_drawn_between_its_percentiles_set_before_its_pixels_arrive(tmp_path, logic, scene):
+    """Slicer's automatic window/level (a histogram of every voxel, on the GUI's thread, again at every change of the
+    pixels) is replaced by the same 0.1-99.9 percentiles of a subsample; the uncertainty volume's is fixed at 0-1."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(1000, 3000, (4, 50, 60)).astype(np.uint16)
+    images[0, 0, :6] = 65000  # 6 bright pixels of 12000: past the 99.9th percentile
+    write_numbered(tmp_path / "gray", images)
+    volume = logic.loadStack(str(tmp_path / "gray"))
+    display = volume.GetDisplayNode()
+    low, high = np.percentile(images, [0.1, 99.9])
+    assert not display.GetAutoWindowLevel() and not display.GetInterpolate()
+    assert display.GetWindowLevelMin() == pytest.approx(low) and display.GetWindowLevelMax() == pytest.approx(high)
+    assert high < 3000
+    uncertainty = logic.uncertaintyVolume(volume).GetDisplayNode()
+    assert not uncertainty.GetAutoWindowLevel()
+    assert (uncertainty.GetWindowLevelMin(), uncertainty.GetWindowLevelMax()) == (0, 1)
+
+
+def test_the_panel_s_load_reads_the_images_on_the_worker_and_a_cancel_leaves_the_scene_as_it_was(tmp_path, logic,
+                                                                                                  scene, monkeypatch):
+    from SemSegLib import stack_io
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 4000, (5, 6, 9)).astype(np.uint16)
+    write_numbered(tmp_path / "stack", images)
+    readers = []
+    realRead = stack_io._read_image_and_layout
+    monkeypatch.setattr(stack_io, "_read_image_and_layout",
+                        lambda *args: readers.append(threading.current_thread().name) or realRead(*args))
+    task = logic.startLoadingStack(str(tmp_path / "stack"))
+    events = []
+    volume = task.wait(events.append)
+    assert set(readers) == {"SemSegWorker"}  # not this (Slicer's main) thread
+    assert [e.fraction for e in events] == [0.2, 0.4, 0.6, 0.8, 1.0, 1.0] and events[-1].kind == "done"
+    assert events[2].message == "3 of 5 image(s) read"
+    assert np.array_equal(slicer.util.arrayFromVolume(volume), images) and volume.GetName() == "stack"
+    assert logic.getParameterNode().GetNodeReference(SemSeg.ROLE_VOLUME) is volume
+    assert logic.imageNames(volume) == [f"img_{k}" for k in range(1, 6)]
+
+    # Cancelled while image 2 is read: nothing enters the scene, and the stack loaded before stays the panel's.
+    nodes = scene.GetNumberOfNodes()
+    secondRead, cancelled = threading.Event(), threading.Event()
+
+    def waitForTheCancelAtTheSecond(*args):
+        readers.append(args[0].name)
+        if len(readers) == 2:
+            secondRead.set()
+            assert cancelled.wait(60)
+        return realRead(*args)
+
+    monkeypatch.setattr(stack_io, "_read_image_and_layout", waitForTheCancelAtTheSecond)
+    readers.clear()
+    task = logic.startLoadingStack(str(tmp_path / "stack"))
+    assert secondRead.wait(60)
+    task.cancel()
+    cancelled.set()
+    assert task.wait() is None and task.finished
+    assert readers == ["img_1.tif", "img_2.tif"] and scene.GetNumberOfNodes() == nodes
+    assert logic.getParameterNode().GetNodeReference(SemSeg.ROLE_VOLUME) is volume
+    # A file that cannot be read: the worker's error is the reader's, naming the file.
+    (tmp_path / "stack" / "img_3.tif").write_bytes(b"not a tiff")
+    monkeypatch.setattr(stack_io, "_read_image_and_layout", realRead)
+    with pytest.raises(InputError, match=r"img_3.tif: cannot read"):
+        logic.startLoadingStack(str(tmp_path / "stack")).wait()
+    assert scene.GetNumberOfNodes() == nodes
+
+
 def _displayed_components(volume) -> int:
     """Components the volume's display pipeline hands the slice views (Slicer blends RGBA)."""
     display = volume.GetDisplayNode()

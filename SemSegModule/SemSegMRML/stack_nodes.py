@@ -62,8 +62,7 @@ def uncertainty_volume(scene, volume):
     """The stack's uncertainty volume (0..1, shown in a perceptual color table), all 0 when it is made."""
     node = volume_like(scene, volume, ROLE_UNCERTAINTY, UNCERTAINTY_NAME)
     if node.GetImageData() is None:
-        slicer.util.updateVolumeFromArray(node, np.zeros(arrays.slice_shape(volume), np.float32))
-        node.CreateDefaultDisplayNodes()
+        node.CreateDefaultDisplayNodes()  # before the pixels: Slicer's automatic window/level would go over them all
         display = node.GetDisplayNode()
         display.SetAutoWindowLevel(False)
         display.SetWindowLevelMinMax(0.0, 1.0)
@@ -72,6 +71,7 @@ def uncertainty_volume(scene, volume):
         if scene.GetNodeByID(color_id) is None:
             color_id = "vtkMRMLColorTableNodeRainbow"
         display.SetAndObserveColorNodeID(color_id)
+        slicer.util.updateVolumeFromArray(node, np.zeros(arrays.slice_shape(volume), np.float32))
     return node
 
 
