@@ -175,16 +175,13 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
     def loadStack(self, path: str, name: str | None = None, channelAxis: int | None = None):
         """Load a folder of ordered images or a multi-page TIFF as one volume (one image per slice); read on this
         thread (a script's, the console's). The panel uses `startLoadingStack`."""
-        from SemSegLib.stack_io import read_stack
-
-        stack = read_stack(path, channelAxis)  # raises InputError before anything enters the scene
-        return self._volumeFromRead(stack, path, name)
+        stack, pixels = _readStack(path, channelAxis)  # raises InputError before anything enters the scene
+        return self._stackVolume(pixels, stack, path, name)
 
     def startLoadingStack(self, path: str, name: str | None = None, channelAxis: int | None = None) -> SemSegTask:
-        """`loadStack` with the images read on the worker thread: poll the task; its result is the volume node (None
-        if cancelled: nothing enters the scene). Why: a folder of 1000 images of 1024 x 1024 takes about 25 s to
-        read, which would hold Slicer's GUI; on the worker it shows a progress bar and can be cancelled."""
-        from SemSegLib.stack_io import read_stack
+        """`loadStack` with the images read on the worker thread, and made into the voxels the volume takes there:
+        poll the task; its result is the volume node (None if cancelled: nothing enters the scene). Why: 1000 images
+        of 1024 x 1024 took 29 s, all of it holding Slicer's GUI; now the GUI shows a progress bar with Cancel."""
 
         class Stopped(Exception):
             pass
@@ -195,25 +192,19 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
                 if job.should_stop():
                     raise Stopped
             try:
-                stack = read_stack(path, channelAxis, onImage)
+                read = _readStack(path, channelAxis, onImage)
             except Stopped:
                 return None
-            return None if job.should_stop() else stack
+            return None if job.should_stop() else read
 
         def describe(p) -> SemSegEvent:
             read, total = p
             return SemSegEvent("progress", f"{read} of {total} image(s) read", read / total, p)
 
-        def finish(stack):
-            return None if stack is None else self._volumeFromRead(stack, path, name)
+        def finish(read):
+            return None if read is None else self._stackVolume(read[1], read[0], path, name)
 
         return self._start("load", run, describe, finish, waitForCompletion=False, eventCallback=None)
-
-    def _volumeFromRead(self, stack, path: str, name: str | None):
-        from SemSegLib.stack_io import stack_name
-
-        return self.volumeFromStack(stack.images, stack.names, name or stack_name(path), stack.spacing,
-                                    source=str(path), rgb=stack.rgb)
 
     def loadSampleStack(self):
         """The generated sample stack of the engine; returns (volume node, reference folder)."""
@@ -231,9 +222,17 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         """(N, C, H, W) -> scalar volume (C == 1) or RGB vector volume, slice k = image k; several channels are shown
         three at a time, each stretched to its own range (`showChannels`), unless they are the red, green and blue
         of 8-bit pictures (`rgb`; None: 3 channels of 8 bits are taken for such)."""
+        return self._addStackVolume(arrays.stack_pixels(images, rgb), names, name, spacing, source)
+
+    def _stackVolume(self, pixels, stack, path: str, name: str | None):
+        from SemSegLib.stack_io import stack_name
+
+        return self._addStackVolume(pixels, stack.names, name or stack_name(path), stack.spacing, str(path))
+
+    def _addStackVolume(self, pixels, names: list[str], name: str, spacing: tuple[float, float], source: str):
         # A unique name: messages that tell two stacks apart name them ("images", "images_1").
-        volume = arrays.volume_from_stack(self.scene, images, names, self.scene.GenerateUniqueName(name), spacing,
-                                          source, rgb)
+        volume = arrays.volume_from_pixels(self.scene, pixels, names, self.scene.GenerateUniqueName(name), spacing,
+                                           source)
         node = self.getParameterNode()
         node.SetNodeReferenceID(ROLE_VOLUME, volume.GetID())
         node.SetNodeReferenceID(ROLE_LABELS, None)  # the last stack's strokes are not this one's
@@ -1035,6 +1034,16 @@ class _PreviewLabels:
 
     iteration: int
     labels: np.ndarray  # (H, W)
+
+
+def _readStack(path: str, channelAxis: int | None, onImage: Callable[[int, int], None] | None = None) -> tuple:
+    """(the stack, its volume's voxels): a stack of one channel is read straight into the voxels, so a load holds it
+    once. No MRML: safe on the worker thread."""
+    from SemSegLib.stack_io import read_stack
+
+    buffer = arrays.VoxelBuffer()
+    stack = read_stack(path, channelAxis, onImage, buffer)
+    return stack, arrays.stack_pixels(stack.images, stack.rgb, buffer.holding(stack.images))
 
 
 def _heldLabelsKey(segmentation, volume, classes: list[ClassInfo]) -> tuple:

@@ -237,8 +237,10 @@ def test_a_stack_saved_by_an_earlier_semseg_keeps_its_channels(logic, scene):
     """Scenes saved before session 70 hold a stack's first three channels as loaded in the volume and the others
     in a hidden volume beside it."""
     images = np.random.default_rng(0).integers(0, 4000, (2, 5, 16, 16)).astype(np.uint16)
-    volume = arrays._volume(scene, "vtkMRMLVectorVolumeNode", "old", images[:, :3], (1.0, 1.0))
-    more = arrays._volume(scene, "vtkMRMLVectorVolumeNode", "old channels 4-5", images[:, 3:], (1.0, 1.0))
+    volume = arrays._volume(scene, "vtkMRMLVectorVolumeNode", "old",
+                            arrays.image_data(np.moveaxis(images[:, :3], 1, -1)), (1.0, 1.0))
+    more = arrays._volume(scene, "vtkMRMLVectorVolumeNode", "old channels 4-5",
+                          arrays.image_data(np.moveaxis(images[:, 3:], 1, -1)), (1.0, 1.0))
     more.SetAttribute(arrays.CHANNELS_VOLUME_ATTRIBUTE, "1")
     volume.SetNodeReferenceID(arrays.ROLE_MORE_CHANNELS, more.GetID())
     volume.SetAttribute(arrays.CHANNELS_ATTRIBUTE, "5")

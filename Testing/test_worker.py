@@ -105,6 +105,50 @@ def test_a_task_applies_its_result_on_the_polling_thread_and_raises_failures_fro
     worker.shutdown()
 
 
+def test_neither_the_worker_nor_a_failed_job_keeps_what_the_main_thread_frees():
+    """A finished job's result is not held by the worker until the next job comes; an error raised by `wait` is held
+    by neither its job nor a cycle. Either would free the caller's objects later, on whichever thread let go last
+    (the worker's, or the garbage collector's): a scene in the frames of a failed script, freed on the worker thread,
+    crashed the tests' process."""
+    import gc
+    import weakref
+
+    class Big:
+        pass
+
+    worker, refs = Worker(), []
+
+    def made_here():  # an object that only the job and what it frees hold
+        made = Big()
+        refs.append(weakref.ref(made))
+        return made
+
+    task = SemSegTask(worker.submit("big", lambda job: made_here()), lambda p: None, lambda r: None)
+    task.wait()
+    gc.disable()  # what refcounting frees, not the collector
+    try:
+        del task
+        for _ in range(100):  # the worker lets go of the job right after saying it finished
+            if refs[0]() is None:
+                break
+            threading.Event().wait(0.01)
+        assert refs[0]() is None
+
+        def raise_from_wait(task):
+            local = made_here()  # noqa: F841 - what the caller's frame holds (a scene), in the error's traceback
+            task.wait()
+
+        failing = SemSegTask(worker.submit("bad", lambda job: 1 / 0), lambda p: None, lambda r: None)
+        with pytest.raises(ZeroDivisionError):
+            raise_from_wait(failing)
+        assert failing.job.error is None and refs[1]() is None
+        with pytest.raises(RuntimeError, match="bad failed:(.|\n)*ZeroDivisionError"):
+            failing.wait()
+    finally:
+        gc.enable()
+        worker.shutdown()
+
+
 def test_paced_writes_come_in_batches_that_keep_writing_to_a_share_of_the_time(monkeypatch):
     from SemSegLib import task
 

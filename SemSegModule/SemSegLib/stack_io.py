@@ -146,13 +146,15 @@ def _check_dtype(arr: np.ndarray, path: Path) -> np.ndarray:
 
 
 def read_stack(source: str | Path, channel_axis: int | None = None,
-               on_image: Callable[[int, int], None] | None = None) -> ImageStack:
+               on_image: Callable[[int, int], None] | None = None,
+               allocate: Callable[[tuple[int, ...], np.dtype], np.ndarray] | None = None) -> ImageStack:
     """Read a folder of images or a multi-page TIFF. Images of different sizes are refused from the files' headers,
     before any pixels are read.
 
     `on_image(read, total)` is called after each image of a folder (after the whole file for a multi-page TIFF,
     which is read in one go): a progress bar's, and a caller may stop the reading by raising from it.
-    A folder's images go straight into the stack, so reading needs the stack's size in memory, not twice that."""
+    A folder's images go straight into the stack, so reading needs the stack's size in memory, not twice that;
+    `allocate(shape, dtype)` gives that (N, C, H, W) array (default: numpy's), e.g. inside a volume's voxels."""
     source = Path(source)
     if source.is_file():
         stack = _read_multipage(source, channel_axis)
@@ -166,7 +168,7 @@ def read_stack(source: str | Path, channel_axis: int | None = None,
         if image.shape != shapes[0]:  # the headers agreed, so the file changed since they were read
             refuse_other_sizes(source, [files[0], path], [shapes[0], image.shape])
         if images is None:
-            images = np.empty((len(files), *image.shape), image.dtype)
+            images = (allocate or np.empty)((len(files), *image.shape), image.dtype)
         elif np.result_type(images.dtype, image.dtype) != images.dtype:  # files of mixed pixel types: rare
             images = images.astype(np.result_type(images.dtype, image.dtype))
         images[k] = image

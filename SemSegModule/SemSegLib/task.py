@@ -75,7 +75,17 @@ class SemSegTask:
         while not self.poll(eventCallback):
             self.job.finished.wait(interval)
         if self.job.state == JobState.FAILED:
-            raise self.job.error
+            # Raised here, the error's traceback gains the caller's frames, and all they hold (a scene). Neither the
+            # job nor this frame may keep it then: held by the job, a thread that still holds the job (the worker's)
+            # could free the scene; held by this frame, it makes a cycle that the garbage collector frees on
+            # whichever thread it next runs (as concurrent.futures breaks its own).
+            error, self.job.error = self.job.error, None
+            if error is None:  # raised by an earlier wait
+                raise RuntimeError(f"{self.job.name} failed:\n{self.job.error_traceback}")
+            try:
+                raise error
+            finally:
+                del error
         return self.result
 
 

@@ -102,6 +102,9 @@ class Worker:
                 job.events.put(JobEvent("failed", e))
             finally:
                 job.finished.set()
+            # Not kept until the next job comes: the last reference to its result (a stack of gigabytes) would
+            # stay here until then, and whatever that reference frees would be freed on this thread.
+            job = None
 
     def shutdown(self) -> None:
         self._jobs.put(None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import dataclass, field
 
 import numpy as np
 import slicer
@@ -15,6 +16,7 @@ import vtk
 from SemSegLib.classes import ClassInfo
 from SemSegLib.errors import InputError
 from SemSegLib.stack_io import label_dtype
+from vtk.util.numpy_support import get_vtk_array_type, vtk_to_numpy
 
 from . import channels
 
@@ -30,47 +32,103 @@ ROLE_MORE_CHANNELS = "SemSegMoreChannels"
 CHANNELS_VOLUME_ATTRIBUTE = "SemSeg.MoreChannels"  # marks a hidden volume of channels, of either layout
 
 
-def volume_from_stack(scene, images: np.ndarray, names: list[str], name: str,
-                      spacing: tuple[float, float] = (1.0, 1.0), source: str = "", rgb: bool | None = None):
-    """(N, C, H, W) -> a new scalar volume (C == 1) or RGB vector volume in `scene`.
+@dataclass
+class StackPixels:
+    """A stack's voxels as its volumes hold them, in plain VTK image data that is in no scene: made on the worker
+    thread (`stack_pixels`), they become volumes on the main thread without a copy (`volume_from_pixels`). Why: the
+    copy into a volume took 1.2 s of Slicer's main thread for 100 images of 2 x 1024 x 1024, 4-5 s for 1000 of
+    1024 x 1024."""
 
-    The IJK-to-RAS directions (-1, -1, 1) are what Slicer uses for 2D image files: the image shows in the Red
-    view as in any image viewer (row 0 at the top, column 0 on the left). On any error the node is removed:
-    nothing half-loaded stays in the scene.
+    shown: vtk.vtkImageData  # the volume's voxels: the images as loaded, or three channels stretched to 0-255
+    shown_range: tuple[float, float] | None  # drawn black to white; None: Slicer's automatic window/level
+    channels: list = field(default_factory=list)  # each channel as loaded (hidden volumes); none when shown as loaded
+    shown_channels: list[int | None] | None = None  # the channel that red, green and blue show
+
+
+def stack_pixels(images: np.ndarray, rgb: bool | None = None, held: vtk.vtkImageData | None = None) -> StackPixels:
+    """(N, C, H, W) images -> their volumes' voxels. Numpy and VTK data objects only, never MRML: safe on the
+    worker thread. `held`: image data whose voxels `images` already are (`VoxelBuffer`), taken as it is.
 
     One channel, or an 8-bit RGB picture (`rgb`: `channels.shown_as_loaded`), goes into the volume as it is. Any
     other stack of channels is shown as three of them, each stretched to its own range (channels.py), and each
-    channel as loaded is kept in a hidden scalar volume beside it (ROLE_ALL_CHANNELS), which `images_from_volume`
-    reads. Why three at most: Slicer draws a vector volume as RGB. Given 2 components its display pipeline fails on
-    every render (RGB to HSI needs 3), given more than 3 it hands the views more than RGBA. Why a volume per channel:
-    Slicer's volume writer takes only some numbers of components (vtkITKImageWriter refused 5), and one hidden volume
-    of a stack's 5 channels made its scene unsavable.
+    channel as loaded is kept for a hidden scalar volume beside it. Why three at most: Slicer draws a vector volume
+    as RGB. Given 2 components its display pipeline fails on every render (RGB to HSI needs 3), given more than 3 it
+    hands the views more than RGBA. Why a volume per channel: Slicer's volume writer takes only some numbers of
+    components (vtkITKImageWriter refused 5), and one hidden volume of a stack's 5 channels made its scene unsavable.
     """
     c = images.shape[1]
+    if c == 1:  # drawn between its percentiles: see `_volume`
+        return StackPixels(held or image_data(images[:, 0]), channels.display_range(images[:, 0]))
+    if channels.shown_as_loaded(images, rgb):  # a picture: its colors as they are
+        return StackPixels(image_data(np.moveaxis(images, 1, -1)), None)
+    shown, planes = channels.default_shown(c), images.transpose(1, 0, 2, 3)
+    return StackPixels(image_data(channels.shown_rgb(planes, shown)), (0.0, 255.0),  # stretched to 0-255 already
+                       [image_data(plane) for plane in planes], shown)
+
+
+def image_data(array: np.ndarray) -> vtk.vtkImageData:
+    """(N, H, W) or (N, H, W, components) -> new image data holding a copy, in a voxel type Slicer draws."""
+    array = _volume_type(array)
+    image, voxels = _empty_image_data(array.shape[:3], array.dtype, 1 if array.ndim == 3 else array.shape[3])
+    voxels.reshape(array.shape)[:] = array
+    return image
+
+
+def _empty_image_data(shape: tuple[int, int, int], dtype, components: int = 1) -> tuple[vtk.vtkImageData, np.ndarray]:
+    """Image data of (N, H, W) voxels of `components` each, and a numpy view of them."""
+    image = vtk.vtkImageData()
+    image.SetDimensions(shape[2], shape[1], shape[0])
+    image.AllocateScalars(get_vtk_array_type(np.dtype(dtype)), components)
+    return image, vtk_to_numpy(image.GetPointData().GetScalars())
+
+
+class VoxelBuffer:
+    """`read_stack(..., allocate=VoxelBuffer())`: a stack of one channel is read straight into image data that a
+    volume then takes (`held`), so a load holds the stack once, not twice; other stacks get numpy's arrays."""
+
+    def __init__(self) -> None:
+        self.image: vtk.vtkImageData | None = None
+
+    def __call__(self, shape: tuple[int, ...], dtype) -> np.ndarray:
+        n, c, h, w = shape
+        if c != 1 or _volume_type(np.empty(0, dtype)).dtype != np.dtype(dtype):  # 64-bit integers are converted
+            return np.empty(shape, dtype)
+        self.image, voxels = _empty_image_data((n, h, w), dtype)
+        return voxels.reshape(shape)
+
+    def holding(self, images: np.ndarray) -> vtk.vtkImageData | None:
+        """The image data whose voxels `images` are, or None (the reader made another array: mixed pixel types)."""
+        if self.image is None:
+            return None
+        voxels = vtk_to_numpy(self.image.GetPointData().GetScalars())
+        return self.image if images.size == voxels.size and np.shares_memory(images, voxels) else None
+
+
+def volume_from_pixels(scene, pixels: StackPixels, names: list[str], name: str,
+                       spacing: tuple[float, float] = (1.0, 1.0), source: str = ""):
+    """A new volume of a stack's voxels in `scene`, with a hidden scalar volume per channel as loaded when it shows
+    three of them (ROLE_ALL_CHANNELS, which `images_from_volume` reads). Main thread: the voxels are taken, not
+    copied.
+
+    The IJK-to-RAS directions (-1, -1, 1) are what Slicer uses for 2D image files: the image shows in the Red
+    view as in any image viewer (row 0 at the top, column 0 on the left). On any error the node is removed:
+    nothing half-loaded stays in the scene."""
     remove_orphaned_channels(scene)
     with new_nodes_removed(scene, only_on_error=True):
-        as_loaded = channels.shown_as_loaded(images, rgb)
-        shown = channels.default_shown(c)
-        if c == 1:
-            volume = _volume(scene, "vtkMRMLScalarVolumeNode", name, images, spacing,
-                             channels.display_range(images[:, 0]))
-        elif as_loaded:  # a picture: its colors as they are
-            volume = _volume(scene, "vtkMRMLVectorVolumeNode", name, images, spacing)
-        else:  # the components are scaled to 0-255 already
-            volume = _volume(scene, "vtkMRMLVectorVolumeNode", name,
-                             np.moveaxis(channels.shown_rgb(images.transpose(1, 0, 2, 3), shown), -1, 1), spacing,
-                             (0.0, 255.0))
+        vector = pixels.shown.GetNumberOfScalarComponents() > 1
+        volume = _volume(scene, "vtkMRMLVectorVolumeNode" if vector else "vtkMRMLScalarVolumeNode", name,
+                         pixels.shown, spacing, pixels.shown_range)
         volume.SetAttribute(IMAGE_NAMES_ATTRIBUTE, json.dumps(list(names)))
         volume.SetAttribute(SOURCE_ATTRIBUTE, source)
-        if not as_loaded:
-            for k in range(c):
-                channel = _volume(scene, "vtkMRMLScalarVolumeNode", f"{name} channel {k + 1}", images[:, k:k + 1],
-                                  spacing, hidden=True)
+        if pixels.shown_channels is not None:
+            for k, plane in enumerate(pixels.channels):
+                channel = _volume(scene, "vtkMRMLScalarVolumeNode", f"{name} channel {k + 1}", plane, spacing,
+                                  hidden=True)
                 channel.SetHideFromEditors(True)  # never a choice in a node selector: it is part of `volume`
                 channel.SetAttribute(CHANNELS_VOLUME_ATTRIBUTE, "1")
                 volume.AddNodeReferenceID(ROLE_ALL_CHANNELS, channel.GetID())
-            volume.SetAttribute(CHANNELS_ATTRIBUTE, str(c))
-            volume.SetAttribute(SHOWN_CHANNELS_ATTRIBUTE, json.dumps(shown))
+            volume.SetAttribute(CHANNELS_ATTRIBUTE, str(len(pixels.channels)))
+            volume.SetAttribute(SHOWN_CHANNELS_ATTRIBUTE, json.dumps(pixels.shown_channels))
     return volume
 
 
@@ -93,14 +151,14 @@ def shown_channels(volume) -> list[int | None] | None:
     return json.loads(text) if text else None
 
 
-def _volume(scene, class_name: str, name: str, images: np.ndarray, spacing: tuple[float, float],
+def _volume(scene, class_name: str, name: str, image: vtk.vtkImageData, spacing: tuple[float, float],
             shown: tuple[float, float] | None = None, hidden: bool = False):
-    """A new volume of (N, C, H, W) `images` in the geometry of `volume_from_stack`, drawn with the intensities
-    `shown` mapped to black and white (None: Slicer's automatic window/level), or without a display node (`hidden`).
+    """A new volume of `image`'s voxels in the geometry of `volume_from_pixels`, drawn with the intensities `shown`
+    mapped to black and white (None: Slicer's automatic window/level), or without a display node (`hidden`).
 
     Why not Slicer's automatic window/level: it makes a histogram of every voxel on this (the GUI's) thread, 1.6 s
     for 200 images of 1024 x 1024, and again whenever the pixels change. The same percentiles of a subsample
-    (`channels.display_range`) take a fraction of that. The display node is made before the pixels are set, so its
+    (`channels.display_range`) take a fraction of that. The display node is made before the voxels are set, so its
     automatic window/level never runs."""
     volume = scene.AddNewNodeByClass(class_name, name)
     volume.SetSpacing(float(spacing[1]), float(spacing[0]), 1.0)
@@ -113,8 +171,8 @@ def _volume(scene, class_name: str, name: str, images: np.ndarray, spacing: tupl
         if shown is not None:
             display.SetAutoWindowLevel(False)
             display.SetWindowLevelMinMax(*shown)
-    array = images[:, 0] if images.shape[1] == 1 else np.moveaxis(images, 1, -1)
-    slicer.util.updateVolumeFromArray(volume, np.ascontiguousarray(_volume_type(array)))
+    volume.SetAndObserveImageData(image)
+    volume.StorableModified()  # as slicer.util.updateVolumeFromArray marks new voxels: unsaved
     return volume
 
 
@@ -142,7 +200,7 @@ def remove_orphaned_channels(scene) -> None:
 
 def images_from_volume(volume, indices: list[int] | None = None) -> np.ndarray:
     """Volume -> (N, C, H, W) copy of its slices `indices` (default: all), with every channel of the stack as it
-    was loaded (`volume_from_stack`). Only those slices are copied: predicting one slice of a stack of gigabytes
+    was loaded (`stack_pixels`). Only those slices are copied: predicting one slice of a stack of gigabytes
     must not copy it all on the GUI thread first."""
     if volume.GetAttribute(SHOWN_CHANNELS_ATTRIBUTE):  # what the volume holds is for the eye only
         return _all_channels(volume, indices)
@@ -162,7 +220,7 @@ def _all_channels(volume, indices: list[int] | None) -> np.ndarray:
 
 
 def _channel_volumes(volume) -> list:
-    """The hidden volume of each channel as loaded (`volume_from_stack`)."""
+    """The hidden volume of each channel as loaded (`stack_pixels`)."""
     count = int(volume.GetAttribute(CHANNELS_ATTRIBUTE))
     every = [volume.GetNthNodeReference(ROLE_ALL_CHANNELS, k) for k in range(count)]
     if any(channel is None or channel.GetImageData() is None for channel in every):
