@@ -47,7 +47,9 @@ class StackPixels:
 
 def stack_pixels(images: np.ndarray, rgb: bool | None = None, held: vtk.vtkImageData | None = None) -> StackPixels:
     """(N, C, H, W) images -> their volumes' voxels. Numpy and VTK data objects only, never MRML: safe on the
-    worker thread. `held`: image data whose voxels `images` already are (`VoxelBuffer`), taken as it is.
+    worker thread (image data in no scene and observed by nothing; VTK counts references atomically, and the main
+    thread takes the objects only once the job that made them has ended). `held`: image data whose voxels `images`
+    already are (`VoxelBuffer`), taken as it is.
 
     One channel, or an 8-bit RGB picture (`rgb`: `channels.shown_as_loaded`), goes into the volume as it is. Any
     other stack of channels is shown as three of them, each stretched to its own range (channels.py), and each
