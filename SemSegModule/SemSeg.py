@@ -251,6 +251,16 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         check_finite(images, [f"slice {k + 1} ({names[k]})" for k in indices], volume.GetName())
         return images
 
+    def _imagesToWorkOn(self, volume, indices: list[int] | None = None) -> tuple[np.ndarray, list[int]]:
+        """The images a job reads (slices `indices`, default all) and where each slice is in them: the volume's own
+        voxels where they can be (`arrays.voxels_of_stack`), else a copy of those slices (`imagesFromVolume`)."""
+        every = list(range(arrays.slice_shape(volume)[0]))
+        indices = every if indices is None else list(indices)
+        voxels = arrays.voxels_of_stack(volume)
+        if voxels is not None:
+            return voxels, indices
+        return self.imagesFromVolume(volume, None if indices == every else indices), list(range(len(indices)))
+
     @staticmethod
     def imageNames(volume) -> list[str]:
         return arrays.image_names(volume)
@@ -380,7 +390,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         """Folders of strokes kept at earlier trainings of these images (`strokesBackupFolder`, other Slicer sessions
         or scenes included; the same image names and pixels), the newest first: after a crash or a scene closed
         unsaved, the person's strokes are there."""
-        return kept_strokes.kept_folders(arrays.images_from_volume(volume), self.imageNames(volume),
+        return kept_strokes.kept_folders(self._imagesToWorkOn(volume)[0], self.imageNames(volume),
                                          self._strokesBackups.get(volume.GetID()))
 
     def strokesBackupFolder(self, volume) -> Path:
@@ -434,12 +444,14 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         from SemSegLib.training import TrainConfig, TrainPreview, train
 
         classes = self.classes()
-        images = self.imagesFromVolume(volume)
+        images = self._imagesToWorkOn(volume)[0]
         labels = self.labelsFromSegmentation(labelSegmentation, volume, classes)
         labelsKey = _heldLabelsKey(labelSegmentation, volume, classes)
-        if not labels.any():
+        painted = np.flatnonzero(labels.reshape(len(labels), -1).max(axis=1))  # a pass over the labels, not 1 a class
+        if not len(painted):
             raise InputError("nothing is painted yet: paint a few strokes of every class, then train.")
-        missing = [c.name for c in classes if not np.any(labels == c.value)]
+        present = set(np.unique(labels[painted]).tolist())
+        missing = [c.name for c in classes if c.value not in present]
         if missing:
             raise InputError(f"no strokes for class(es) {', '.join(missing)}: paint at least one stroke of each "
                              "class so the model knows what they look like.")
@@ -609,7 +621,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             raise InputError("no slices to predict (nothing painted yet?).")
         if firstSlice is not None and int(firstSlice) in indices:
             indices = [int(firstSlice)] + [k for k in indices if k != int(firstSlice)]
-        images = self.imagesFromVolume(volume, indices)  # images[j] is slice indices[j]
+        images, positions = self._imagesToWorkOn(volume, indices)  # images[positions[j]] is slice indices[j]
+        sliceAt = dict(zip(positions, indices))
         model = self.model
         config = PredictConfig(tta=tta, device=device)
         known = self._cachedSliceDescriptors(volume) or {}
@@ -621,11 +634,12 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             # slice looks like (for where to paint) is described after it, not after the last slice: 0.3 s per
             # image of 1024 x 1024, which at the end left a prediction of 100 such slices at 100% for 30 s.
             done = []
-            for j, pred in predict_stack(model, images, config, should_stop=job.should_stop):
-                job.report(_PredictedSlice(indices[j], pred.labels, pred.uncertainty, pred.seconds))
-                done.append(indices[j])
-                if indices[j] not in known:
-                    described[indices[j]] = image_descriptors(images, [j], model.normalization)[j]
+            for j, pred in predict_stack(model, images, config, positions, should_stop=job.should_stop):
+                k = sliceAt[j]
+                job.report(_PredictedSlice(k, pred.labels, pred.uncertainty, pred.seconds))
+                done.append(k)
+                if k not in known:
+                    described[k] = image_descriptors(images, [j], model.normalization)[j]
             return done
 
         def write(batch: dict) -> None:  # main thread

@@ -333,6 +333,64 @@ def test_labels_go_into_and_out_of_the_class_segments_whole(tmp_path, logic):
     assert np.array_equal(logic.labelsFromSegmentation(seg, volume), expected)
 
 
+def test_labels_read_from_the_segments_layers_are_what_slicer_s_export_gives(tmp_path, logic, monkeypatch):
+    """The strokes are read from the segments' shared labelmaps, not exported through a labelmap of the whole volume
+    (13-23 s of the GUI thread for 1000 slices of 1024 x 1024): classes sharing a layer, a segment that is no class's
+    in it, classes on layers of their own overlapping, painted in squares of any extent, one partly outside the
+    volume. A transform is left to the export."""
+    volume, seg = _three_class_stack(tmp_path, logic, (20, 30), 4)
+    s = seg.GetSegmentation()
+    ids = arrays.segment_ids(seg, THREE_CLASSES)
+
+    def bothWays():
+        direct = logic.labelsFromSegmentation(seg, volume)
+        with monkeypatch.context() as m:
+            m.setattr(arrays, "_labels_from_layers", lambda *args: None)
+            exported = logic.labelsFromSegmentation(seg, volume)
+        assert np.array_equal(direct, exported)
+        return direct
+
+    labels = np.zeros((4, 20, 30), np.uint8)
+    labels[0, 2:9, 3:12], labels[0, 5:15, 10:25], labels[2, 15:20, 0:6] = 1, 2, 3
+    logic.setLabelsToSegmentation(labels, seg, volume)
+    s.AddEmptySegment("notes", "notes")  # the person's own segment, in the classes' layer: no class
+    layer = s.GetLayerDataObject(s.GetLayerIndex("notes"))
+    assert s.GetLayerIndex("notes") == s.GetLayerIndex(ids[0])
+    raw = vtk.util.numpy_support.vtk_to_numpy(layer.GetPointData().GetScalars())
+    extent = layer.GetExtent()
+    raw.reshape(extent[5] - extent[4] + 1, extent[3] - extent[2] + 1, extent[1] - extent[0] + 1)[-1] = \
+        s.GetSegment("notes").GetLabelValue()
+    layer.Modified()
+    assert np.array_equal(bothWays(), labels)
+    assert arrays._labels_from_layers(seg, volume, ids, labels.shape, np.uint8) is not None
+
+    def paint(segment_id, k, rows, cols):
+        square = slicer.vtkOrientedImageData()
+        square.SetExtent(cols[0], cols[1], rows[0], rows[1], k, k)
+        square.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+        square.GetPointData().GetScalars().Fill(1)
+        toRAS = vtk.vtkMatrix4x4()
+        volume.GetIJKToRASMatrix(toRAS)
+        square.SetImageToWorldMatrix(toRAS)
+        slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+            square, seg, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_MERGE_MAX)
+
+    for segment_id in ids:  # each class on a layer of its own (label value 1), as overlapping strokes are
+        s.SeparateSegmentLabelmap(segment_id)
+    paint(ids[2], 1, (-3, 4), (25, 33))  # partly above and right of the volume
+    paint(ids[0], 1, (0, 10), (0, 29))  # under collagen: the later class wins, as in the export
+    expected = labels.copy()
+    expected[1, 0:11] = 1
+    expected[1, 0:5, 25:30] = 3
+    assert s.GetNumberOfLayers() >= 3
+    assert np.array_equal(bothWays(), expected)
+
+    transform = logic.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    seg.SetAndObserveTransformNodeID(transform.GetID())
+    assert arrays._labels_from_layers(seg, volume, ids, labels.shape, np.uint8) is None
+    assert np.array_equal(logic.labelsFromSegmentation(seg, volume), expected)
+
+
 def test_labels_of_256_classes_or_more_come_out_in_16_bits(tmp_path, logic):
     write_numbered(tmp_path, [np.zeros((6, 8), np.uint8)] * 2)
     volume = logic.loadStack(str(tmp_path))
@@ -406,6 +464,34 @@ def _sample_scene(tmp_path, logic, painted=(0, 2), strokes=8):
         labels[k] = simulate_strokes(reference[k], 3, strokes, rng=rng)
     logic.setLabelsToSegmentation(labels, seg, volume)
     return folder, volume, seg, labels, reference
+
+
+def test_jobs_read_a_gray_stack_s_own_voxels_and_a_copy_of_other_stacks(tmp_path, logic, monkeypatch):
+    """A stack of one channel of whole numbers is not copied for a training or a prediction (that took up to 6 s of
+    the GUI thread for 1000 images of 1024 x 1024, and held the stack twice): the worker reads the volume's voxels,
+    which it cannot write. Several channels and floats are copied as before."""
+    from SemSegLib import prediction, training
+
+    _, volume, seg, labels, _ = _sample_scene(tmp_path, logic)
+    seen = []
+    realTrain, realPredictStack = training.train, prediction.predict_stack
+    monkeypatch.setattr(training, "train", lambda images, *a, **k: seen.append(images) or realTrain(images, *a, **k))
+    monkeypatch.setattr(prediction, "predict_stack",
+                        lambda model, images, *a, **k: seen.append(images) or realPredictStack(model, images, *a, **k))
+    logic.train(volume, seg, iterations=2, **FAST)
+    task = logic.predict(volume, [3, 1], labelSegmentation=seg)
+    voxels = slicer.util.arrayFromVolume(volume)
+    assert len(seen) == 2 and all(np.shares_memory(images, voxels) and not images.flags.writeable for images in seen)
+    predicted = logic.labelsFromSegmentation(logic.predictionSegmentation(volume), volume)
+    images = logic.imagesFromVolume(volume)
+    for k in (3, 1):  # each slice's labels are its own image's
+        assert np.array_equal(predicted[k], prediction.predict_image(logic.model, images[k]).labels)
+    assert list(task.result) == [3, 1]
+
+    seen.clear()
+    floats = logic.volumeFromStack(images.astype(np.float32), logic.imageNames(volume), "floats")
+    logic.predict(floats, [2])
+    assert len(seen) == 1 and seen[0].shape == (1, 1, 96, 96) and not np.shares_memory(seen[0], voxels)
 
 
 def test_train_predict_accept_evaluate_export(tmp_path, logic, scene):
