@@ -109,14 +109,16 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         # closes, as the accepts are: a new scene gives its nodes the IDs of the closed one's.
         self._strokesBackups: dict[str, Path] = {}
         # The labels of the prediction segmentation SemSeg last wrote, with what they were read or written as
-        # (`_heldLabelsKey`): reading them back from Slicer takes 1.2-1.5 s for 100 slices of 1024 x 1024 on the main
-        # thread (0.02 s from here), and every prediction, suggestion, accept and export does (bench/RESULTS.md,
-        # session 69). One segmentation only, so that this holds one label stack at most.
+        # (`_heldLabelsKey`): reading them back from Slicer took 1.2-1.5 s for 100 slices of 1024 x 1024 on the main
+        # thread (session 69; 0.25 s since the segments' labelmaps are read directly, session 71; 0.02 s from here),
+        # and every prediction, suggestion, accept and export does. One segmentation only, so that this holds one
+        # label stack at most.
         self._heldPrediction: tuple | None = None
         # Volume ID -> the key (`_heldLabelsKey`) of the label segmentation whose labels its correction baseline holds,
         # with that node's ID and its pixels' modified time: while neither changed, the strokes are read from the
-        # baseline, which the scene keeps anyway, instead of from the segments (1.2-1.5 s for 100 slices of 1024 x
-        # 1024 on the main thread, read after a prediction for its baseline and again for the suggestions).
+        # baseline, which the scene keeps anyway, instead of from the segments (read after a prediction for its
+        # baseline and again for the suggestions: 0.016 s against 0.25 s for 100 slices of 1024 x 1024 labeled all
+        # over, the same for a few strokes).
         self._baselineOf: dict[str, tuple] = {}
         # A weak reference: a lambda holding the Logic would tie the scene and the Logic in a cycle that only the
         # garbage collector frees, on whichever thread it runs (the training thread too), as the scene dies.
