@@ -323,7 +323,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             return held[1].copy()  # a copy: callers change what they get
         baseline = self._currentBaseline(volume, key)
         if baseline is not None:
-            return baseline.astype(label_dtype(len(classes)))  # a copy, as above
+            return arrays.painted_copy(baseline, label_dtype(len(classes)))  # a copy, as above
         return arrays.labels_from_segmentation(self.scene, segmentation, volume, classes)
 
     def _currentBaseline(self, volume, key: tuple) -> np.ndarray | None:
@@ -449,7 +449,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         images = self._imagesToWorkOn(volume)[0]
         labels = self.labelsFromSegmentation(labelSegmentation, volume, classes)
         labelsKey = _heldLabelsKey(labelSegmentation, volume, classes)
-        painted = np.flatnonzero(labels.reshape(len(labels), -1).max(axis=1))  # a pass over the labels, not 1 a class
+        painted = arrays.painted_slices(labels)
         if not len(painted):
             raise InputError("nothing is painted yet: paint a few strokes of every class, then train.")
         present = set(np.unique(labels[painted]).tolist())

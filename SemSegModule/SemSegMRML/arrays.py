@@ -365,6 +365,20 @@ def labels_from_segmentation(scene, segmentation, volume, classes: list[ClassInf
         return labels.astype(label_dtype(len(classes)))  # a copy: the export's node is removed on return
 
 
+def painted_slices(labels: np.ndarray) -> np.ndarray:
+    """Indices of the (N, H, W) labels' slices with anything in them, in one pass (a max is 10x faster than
+    comparisons that make arrays of the labels' size): strokes are on few slices of a stack."""
+    return np.flatnonzero(labels.reshape(len(labels), -1).max(axis=1)) if labels.size else np.zeros(0, np.int64)
+
+
+def painted_copy(labels: np.ndarray, dtype) -> np.ndarray:
+    """A copy of (N, H, W) labels in which only the painted slices are written (the others stay untouched zeros)."""
+    copy = np.zeros(labels.shape, dtype)
+    for k in painted_slices(labels):
+        copy[k] = labels[k]
+    return copy
+
+
 def _labels_from_layers(segmentation, volume, ids: list[str], shape: tuple[int, int, int], dtype) -> np.ndarray | None:
     """What `labels_from_segmentation` exports, read straight from the segments' shared labelmaps (the layers), or
     None where that cannot be done exactly: labelmaps that are not the segmentation's source, a transform, a layer
@@ -407,8 +421,7 @@ def _labels_from_layers(segmentation, volume, ids: list[str], shape: tuple[int, 
         if any(h <= lo for lo, h in zip(low, high)):
             continue  # all outside the volume
         part = voxels[low[0]:high[0], low[1]:high[1], low[2]:high[2]]
-        # Only the slices with anything in them: strokes are on few slices of a layer that spans the stack.
-        for k in np.flatnonzero(part.reshape(len(part), -1).max(axis=1)):
+        for k in painted_slices(part):  # strokes are on few slices of a layer that spans the stack
             target = (start[0] + low[0] + k, slice(start[1] + low[1], start[1] + high[1]),
                       slice(start[2] + low[2], start[2] + high[2]))
             classes = lut[part[k]]

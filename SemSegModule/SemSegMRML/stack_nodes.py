@@ -97,7 +97,10 @@ def correction_mask(volume, labels: np.ndarray) -> np.ndarray | None:
     before = slicer.util.arrayFromVolume(node)
     if before.shape != labels.shape:
         return None
-    return (labels > 0) & (labels != before)
+    mask = np.zeros(labels.shape, bool)
+    for k in arrays.painted_slices(labels):
+        mask[k] = (labels[k] > 0) & (labels[k] != before[k])
+    return mask
 
 
 def predicted_by(segmentation) -> dict[str, str]:
