@@ -391,6 +391,24 @@ def test_labels_read_from_the_segments_layers_are_what_slicer_s_export_gives(tmp
     assert np.array_equal(logic.labelsFromSegmentation(seg, volume), expected)
 
 
+def test_the_baseline_and_corrections_are_written_and_read_on_the_painted_slices(tmp_path, logic):
+    """Only slices painted now or before are written into the baseline, and the corrections looked for in them;
+    the result is that of whole-stack arrays."""
+    from SemSegMRML import stack_nodes
+
+    volume, _ = _three_class_stack(tmp_path, logic, (6, 7), 5)
+    rng = np.random.default_rng(0)
+    first, second = np.zeros((5, 6, 7), np.uint8), np.zeros((5, 6, 7), np.uint8)
+    first[[0, 3]] = rng.integers(0, 4, (2, 6, 7))
+    second[[1, 3]] = rng.integers(0, 4, (2, 6, 7))
+    stack_nodes.set_baseline(logic.scene, volume, first)
+    stack_nodes.set_baseline(logic.scene, volume, second)  # slice 0 emptied, 1 painted, 3 changed
+    assert np.array_equal(slicer.util.arrayFromVolume(stack_nodes.baseline(logic.scene, volume)), second)
+    third = second.copy()
+    third[4, 2, 2], third[1] = 2, np.where(second[1] == 1, 0, second[1])
+    assert np.array_equal(stack_nodes.correction_mask(volume, third), (third > 0) & (third != second))
+
+
 def test_labels_of_256_classes_or_more_come_out_in_16_bits(tmp_path, logic):
     write_numbered(tmp_path, [np.zeros((6, 8), np.uint8)] * 2)
     volume = logic.loadStack(str(tmp_path))
