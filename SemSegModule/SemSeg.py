@@ -183,7 +183,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
     def startLoadingStack(self, path: str, name: str | None = None, channelAxis: int | None = None) -> SemSegTask:
         """`loadStack` with the images read on the worker thread, and made into the voxels the volume takes there:
         poll the task; its result is the volume node (None if cancelled: nothing enters the scene). Why: 1000 images
-        of 1024 x 1024 took 29 s, all of it holding Slicer's GUI; now the GUI shows a progress bar with Cancel."""
+        of 1024 x 1024 took 27-28 s, all of it holding Slicer's GUI; now the GUI shows a progress bar with Cancel."""
 
         class Stopped(Exception):
             pass

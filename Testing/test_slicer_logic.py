@@ -510,6 +510,12 @@ def test_jobs_read_a_gray_stack_s_own_voxels_and_a_copy_of_other_stacks(tmp_path
     floats = logic.volumeFromStack(images.astype(np.float32), logic.imageNames(volume), "floats")
     logic.predict(floats, [2])
     assert len(seen) == 1 and seen[0].shape == (1, 1, 96, 96) and not np.shares_memory(seen[0], voxels)
+    # What a job reads stays whole when the volume goes (deleted, or its scene closed, while the job runs).
+    view = arrays.voxels_of_stack(volume)
+    logic.scene.RemoveNode(volume)
+    logic.scene.Clear(0)
+    del voxels
+    assert np.array_equal(view, images)
 
 
 def test_train_predict_accept_evaluate_export(tmp_path, logic, scene):
