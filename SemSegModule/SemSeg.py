@@ -120,6 +120,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         # baseline and again for the suggestions: 0.016 s against 0.25 s for 100 slices of 1024 x 1024 labeled all
         # over, the same for a few strokes).
         self._baselineOf: dict[str, tuple] = {}
+        self._sceneCloses = 0  # a stack whose loading began before the scene closed is not put into the next one
         # A weak reference: a lambda holding the Logic would tie the scene and the Logic in a cycle that only the
         # garbage collector frees, on whichever thread it runs (the training thread too), as the scene dies.
         forget = weakref.WeakMethod(self._forgetScene)
@@ -127,6 +128,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
                                lambda caller, event: forget() is not None and forget()())
 
     def _forgetScene(self) -> None:
+        self._sceneCloses += 1
         self._accepted.clear()
         self._strokesBackups.clear()
         self._heldPrediction = None
@@ -182,8 +184,9 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
     def startLoadingStack(self, path: str, name: str | None = None, channelAxis: int | None = None) -> SemSegTask:
         """`loadStack` with the images read on the worker thread, and made into the voxels the volume takes there:
-        poll the task; its result is the volume node (None if cancelled: nothing enters the scene). Why: 1000 images
-        of 1024 x 1024 took 27-28 s, all of it holding Slicer's GUI; now the GUI shows a progress bar with Cancel."""
+        poll the task; its result is the volume node (None if cancelled or the scene closed meanwhile: nothing enters
+        the scene). Why: 1000 images of 1024 x 1024 took 27-28 s, all of it holding Slicer's GUI; now the GUI shows a
+        progress bar with Cancel."""
 
         class Stopped(Exception):
             pass
@@ -203,8 +206,12 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             read, total = p
             return SemSegEvent("progress", f"{read} of {total} image(s) read", read / total, p)
 
+        closes = self._sceneCloses
+
         def finish(read):
-            return None if read is None else self._stackVolume(read[1], read[0], path, name)
+            if read is None or self._sceneCloses != closes:
+                return None
+            return self._stackVolume(read[1], read[0], path, name)
 
         return self._start("load", run, describe, finish, waitForCompletion=False, eventCallback=None)
 

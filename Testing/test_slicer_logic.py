@@ -1017,6 +1017,9 @@ def test_a_task_that_ends_after_its_scene_closed_writes_nothing_into_the_next(tm
     assert np.array_equal(tifffile.imread(tmp_path / "results" / "strokes" / f"{logic.imageNames(volume)[0]}.tif"),
                           labels[0])  # the files are written all the same: they were asked for
     assert logic.getParameterNode().GetParameter("OutputPath") == ""  # the next scene's panel is not told of it
+    loading = logic.startLoadingStack(str(tmp_path / "third" / "sample" / "images"))
+    logic.scene.Clear(0)
+    assert loading.wait() is None and logic.scene.GetNumberOfNodesByClass("vtkMRMLVolumeNode") == 0
 
 
 def test_training_never_writes_over_a_model_file_the_person_loaded(tmp_path, logic):
