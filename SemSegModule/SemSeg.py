@@ -180,7 +180,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         """Load a folder of ordered images or a multi-page TIFF as one volume (one image per slice); read on this
         thread (a script's, the console's). The panel uses `startLoadingStack`."""
         stack, pixels = _readStack(path, channelAxis)  # raises InputError before anything enters the scene
-        return self._stackVolume(pixels, stack, path, name)
+        return self._stackVolume(stack, pixels, path, name)
 
     def startLoadingStack(self, path: str, name: str | None = None, channelAxis: int | None = None) -> SemSegTask:
         """`loadStack` with the images read on the worker thread, and made into the voxels the volume takes there:
@@ -188,17 +188,14 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         the scene). Why: 1000 images of 1024 x 1024 took 27-28 s, all of it holding Slicer's GUI; now the GUI shows a
         progress bar with Cancel."""
 
-        class Stopped(Exception):
-            pass
-
         def run(job: Job):
             def onImage(read: int, total: int) -> None:
                 job.report((read, total))
                 if job.should_stop():
-                    raise Stopped
+                    raise _LoadingStopped
             try:
                 read = _readStack(path, channelAxis, onImage)
-            except Stopped:
+            except _LoadingStopped:
                 return None
             return None if job.should_stop() else read
 
@@ -211,7 +208,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         def finish(read):
             if read is None or self._sceneCloses != closes:
                 return None
-            return self._stackVolume(read[1], read[0], path, name)
+            return self._stackVolume(*read, path, name)
 
         return self._start("load", run, describe, finish, waitForCompletion=False, eventCallback=None)
 
@@ -233,7 +230,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         of 8-bit pictures (`rgb`; None: 3 channels of 8 bits are taken for such)."""
         return self._addStackVolume(arrays.stack_pixels(images, rgb), names, name, spacing, source)
 
-    def _stackVolume(self, pixels, stack, path: str, name: str | None):
+    def _stackVolume(self, stack, pixels, path: str, name: str | None):
         from SemSegLib.stack_io import stack_name
 
         return self._addStackVolume(pixels, stack.names, name or stack_name(path), stack.spacing, str(path))
@@ -1057,6 +1054,10 @@ class _PreviewLabels:
 
     iteration: int
     labels: np.ndarray  # (H, W)
+
+
+class _LoadingStopped(Exception):
+    """Raised by a load's progress callback to stop the reader when the person cancelled."""
 
 
 def _readStack(path: str, channelAxis: int | None, onImage: Callable[[int, int], None] | None = None) -> tuple:

@@ -364,21 +364,10 @@ def test_labels_read_from_the_segments_layers_are_what_slicer_s_export_gives(tmp
     assert np.array_equal(bothWays(), labels)
     assert arrays._labels_from_layers(seg, volume, ids, labels.shape, np.uint8) is not None
 
-    def paint(segment_id, k, rows, cols):
-        square = slicer.vtkOrientedImageData()
-        square.SetExtent(cols[0], cols[1], rows[0], rows[1], k, k)
-        square.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
-        square.GetPointData().GetScalars().Fill(1)
-        toRAS = vtk.vtkMatrix4x4()
-        volume.GetIJKToRASMatrix(toRAS)
-        square.SetImageToWorldMatrix(toRAS)
-        slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
-            square, seg, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_MERGE_MAX)
-
     for segment_id in ids:  # each class on a layer of its own (label value 1), as overlapping strokes are
         s.SeparateSegmentLabelmap(segment_id)
-    paint(ids[2], 1, (-3, 4), (25, 33))  # partly above and right of the volume
-    paint(ids[0], 1, (0, 10), (0, 29))  # under collagen: the later class wins, as in the export
+    _paintSquare(volume, seg, "collagen", 1, (-3, 4), (25, 33))  # partly above and right of the volume
+    _paintSquare(volume, seg, "background", 1, (0, 10), (0, 29))  # under collagen: the later class wins, as exported
     expected = labels.copy()
     expected[1, 0:11] = 1
     expected[1, 0:5, 25:30] = 3
@@ -713,10 +702,11 @@ def test_a_cancelled_prediction_keeps_the_slices_it_finished(tmp_path, logic, mo
     assert not labels[[1, 3]].any() and not uncertainty[[1, 3]].any()
 
 
-def _paintSquare(volume, segmentation, className: str, sliceIndex: int) -> None:
-    """Rows and columns 0-4 of a slice into a class's segment, as a Segment Editor effect paints."""
+def _paintSquare(volume, segmentation, className: str, sliceIndex: int, rows=(0, 4), columns=(0, 4)) -> None:
+    """Rows and columns of a slice (first and last; default 0-4) into a class's segment, as a Segment Editor effect
+    paints."""
     square = slicer.vtkOrientedImageData()
-    square.SetExtent(0, 4, 0, 4, sliceIndex, sliceIndex)
+    square.SetExtent(columns[0], columns[1], rows[0], rows[1], sliceIndex, sliceIndex)
     square.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
     square.GetPointData().GetScalars().Fill(1)
     toRAS = vtk.vtkMatrix4x4()

@@ -396,7 +396,7 @@ def _labels_from_layers(segmentation, volume, ids: list[str], shape: tuple[int, 
         return None
     ras_to_ijk = vtk.vtkMatrix4x4()
     volume.GetRASToIJKMatrix(ras_to_ijk)
-    labels, written = np.zeros(shape, dtype), False
+    labels = np.zeros(shape, dtype)
     for layer in sorted({seg.GetLayerIndex(segment_id) for segment_id in ids}):
         image = seg.GetLayerDataObject(layer)
         extent = image.GetExtent() if image is not None else (0, -1, 0, -1, 0, -1)
@@ -422,11 +422,9 @@ def _labels_from_layers(segmentation, volume, ids: list[str], shape: tuple[int, 
             continue  # all outside the volume
         part = voxels[low[0]:high[0], low[1]:high[1], low[2]:high[2]]
         for k in painted_slices(part):  # strokes are on few slices of a layer that spans the stack
-            target = (start[0] + low[0] + k, slice(start[1] + low[1], start[1] + high[1]),
-                      slice(start[2] + low[2], start[2] + high[2]))
-            classes = lut[part[k]]
-            labels[target] = np.maximum(labels[target], classes) if written else classes
-        written = True
+            target = labels[start[0] + low[0] + k, start[1] + low[1]:start[1] + high[1],
+                            start[2] + low[2]:start[2] + high[2]]
+            np.maximum(target, lut[part[k]], out=target)
     return labels
 
 

@@ -85,8 +85,9 @@ def baseline(scene, volume, create: bool = False):
 
 
 def set_baseline(scene, volume, labels: np.ndarray) -> None:
-    """Remember the labels as they are now; pixels that differ later are the person's corrections. Into the baseline
-    there is, only the slices painted in either (a new one of 1000 slices of 1024 x 1024 is 1 GB to write)."""
+    """Remember the labels as they are now; pixels that differ later are the person's corrections. An existing
+    baseline of the labels' shape gets only the slices painted in it or in them (a whole one of 1000 slices of
+    1024 x 1024 is 1 GB to write)."""
     node = baseline(scene, volume, create=True)
     before = slicer.util.arrayFromVolume(node) if node.GetImageData() is not None else None
     if before is None or before.shape != labels.shape or before.dtype != labels.dtype:
