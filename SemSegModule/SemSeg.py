@@ -189,19 +189,11 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         progress bar with Cancel."""
 
         def run(job: Job):
-            def onImage(read: int, total: int) -> None:
-                job.report((read, total))
-                if job.should_stop():
-                    raise _LoadingStopped
             try:
-                read = _readStack(path, channelAxis, onImage)
+                read = _readStack(path, channelAxis, _readingProgress(job))
             except _LoadingStopped:
                 return None
             return None if job.should_stop() else read
-
-        def describe(p) -> SemSegEvent:
-            read, total = p
-            return SemSegEvent("progress", f"{read} of {total} image(s) read", read / total, p)
 
         closes = self._sceneCloses
 
@@ -210,7 +202,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
                 return None
             return self._stackVolume(*read, path, name)
 
-        return self._start("load", run, describe, finish, waitForCompletion=False, eventCallback=None)
+        return self._start("load", run, _readingEvent("image(s)"), finish, waitForCompletion=False,
+                           eventCallback=None)
 
     def loadSampleStack(self):
         """The generated sample stack of the engine; returns (volume node, reference folder)."""
@@ -727,11 +720,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         return " ".join(parts)
 
     def predictedSlices(self, volume) -> list[int]:
-        segmentation = self.predictionSegmentation(volume, create=False)
-        if segmentation is None:
-            return []
-        labels = self.labelsFromSegmentation(segmentation, volume)
-        return [k for k in range(labels.shape[0]) if labels[k].any()]
+        labels = self._predictedLabels(volume, copy=False)
+        return [] if labels is None else [k for k in range(labels.shape[0]) if labels[k].any()]
 
     # ---------------------------------------------------------------- accept
     def acceptPrediction(self, volume, labelSegmentation, sliceIndex: int) -> int:
@@ -833,27 +823,52 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
     # ---------------------------------------------------------------- evaluate
     def evaluate(self, volume, referencePath: str, tableNode=None):
-        """Prediction vs a folder of reference label maps (same names) on the predicted slices."""
+        """The prediction against reference label maps (a folder of files named as the images, or a label stack
+        file) on the predicted slices that have one: per-class IoU / Dice into a table; returns the metrics. Waits
+        for `startEvaluating`."""
+        return self.startEvaluating(volume, referencePath, tableNode).wait()
+
+    def startEvaluating(self, volume, referencePath: str, tableNode=None) -> SemSegTask:
+        """`evaluate` with the reference read and scored on the worker: poll the task; its result is the metrics
+        (None if cancelled or the scene closed meanwhile). Why: 200 slices of 1024 x 1024 held Slicer's GUI 22 s."""
         from SemSegLib.metrics import evaluate
 
         names = self.imageNames(volume)
-        predictionNode = self.predictionSegmentation(volume, create=False)
         predicted = self.predictedSlices(volume)
-        if predictionNode is None or not predicted:
+        if not predicted:
             raise InputError("no prediction yet: predict, then evaluate.")
         classes = self.classes()
-        reference = referenceLabels(referencePath, names, arrays.slice_shape(volume)[1:], classes)
-        have = [k for k in predicted if reference[k].any()]
-        if not have:
-            raise InputError(f"{referencePath}: no reference label file matches a predicted slice "
-                             f"(expected names like {names[predicted[0]]}.tif).")
-        prediction = self.labelsFromSegmentation(predictionNode, volume)
-        metrics = evaluate(prediction[have], reference[have], [c.name for c in classes])
-        self.metricsToTable(metrics, tableNode)
-        earlier = [k for k in self.unlabeledByCurrentModel(volume)[1] if k in have]
-        self.lastEvaluationNote = (f"{len(earlier)} of the {len(have)} slices scored were predicted by an earlier "
-                                   f"model ({_slices(earlier)})" if earlier else "")
-        return metrics
+        shape = arrays.slice_shape(volume)[1:]
+        prediction = self._predictedLabels(volume, copy=False)
+        earlier = set(self.unlabeledByCurrentModel(volume)[1])
+
+        def run(job: Job):
+            try:
+                reference = referenceLabels(referencePath, names, shape, classes, predicted, _readingProgress(job))
+            except _LoadingStopped:
+                return None
+            have = [j for j, k in enumerate(predicted) if reference[j].any()]
+            if not have:
+                raise InputError(f"{referencePath}: no reference label file matches a predicted slice "
+                                 f"(expected names like {names[predicted[0]]}.tif).")
+            scored = [predicted[j] for j in have]
+            metrics = evaluate([prediction[k] for k in scored], [reference[j] for j in have], [c.name for c in classes])
+            return None if job.should_stop() else (metrics, scored)
+
+        closes = self._sceneCloses
+
+        def finish(out):
+            if out is None or self._sceneCloses != closes:
+                return None
+            metrics, scored = out
+            self.metricsToTable(metrics, tableNode)
+            byEarlier = [k for k in scored if k in earlier]
+            self.lastEvaluationNote = (f"{len(byEarlier)} of the {len(scored)} slices scored were predicted by an "
+                                       f"earlier model ({_slices(byEarlier)})" if byEarlier else "")
+            return metrics
+
+        return self._start("evaluate", run, _readingEvent("reference map(s)"), finish, waitForCompletion=False,
+                           eventCallback=None)
 
     def metricsToTable(self, metrics, tableNode=None):
         """Per-class IoU / Dice into a table node ('SemSeg metrics' unless given) with a bar chart over it."""
@@ -864,9 +879,16 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         """Prediction where predicted, painted labels win everywhere they exist."""
         return _paintedWin(self.labelsFromSegmentation(labelSegmentation, volume), self._predictedLabels(volume))
 
-    def _predictedLabels(self, volume) -> np.ndarray | None:
+    def _predictedLabels(self, volume, copy: bool = True) -> np.ndarray | None:
+        """The prediction's labels, None if there is none. `copy=False`: perhaps the labels held since the last write
+        (`_heldPrediction`) themselves, to be read only, on any thread: a write replaces them, never changes them."""
         prediction = self.predictionSegmentation(volume, create=False)
-        return self.labelsFromSegmentation(prediction, volume) if prediction is not None else None
+        if prediction is None:
+            return None
+        held = self._heldPrediction
+        if not copy and held is not None and held[0] == _heldLabelsKey(prediction, volume, self.classes()):
+            return held[1]
+        return self.labelsFromSegmentation(prediction, volume)
 
     def export(self, volume, labelSegmentation, folder: str, warning: str | None = None,
                waitForCompletion: bool = True, eventCallback: Callable[[SemSegEvent], None] | None = None
@@ -1057,7 +1079,23 @@ class _PreviewLabels:
 
 
 class _LoadingStopped(Exception):
-    """Raised by a load's progress callback to stop the reader when the person cancelled."""
+    """Raised by a reader's progress callback (`_readingProgress`) to stop it when the person cancelled."""
+
+
+def _readingProgress(job: Job) -> Callable[[int, int], None]:
+    """A reader's `on_image(done, total)` on the worker: reports its progress, stops it when the person cancelled."""
+
+    def onImage(done: int, total: int) -> None:
+        job.report((done, total))
+        if job.should_stop():
+            raise _LoadingStopped
+
+    return onImage
+
+
+def _readingEvent(what: str) -> Callable[[tuple[int, int]], SemSegEvent]:
+    """How a reader's progress reads: '12 of 200 image(s) read'."""
+    return lambda p: SemSegEvent("progress", f"{p[0]} of {p[1]} {what} read", p[0] / p[1] if p[1] else None, p)
 
 
 def _readStack(path: str, channelAxis: int | None, onImage: Callable[[int, int], None] | None = None) -> tuple:
@@ -1104,14 +1142,20 @@ def _slices(indices: list[int], shown: int = 8) -> str:
     return f"slice{'s' if len(indices) > 1 else ''} {listed}{' ...' if len(indices) > shown else ''}"
 
 
-def referenceLabels(path: str, names: list[str], shape: tuple[int, int], classes: list[ClassInfo]) -> np.ndarray:
-    """Reference label maps for the volume's images, matched by file name; missing files are all-zero. A value
-    beyond `classes` (the panel's) is refused: it would drop out of every score unseen."""
+def referenceLabels(path: str, names: list[str], shape: tuple[int, int], classes: list[ClassInfo],
+                    indices: list[int] | None = None, onImage: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Reference label maps for the volume's images `indices` (default: all), in their order, matched by file name;
+    missing files are all-zero. A value beyond `classes` (the panel's) is refused: it would drop out of every score
+    unseen. Of a folder only the files of `indices` are read. No MRML: safe on the worker thread."""
     from SemSegLib.stack_io import read_labels
 
-    return read_labels(path, _shapeOnly(names, shape, "the loaded images"), classes=classes,
-                       classes_from="the classes in the panel",
-                       advice="Use reference maps with the panel's class values, or edit the classes.").labels
+    indices = list(range(len(names))) if indices is None else list(indices)
+    byFile = Path(path).is_dir()  # a label stack file has a page per image: read whole, then picked from
+    labels = read_labels(path, _shapeOnly([names[k] for k in indices] if byFile else names, shape, "the loaded images"),
+                         classes=classes, classes_from="the classes in the panel",
+                         advice="Use reference maps with the panel's class values, or edit the classes.",
+                         on_image=onImage).labels
+    return labels if byFile else labels[indices]
 
 
 #
@@ -1703,6 +1747,8 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.statusLabel.text = (f"{'Cancelled: ' if event.kind == 'cancelled' else ''}{r['images']} label "
                                             f"map(s) written to {r['folder']} ({r['seconds_per_image']:.2f} s per "
                                             "image)")
+        elif self._taskLabel == "Evaluation" and event.data is not None:
+            self._showMetrics(event.data)
         elif self._taskLabel == "Export" and event.data:
             self.ui.statusLabel.text = f"Exported to {Path(event.data['labels']).parent}"
             slicer.util.infoDisplay("Written:\n" + "\n".join(f"{k}: {v}" for k, v in event.data.items()))
@@ -1815,15 +1861,19 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onEvaluate(self) -> None:
         self.updateParameterNodeFromGUI()
-        with slicer.util.tryWithErrorDisplay("Evaluation failed.", waitCursor=True):
-            metrics = self.logic.evaluate(self._volume(), self.ui.referencePathLineEdit.text.strip())
-            self.ui.metricsLabel.text = (f"mean IoU {metrics.mean_iou:.3f}, mean Dice {metrics.mean_dice:.3f}, "
-                                         f"pixel accuracy {metrics.pixel_accuracy:.3f}"
-                                         + (f"; {self.logic.lastEvaluationNote}" if self.logic.lastEvaluationNote
-                                            else ""))
-            chart = slicer.mrmlScene.GetFirstNodeByName("SemSeg IoU chart")
-            if chart is not None:
-                slicer.modules.plots.logic().ShowChartInLayout(chart)
+        with slicer.util.tryWithErrorDisplay("Evaluation failed."):
+            # read and scored on the worker: see _afterTask
+            self._startTask(self.logic.startEvaluating(self._volume(), self.ui.referencePathLineEdit.text.strip()),
+                            "Evaluation")
+
+    def _showMetrics(self, metrics) -> None:
+        self.ui.metricsLabel.text = (f"mean IoU {metrics.mean_iou:.3f}, mean Dice {metrics.mean_dice:.3f}, "
+                                     f"pixel accuracy {metrics.pixel_accuracy:.3f}"
+                                     + (f"; {self.logic.lastEvaluationNote}" if self.logic.lastEvaluationNote else ""))
+        self.ui.statusLabel.text = "Evaluated"
+        chart = slicer.mrmlScene.GetFirstNodeByName("SemSeg IoU chart")
+        if chart is not None:
+            slicer.modules.plots.logic().ShowChartInLayout(chart)
 
     def onExport(self) -> None:
         self.updateParameterNodeFromGUI()
@@ -1929,9 +1979,7 @@ class SemSegTest(ScriptedLoadableModuleTest):
             tifffile.imwrite(folder / "fresh" / f"fresh_{k + 1}.tif", image)
         widget.ui.imagesPathLineEdit.text = str(folder / "fresh")
         widget.onLoadImages()
-        while widget._task is not None:
-            slicer.app.processEvents()
-            time.sleep(0.02)
+        self._waitForPanel(widget)
         self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(widget._volume()), fresh))
         self.assertTrue(widget.ui.statusLabel.text.startswith("Loaded 3 image(s) of 40 x 32"))
         logic = SemSegLogic()
@@ -1981,6 +2029,10 @@ class SemSegTest(ScriptedLoadableModuleTest):
         self.assertGreater(added, 0)
         metrics = logic.evaluate(volume, str(folder / "reference"))
         self.assertGreater(metrics.mean_iou, 0.4)
+        widget.ui.referencePathLineEdit.text = str(folder / "reference")  # the panel's: read and scored on the worker
+        widget.onEvaluate()
+        self._waitForPanel(widget)
+        self.assertTrue(widget.ui.metricsLabel.text.startswith(f"mean IoU {metrics.mean_iou:.3f}"))
         self.assertEqual(logic.exportWarning(volume), "")  # every slice predicted by the current model
         written = logic.export(volume, segmentation, str(folder / "results")).result
         for key in ("labels", "nrrd", "model", "classes"):
@@ -2010,3 +2062,10 @@ class SemSegTest(ScriptedLoadableModuleTest):
         self.assertTrue(reopened.restoreModelFromParameterNode())
         self.assertEqual(reopened.model.signature, logic.model.signature)
         self.delayDisplay("SemSeg loop test passed")
+
+    @staticmethod
+    def _waitForPanel(widget) -> None:
+        """Until the panel's task ends, its timer polling it as in use."""
+        while widget._task is not None:
+            slicer.app.processEvents()
+            time.sleep(0.02)

@@ -21,6 +21,24 @@ def test_metrics_skip_unlabeled_reference():
     assert m.confusion.sum() == 1 and m.pixel_accuracy == 1.0
 
 
+def test_a_stack_s_confusion_counts_every_pixel_pair_in_any_label_type():
+    # Counted image by image in the maps' own types: the counts must be those of each pixel pair, with reference
+    # values outside 1..K skipped and predictions outside clipped (0 -> none, beyond K -> K), in any integer type.
+    rng = np.random.default_rng(1)
+    for pred_type, ref_type in ((np.uint8, np.uint16), (np.int16, np.int32), (np.uint16, np.uint8)):
+        pred = rng.integers(0, 6, (3, 2, 17, 13)).astype(pred_type)
+        ref = rng.integers(0, 6, (3, 2, 17, 13)).astype(ref_type)
+        if np.issubdtype(ref_type, np.signedinteger):
+            ref[0, 0, :3] = -1
+            pred[0, 0, 3:6] = -2
+        expected = np.zeros((3, 3), np.int64)
+        for p, r in zip(pred.ravel().tolist(), ref.ravel().tolist()):
+            if 1 <= r <= 3 and p > 0:
+                expected[r - 1, min(p, 3) - 1] += 1
+        assert evaluate(pred, ref, ["a", "b", "c"]).confusion.tolist() == expected.tolist()
+        assert evaluate(pred[1, 0], ref[1, 0], ["a", "b", "c"]).confusion.sum() > 0
+
+
 def test_strokes_are_sparse_and_correct():
     rng = np.random.default_rng(0)
     ref = np.ones((128, 128), np.uint8)

@@ -473,6 +473,50 @@ def _sample_scene(tmp_path, logic, painted=(0, 2), strokes=8):
     return folder, volume, seg, labels, reference
 
 
+def test_an_evaluation_reads_and_scores_the_predicted_slices_references_on_the_worker(tmp_path, logic, scene,
+                                                                                      monkeypatch):
+    """The panel's Evaluate held Slicer's GUI 22 s for 200 slices of 1024 x 1024: the reference maps are read (of a
+    folder, only the predicted slices' files) and scored on the worker, and the table written when it ends."""
+    from SemSegLib import stack_io
+    from SemSegLib.metrics import evaluate
+
+    folder, volume, seg, _, reference = _sample_scene(tmp_path, logic)
+    logic.train(volume, seg, iterations=2, **FAST)
+    logic.predict(volume, [3, 1])
+    names = logic.imageNames(volume)
+    reads = []
+    realRead = stack_io._read_file
+    started, cancelled = threading.Event(), threading.Event()
+
+    def recordRead(path):
+        reads.append((threading.current_thread().name, path.stem))
+        if not cancelled.is_set():
+            started.set()
+            assert cancelled.wait(60)
+        return realRead(path)
+
+    monkeypatch.setattr(stack_io, "_read_file", recordRead)
+    # Cancelled while the first map is read: no table, no note.
+    task = logic.startEvaluating(volume, str(folder / "reference"))
+    assert started.wait(60)
+    task.cancel()
+    cancelled.set()
+    assert task.wait() is None and scene.GetFirstNodeByName("SemSeg metrics") is None
+    reads.clear()
+    events = []
+    metrics = logic.startEvaluating(volume, str(folder / "reference")).wait(events.append)
+    assert reads == [("SemSegWorker", names[1]), ("SemSegWorker", names[3])]
+    assert [e.message for e in events] == ["1 of 2 reference map(s) read", "2 of 2 reference map(s) read", "done"]
+    predicted = logic.labelsFromSegmentation(logic.predictionSegmentation(volume), volume)
+    expected = evaluate(predicted[[1, 3]], reference[[1, 3]], [c.name for c in SAMPLE_CLASSES])
+    assert metrics.confusion.tolist() == expected.confusion.tolist() and metrics.confusion.sum() == 2 * 96 * 96
+    table = scene.GetFirstNodeByName("SemSeg metrics")
+    assert float(table.GetCellText(3, 1)) == pytest.approx(metrics.mean_iou, abs=1e-6)
+    # A label stack file (a page per image) scores the same slices.
+    tifffile.imwrite(tmp_path / "reference.tif", reference.astype(np.uint8), photometric="minisblack")
+    assert logic.evaluate(volume, str(tmp_path / "reference.tif")).confusion.tolist() == metrics.confusion.tolist()
+
+
 def test_jobs_read_a_gray_stack_s_own_voxels_and_a_copy_of_other_stacks(tmp_path, logic, monkeypatch):
     """A stack of one channel of whole numbers is not copied for a training or a prediction (that took up to 6 s of
     the GUI thread for 1000 images of 1024 x 1024, and held the stack twice): the worker reads the volume's voxels,

@@ -296,20 +296,24 @@ def _find_label_file(folder: Path, name: str) -> Path | None:
 
 
 def read_labels(folder: str | Path, stack: ImageStack, classes_csv: str | Path | None = None,
-                classes: list[ClassInfo] | None = None, classes_from: str = "", advice: str = "") -> LabelSet:
+                classes: list[ClassInfo] | None = None, classes_from: str = "", advice: str = "",
+                on_image: Callable[[int, int], None] | None = None) -> LabelSet:
     """Sparse labels for `stack`: one 2D integer image per image name in `folder` (missing files mean unlabeled),
     or one multi-page TIFF with a page per image, in the images' order (napari and Fiji save a label stack so).
+    `on_image(done, total)` is called after each image's file is looked for (after the whole file for a TIFF).
 
     The classes are `classes` when given (`classes_from` says whose, `advice` what to do about a value beyond
     them), else those of `classes_csv` (default: the classes.csv in the folder, or beside the file), else 1..the
     largest value (`implicit_classes`)."""
     folder = Path(folder)
     if folder.is_dir():
-        labels, found = _label_files(folder, stack)
+        labels, found = _label_files(folder, stack, on_image)
         default_csv = folder / "classes.csv"
     elif folder.is_file() and folder.suffix.lower() in TIFF_SUFFIXES:
         labels, found = _label_pages(folder, stack)
         default_csv = folder.parent / "classes.csv"
+        if on_image is not None:
+            on_image(len(stack), len(stack))
     else:
         raise InputError(f"{folder}: labels must be a folder with one label image per image (same file names), or "
                          "a multi-page TIFF with one page per image.")
@@ -325,7 +329,8 @@ def read_labels(folder: str | Path, stack: ImageStack, classes_csv: str | Path |
     return LabelSet(labels, classes, found)
 
 
-def _label_files(folder: Path, stack: ImageStack) -> tuple[LabelMaps, list[str]]:
+def _label_files(folder: Path, stack: ImageStack,
+                 on_image: Callable[[int, int], None] | None = None) -> tuple[LabelMaps, list[str]]:
     """(N, H, W) labels from the files of `folder` named as the images (a list of (H, W) maps when the images
     differ in size), and the names of the images that have one."""
     n = len(stack)
@@ -335,6 +340,8 @@ def _label_files(folder: Path, stack: ImageStack) -> tuple[LabelMaps, list[str]]
         labels = [np.zeros(stack.image_size(i), np.uint16) for i in range(n)]
     found = []
     for i, name in enumerate(stack.names):
+        if on_image is not None and i:
+            on_image(i, n)
         p = _find_label_file(folder, name)
         if p is None:
             continue
@@ -351,6 +358,8 @@ def _label_files(folder: Path, stack: ImageStack) -> tuple[LabelMaps, list[str]]
                              "A label file must be a 2D image of the same size as its image.")
         labels[i][...] = _label_values(lab, p)
         found.append(name)
+    if on_image is not None:
+        on_image(n, n)
     if not found:
         raise InputError(f"{folder}: no label file matches an image name of {stack.source} "
                          f"(e.g. {stack.names[0]}.tif). Label files must have the same names as the images.")
