@@ -345,10 +345,15 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         self._baselineOf[volume.GetID()] = (key, node.GetID(), node.GetImageData().GetMTime())
 
     def setLabelsToSegmentation(self, labels: np.ndarray, segmentation, volume,
-                                classes: list[ClassInfo] | None = None) -> None:
-        """(N, H, W) class values -> the class segments (replaces their content; 0 = in no segment)."""
+                                classes: list[ClassInfo] | None = None, slices: list[int] | None = None) -> None:
+        """(N, H, W) class values -> the class segments (replaces their content; 0 = in no segment). With `slices`,
+        `labels` are those slices' ((len(slices), H, W)) and only they change."""
         self.checkLabelsBelongTo(volume, segmentation)
-        arrays.set_labels_to_segmentation(self.scene, labels, segmentation, volume, classes or self.classes())
+        classes = classes or self.classes()
+        if slices is None:
+            arrays.set_labels_to_segmentation(self.scene, labels, segmentation, volume, classes)
+        else:
+            arrays.set_slice_labels(self.scene, labels, slices, segmentation, volume, classes)
 
     def loadLabels(self, volume, folder: str, labelSegmentation=None, adoptClasses: bool = False) -> LoadedLabels:
         """Label maps from a folder (one per image, same file names, 0 = unlabeled: an export's strokes folder, the
@@ -356,34 +361,70 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         with a page per image (napari's or Fiji's label stack, its classes.csv beside it) into the label segmentation
         (the volume's, made if there is none), on the pixels nothing is painted on: what is painted stays. A
         classes.csv in the folder, or in the one above it (an export's), must name the panel's classes; with
-        `adoptClasses` its classes become the panel's instead, when nothing was painted on the volume yet."""
+        `adoptClasses` its classes become the panel's instead, when nothing was painted on the volume yet. Waits for
+        `startLoadingLabels`."""
+        return self.startLoadingLabels(volume, folder, labelSegmentation, adoptClasses).wait()
+
+    def startLoadingLabels(self, volume, folder: str, labelSegmentation=None,
+                           adoptClasses: bool = False) -> SemSegTask:
+        """`loadLabels` with the files read on the worker: poll the task; its result is what `loadLabels` returns
+        (None if cancelled or the scene closed meanwhile). Only the slices that have a label file are then read from
+        the segments and written into them. Why: 3 label files for a stack of 1000 slices of 1024 x 1024 held Slicer's
+        GUI 19 s, 1000 files longer."""
         from SemSegLib.stack_io import read_labels
 
         classes = self.classes()
         if labelSegmentation is None:
             labelSegmentation = self.labelSegmentationOf(volume)  # None: nothing was painted on the volume yet
+        else:
+            self.checkLabelsBelongTo(volume, labelSegmentation)
         folderPath = Path(folder)
         csv = next((p for p in (folderPath / "classes.csv", folderPath.parent / "classes.csv") if p.is_file()), None)
         theirs = read_classes_csv(csv) if csv is not None else None
-        if theirs is not None and [c.name for c in theirs] != [c.name for c in classes]:
-            if not (adoptClasses and labelSegmentation is None):
-                raise InputError(f"{csv}: these labels are of the classes {', '.join(c.name for c in theirs)}, but "
-                                 f"the panel has {', '.join(c.name for c in classes)}. Load that classes.csv first "
-                                 "(or the model trained on them), then load the labels.")
-            self.setClasses(theirs)
-            classes = self.classes()
+        adopt = theirs is not None and [c.name for c in theirs] != [c.name for c in classes]
+        if adopt and not (adoptClasses and labelSegmentation is None):
+            raise InputError(f"{csv}: these labels are of the classes {', '.join(c.name for c in theirs)}, but "
+                             f"the panel has {', '.join(c.name for c in classes)}. Load that classes.csv first "
+                             "(or the model trained on them), then load the labels.")
+        classes = theirs if adopt else classes
         names = self.imageNames(volume)
-        loaded = read_labels(folder, _shapeOnly(names, arrays.slice_shape(volume)[1:], volume.GetName()),
-                             classes=classes, classes_from="the classes in the panel",
-                             advice="Load the classes.csv that goes with these labels first.")
-        labelSegmentation = self.createLabelSegmentation(volume, classes, segmentation=labelSegmentation)
-        painted = self.labelsFromSegmentation(labelSegmentation, volume, classes)
-        added = (painted == 0) & (loaded.labels > 0)
-        differing = (painted > 0) & (loaded.labels > 0) & (painted != loaded.labels)
-        if added.any():
-            self.setLabelsToSegmentation(np.where(added, loaded.labels, painted), labelSegmentation, volume, classes)
-        return LoadedLabels([names.index(name) for name in loaded.labeled_names], int(added.sum()),
-                            int(differing.sum()), labelSegmentation)
+        stack = _shapeOnly(names, arrays.slice_shape(volume)[1:], volume.GetName())
+
+        def run(job: Job):
+            try:
+                loaded = read_labels(folder, stack, classes=classes, classes_from="the classes in the panel",
+                                     advice="Load the classes.csv that goes with these labels first.",
+                                     on_image=_readingProgress(job))
+            except _LoadingStopped:
+                return None
+            position = {name: k for k, name in enumerate(names)}
+            indices = [position[name] for name in loaded.labeled_names]
+            return None if job.should_stop() else (indices, loaded.labels[indices].astype(label_dtype(len(classes))))
+
+        closes = self._sceneCloses
+
+        def finish(read) -> LoadedLabels | None:
+            if read is None or self._sceneCloses != closes:
+                return None
+            indices, loaded = read
+            segmentation = labelSegmentation
+            if adopt:
+                if self.labelSegmentationOf(volume) is not None:
+                    raise InputError(f"{csv}: labels were painted on '{volume.GetName()}' while these were read: "
+                                     "load that classes.csv first, then load the labels.")
+                self.setClasses(classes)
+            segmentation = self.createLabelSegmentation(volume, self.classes(), segmentation=segmentation)
+            painted = self.labelsFromSegmentation(segmentation, volume)[indices]
+            added = (painted == 0) & (loaded > 0)
+            differing = (painted > 0) & (loaded > 0) & (painted != loaded)
+            changed = [j for j in range(len(indices)) if added[j].any()]
+            if changed:
+                self.setLabelsToSegmentation(np.where(added, loaded, painted)[changed], segmentation, volume,
+                                             slices=[indices[j] for j in changed])
+            return LoadedLabels(indices, int(added.sum()), int(differing.sum()), segmentation)
+
+        return self._start("load labels", run, _readingEvent("label file(s)"), finish, waitForCompletion=False,
+                           eventCallback=None)
 
     def keptStrokesOf(self, volume) -> list[Path]:
         """Folders of strokes kept at earlier trainings of these images (`strokesBackupFolder`, other Slicer sessions
@@ -683,7 +724,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         for k, (sliceLabels, _) in result.items():
             labels[k] = sliceLabels
         self._heldPrediction = None
-        self.setLabelsToSegmentation(labels, segmentation, volume, classes)
+        indices = sorted(result)
+        self.setLabelsToSegmentation(labels[indices], segmentation, volume, classes, slices=indices)
         self._heldPrediction = (_heldLabelsKey(segmentation, volume, classes), labels)
         uncertaintyNode = self.uncertaintyVolume(volume)
         uncertainty = slicer.util.arrayFromVolume(uncertaintyNode)
@@ -734,7 +776,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         prediction = self.predictionSegmentation(volume, create=False)
         if prediction is None:
             raise InputError("no prediction yet: predict this slice first.")
-        predicted = self.labelsFromSegmentation(prediction, volume)[sliceIndex]
+        predicted = np.array(self._predictedLabels(volume, copy=False)[sliceIndex])  # one slice copied, not all
         if not predicted.any():
             raise InputError(f"slice {sliceIndex + 1} has no prediction: predict it first.")
         self.checkLabels(volume, labelSegmentation)
@@ -1674,15 +1716,18 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._loadLabelsFrom(volume, path)
 
     def _loadLabelsFrom(self, volume, path: str) -> None:
-        with slicer.util.tryWithErrorDisplay("Failed to load the labels.", waitCursor=True):
-            loaded = self.logic.loadLabels(volume, path, self._labels())
-            self.ui.statusLabel.text = (
-                f"Labels of {len(loaded.slices)} slice(s) loaded: {loaded.added} pixels added"
-                + (f"; {loaded.differing} pixels you painted with another class kept yours" if loaded.differing
-                   else "") + ".")
-            self.updateGUIFromParameterNode()
-            if loaded.slices and self._currentSlice() not in loaded.slices:
-                self._jumpToSlice(loaded.slices[0])  # show what came in
+        with slicer.util.tryWithErrorDisplay("Failed to load the labels."):
+            # read on the worker: see _afterTask
+            self._startTask(self.logic.startLoadingLabels(volume, path, self._labels()), "Loading labels")
+
+    def _showLoadedLabels(self, loaded) -> None:
+        self.ui.statusLabel.text = (
+            f"Labels of {len(loaded.slices)} slice(s) loaded: {loaded.added} pixels added"
+            + (f"; {loaded.differing} pixels you painted with another class kept yours" if loaded.differing
+               else "") + ".")
+        self.updateGUIFromParameterNode()
+        if loaded.slices and self._currentSlice() not in loaded.slices:
+            self._jumpToSlice(loaded.slices[0])  # show what came in
 
     # ---------------------------------------------------------------- long-running tasks
     def _startTask(self, task, label) -> None:
@@ -1747,6 +1792,8 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.statusLabel.text = (f"{'Cancelled: ' if event.kind == 'cancelled' else ''}{r['images']} label "
                                             f"map(s) written to {r['folder']} ({r['seconds_per_image']:.2f} s per "
                                             "image)")
+        elif self._taskLabel == "Loading labels" and event.data is not None:
+            self._showLoadedLabels(event.data)
         elif self._taskLabel == "Evaluation" and event.data is not None:
             self._showMetrics(event.data)
         elif self._taskLabel == "Export" and event.data:

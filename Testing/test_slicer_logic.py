@@ -93,6 +93,9 @@ def test_a_stack_is_drawn_between_its_percentiles_set_before_its_pixels_arrive(t
     uncertainty = logic.uncertaintyVolume(volume).GetDisplayNode()
     assert not uncertainty.GetAutoWindowLevel()
     assert (uncertainty.GetWindowLevelMin(), uncertainty.GetWindowLevelMax()) == (0, 1)
+    voxels = slicer.util.arrayFromVolume(logic.uncertaintyVolume(volume))  # filled by VTK: nothing predicted yet
+    assert voxels.shape == images.shape and voxels.dtype == np.float32 and not voxels.any()
+    assert logic.uncertaintyVolume(volume).GetModifiedSinceRead()
 
 
 def test_the_panel_s_load_reads_the_images_on_the_worker_and_a_cancel_leaves_the_scene_as_it_was(tmp_path, logic,
@@ -378,6 +381,51 @@ def test_labels_read_from_the_segments_layers_are_what_slicer_s_export_gives(tmp
     seg.SetAndObserveTransformNodeID(transform.GetID())
     assert arrays._labels_from_layers(seg, volume, ids, labels.shape, np.uint8) is None
     assert np.array_equal(logic.labelsFromSegmentation(seg, volume), expected)
+
+
+def test_slices_are_written_into_the_classes_labelmap_and_elsewhere_by_a_whole_import(tmp_path, logic, monkeypatch):
+    """An accept, a batch of a prediction's slices or labels loaded from files change a few slices: written into the
+    classes' shared labelmap (a whole import held the GUI 8 s for 1000 slices of 1024 x 1024), the rest untouched,
+    the other representations made again and the segmentation to be saved again; where that labelmap does not
+    cover them (nothing imported yet) or holds another segment, by a whole import. Either way, what reads back is
+    what a whole import of the changed stack gives."""
+    volume, seg = _three_class_stack(tmp_path, logic, (20, 30), 5)
+    s = seg.GetSegmentation()
+    ids = arrays.segment_ids(seg, THREE_CLASSES)
+    imports = []
+    realImport = arrays.set_labels_to_segmentation
+    monkeypatch.setattr(arrays, "set_labels_to_segmentation", lambda *a: imports.append(1) or realImport(*a))
+    rng = np.random.default_rng(0)
+    expected = np.zeros((5, 20, 30), np.uint8)
+    expected[3] = rng.integers(0, 4, (20, 30))
+    logic.setLabelsToSegmentation(expected[[3]], seg, volume, slices=[3])  # an empty segmentation: imported
+    assert len(imports) == 1 and np.array_equal(logic.labelsFromSegmentation(seg, volume), expected)
+
+    storage = seg.CreateDefaultStorageNode()
+    logic.scene.AddNode(storage)
+    seg.SetAndObserveStorageNodeID(storage.GetID())
+    storage.SetFileName(str(tmp_path / "labels.seg.nrrd"))
+    assert storage.WriteData(seg) and not seg.GetModifiedSinceRead()
+    layer = s.GetLayerDataObject(s.GetLayerIndex(ids[0]))
+    expected[[1, 3]] = rng.integers(0, 4, (2, 20, 30))
+    logic.setLabelsToSegmentation(expected[[3, 1]][::-1], seg, volume, slices=[1, 3])
+    assert len(imports) == 1 and s.GetLayerDataObject(s.GetLayerIndex(ids[0])) is layer  # written in place
+    assert np.array_equal(logic.labelsFromSegmentation(seg, volume), expected)
+    with monkeypatch.context() as m:  # Slicer's export of the segments gives the same
+        m.setattr(arrays, "_labels_from_layers", lambda *args: None)
+        assert np.array_equal(logic.labelsFromSegmentation(seg, volume), expected)
+    assert seg.GetModifiedSinceRead()  # a scene saved now writes them
+    seg.CreateClosedSurfaceRepresentation()  # Slicer's 3D view: made again from the new labels
+    expected[2] = rng.integers(0, 4, (20, 30))
+    logic.setLabelsToSegmentation(expected[[2]], seg, volume, slices=[2])
+    assert len(imports) == 1 and s.GetSegment(ids[0]).GetRepresentation("Closed surface") is None
+
+    s.AddEmptySegment("notes", "notes")  # the person's own segment, in the classes' layer: the import keeps it
+    assert s.GetLayerIndex("notes") == s.GetLayerIndex(ids[0])
+    expected[4] = rng.integers(0, 4, (20, 30))
+    logic.setLabelsToSegmentation(expected[[4]], seg, volume, slices=[4])
+    assert len(imports) == 2 and np.array_equal(logic.labelsFromSegmentation(seg, volume), expected)
+    assert s.GetSegmentIdBySegmentName("notes")
 
 
 def test_the_baseline_and_corrections_are_written_and_read_on_the_painted_slices(tmp_path, logic):

@@ -71,7 +71,8 @@ def uncertainty_volume(scene, volume):
         if scene.GetNodeByID(color_id) is None:
             color_id = "vtkMRMLColorTableNodeRainbow"
         display.SetAndObserveColorNodeID(color_id)
-        slicer.util.updateVolumeFromArray(node, np.zeros(arrays.slice_shape(volume), np.float32))
+        node.SetAndObserveImageData(arrays.zero_image_data(arrays.slice_shape(volume), np.float32))
+        node.StorableModified()
     return node
 
 
