@@ -513,6 +513,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
         predicted = {}
         backup, backupError = self.strokesBackupFolder(volume), []
+        uncertaintyZeros = _UncertaintyZeros(volume if previewSlice is not None else None)
 
         def run(job: Job):
             try:  # first, so that the strokes are safe whatever happens to the training
@@ -528,14 +529,14 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             if previewSlice is not None and not job.should_stop():
                 pred = predict_image(result.model, images[previewSlice], PredictConfig(device=device))
                 predicted[previewSlice] = (pred.labels, pred.uncertainty)
+                uncertaintyZeros.make()
             return result
 
         def describe(p) -> SemSegEvent:
             if isinstance(p, _PreviewLabels):
                 if stack_nodes.in_scene(self.scene, volume):
-                    shown = np.zeros(images.shape[:1] + images.shape[2:], p.labels.dtype)
-                    shown[previewSlice] = p.labels
-                    self.setLabelsToSegmentation(shown, self.previewSegmentation(volume), volume, classes)
+                    self.setLabelsToSegmentation(p.labels[None], self.previewSegmentation(volume), volume, classes,
+                                                 slices=[previewSlice])
                 return SemSegEvent("preview", f"slice {previewSlice + 1} shows the network after {p.iteration} "
                                    "iterations", None, p)
             fraction = p.iteration / p.total_iterations if p.total_iterations else None
@@ -557,7 +558,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             if stack_nodes.in_scene(self.scene, volume):
                 self._setBaseline(volume, labelsKey, lambda: labels)  # the strokes it trained on, as read then
                 if predicted:
-                    self._writePrediction(volume, predicted, result.model)
+                    self._writePrediction(volume, predicted, result.model, uncertaintyZeros.image)
             return result
 
         return self._start("train", run, describe, finish, waitForCompletion, eventCallback,
@@ -668,8 +669,10 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         known = self._cachedSliceDescriptors(volume) or {}
         imagesTime = volume.GetImageData().GetMTime()
         described, seconds = {}, {}
+        uncertaintyZeros = _UncertaintyZeros(volume)
 
         def run(job: Job):
+            uncertaintyZeros.make()
             # Each slice goes to the main thread as soon as it is predicted: the worker keeps none of them. What the
             # slice looks like (for where to paint) is described after it, not after the last slice: 0.3 s per
             # image of 1024 x 1024, which at the end left a prediction of 100 such slices at 100% for 30 s.
@@ -684,7 +687,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
         def write(batch: dict) -> None:  # main thread
             if stack_nodes.in_scene(self.scene, volume):
-                self._writePrediction(volume, batch, model)
+                self._writePrediction(volume, batch, model, uncertaintyZeros.image)
 
         writes = PacedWrites(write, showSeconds)
 
@@ -711,8 +714,9 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
         return self._start("predict", run, describe, finish, waitForCompletion, eventCallback)
 
-    def _writePrediction(self, volume, result: dict, model) -> None:
-        """`result`: slice index -> (labels, uncertainty) of `model`'s prediction.
+    def _writePrediction(self, volume, result: dict, model, uncertaintyZeros: vtk.vtkImageData | None = None) -> None:
+        """`result`: slice index -> (labels, uncertainty) of `model`'s prediction; `uncertaintyZeros`: the voxels of
+        the stack's uncertainty volume if it is yet to be made (`_UncertaintyZeros`).
 
         The labels written are held (`_heldPrediction`): the next write, while nothing else changed the segments,
         goes into them instead of reading the whole segmentation back. A slice written into 30 of 1024 x 1024 took
@@ -727,7 +731,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         indices = sorted(result)
         self.setLabelsToSegmentation(labels[indices], segmentation, volume, classes, slices=indices)
         self._heldPrediction = (_heldLabelsKey(segmentation, volume, classes), labels)
-        uncertaintyNode = self.uncertaintyVolume(volume)
+        uncertaintyNode = stack_nodes.uncertainty_volume(self.scene, volume, uncertaintyZeros)
         uncertainty = slicer.util.arrayFromVolume(uncertaintyNode)
         for k, (_, sliceUncertainty) in result.items():
             uncertainty[k] = sliceUncertainty
@@ -1118,6 +1122,21 @@ class _PreviewLabels:
 
     iteration: int
     labels: np.ndarray  # (H, W)
+
+
+class _UncertaintyZeros:
+    """The voxels of a stack's uncertainty volume, made on the worker thread by the job whose predictions make the
+    volume (`make()`), before it reports any, when the stack has none yet (asked on the main thread, `volume`; None:
+    never made): filling 1000 slices of 1024 x 1024 took 3-11 s, which would hold Slicer's GUI at the first slice."""
+
+    def __init__(self, volume=None) -> None:
+        self._needed = volume is not None and stack_nodes.needs_uncertainty_voxels(volume)
+        self._shape = arrays.slice_shape(volume) if self._needed else None
+        self.image: vtk.vtkImageData | None = None
+
+    def make(self) -> None:
+        if self._needed and self.image is None:
+            self.image = arrays.zero_image_data(self._shape, np.float32)
 
 
 class _LoadingStopped(Exception):

@@ -565,6 +565,29 @@ def test_an_evaluation_reads_and_scores_the_predicted_slices_references_on_the_w
     assert logic.evaluate(volume, str(tmp_path / "reference.tif")).confusion.tolist() == metrics.confusion.tolist()
 
 
+def test_a_stack_s_first_uncertainty_voxels_are_made_by_the_job_that_predicts_into_them(tmp_path, logic, monkeypatch):
+    """Filling the uncertainty volume of 1000 slices of 1024 x 1024 (4 GB of floats) took 3-11 s: the training that
+    predicts its slice, or the first prediction, makes it on the worker; later jobs make none."""
+    _, volume, seg, _, _ = _sample_scene(tmp_path, logic)
+    made = []
+    realZeros = arrays.zero_image_data
+    monkeypatch.setattr(arrays, "zero_image_data",
+                        lambda *a: made.append(threading.current_thread().name) or realZeros(*a))
+    logic.train(volume, seg, iterations=2, **FAST)  # no slice predicted: no uncertainty volume
+    assert made == [] and volume.GetNodeReference("SemSegUncertainty") is None
+    logic.train(volume, seg, iterations=2, previewSlice=2, **FAST)
+    assert made == ["SemSegWorker"]
+    uncertainty = slicer.util.arrayFromVolume(logic.uncertaintyVolume(volume))
+    assert uncertainty[2].any() and not uncertainty[[0, 1, 3]].any()
+    logic.predict(volume, [0, 1])
+    assert made == ["SemSegWorker"] and not uncertainty[3].any() and uncertainty[[0, 1]].any(axis=(1, 2)).all()
+    logic.scene.RemoveNode(logic.uncertaintyVolume(volume))  # the person deleted it: the next prediction makes one
+    logic.predict(volume, 3)
+    assert made == ["SemSegWorker"] * 2
+    again = slicer.util.arrayFromVolume(logic.uncertaintyVolume(volume))
+    assert again[3].any() and not again[:3].any()
+
+
 def test_jobs_read_a_gray_stack_s_own_voxels_and_a_copy_of_other_stacks(tmp_path, logic, monkeypatch):
     """A stack of one channel of whole numbers is not copied for a training or a prediction (that took up to 6 s of
     the GUI thread for 1000 images of 1024 x 1024, and held the stack twice): the worker reads the volume's voxels,

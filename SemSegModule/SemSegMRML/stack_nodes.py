@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 import slicer
+import vtk
 from SemSegLib.errors import InputError
 
 from . import arrays
@@ -58,8 +59,9 @@ def volume_like(scene, volume, role: str, name: str, class_name: str = "vtkMRMLS
     return node
 
 
-def uncertainty_volume(scene, volume):
-    """The stack's uncertainty volume (0..1, shown in a perceptual color table), all 0 when it is made."""
+def uncertainty_volume(scene, volume, zeros: vtk.vtkImageData | None = None):
+    """The stack's uncertainty volume (0..1, shown in a perceptual color table), all 0 when it is made: of `zeros`
+    (`needs_uncertainty_voxels`) if given, else of voxels filled here."""
     node = volume_like(scene, volume, ROLE_UNCERTAINTY, UNCERTAINTY_NAME)
     if node.GetImageData() is None:
         node.CreateDefaultDisplayNodes()  # before the pixels: Slicer's automatic window/level would go over them all
@@ -71,9 +73,20 @@ def uncertainty_volume(scene, volume):
         if scene.GetNodeByID(color_id) is None:
             color_id = "vtkMRMLColorTableNodeRainbow"
         display.SetAndObserveColorNodeID(color_id)
-        node.SetAndObserveImageData(arrays.zero_image_data(arrays.slice_shape(volume), np.float32))
+        shape = arrays.slice_shape(volume)
+        if zeros is None or zeros.GetDimensions() != shape[::-1]:
+            zeros = arrays.zero_image_data(shape, np.float32)
+        node.SetAndObserveImageData(zeros)
         node.StorableModified()
     return node
+
+
+def needs_uncertainty_voxels(volume) -> bool:
+    """Whether the stack's uncertainty volume is yet to be made. Its voxels are then best made on the worker thread
+    (`arrays.zero_image_data`: 4 GB of floats for 1000 slices of 1024 x 1024, 3-11 s to fill on this machine), and
+    handed to `uncertainty_volume`."""
+    node = volume.GetNodeReference(ROLE_UNCERTAINTY)
+    return node is None or node.GetImageData() is None
 
 
 def baseline(scene, volume, create: bool = False):
