@@ -662,11 +662,15 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             raise InputError("no slices to predict (nothing painted yet?).")
         if firstSlice is not None and int(firstSlice) in indices:
             indices = [int(firstSlice)] + [k for k in indices if k != int(firstSlice)]
-        images, positions = self._imagesToWorkOn(volume, indices)  # images[positions[j]] is slice indices[j]
-        sliceAt = dict(zip(positions, indices))
+        known = self._cachedSliceDescriptors(volume) or {}
+        # Slices predicted before whose look is not known (a scene opened again) are described by this job too:
+        # where to paint next needs every predicted slice's, and 0.3 s each of 1024 x 1024 held the GUI at the end.
+        undescribed = [k for k in self.predictedSlices(volume) if k not in known and k not in set(indices)]
+        images, positions = self._imagesToWorkOn(volume, indices + undescribed)  # images[positions[j]]: slice j
+        sliceAt = dict(zip(positions, indices + undescribed))
+        toPredict, toDescribe = positions[:len(indices)], positions[len(indices):]
         model = self.model
         config = PredictConfig(tta=tta, device=device)
-        known = self._cachedSliceDescriptors(volume) or {}
         imagesTime = volume.GetImageData().GetMTime()
         described, seconds = {}, {}
         uncertaintyZeros = _UncertaintyZeros(volume)
@@ -677,12 +681,17 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             # slice looks like (for where to paint) is described after it, not after the last slice: 0.3 s per
             # image of 1024 x 1024, which at the end left a prediction of 100 such slices at 100% for 30 s.
             done = []
-            for j, pred in predict_stack(model, images, config, positions, should_stop=job.should_stop):
+            for j, pred in predict_stack(model, images, config, toPredict, should_stop=job.should_stop):
                 k = sliceAt[j]
                 job.report(_PredictedSlice(k, pred.labels, pred.uncertainty, pred.seconds))
                 done.append(k)
                 if k not in known:
                     described[k] = image_descriptors(images, [j], model.normalization)[j]
+            for count, j in enumerate(toDescribe, start=1):
+                if job.should_stop():
+                    break
+                described[sliceAt[j]] = image_descriptors(images, [j], model.normalization)[j]
+                job.report((count, len(toDescribe)))
             return done
 
         def write(batch: dict) -> None:  # main thread
@@ -691,7 +700,10 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
         writes = PacedWrites(write, showSeconds)
 
-        def describe(p: _PredictedSlice) -> SemSegEvent:
+        def describe(p: _PredictedSlice | tuple[int, int]) -> SemSegEvent:
+            if isinstance(p, tuple):
+                return SemSegEvent("progress", f"{p[0]} of {p[1]} slice(s) predicted before described for where to "
+                                   "paint next", p[0] / p[1], p)
             seconds[p.index] = p.seconds
             writes.add(p.index, (p.labels, p.uncertainty))
             progress = PredictionProgress(len(seconds), len(indices), p.seconds, writes.written)
@@ -926,15 +938,18 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         return _paintedWin(self.labelsFromSegmentation(labelSegmentation, volume), self._predictedLabels(volume))
 
     def _predictedLabels(self, volume, copy: bool = True) -> np.ndarray | None:
-        """The prediction's labels, None if there is none. `copy=False`: perhaps the labels held since the last write
-        (`_heldPrediction`) themselves, to be read only, on any thread: a write replaces them, never changes them."""
+        """The prediction's labels, None if there is none. They are held (`_heldPrediction`) until the segments change,
+        so that a scene opened again reads its prediction once (2-3 s for 1000 slices of 1024 x 1024). `copy=False`:
+        the held labels themselves, to be read only, on any thread: a write replaces them, never changes them."""
         prediction = self.predictionSegmentation(volume, create=False)
         if prediction is None:
             return None
-        held = self._heldPrediction
-        if not copy and held is not None and held[0] == _heldLabelsKey(prediction, volume, self.classes()):
-            return held[1]
-        return self.labelsFromSegmentation(prediction, volume)
+        classes = self.classes()
+        key = _heldLabelsKey(prediction, volume, classes)
+        if self._heldPrediction is None or self._heldPrediction[0] != key:
+            self._heldPrediction = (key, arrays.labels_from_segmentation(self.scene, prediction, volume, classes))
+        labels = self._heldPrediction[1]
+        return labels.copy() if copy else labels
 
     def export(self, volume, labelSegmentation, folder: str, warning: str | None = None,
                waitForCompletion: bool = True, eventCallback: Callable[[SemSegEvent], None] | None = None
