@@ -188,3 +188,27 @@ def test_paced_writes_come_in_batches_that_keep_writing_to_a_share_of_the_time(m
     assert batches == [["p", "q", "r"]] and bounded.written == 3
     bounded.flush()
     assert batches == [["p", "q", "r"], ["s", "t"]]
+
+
+def test_shared_slices_are_copied_one_at_a_time_under_the_writer_s_lock():
+    # An export on the worker reads the uncertainty volume's slices while the main thread may write a prediction's
+    # into it: a slice is copied only while the writer does not hold the lock, and is a copy, not a view.
+    from SemSegLib.shared_slices import SharedSlices
+
+    array = np.zeros((4, 3, 5), np.float32)
+    lock = threading.Lock()
+    slices = SharedSlices(array, [3, 1], lock)
+    assert list(slices) == [3, 1] and len(slices) == 2 and 2 not in slices and 1 in slices
+    with pytest.raises(KeyError):
+        slices[2]
+    got = []
+    with lock:  # the writer holds it: the reader waits for the slice as a whole
+        reader = threading.Thread(target=lambda: got.append(slices[3]))
+        reader.start()
+        reader.join(0.2)
+        assert reader.is_alive() and not got
+        array[3] = 7.0
+    reader.join(60)
+    assert got[0].tolist() == np.full((3, 5), 7.0).tolist()
+    array[3] = 0.0
+    assert got[0].min() == 7.0 and not np.shares_memory(got[0], array)
