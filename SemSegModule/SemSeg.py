@@ -833,11 +833,16 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         if not predicted:
             raise InputError("no prediction yet: predict first, then ask where to paint next.")
         uncertainty = slicer.util.arrayFromVolume(self.uncertaintyVolume(volume))
-        painted = None if labelSegmentation is None else self.labelsFromSegmentation(labelSegmentation, volume) > 0
-        means = {k: image_uncertainty(uncertainty[k], None if painted is None else painted[k]) for k in predicted}
+        labels = None if labelSegmentation is None else self.labelsFromSegmentation(labelSegmentation, volume)
+        paintedSlices = set() if labels is None else set(arrays.painted_slices(labels).tolist())
+
+        def painted(k: int) -> np.ndarray | None:  # None on a slice with no strokes, as for no strokes at all
+            return labels[k] > 0 if k in paintedSlices else None
+
+        means = {k: image_uncertainty(uncertainty[k], painted(k)) for k in predicted}
         groups = spread_groups(self.sliceDescriptors(volume, predicted), top)
         return [{"slice": k, "mean_uncertainty": means[k],
-                 "regions": uncertain_regions(uncertainty[k], top=3, painted=None if painted is None else painted[k])}
+                 "regions": uncertain_regions(uncertainty[k], top=3, painted=painted(k))}
                 for k in rank_by_uncertainty(means, top, groups)]
 
     def _cachedSliceDescriptors(self, volume) -> dict | None:
