@@ -42,7 +42,7 @@ from SemSegLib.shared_slices import SharedSlices
 from SemSegLib.stack_io import label_dtype
 from SemSegLib.task import PacedWrites, SemSegEvent, SemSegTask
 from SemSegLib.worker import Job, Worker
-from SemSegMRML import arrays, model_node, parameters, results, stack_nodes
+from SemSegMRML import arrays, model_node, parameters, results, segment_labels, stack_nodes
 from SemSegMRML.accepted import AcceptedPredictions
 from SemSegMRML.arrays import SOURCE_ATTRIBUTE
 from SemSegMRML.parameters import ROLE_LABELS, ROLE_SUGGESTION_MARKERS, ROLE_VOLUME
@@ -110,7 +110,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         # Volume ID -> the folder its trainings keep their strokes in (`strokesBackupFolder`). Forgotten when a scene
         # closes, as the accepts are: a new scene gives its nodes the IDs of the closed one's.
         self._strokesBackups: dict[str, Path] = {}
-        # The labels of the prediction segmentation SemSeg last wrote, with what they were read or written as
+        # The labels of the prediction segmentation SemSeg last wrote or read, with what they were read or written as
         # (`_heldLabelsKey`): reading them back from Slicer took 1.2-1.5 s for 100 slices of 1024 x 1024 on the main
         # thread (session 69; 0.25 s since the segments' labelmaps are read directly, session 71; 0.02 s from here),
         # and every prediction, suggestion, accept and export does. One segmentation only, so that this holds one
@@ -168,9 +168,9 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         if len(before) == len(classes) and renames:
             for segmentation in (labels, volume.GetNodeReference(ROLE_PREDICTION) if volume is not None else None):
                 if segmentation is not None:
-                    arrays.rename_segments(segmentation, renames)
+                    segment_labels.rename_segments(segmentation, renames)
         if labels is not None:
-            arrays.ensure_segments(labels, classes)
+            segment_labels.ensure_segments(labels, classes)
 
     def loadClassesCsv(self, path: str) -> list[ClassInfo]:
         classes = read_classes_csv(path)
@@ -292,7 +292,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         self.checkLabelsBelongTo(volume, segmentation)
         segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
         segmentation.SetNodeReferenceID(ROLE_OF_VOLUME, volume.GetID())
-        arrays.ensure_segments(segmentation, classes)
+        segment_labels.ensure_segments(segmentation, classes)
         self.getParameterNode().SetNodeReferenceID(ROLE_LABELS, segmentation.GetID())
         return segmentation
 
@@ -325,8 +325,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             return held[1].copy()  # a copy: callers change what they get
         baseline = self._currentBaseline(volume, key)
         if baseline is not None:
-            return arrays.painted_copy(baseline, label_dtype(len(classes)))  # a copy, as above
-        return arrays.labels_from_segmentation(self.scene, segmentation, volume, classes)
+            return segment_labels.painted_copy(baseline, label_dtype(len(classes)))  # a copy, as above
+        return segment_labels.labels_from_segmentation(self.scene, segmentation, volume, classes)
 
     def _currentBaseline(self, volume, key: tuple) -> np.ndarray | None:
         """The correction baseline's pixels, if they are the labels of the segmentation whose key is `key`."""
@@ -356,9 +356,9 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         self.checkLabelsBelongTo(volume, segmentation)
         classes = classes or self.classes()
         if slices is None:
-            arrays.set_labels_to_segmentation(self.scene, labels, segmentation, volume, classes)
+            segment_labels.set_labels_to_segmentation(self.scene, labels, segmentation, volume, classes)
         else:
-            arrays.set_slice_labels(self.scene, labels, slices, segmentation, volume, classes)
+            segment_labels.set_slice_labels(self.scene, labels, slices, segmentation, volume, classes)
 
     def loadLabels(self, volume, folder: str, labelSegmentation=None, adoptClasses: bool = False) -> LoadedLabels:
         """Label maps from a folder (one per image, same file names, 0 = unlabeled: an export's strokes folder, the
@@ -450,7 +450,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
     def predictionSegmentation(self, volume, create: bool = True):
         node = stack_nodes.segmentation_of(self.scene, volume, ROLE_PREDICTION, PREDICTION_NAME, create)
         if node is not None:
-            arrays.ensure_segments(node, self.classes())
+            segment_labels.ensure_segments(node, self.classes())
         return node
 
     def uncertaintyVolume(self, volume):
@@ -492,7 +492,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         images = self._imagesToWorkOn(volume)[0]
         labels = self.labelsFromSegmentation(labelSegmentation, volume, classes)
         labelsKey = _heldLabelsKey(labelSegmentation, volume, classes)
-        painted = arrays.painted_slices(labels)
+        painted = segment_labels.painted_slices(labels)
         if not len(painted):
             raise InputError("nothing is painted yet: paint a few strokes of every class, then train.")
         present = set(np.unique(labels[painted]).tolist())
@@ -670,7 +670,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         known = self._cachedSliceDescriptors(volume) or {}
         # Slices predicted before whose look is not known (a scene opened again) are described by this job too:
         # where to paint next needs every predicted slice's, and 0.3 s each of 1024 x 1024 held the GUI at the end.
-        undescribed = [k for k in self.predictedSlices(volume) if k not in known and k not in set(indices)]
+        predicting = set(indices)
+        undescribed = [k for k in self.predictedSlices(volume) if k not in known and k not in predicting]
         images, positions = self._imagesToWorkOn(volume, indices + undescribed)  # images[positions[j]]: slice j
         sliceAt = dict(zip(positions, indices + undescribed))
         toPredict, toDescribe = positions[:len(indices)], positions[len(indices):]
@@ -834,7 +835,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             raise InputError("no prediction yet: predict first, then ask where to paint next.")
         uncertainty = slicer.util.arrayFromVolume(self.uncertaintyVolume(volume))
         labels = None if labelSegmentation is None else self.labelsFromSegmentation(labelSegmentation, volume)
-        paintedSlices = set() if labels is None else set(arrays.painted_slices(labels).tolist())
+        paintedSlices = set() if labels is None else set(segment_labels.painted_slices(labels).tolist())
 
         def painted(k: int) -> np.ndarray | None:  # None on a slice with no strokes, as for no strokes at all
             return labels[k] > 0 if k in paintedSlices else None
@@ -916,7 +917,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
                 reference = referenceLabels(referencePath, names, shape, classes, predicted, _readingProgress(job))
             except _LoadingStopped:
                 return None
-            have = [j for j, k in enumerate(predicted) if reference[j].any()]
+            have = [j for j in range(len(predicted)) if reference[j].any()]
             if not have:
                 raise InputError(f"{referencePath}: no reference label file matches a predicted slice "
                                  f"(expected names like {names[predicted[0]]}.tif).")
@@ -958,7 +959,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         classes = self.classes()
         key = _heldLabelsKey(prediction, volume, classes)
         if self._heldPrediction is None or self._heldPrediction[0] != key:
-            self._heldPrediction = (key, arrays.labels_from_segmentation(self.scene, prediction, volume, classes))
+            labels = segment_labels.labels_from_segmentation(self.scene, prediction, volume, classes)
+            self._heldPrediction = (key, labels)
         labels = self._heldPrediction[1]
         return labels.copy() if copy else labels
 

@@ -23,7 +23,7 @@ from SemSegLib.sample_data import SAMPLE_CLASSES, write_sample_stack  # noqa: E4
 from SemSegLib.simulate import simulate_strokes  # noqa: E402
 from SemSegLib.stack_io import read_stack  # noqa: E402
 from SemSegLib.suggest import image_descriptors, rank_by_uncertainty, spread_groups  # noqa: E402
-from SemSegMRML import arrays, model_node  # noqa: E402
+from SemSegMRML import arrays, model_node, segment_labels  # noqa: E402
 from SemSegMRML import channels as channels_module  # noqa: E402
 from slicer_scene import make_scene  # noqa: E402
 
@@ -319,7 +319,7 @@ def test_labels_go_into_and_out_of_the_class_segments_whole(tmp_path, logic):
     assert [s.GetNthSegment(i).GetName() for i in range(3)] == ["background", "cells", "collagen"]
     assert np.allclose(s.GetNthSegment(2).GetColor(), (1, 0, 0))
     # Segments on layers of their own may overlap (painted so in the Segment Editor): the later class wins.
-    ids = arrays.segment_ids(seg, THREE_CLASSES)
+    ids = segment_labels.segment_ids(seg, THREE_CLASSES)
     for segment_id in ids:
         s.SeparateSegmentLabelmap(segment_id)
     block = np.zeros((3, 24, 32), np.uint8)
@@ -343,12 +343,12 @@ def test_labels_read_from_the_segments_layers_are_what_slicer_s_export_gives(tmp
     volume. A transform is left to the export."""
     volume, seg = _three_class_stack(tmp_path, logic, (20, 30), 4)
     s = seg.GetSegmentation()
-    ids = arrays.segment_ids(seg, THREE_CLASSES)
+    ids = segment_labels.segment_ids(seg, THREE_CLASSES)
 
     def bothWays():
         direct = logic.labelsFromSegmentation(seg, volume)
         with monkeypatch.context() as m:
-            m.setattr(arrays, "_labels_from_layers", lambda *args: None)
+            m.setattr(segment_labels, "_labels_from_layers", lambda *args: None)
             exported = logic.labelsFromSegmentation(seg, volume)
         assert np.array_equal(direct, exported)
         return direct
@@ -365,7 +365,7 @@ def test_labels_read_from_the_segments_layers_are_what_slicer_s_export_gives(tmp
         s.GetSegment("notes").GetLabelValue()
     layer.Modified()
     assert np.array_equal(bothWays(), labels)
-    assert arrays._labels_from_layers(seg, volume, ids, labels.shape, np.uint8) is not None
+    assert segment_labels._labels_from_layers(seg, volume, ids, labels.shape, np.uint8) is not None
 
     for segment_id in ids:  # each class on a layer of its own (label value 1), as overlapping strokes are
         s.SeparateSegmentLabelmap(segment_id)
@@ -379,7 +379,7 @@ def test_labels_read_from_the_segments_layers_are_what_slicer_s_export_gives(tmp
 
     transform = logic.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
     seg.SetAndObserveTransformNodeID(transform.GetID())
-    assert arrays._labels_from_layers(seg, volume, ids, labels.shape, np.uint8) is None
+    assert segment_labels._labels_from_layers(seg, volume, ids, labels.shape, np.uint8) is None
     assert np.array_equal(logic.labelsFromSegmentation(seg, volume), expected)
 
 
@@ -391,10 +391,10 @@ def test_slices_are_written_into_the_classes_labelmap_and_elsewhere_by_a_whole_i
     what a whole import of the changed stack gives."""
     volume, seg = _three_class_stack(tmp_path, logic, (20, 30), 5)
     s = seg.GetSegmentation()
-    ids = arrays.segment_ids(seg, THREE_CLASSES)
+    ids = segment_labels.segment_ids(seg, THREE_CLASSES)
     imports = []
-    realImport = arrays.set_labels_to_segmentation
-    monkeypatch.setattr(arrays, "set_labels_to_segmentation", lambda *a: imports.append(1) or realImport(*a))
+    realImport = segment_labels.set_labels_to_segmentation
+    monkeypatch.setattr(segment_labels, "set_labels_to_segmentation", lambda *a: imports.append(1) or realImport(*a))
     rng = np.random.default_rng(0)
     expected = np.zeros((5, 20, 30), np.uint8)
     expected[3] = rng.integers(0, 4, (20, 30))
@@ -412,7 +412,7 @@ def test_slices_are_written_into_the_classes_labelmap_and_elsewhere_by_a_whole_i
     assert len(imports) == 1 and s.GetLayerDataObject(s.GetLayerIndex(ids[0])) is layer  # written in place
     assert np.array_equal(logic.labelsFromSegmentation(seg, volume), expected)
     with monkeypatch.context() as m:  # Slicer's export of the segments gives the same
-        m.setattr(arrays, "_labels_from_layers", lambda *args: None)
+        m.setattr(segment_labels, "_labels_from_layers", lambda *args: None)
         assert np.array_equal(logic.labelsFromSegmentation(seg, volume), expected)
     assert seg.GetModifiedSinceRead()  # a scene saved now writes them
     seg.CreateClosedSurfaceRepresentation()  # Slicer's 3D view: made again from the new labels
@@ -770,11 +770,12 @@ def test_a_prediction_starts_at_the_slice_in_view_and_shows_slices_as_they_come(
     final = logic.labelsFromSegmentation(prediction, volume)
     assert (final[3] > 0).sum() == 25 and final[3, :5, :5].all()
     # Read again as Slicer gives them, a copy each time; with two classes' segments renamed, read anew.
-    assert np.array_equal(final, arrays.labels_from_segmentation(logic.scene, prediction, volume, logic.classes()))
+    read = segment_labels.labels_from_segmentation(logic.scene, prediction, volume, logic.classes())
+    assert np.array_equal(final, read)
     final[:] = 0
     again = logic.labelsFromSegmentation(prediction, volume)
     assert again[3, :5, :5].all()
-    arrays.rename_segments(prediction, {"cell": "nucleus", "nucleus": "cell"})
+    segment_labels.rename_segments(prediction, {"cell": "nucleus", "nucleus": "cell"})
     swapped = logic.labelsFromSegmentation(prediction, volume)
     assert np.array_equal(swapped, np.choose(again, [0, 1, 3, 2]).astype(again.dtype))
 
@@ -837,7 +838,7 @@ def test_the_strokes_are_read_from_the_correction_baseline_while_it_holds_them(t
 
     _, volume, seg, labels, _ = _sample_scene(tmp_path, logic)
     logic.train(volume, seg, iterations=2, **FAST)  # its baseline: the strokes it trained on
-    slow = arrays.labels_from_segmentation
+    slow = segment_labels.labels_from_segmentation
     reads = []
 
     def counted(scene, segmentation, *args):
@@ -847,7 +848,7 @@ def test_the_strokes_are_read_from_the_correction_baseline_while_it_holds_them(t
     def strokeReads() -> int:
         return reads.count(seg.GetID())
 
-    monkeypatch.setattr(arrays, "labels_from_segmentation", counted)
+    monkeypatch.setattr(segment_labels, "labels_from_segmentation", counted)
     baseline = stack_nodes.baseline(logic.scene, volume)
     # A prediction's baseline, its suggestions and an export after a training read no strokes from the segments.
     logic.predict(volume, "all", labelSegmentation=seg, showSeconds=0)

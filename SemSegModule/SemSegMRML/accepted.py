@@ -15,7 +15,7 @@ import slicer
 from SemSegLib.classes import ClassInfo
 from SemSegLib.errors import InputError
 
-from . import arrays, stack_nodes
+from . import segment_labels, stack_nodes
 
 ACCEPTS_KEPT = 10  # accepted predictions per volume that can be taken back
 
@@ -53,7 +53,7 @@ class AcceptedPredictions:
         baseline = stack_nodes.baseline(scene, volume)
         before = None if baseline is None else np.array(slicer.util.arrayFromVolume(baseline)[slice_index])
         labels[slice_index] = np.where(painted, labels[slice_index], predicted)
-        arrays.set_slice_labels(scene, labels[[slice_index]], [slice_index], segmentation, volume, classes)
+        segment_labels.set_slice_labels(scene, labels[[slice_index]], [slice_index], segmentation, volume, classes)
         stack_nodes.set_baseline(scene, volume, labels)
         kept = self._by_volume.setdefault(volume.GetID(), [])
         kept.append(AcceptedSlice(segmentation.GetID(), slice_index, added, predicted, before))
@@ -79,7 +79,7 @@ class AcceptedPredictions:
         labels = read_labels()
         taken_back = last.added & (labels[k] == last.values)
         labels[k][taken_back] = 0
-        arrays.set_slice_labels(scene, labels[[k]], [k], segmentation, volume, classes)
+        segment_labels.set_slice_labels(scene, labels[[k]], [k], segmentation, volume, classes)
         baseline = stack_nodes.baseline(scene, volume)
         if baseline is not None and last.baseline_before is not None:
             # Pixels painted on them later count as corrections again, as they would have without the accept.

@@ -14,7 +14,7 @@ import slicer
 import vtk
 from SemSegLib.errors import InputError
 
-from . import arrays
+from . import arrays, segment_labels
 
 PREDICTION_NAME = "SemSeg prediction"
 PREVIEW_NAME = "SemSeg training preview"
@@ -107,7 +107,7 @@ def set_baseline(scene, volume, labels: np.ndarray) -> None:
     if before is None or before.shape != labels.shape or before.dtype != labels.dtype:
         slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(labels))
         return
-    for k in np.union1d(arrays.painted_slices(labels), arrays.painted_slices(before)):
+    for k in np.union1d(segment_labels.painted_slices(labels), segment_labels.painted_slices(before)):
         before[k] = labels[k]
     slicer.util.arrayFromVolumeModified(node)
 
@@ -121,7 +121,7 @@ def correction_mask(volume, labels: np.ndarray) -> np.ndarray | None:
     if before.shape != labels.shape:
         return None
     mask = np.zeros(labels.shape, bool)
-    for k in arrays.painted_slices(labels):
+    for k in segment_labels.painted_slices(labels):
         mask[k] = (labels[k] > 0) & (labels[k] != before[k])
     return mask
 
