@@ -192,23 +192,36 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         poll the task; its result is the volume node (None if cancelled or the scene closed meanwhile: nothing enters
         the scene). Why: 1000 images of 1024 x 1024 took 27-28 s, all of it holding Slicer's GUI; now the GUI shows a
         progress bar with Cancel."""
+        return self._startReading("load", lambda onImage: _readStack(path, channelAxis, onImage), "image(s)",
+                                  lambda read: self._stackVolume(*read, path, name))
+
+    def _startReading(self, name: str, read: Callable[[Callable[[int, int], None]], object], what: str,
+                      finish: Callable[[object], object]) -> SemSegTask:
+        """A task that reads files on the worker (`read(onImage)`; "12 of 200 {what} read") and puts what it read
+        into the scene on the main thread (`finish`). A cancel stops the reading; after a cancel, or when the scene
+        closed meanwhile, nothing is finished and the task's result is None."""
 
         def run(job: Job):
+            def onImage(done: int, total: int) -> None:
+                job.report((done, total))
+                if job.should_stop():
+                    raise _ReadingStopped
+
             try:
-                read = _readStack(path, channelAxis, _readingProgress(job))
-            except _LoadingStopped:
+                result = read(onImage)
+            except _ReadingStopped:
                 return None
-            return None if job.should_stop() else read
+            return None if job.should_stop() else result
 
         closes = self._sceneCloses
 
-        def finish(read):
-            if read is None or self._sceneCloses != closes:
-                return None
-            return self._stackVolume(*read, path, name)
+        def finishInThisScene(result):
+            return None if result is None or self._sceneCloses != closes else finish(result)
 
-        return self._start("load", run, _readingEvent("image(s)"), finish, waitForCompletion=False,
-                           eventCallback=None)
+        def describe(p: tuple[int, int]) -> SemSegEvent:
+            return SemSegEvent("progress", f"{p[0]} of {p[1]} {what} read", p[0] / p[1] if p[1] else None, p)
+
+        return self._start(name, run, describe, finishInThisScene, waitForCompletion=False, eventCallback=None)
 
     def loadSampleStack(self):
         """The generated sample stack of the engine; returns (volume node, reference folder)."""
@@ -395,22 +408,14 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         names = self.imageNames(volume)
         stack = _shapeOnly(names, arrays.slice_shape(volume)[1:], volume.GetName())
 
-        def run(job: Job):
-            try:
-                loaded = read_labels(folder, stack, classes=classes, classes_from="the classes in the panel",
-                                     advice="Load the classes.csv that goes with these labels first.",
-                                     on_image=_readingProgress(job))
-            except _LoadingStopped:
-                return None
+        def read(onImage) -> tuple[list[int], np.ndarray]:  # worker
+            loaded = read_labels(folder, stack, classes=classes, classes_from="the classes in the panel",
+                                 advice="Load the classes.csv that goes with these labels first.", on_image=onImage)
             position = {name: k for k, name in enumerate(names)}
             indices = [position[name] for name in loaded.labeled_names]
-            return None if job.should_stop() else (indices, loaded.labels[indices].astype(label_dtype(len(classes))))
+            return indices, loaded.labels[indices].astype(label_dtype(len(classes)))
 
-        closes = self._sceneCloses
-
-        def finish(read) -> LoadedLabels | None:
-            if read is None or self._sceneCloses != closes:
-                return None
+        def finish(read) -> LoadedLabels:
             indices, loaded = read
             segmentation = labelSegmentation
             if adopt:
@@ -428,8 +433,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
                                              slices=[indices[j] for j in changed])
             return LoadedLabels(indices, int(added.sum()), int(differing.sum()), segmentation)
 
-        return self._start("load labels", run, _readingEvent("label file(s)"), finish, waitForCompletion=False,
-                           eventCallback=None)
+        return self._startReading("load labels", read, "label file(s)", finish)
 
     def keptStrokesOf(self, volume) -> list[Path]:
         """Folders of strokes kept at earlier trainings of these images (`strokesBackupFolder`, other Slicer sessions
@@ -912,24 +916,17 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         prediction = self._predictedLabels(volume, copy=False)
         earlier = set(self.unlabeledByCurrentModel(volume)[1])
 
-        def run(job: Job):
-            try:
-                reference = referenceLabels(referencePath, names, shape, classes, predicted, _readingProgress(job))
-            except _LoadingStopped:
-                return None
+        def readAndScore(onImage):  # worker
+            reference = referenceLabels(referencePath, names, shape, classes, predicted, onImage)
             have = [j for j in range(len(predicted)) if reference[j].any()]
             if not have:
                 raise InputError(f"{referencePath}: no reference label file matches a predicted slice "
                                  f"(expected names like {names[predicted[0]]}.tif).")
             scored = [predicted[j] for j in have]
             metrics = evaluate([prediction[k] for k in scored], [reference[j] for j in have], [c.name for c in classes])
-            return None if job.should_stop() else (metrics, scored)
-
-        closes = self._sceneCloses
+            return metrics, scored
 
         def finish(out):
-            if out is None or self._sceneCloses != closes:
-                return None
             metrics, scored = out
             self.metricsToTable(metrics, tableNode)
             byEarlier = [k for k in scored if k in earlier]
@@ -937,8 +934,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
                                        f"earlier model ({_slices(byEarlier)})" if byEarlier else "")
             return metrics
 
-        return self._start("evaluate", run, _readingEvent("reference map(s)"), finish, waitForCompletion=False,
-                           eventCallback=None)
+        return self._startReading("evaluate", readAndScore, "reference map(s)", finish)
 
     def metricsToTable(self, metrics, tableNode=None):
         """Per-class IoU / Dice into a table node ('SemSeg metrics' unless given) with a bar chart over it."""
@@ -1168,24 +1164,8 @@ class _UncertaintyZeros:
             self.image = arrays.zero_image_data(self._shape, np.float32)
 
 
-class _LoadingStopped(Exception):
-    """Raised by a reader's progress callback (`_readingProgress`) to stop it when the person cancelled."""
-
-
-def _readingProgress(job: Job) -> Callable[[int, int], None]:
-    """A reader's `on_image(done, total)` on the worker: reports its progress, stops it when the person cancelled."""
-
-    def onImage(done: int, total: int) -> None:
-        job.report((done, total))
-        if job.should_stop():
-            raise _LoadingStopped
-
-    return onImage
-
-
-def _readingEvent(what: str) -> Callable[[tuple[int, int]], SemSegEvent]:
-    """How a reader's progress reads: '12 of 200 image(s) read'."""
-    return lambda p: SemSegEvent("progress", f"{p[0]} of {p[1]} {what} read", p[0] / p[1] if p[1] else None, p)
+class _ReadingStopped(Exception):
+    """Raised by a reader's progress callback to stop it when the person cancelled (`SemSegLogic._startReading`)."""
 
 
 def _readStack(path: str, channelAxis: int | None, onImage: Callable[[int, int], None] | None = None) -> tuple:

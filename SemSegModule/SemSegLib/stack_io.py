@@ -340,30 +340,32 @@ def _label_files(folder: Path, stack: ImageStack,
         labels = [np.zeros(stack.image_size(i), np.uint16) for i in range(n)]
     found = []
     for i, name in enumerate(stack.names):
-        if on_image is not None and i:
-            on_image(i, n)
         p = _find_label_file(folder, name)
-        if p is None:
-            continue
-        h, w = stack.image_size(i)
-        lab = _read_file(p)[0]
-        if lab.ndim == 3 and _gray_saved_as_rgb(np.moveaxis(lab, -1, 0)):
-            lab = lab[..., 0]
-        if lab.ndim == 3 and lab.shape[:2] == (h, w) and lab.shape[-1] in (3, 4):
-            raise InputError(f"{p}: this label file is a colour (RGB) image, not class values. Save each pixel's "
-                             "class as a number, 1..K (0 = unlabeled), in a gray 8- or 16-bit image; a classes.csv "
-                             "beside the labels names the classes and their colours.")
-        if lab.shape != (h, w):
-            raise InputError(f"{p}: label image is {lab.shape} but its image {name} is {h}x{w}. "
-                             "A label file must be a 2D image of the same size as its image.")
-        labels[i][...] = _label_values(lab, p)
-        found.append(name)
-    if on_image is not None:
-        on_image(n, n)
+        if p is not None:
+            labels[i][...] = _label_file(p, name, stack.image_size(i))
+            found.append(name)
+        if on_image is not None:
+            on_image(i + 1, n)
     if not found:
         raise InputError(f"{folder}: no label file matches an image name of {stack.source} "
                          f"(e.g. {stack.names[0]}.tif). Label files must have the same names as the images.")
     return labels, found
+
+
+def _label_file(p: Path, name: str, size: tuple[int, int]) -> np.ndarray:
+    """The class values of label file `p` for image `name` of `size` (H, W)."""
+    h, w = size
+    lab = _read_file(p)[0]
+    if lab.ndim == 3 and _gray_saved_as_rgb(np.moveaxis(lab, -1, 0)):
+        lab = lab[..., 0]
+    if lab.ndim == 3 and lab.shape[:2] == (h, w) and lab.shape[-1] in (3, 4):
+        raise InputError(f"{p}: this label file is a colour (RGB) image, not class values. Save each pixel's "
+                         "class as a number, 1..K (0 = unlabeled), in a gray 8- or 16-bit image; a classes.csv "
+                         "beside the labels names the classes and their colours.")
+    if lab.shape != (h, w):
+        raise InputError(f"{p}: label image is {lab.shape} but its image {name} is {h}x{w}. "
+                         "A label file must be a 2D image of the same size as its image.")
+    return _label_values(lab, p)
 
 
 def _label_pages(path: Path, stack: ImageStack) -> tuple[np.ndarray, list[str]]:

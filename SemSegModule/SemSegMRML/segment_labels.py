@@ -111,33 +111,23 @@ def _labels_from_layers(segmentation, volume, ids: list[str], shape: tuple[int, 
     way, each layer is one lookup of its label values (a segment's value in its layer -> its class's position in
     `ids`, 0 for any other segment) into the part of the volume it covers; where segments of two layers overlap,
     the later class wins, as in the export."""
-    seg = segmentation.GetSegmentation()
-    binary = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
-    if seg.GetSourceRepresentationName() != binary or segmentation.GetParentTransformNode() is not None \
-            or volume.GetParentTransformNode() is not None:
+    if not _layers_are_the_labels(segmentation, volume):
         return None
-    ras_to_ijk = vtk.vtkMatrix4x4()
-    volume.GetRASToIJKMatrix(ras_to_ijk)
+    seg = segmentation.GetSegmentation()
     labels = np.zeros(shape, dtype)
     for layer in sorted({seg.GetLayerIndex(segment_id) for segment_id in ids}):
         image = seg.GetLayerDataObject(layer)
-        extent = image.GetExtent() if image is not None else (0, -1, 0, -1, 0, -1)
-        if extent[1] < extent[0] or extent[3] < extent[2] or extent[5] < extent[4]:
+        if image is None or _is_empty(image.GetExtent()):
             continue  # nothing painted in this layer
-        if image.GetNumberOfScalarComponents() != 1 or image.GetScalarType() not in (vtk.VTK_UNSIGNED_CHAR,
-                                                                                    vtk.VTK_UNSIGNED_SHORT):
+        on_grid = _layer_voxels(image, volume)
+        if on_grid is None:
             return None
-        offset = _grid_offset(image, ras_to_ijk)
-        if offset is None:
-            return None
-        lut = np.zeros(256 if image.GetScalarType() == vtk.VTK_UNSIGNED_CHAR else 65536, dtype)
+        voxels, start = on_grid
+        lut = np.zeros(np.iinfo(voxels.dtype).max + 1, dtype)
         for position, segment_id in enumerate(ids, start=1):
             if seg.GetLayerIndex(segment_id) == layer:
                 lut[seg.GetSegment(segment_id).GetLabelValue()] = position
-        voxels = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(
-            extent[5] - extent[4] + 1, extent[3] - extent[2] + 1, extent[1] - extent[0] + 1)
-        # The layer's part inside the volume: (k, j, i) of the volume = the layer's + its extent start + offset.
-        start = [extent[4] + offset[2], extent[2] + offset[1], extent[0] + offset[0]]
+        # The layer's part inside the volume: (k, j, i) of the volume = the layer's + start.
         low = [max(0, -a) for a in start]
         high = [min(voxels.shape[d], shape[d] - start[d]) for d in range(3)]
         if any(h <= lo for lo, h in zip(low, high)):
@@ -162,6 +152,35 @@ def _grid_offset(image, ras_to_ijk) -> tuple[int, int, int] | None:
     if not np.allclose(m[:3, :3], np.eye(3), atol=1e-4) or not np.allclose(m[:3, 3], offset, atol=1e-3):
         return None
     return tuple(int(v) for v in offset)
+
+
+def _layers_are_the_labels(segmentation, volume) -> bool:
+    """Whether the segments' labelmaps (layers) hold exactly what the segmentation labels on the volume's voxels:
+    they are its source representation, and neither it nor the volume is transformed."""
+    binary = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
+    return segmentation.GetSegmentation().GetSourceRepresentationName() == binary \
+        and segmentation.GetParentTransformNode() is None and volume.GetParentTransformNode() is None
+
+
+def _is_empty(extent: tuple[int, ...]) -> bool:
+    return extent[1] < extent[0] or extent[3] < extent[2] or extent[5] < extent[4]
+
+
+def _layer_voxels(image, volume) -> tuple[np.ndarray, tuple[int, int, int]] | None:
+    """A layer's voxels as (k, j, i), and the volume's (k, j, i) of its first one, where it has any and they are of one
+    8- or 16-bit component on the volume's grid (`_grid_offset`); else None."""
+    extent = image.GetExtent()
+    if _is_empty(extent) or image.GetNumberOfScalarComponents() != 1 \
+            or image.GetScalarType() not in (vtk.VTK_UNSIGNED_CHAR, vtk.VTK_UNSIGNED_SHORT):
+        return None
+    ras_to_ijk = vtk.vtkMatrix4x4()
+    volume.GetRASToIJKMatrix(ras_to_ijk)
+    offset = _grid_offset(image, ras_to_ijk)
+    if offset is None:
+        return None
+    voxels = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(
+        extent[5] - extent[4] + 1, extent[3] - extent[2] + 1, extent[1] - extent[0] + 1)
+    return voxels, (extent[4] + offset[2], extent[2] + offset[1], extent[0] + offset[0])
 
 
 def set_labels_to_segmentation(scene, labels: np.ndarray, segmentation, volume, classes: list[ClassInfo]) -> None:
@@ -207,35 +226,25 @@ def _write_layer_slices(segmentation, volume, ids: list[str], indices: list[int]
     writes what an import would: labelmaps that are the segmentation's source, no transform, one layer holding the
     class segments and no other, of distinct label values, on the volume's grid and covering those slices whole (an
     import of labels leaves such a layer; a first stroke painted in Slicer does not). Returns whether it wrote."""
-    seg = segmentation.GetSegmentation()
-    binary = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
-    if seg.GetSourceRepresentationName() != binary or segmentation.GetParentTransformNode() is not None \
-            or volume.GetParentTransformNode() is not None:
+    if not _layers_are_the_labels(segmentation, volume):
         return False
+    seg = segmentation.GetSegmentation()
     layers = {seg.GetLayerIndex(segment_id) for segment_id in ids}
     layer = layers.pop() if len(layers) == 1 else -1
     if layer < 0 or set(seg.GetSegmentIDsForLayer(layer)) != set(ids):
         return False
     image = seg.GetLayerDataObject(layer)
-    types = {vtk.VTK_UNSIGNED_CHAR: 255, vtk.VTK_UNSIGNED_SHORT: 65535}
-    if image is None or image.GetNumberOfScalarComponents() != 1 or image.GetScalarType() not in types:
+    on_grid = _layer_voxels(image, volume) if image is not None else None
+    if on_grid is None:
         return False
+    voxels, start = on_grid
     values = [seg.GetSegment(segment_id).GetLabelValue() for segment_id in ids]
-    if len(set(values)) != len(values) or min(values) < 1 or max(values) > types[image.GetScalarType()]:
+    if len(set(values)) != len(values) or min(values) < 1 or max(values) > np.iinfo(voxels.dtype).max:
         return False
-    ras_to_ijk = vtk.vtkMatrix4x4()
-    volume.GetRASToIJKMatrix(ras_to_ijk)
-    offset = _grid_offset(image, ras_to_ijk)
-    if offset is None:
-        return False
-    extent = image.GetExtent()
-    dims = (extent[5] - extent[4] + 1, extent[3] - extent[2] + 1, extent[1] - extent[0] + 1)
-    start = (extent[4] + offset[2], extent[2] + offset[1], extent[0] + offset[0])  # the volume's (k, j, i) of voxel 0
     _, h, w = slice_shape(volume)
-    if min(dims) < 1 or start[1] > 0 or start[2] > 0 or start[1] + dims[1] < h or start[2] + dims[2] < w \
-            or any(not start[0] <= k < start[0] + dims[0] for k in indices):
+    if start[1] > 0 or start[2] > 0 or start[1] + voxels.shape[1] < h or start[2] + voxels.shape[2] < w \
+            or any(not start[0] <= k < start[0] + len(voxels) for k in indices):
         return False
-    voxels = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dims)
     lut = np.array([0, *values], voxels.dtype)
     for k, slice_labels in zip(indices, labels):
         plane = voxels[k - start[0]]
