@@ -831,24 +831,78 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         each of `top` groups, the least sure first: consecutive parts of an ordered stack, look-alike slices when
         the order means nothing (`spread_groups`, `rank_by_uncertainty`). With `labelSegmentation`, a slice's
         uncertainty leaves out what lies near the person's strokes (`image_uncertainty`) and no region lies where
-        they painted (`uncertain_regions`)."""
-        from SemSegLib.suggest import image_uncertainty, rank_by_uncertainty, spread_groups, uncertain_regions
+        they painted (`uncertain_regions`). Waits for `startSuggesting`."""
+        return self.startSuggesting(volume, top, labelSegmentation).wait()
+
+    def startSuggesting(self, volume, top: int = 5, labelSegmentation=None) -> SemSegTask:
+        """`suggestSlices` worked out on the worker: poll the task; its result is the suggestions (None if cancelled
+        or the scene closed meanwhile). Why: for 1000 slices of 1024 x 1024 the mean of 4 GB of uncertainty and the
+        regions held Slicer's GUI 1.6-2.7 s after every prediction, and slices not yet described took 0.3 s each."""
+        from SemSegLib.normalization import NormalizationConfig
+        from SemSegLib.suggest import (
+            image_descriptors,
+            image_uncertainty,
+            rank_by_uncertainty,
+            spread_groups,
+            uncertain_regions,
+        )
 
         predicted = self.predictedSlices(volume)
         if not predicted:
             raise InputError("no prediction yet: predict first, then ask where to paint next.")
-        uncertainty = slicer.util.arrayFromVolume(self.uncertaintyVolume(volume))
-        labels = None if labelSegmentation is None else self.labelsFromSegmentation(labelSegmentation, volume)
-        paintedSlices = set() if labels is None else set(segment_labels.painted_slices(labels).tolist())
+        # Each slice copied under the lock the prediction's writes hold: a script may suggest while they come.
+        uncertainty = SharedSlices(slicer.util.arrayFromVolume(self.uncertaintyVolume(volume)), predicted,
+                                   self._uncertaintyLock)
+        painted = {}  # slice -> its painted pixels, for the predicted slices with strokes only
+        if labelSegmentation is not None:
+            labels = self.labelsFromSegmentation(labelSegmentation, volume)
+            among = set(predicted)
+            painted = {int(k): labels[k] > 0 for k in segment_labels.painted_slices(labels) if int(k) in among}
+        known = self._cachedSliceDescriptors(volume) or {}
+        missing = [k for k in predicted if k not in known]  # e.g. a scene opened with a prediction in it
+        images, positions = self._imagesToWorkOn(volume, missing) if missing else (None, [])
+        normalization = self.model.normalization if self.model is not None else NormalizationConfig()
+        imagesTime = volume.GetImageData().GetMTime()
+        steps = len(missing) + len(predicted) + top
 
-        def painted(k: int) -> np.ndarray | None:  # None on a slice with no strokes, as for no strokes at all
-            return labels[k] > 0 if k in paintedSlices else None
+        def run(job: Job):
+            described = {}
+            for count, (k, j) in enumerate(zip(missing, positions), start=1):
+                if job.should_stop():
+                    return None
+                described[k] = image_descriptors(images, [j], normalization)[j]
+                job.report((count, steps))
+            means = {}
+            for count, k in enumerate(predicted, start=len(missing) + 1):
+                if job.should_stop():
+                    return None
+                means[k] = image_uncertainty(uncertainty[k], painted.get(k))
+                if count % 50 == 0:
+                    job.report((count, steps))
+            groups = spread_groups({k: described[k] if k in described else known[k] for k in predicted}, top)
+            suggestions = []
+            for k in rank_by_uncertainty(means, top, groups):
+                if job.should_stop():
+                    return None
+                suggestions.append({"slice": k, "mean_uncertainty": means[k],
+                                    "regions": uncertain_regions(uncertainty[k], top=3, painted=painted.get(k))})
+                job.report((len(missing) + len(predicted) + len(suggestions), steps))
+            return described, suggestions
 
-        means = {k: image_uncertainty(uncertainty[k], painted(k)) for k in predicted}
-        groups = spread_groups(self.sliceDescriptors(volume, predicted), top)
-        return [{"slice": k, "mean_uncertainty": means[k],
-                 "regions": uncertain_regions(uncertainty[k], top=3, painted=painted(k))}
-                for k in rank_by_uncertainty(means, top, groups)]
+        closes = self._sceneCloses
+
+        def finish(out):
+            if out is None or self._sceneCloses != closes:
+                return None
+            described, suggestions = out
+            if described and stack_nodes.in_scene(self.scene, volume):
+                self._cacheSliceDescriptors(volume, described, imagesTime)
+            return suggestions
+
+        def describe(p: tuple[int, int]) -> SemSegEvent:
+            return SemSegEvent("progress", f"step {p[0]} of {p[1]}", p[0] / p[1], p)
+
+        return self._start("suggest", run, describe, finish, waitForCompletion=False, eventCallback=None)
 
     def _cachedSliceDescriptors(self, volume) -> dict | None:
         cached = self._sliceDescriptors.get(volume.GetID())
@@ -1264,6 +1318,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updatingGUI = False
         self._task = None
         self._taskLabel = ""
+        self._predictedNote = ""  # shown again once the prediction's suggestions are worked out
         self._timer = None
         self._suggestions = []
         self._trainedVolume = None
@@ -1770,12 +1825,13 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._task is None:
             self._timer.stop()
             return
+        task = self._task
         try:
-            finished = self._task.poll(self._onTaskEvent)
+            finished = task.poll(self._onTaskEvent)
         except Exception as e:  # noqa: BLE001 - writing results back failed; show it, keep the GUI alive
             finished = True
             slicer.util.errorDisplay(f"{self._taskLabel} failed: {e}")
-        if finished:
+        if finished and self._task is task:  # not when its end started the next one (a prediction's suggestions)
             self._timer.stop()
             self._task = None
             self._updateButtons()
@@ -1830,14 +1886,21 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         elif self._taskLabel == "Prediction" and event.data:
             volume = self._volume()
             self._showPrediction(volume)
-            labels = self._labels()
-            self._suggestions = self.logic.suggestSlices(volume, top=5, labelSegmentation=labels)
             self.logic.markSuggestedRegions(volume, None)  # the regions of the last prediction are stale
+            self._suggestions = []
+            seconds = self.logic.lastTimings.get("predict_seconds_per_slice", 0)
+            self._predictedNote = f"Predicted {len(event.data)} slice(s), {seconds:.2f} s per slice"
+            # Worked out on the worker: 1.6-2.7 s of the GUI for 1000 slices of 1024 x 1024 (bench/RESULTS.md).
+            self._startTask(self.logic.startSuggesting(volume, top=5, labelSegmentation=self._labels()),
+                            "Where to paint next")
+        elif self._taskLabel == "Where to paint next":
+            self._suggestions = event.data or []
             if self._suggestions:
                 s = self._suggestions[0]
                 self.ui.nextSliceButton.text = f"Next: slice {s['slice'] + 1} (uncertainty {s['mean_uncertainty']:.2f})"
-            seconds = self.logic.lastTimings.get("predict_seconds_per_slice", 0)
-            self.ui.statusLabel.text = f"Predicted {len(event.data)} slice(s), {seconds:.2f} s per slice"
+            else:  # cancelled
+                self.ui.nextSliceButton.text = "Next: (predict again for new suggestions)"
+            self.ui.statusLabel.text = self._predictedNote
 
     def _showPrediction(self, volume) -> None:
         self.logic.predictionSegmentation(volume).GetDisplayNode().SetOpacity2DFill(0.4)
@@ -2108,6 +2171,13 @@ class SemSegTest(ScriptedLoadableModuleTest):
         widget.onEvaluate()
         self._waitForPanel(widget)
         self.assertTrue(widget.ui.metricsLabel.text.startswith(f"mean IoU {metrics.mean_iou:.3f}"))
+        # The panel's prediction, then where to paint next, each on the worker, the second started by the first's end.
+        widget.logic.model = logic.model
+        widget.onPredict()
+        self._waitForPanel(widget)
+        self.assertTrue(widget.ui.nextSliceButton.enabled)
+        self.assertTrue(widget.ui.nextSliceButton.text.startswith("Next: slice"), widget.ui.nextSliceButton.text)
+        self.assertTrue(widget.ui.statusLabel.text.startswith("Predicted"), widget.ui.statusLabel.text)
         self.assertEqual(logic.exportWarning(volume), "")  # every slice predicted by the current model
         written = logic.export(volume, segmentation, str(folder / "results")).result
         for key in ("labels", "nrrd", "model", "classes"):

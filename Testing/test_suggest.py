@@ -145,3 +145,52 @@ def test_a_region_over_a_tenth_of_the_image_is_split_into_the_cores_it_is_least_
     monkeypatch.setattr(suggest, "MAX_REGION_SHARE", 1.0)  # not taken apart: one region of nearly the whole image
     (whole,) = uncertain_regions(u, top=5)
     assert whole.bbox[:3] == (0, 0, 100) and whole.area > 0.8 * u.size
+
+
+def test_suggesting_for_a_stack_holds_only_the_maps_that_can_still_be_suggested(monkeypatch):
+    """`semseg suggest` held every image's uncertainty map until the end: 4 GB for 1000 images of 1024 x 1024."""
+    import weakref
+    from dataclasses import asdict
+
+    import torch
+    from SemSegLib import suggest
+    from SemSegLib.classes import default_classes
+    from SemSegLib.model_file import SemSegModel
+    from SemSegLib.network import NetworkConfig
+    from SemSegLib.prediction import PredictConfig, predict_stack
+    from SemSegLib.suggest import suggest_slices
+
+    torch.manual_seed(0)
+    network = torch.nn.Conv2d(1, 3, 1)  # pixel by pixel: a real model, and a few milliseconds an image
+    model = SemSegModel(network, NetworkConfig(in_channels=1, num_classes=3, base_width=8, levels=3),
+                        default_classes(3))
+    rng = np.random.default_rng(0)
+    images = np.stack([(rng.random((1, 48, 48)) < rng.uniform(0.05, 0.95)) * rng.integers(20, 255)
+                       + rng.integers(0, 30, (1, 48, 48)) for _ in range(12)]).astype(np.uint8)
+    labels = np.zeros((12, 48, 48), np.uint8)
+    labels[2, 5:9, 5:30] = 1
+    config = PredictConfig(device="cpu", tta=False)
+    maps = {i: p.uncertainty for i, p in predict_stack(model, images, config)}
+    for spread in (True, False):
+        means = {i: image_uncertainty(maps[i], labels[i] > 0) for i in maps}
+        groups = spread_groups(image_descriptors(images, None, model.normalization), 3) if spread else None
+        expected = rank_by_uncertainty(means, 3, groups)
+        alive = []
+
+        def held_maps(*args, alive=alive, **kwargs):
+            for i, prediction in predict_stack(*args, **kwargs):
+                alive.append(weakref.ref(prediction.uncertainty))
+                yield i, prediction
+                del prediction  # the caller has taken this one in: what is alive now, it holds
+                alive[:] = [r for r in alive if r() is not None]
+                assert len(alive) <= 3 + 1  # the newest one is also the caller's loop variable
+
+        monkeypatch.setattr(suggest, "predict_stack", held_maps)
+        out = suggest_slices(model, images, [f"i{k}" for k in range(12)], top=3, config=config, spread=spread,
+                             labels=labels)["images"]
+        assert len([r for r in alive if r() is not None]) == 0  # nothing kept once done
+        assert [s["index"] for s in out] == expected
+        for s in out:
+            regions = uncertain_regions(maps[s["index"]], top=3, painted=labels[s["index"]] > 0)
+            assert s["regions"] == [asdict(r) for r in regions]
+            assert s["mean_uncertainty"] == round(means[s["index"]], 4)
