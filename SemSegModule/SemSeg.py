@@ -1671,11 +1671,9 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not slicer.util.confirmYesNoDisplay(f"SemSeg kept the strokes of an earlier training of these images "
                                                f"({slices} painted slice(s), {when}) in\n{folder}.\n\nLoad them?"):
             return
-        with slicer.util.tryWithErrorDisplay("Failed to load the kept strokes.", waitCursor=True):
-            loaded = self.logic.loadLabels(volume, str(folder), adoptClasses=True)
-            self.ui.statusLabel.text = (f"Strokes of {len(loaded.slices)} slice(s) loaded from {folder.name} "
-                                        f"({loaded.added} pixels).")
-            self.updateGUIFromParameterNode()
+        with slicer.util.tryWithErrorDisplay("Failed to load the kept strokes."):
+            # Read on the worker as Load labels reads (see _afterTask), a task started by the loading task's end.
+            self._startTask(self.logic.startLoadingLabels(volume, str(folder), adoptClasses=True), "Loading labels")
 
     def onLoadSample(self) -> None:
         if not self.ensureDependencies():
