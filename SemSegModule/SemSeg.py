@@ -363,15 +363,17 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         self._baselineOf[volume.GetID()] = (key, node.GetID(), node.GetImageData().GetMTime())
 
     def setLabelsToSegmentation(self, labels: np.ndarray, segmentation, volume,
-                                classes: list[ClassInfo] | None = None, slices: list[int] | None = None) -> None:
+                                classes: list[ClassInfo] | None = None, slices: list[int] | None = None,
+                                takeVoxels: Callable[[], vtk.vtkImageData | None] | None = None) -> None:
         """(N, H, W) class values -> the class segments (replaces their content; 0 = in no segment). With `slices`,
-        `labels` are those slices' ((len(slices), H, W)) and only they change."""
+        `labels` are those slices' ((len(slices), H, W)) and only they change; `takeVoxels`: zeros for the segments'
+        labelmap made off the main thread, taken if the whole stack is imported (`segment_labels.set_slice_labels`)."""
         self.checkLabelsBelongTo(volume, segmentation)
         classes = classes or self.classes()
         if slices is None:
             segment_labels.set_labels_to_segmentation(self.scene, labels, segmentation, volume, classes)
         else:
-            segment_labels.set_slice_labels(self.scene, labels, slices, segmentation, volume, classes)
+            segment_labels.set_slice_labels(self.scene, labels, slices, segmentation, volume, classes, takeVoxels)
 
     def loadLabels(self, volume, folder: str, labelSegmentation=None, adoptClasses: bool = False) -> LoadedLabels:
         """Label maps from a folder (one per image, same file names, 0 = unlabeled: an export's strokes folder, the
@@ -522,7 +524,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
         predicted = {}
         backup, backupError = self.strokesBackupFolder(volume), []
-        uncertaintyZeros = _UncertaintyZeros(volume if previewSlice is not None else None)
+        voxels = _PredictionVoxels(volume if previewSlice is not None else None)
 
         def run(job: Job):
             try:  # first, so that the strokes are safe whatever happens to the training
@@ -538,7 +540,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             if previewSlice is not None and not job.should_stop():
                 pred = predict_image(result.model, images[previewSlice], PredictConfig(device=device))
                 predicted[previewSlice] = (pred.labels, pred.uncertainty)
-                uncertaintyZeros.make()
+                voxels.make()
             return result
 
         def describe(p) -> SemSegEvent:
@@ -567,7 +569,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             if stack_nodes.in_scene(self.scene, volume):
                 self._setBaseline(volume, labelsKey, lambda: labels)  # the strokes it trained on, as read then
                 if predicted:
-                    self._writePrediction(volume, predicted, result.model, uncertaintyZeros.image)
+                    self._writePrediction(volume, predicted, result.model, voxels)
             return result
 
         return self._start("train", run, describe, finish, waitForCompletion, eventCallback,
@@ -683,10 +685,10 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         config = PredictConfig(tta=tta, device=device)
         imagesTime = volume.GetImageData().GetMTime()
         described, seconds = {}, {}
-        uncertaintyZeros = _UncertaintyZeros(volume)
+        voxels = _PredictionVoxels(volume, self.predictionSegmentation(volume, create=False), self.classes(), indices)
 
         def run(job: Job):
-            uncertaintyZeros.make()
+            voxels.make()
             # Each slice goes to the main thread as soon as it is predicted: the worker keeps none of them. What the
             # slice looks like (for where to paint) is described after it, not after the last slice: 0.3 s per
             # image of 1024 x 1024, which at the end left a prediction of 100 such slices at 100% for 30 s.
@@ -706,7 +708,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
         def write(batch: dict) -> None:  # main thread
             if stack_nodes.in_scene(self.scene, volume):
-                self._writePrediction(volume, batch, model, uncertaintyZeros.image)
+                self._writePrediction(volume, batch, model, voxels)
 
         writes = PacedWrites(write, showSeconds)
 
@@ -736,9 +738,9 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
 
         return self._start("predict", run, describe, finish, waitForCompletion, eventCallback)
 
-    def _writePrediction(self, volume, result: dict, model, uncertaintyZeros: vtk.vtkImageData | None = None) -> None:
-        """`result`: slice index -> (labels, uncertainty) of `model`'s prediction; `uncertaintyZeros`: the voxels of
-        the stack's uncertainty volume if it is yet to be made (`_UncertaintyZeros`).
+    def _writePrediction(self, volume, result: dict, model, voxels: _PredictionVoxels | None = None) -> None:
+        """`result`: slice index -> (labels, uncertainty) of `model`'s prediction; `voxels`: those its job made for
+        the stack's uncertainty volume and the prediction's segments, where they are yet to be made.
 
         The labels written are held (`_heldPrediction`): the next write, while nothing else changed the segments,
         goes into them instead of reading the whole segmentation back. A slice written into 30 of 1024 x 1024 took
@@ -751,9 +753,11 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             labels[k] = sliceLabels
         self._heldPrediction = None
         indices = sorted(result)
-        self.setLabelsToSegmentation(labels[indices], segmentation, volume, classes, slices=indices)
+        self.setLabelsToSegmentation(labels[indices], segmentation, volume, classes, slices=indices,
+                                     takeVoxels=voxels.takeLabels if voxels is not None else None)
         self._heldPrediction = (_heldLabelsKey(segmentation, volume, classes), labels)
-        uncertaintyNode = stack_nodes.uncertainty_volume(self.scene, volume, uncertaintyZeros)
+        uncertaintyNode = stack_nodes.uncertainty_volume(self.scene, volume,
+                                                         voxels.uncertainty if voxels is not None else None)
         uncertainty = slicer.util.arrayFromVolume(uncertaintyNode)
         with self._uncertaintyLock:  # an export on the worker may be copying a slice of it (SharedSlices)
             for k, (_, sliceUncertainty) in result.items():
@@ -1203,19 +1207,33 @@ class _PreviewLabels:
     labels: np.ndarray  # (H, W)
 
 
-class _UncertaintyZeros:
-    """The voxels of a stack's uncertainty volume, made on the worker thread by the job whose predictions make the
-    volume (`make()`), before it reports any, when the stack has none yet (asked on the main thread, `volume`; None:
-    never made): filling 1000 slices of 1024 x 1024 took 3-11 s, which would hold Slicer's GUI at the first slice."""
+class _PredictionVoxels:
+    """The voxels a prediction's first writes need, made on the worker thread by the job whose predictions they take
+    (`make()`, before it reports any) when, asked on the main thread, they will be needed: the stack's uncertainty
+    volume when it has none yet (filling 4 GB of floats for 1000 slices of 1024 x 1024 took 3-11 s), and the prediction
+    segments' labelmap when `indices` will not go into the one they have (`segment_labels.writes_in_place`; 0.7-4 s
+    for the same stack). Filled at a write, either held Slicer's GUI there."""
 
-    def __init__(self, volume=None) -> None:
-        self._needed = volume is not None and stack_nodes.needs_uncertainty_voxels(volume)
-        self._shape = arrays.slice_shape(volume) if self._needed else None
-        self.image: vtk.vtkImageData | None = None
+    def __init__(self, volume=None, prediction=None, classes: list[ClassInfo] | None = None,
+                 indices: list[int] | None = None) -> None:
+        self._shape = arrays.slice_shape(volume) if volume is not None else None
+        self._needsUncertainty = volume is not None and stack_nodes.needs_uncertainty_voxels(volume)
+        # One slice goes in alone (`set_slice_labels` imports only the slices written into segments that hold none).
+        self._labelsType = label_dtype(len(classes)) if volume is not None and indices and len(indices) > 1 and (
+            prediction is None or not segment_labels.writes_in_place(prediction, volume, classes, indices)) else None
+        self.uncertainty: vtk.vtkImageData | None = None
+        self._labels: vtk.vtkImageData | None = None
 
     def make(self) -> None:
-        if self._needed and self.image is None:
-            self.image = arrays.zero_image_data(self._shape, np.float32)
+        if self._needsUncertainty and self.uncertainty is None:
+            self.uncertainty = arrays.zero_image_data(self._shape, np.float32)
+        if self._labelsType is not None and self._labels is None:
+            self._labels = arrays.zero_image_data(self._shape, self._labelsType)
+
+    def takeLabels(self) -> vtk.vtkImageData | None:
+        """The labelmap's voxels, once: the segments keep them."""
+        labels, self._labels, self._labelsType = self._labels, None, None
+        return labels
 
 
 class _ReadingStopped(Exception):

@@ -394,12 +394,30 @@ def test_slices_are_written_into_the_classes_labelmap_and_elsewhere_by_a_whole_i
     ids = segment_labels.segment_ids(seg, THREE_CLASSES)
     imports = []
     realImport = segment_labels.set_labels_to_segmentation
-    monkeypatch.setattr(segment_labels, "set_labels_to_segmentation", lambda *a: imports.append(1) or realImport(*a))
+    monkeypatch.setattr(segment_labels, "set_labels_to_segmentation",
+                        lambda *a, **k: imports.append(a[2:3] + a[5:]) or realImport(*a, **k))
+    volume.SetSpacing(0.5, 0.25, 2.0)  # geometry that is not the identity, so a lost slice offset shows
+    volume.SetOrigin(10.0, -5.0, 3.0)
+    volume.SetIJKToRASDirections([[0, 1, 0], [-1, 0, 0], [0, 0, 1]])
     rng = np.random.default_rng(0)
     expected = np.zeros((5, 20, 30), np.uint8)
     expected[3] = rng.integers(0, 4, (20, 30))
-    logic.setLabelsToSegmentation(expected[[3]], seg, volume, slices=[3])  # an empty segmentation: imported
-    assert len(imports) == 1 and np.array_equal(logic.labelsFromSegmentation(seg, volume), expected)
+    # Segments that hold nothing yet: only the slices written are imported (a training's preview of one slice
+    # imported, and held, the whole stack: 1 GB for 1000 slices of 1024 x 1024).
+    logic.setLabelsToSegmentation(expected[[3]], seg, volume, slices=[3])
+    layer = s.GetLayerDataObject(s.GetLayerIndex(ids[0]))
+    assert imports == [(seg, 3)] and layer.GetDimensions() == (30, 20, 1)
+    assert np.array_equal(logic.labelsFromSegmentation(seg, volume), expected)
+    with monkeypatch.context() as m:  # Slicer's export of the segments gives the same
+        m.setattr(segment_labels, "_labels_from_layers", lambda *args: None)
+        assert np.array_equal(logic.labelsFromSegmentation(seg, volume), expected)
+    expected[3] = rng.integers(0, 4, (20, 30))
+    logic.setLabelsToSegmentation(expected[[3]], seg, volume, slices=[3])  # the slice it has: in place
+    assert len(imports) == 1 and s.GetLayerDataObject(s.GetLayerIndex(ids[0])) is layer
+    expected[1] = rng.integers(0, 4, (20, 30))
+    logic.setLabelsToSegmentation(expected[[1]], seg, volume, slices=[1])  # one it has not: the whole stack
+    assert imports[1:] == [(seg,)] and s.GetLayerDataObject(s.GetLayerIndex(ids[0])).GetDimensions() == (30, 20, 5)
+    assert np.array_equal(logic.labelsFromSegmentation(seg, volume), expected)
 
     storage = seg.CreateDefaultStorageNode()
     logic.scene.AddNode(storage)
@@ -409,7 +427,7 @@ def test_slices_are_written_into_the_classes_labelmap_and_elsewhere_by_a_whole_i
     layer = s.GetLayerDataObject(s.GetLayerIndex(ids[0]))
     expected[[1, 3]] = rng.integers(0, 4, (2, 20, 30))
     logic.setLabelsToSegmentation(expected[[3, 1]][::-1], seg, volume, slices=[1, 3])
-    assert len(imports) == 1 and s.GetLayerDataObject(s.GetLayerIndex(ids[0])) is layer  # written in place
+    assert len(imports) == 2 and s.GetLayerDataObject(s.GetLayerIndex(ids[0])) is layer  # written in place
     assert np.array_equal(logic.labelsFromSegmentation(seg, volume), expected)
     with monkeypatch.context() as m:  # Slicer's export of the segments gives the same
         m.setattr(segment_labels, "_labels_from_layers", lambda *args: None)
@@ -418,14 +436,29 @@ def test_slices_are_written_into_the_classes_labelmap_and_elsewhere_by_a_whole_i
     seg.CreateClosedSurfaceRepresentation()  # Slicer's 3D view: made again from the new labels
     expected[2] = rng.integers(0, 4, (20, 30))
     logic.setLabelsToSegmentation(expected[[2]], seg, volume, slices=[2])
-    assert len(imports) == 1 and s.GetSegment(ids[0]).GetRepresentation("Closed surface") is None
+    assert len(imports) == 2 and s.GetSegment(ids[0]).GetRepresentation("Closed surface") is None
 
     s.AddEmptySegment("notes", "notes")  # the person's own segment, in the classes' layer: the import keeps it
     assert s.GetLayerIndex("notes") == s.GetLayerIndex(ids[0])
     expected[4] = rng.integers(0, 4, (20, 30))
     logic.setLabelsToSegmentation(expected[[4]], seg, volume, slices=[4])
-    assert len(imports) == 2 and np.array_equal(logic.labelsFromSegmentation(seg, volume), expected)
+    assert len(imports) == 3 and np.array_equal(logic.labelsFromSegmentation(seg, volume), expected)
     assert s.GetSegmentIdBySegmentName("notes")
+    # A whole import into voxels made beforehand (a prediction's job makes them): the segments take them as they are.
+    s.AddEmptySegment("more notes", "more notes")  # so that the slice is not written in place
+    assert s.GetLayerIndex("more notes") == s.GetLayerIndex(ids[0])
+    voxels = arrays.zero_image_data((5, 20, 30), np.uint8)
+    taken = []
+    expected[0] = rng.integers(0, 4, (20, 30))
+    logic.setLabelsToSegmentation(expected[[0]], seg, volume, slices=[0], takeVoxels=lambda: taken.append(1) or voxels)
+    assert len(imports) == 4 and taken == [1]
+    held = s.GetLayerDataObject(s.GetLayerIndex(ids[0])).GetPointData().GetScalars()
+    assert np.shares_memory(vtk.util.numpy_support.vtk_to_numpy(held),
+                            vtk.util.numpy_support.vtk_to_numpy(voxels.GetPointData().GetScalars()))
+    assert np.array_equal(logic.labelsFromSegmentation(seg, volume), expected)
+    with monkeypatch.context() as m:
+        m.setattr(segment_labels, "_labels_from_layers", lambda *args: None)
+        assert np.array_equal(logic.labelsFromSegmentation(seg, volume), expected)
 
 
 def test_the_baseline_and_corrections_are_written_and_read_on_the_painted_slices(tmp_path, logic):
@@ -565,25 +598,35 @@ def test_an_evaluation_reads_and_scores_the_predicted_slices_references_on_the_w
     assert logic.evaluate(volume, str(tmp_path / "reference.tif")).confusion.tolist() == metrics.confusion.tolist()
 
 
-def test_a_stack_s_first_uncertainty_voxels_are_made_by_the_job_that_predicts_into_them(tmp_path, logic, monkeypatch):
-    """Filling the uncertainty volume of 1000 slices of 1024 x 1024 (4 GB of floats) took 3-11 s: the training that
-    predicts its slice, or the first prediction, makes it on the worker; later jobs make none."""
+def test_a_prediction_s_first_voxels_are_made_by_the_job_that_predicts_into_them(tmp_path, logic, monkeypatch):
+    """Filling the uncertainty volume of 1000 slices of 1024 x 1024 (4 GB of floats) took 3-11 s, the prediction
+    segments' labelmap 0.7-4 s: the training that predicts its slice, or the first prediction, makes the first on
+    the worker; a prediction of slices its segments do not hold makes the second there; later jobs make none."""
     _, volume, seg, _, _ = _sample_scene(tmp_path, logic)
     made = []
     realZeros = arrays.zero_image_data
     monkeypatch.setattr(arrays, "zero_image_data",
-                        lambda *a: made.append(threading.current_thread().name) or realZeros(*a))
+                        lambda shape, dtype: made.append((threading.current_thread().name, np.dtype(dtype).name))
+                        or realZeros(shape, dtype))
     logic.train(volume, seg, iterations=2, **FAST)  # no slice predicted: no uncertainty volume
     assert made == [] and volume.GetNodeReference("SemSegUncertainty") is None
     logic.train(volume, seg, iterations=2, previewSlice=2, **FAST)
-    assert made == ["SemSegWorker"]
+    assert made == [("SemSegWorker", "float32")]
     uncertainty = slicer.util.arrayFromVolume(logic.uncertaintyVolume(volume))
     assert uncertainty[2].any() and not uncertainty[[0, 1, 3]].any()
+    # Its slice went into the prediction's segments alone; the next prediction's slices, with it, into all of them.
+    segments = logic.predictionSegmentation(volume).GetSegmentation()
+    assert segments.GetLayerDataObject(0).GetDimensions() == (96, 96, 1)
     logic.predict(volume, [0, 1])
-    assert made == ["SemSegWorker"] and not uncertainty[3].any() and uncertainty[[0, 1]].any(axis=(1, 2)).all()
+    assert made[1:] == [("SemSegWorker", "uint8")] and not uncertainty[3].any()
+    assert uncertainty[[0, 1]].any(axis=(1, 2)).all()
+    layer = segments.GetLayerDataObject(0)
+    assert layer.GetDimensions() == (96, 96, 4) and logic.predictedSlices(volume) == [0, 1, 2]
+    logic.predict(volume, [3, 1])  # into the labelmap the segments hold
+    assert made[2:] == [] and segments.GetLayerDataObject(0) is layer
     logic.scene.RemoveNode(logic.uncertaintyVolume(volume))  # the person deleted it: the next prediction makes one
     logic.predict(volume, 3)
-    assert made == ["SemSegWorker"] * 2
+    assert made[2:] == [("SemSegWorker", "float32")]
     again = slicer.util.arrayFromVolume(logic.uncertaintyVolume(volume))
     assert again[3].any() and not again[:3].any()
 

@@ -4,13 +4,15 @@ Slicer's export and import elsewhere. Arrays returned are copies."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import slicer
 import vtk
 from SemSegLib.classes import ClassInfo
 from SemSegLib.errors import InputError
 from SemSegLib.stack_io import label_dtype
-from vtk.util.numpy_support import vtk_to_numpy
+from vtk.util.numpy_support import get_vtk_array_type, vtk_to_numpy
 
 from .arrays import new_nodes_removed, slice_shape
 
@@ -183,41 +185,83 @@ def _layer_voxels(image, volume) -> tuple[np.ndarray, tuple[int, int, int]] | No
     return voxels, (extent[4] + offset[2], extent[2] + offset[1], extent[0] + offset[0])
 
 
-def set_labels_to_segmentation(scene, labels: np.ndarray, segmentation, volume, classes: list[ClassInfo]) -> None:
-    """(N, H, W) class values -> the class segments (replaces their content; 0 = in no segment).
+def set_labels_to_segmentation(scene, labels: np.ndarray, segmentation, volume, classes: list[ClassInfo],
+                               first: int = 0, voxels: vtk.vtkImageData | None = None) -> None:
+    """(M, H, W) class values -> the class segments as slices `first`..`first` + M - 1 of the volume (replaces their
+    content; 0 = in no segment; by default M is the stack's). `voxels`: zeros of the labels' shape and label type
+    (`arrays.zero_image_data`), made off the main thread, for the labels to be written into.
 
     One import of a labelmap into all class segments rather than one binary labelmap per class: 0.07-0.3 s instead
-    of 1.2-1.5 s for 100 slices of 1024 x 1024 with 3 classes, on the main thread (slicer-core).
-    """
+    of 1.2-1.5 s for 100 slices of 1024 x 1024 with 3 classes, on the main thread (slicer-core). The segments then
+    hold the labelmap's voxels (the import makes no copy of them): what costs is making them."""
     ids = ensure_segments(segmentation, classes)
     updated = vtk.vtkStringArray()
     for segment_id in ids:
         updated.InsertNextValue(segment_id)
+    dtype = label_dtype(len(ids))
     with new_nodes_removed(scene):
         labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "SemSeg temp")
         labelmap.CopyOrientation(volume)
-        slicer.util.updateVolumeFromArray(labelmap, np.ascontiguousarray(labels, label_dtype(len(ids))))
+        if first:
+            ijk_to_ras = vtk.vtkMatrix4x4()
+            volume.GetIJKToRASMatrix(ijk_to_ras)
+            labelmap.SetOrigin(ijk_to_ras.MultiplyPoint((0, 0, first, 1))[:3])
+        if voxels is not None and voxels.GetDimensions() == labels.shape[::-1] \
+                and voxels.GetScalarType() == get_vtk_array_type(dtype) and voxels.GetNumberOfScalarComponents() == 1:
+            target = vtk_to_numpy(voxels.GetPointData().GetScalars()).reshape(labels.shape)
+            for k in painted_slices(labels):
+                target[k] = labels[k]
+            labelmap.SetAndObserveImageData(voxels)
+        else:
+            slicer.util.updateVolumeFromArray(labelmap, np.ascontiguousarray(labels, dtype))
         if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, segmentation,
                                                                                         updated):
             raise RuntimeError(f"could not write the class segments of '{segmentation.GetName()}'")
 
 
-
 def set_slice_labels(scene, labels: np.ndarray, indices: list[int], segmentation, volume,
-                     classes: list[ClassInfo]) -> None:
+                     classes: list[ClassInfo], take_voxels: Callable[[], vtk.vtkImageData | None] | None = None
+                     ) -> None:
     """Slices `indices` of the class segments become `labels` ((len(indices), H, W) class values, 0 = in no
     segment); the other slices stay as they are.
 
-    Written into the segments' shared labelmap where it can be exactly (`_write_layer_slices`); else the whole stack
-    is read, changed and imported (`set_labels_to_segmentation`), which for 1000 slices of 1024 x 1024 held the main
-    thread 8 s at each accept and each batch of a prediction's slices."""
+    Written into the segments' shared labelmap where it can be exactly (`_write_layer_slices`). Else, into segments
+    that hold nothing yet, only the slices from the first to the last of `indices` are imported: a training's
+    preview of one slice of 1000 of 1024 x 1024 imported, and held, 1 GB. Else the whole stack is read, changed and
+    imported (`set_labels_to_segmentation`; into the voxels `take_voxels()` gives, if any), which held the main
+    thread 8 s at each accept and each batch of a prediction's slices when it was done every time."""
     indices = [int(k) for k in indices]
     ids = ensure_segments(segmentation, classes)
     if _write_layer_slices(segmentation, volume, ids, indices, labels):
         return
+    voxels = take_voxels() if take_voxels is not None else None
+    if voxels is None and _holds_nothing(segmentation, ids):
+        first = min(indices)
+        slab = np.zeros((max(indices) - first + 1, *labels.shape[1:]), labels.dtype)
+        slab[np.array(indices) - first] = labels
+        set_labels_to_segmentation(scene, slab, segmentation, volume, classes, first)
+        return
     whole = labels_from_segmentation(scene, segmentation, volume, classes)
     whole[indices] = labels
-    set_labels_to_segmentation(scene, whole, segmentation, volume, classes)
+    set_labels_to_segmentation(scene, whole, segmentation, volume, classes, voxels=voxels)
+
+
+def _holds_nothing(segmentation, ids: list[str]) -> bool:
+    """Whether the segments' labelmaps are all empty, as a segment is when added (`ensure_segments`)."""
+    seg = segmentation.GetSegmentation()
+    binary = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
+    for segment_id in ids:
+        labelmap = seg.GetSegment(segment_id).GetRepresentation(binary)
+        if labelmap is not None and not _is_empty(labelmap.GetExtent()):
+            return False
+    return True
+
+
+def writes_in_place(segmentation, volume, classes: list[ClassInfo], indices: list[int]) -> bool:
+    """Whether `set_slice_labels` would write slices `indices` into the segments' labelmap (no import)."""
+    seg = segmentation.GetSegmentation()
+    ids = [seg.GetSegmentIdBySegmentName(c.name) for c in classes]
+    return all(ids) and _layer_for(segmentation, volume, ids, indices) is not None
 
 
 def _write_layer_slices(segmentation, volume, ids: list[str], indices: list[int], labels: np.ndarray) -> bool:
@@ -226,25 +270,11 @@ def _write_layer_slices(segmentation, volume, ids: list[str], indices: list[int]
     writes what an import would: labelmaps that are the segmentation's source, no transform, one layer holding the
     class segments and no other, of distinct label values, on the volume's grid and covering those slices whole (an
     import of labels leaves such a layer; a first stroke painted in Slicer does not). Returns whether it wrote."""
-    if not _layers_are_the_labels(segmentation, volume):
+    layer = _layer_for(segmentation, volume, ids, indices)
+    if layer is None:
         return False
-    seg = segmentation.GetSegmentation()
-    layers = {seg.GetLayerIndex(segment_id) for segment_id in ids}
-    layer = layers.pop() if len(layers) == 1 else -1
-    if layer < 0 or set(seg.GetSegmentIDsForLayer(layer)) != set(ids):
-        return False
-    image = seg.GetLayerDataObject(layer)
-    on_grid = _layer_voxels(image, volume) if image is not None else None
-    if on_grid is None:
-        return False
-    voxels, start = on_grid
-    values = [seg.GetSegment(segment_id).GetLabelValue() for segment_id in ids]
-    if len(set(values)) != len(values) or min(values) < 1 or max(values) > np.iinfo(voxels.dtype).max:
-        return False
+    image, voxels, start, values = layer
     _, h, w = slice_shape(volume)
-    if start[1] > 0 or start[2] > 0 or start[1] + voxels.shape[1] < h or start[2] + voxels.shape[2] < w \
-            or any(not start[0] <= k < start[0] + len(voxels) for k in indices):
-        return False
     lut = np.array([0, *values], voxels.dtype)
     for k, slice_labels in zip(indices, labels):
         plane = voxels[k - start[0]]
@@ -255,3 +285,28 @@ def _write_layer_slices(segmentation, volume, ids: list[str], indices: list[int]
     # labels when shown) and marks itself modified since saved.
     image.Modified()
     return True
+
+
+def _layer_for(segmentation, volume, ids: list[str], indices: list[int]) -> tuple | None:
+    """(the layer's image data, its voxels, the volume's (k, j, i) of its first one, the segments' label values)
+    where `_write_layer_slices` can write slices `indices` of segments `ids`; else None."""
+    if not _layers_are_the_labels(segmentation, volume):
+        return None
+    seg = segmentation.GetSegmentation()
+    layers = {seg.GetLayerIndex(segment_id) for segment_id in ids}
+    layer = layers.pop() if len(layers) == 1 else -1
+    if layer < 0 or set(seg.GetSegmentIDsForLayer(layer)) != set(ids):
+        return None
+    image = seg.GetLayerDataObject(layer)
+    on_grid = _layer_voxels(image, volume) if image is not None else None
+    if on_grid is None:
+        return None
+    voxels, start = on_grid
+    values = [seg.GetSegment(segment_id).GetLabelValue() for segment_id in ids]
+    if len(set(values)) != len(values) or min(values) < 1 or max(values) > np.iinfo(voxels.dtype).max:
+        return None
+    _, h, w = slice_shape(volume)
+    if start[1] > 0 or start[2] > 0 or start[1] + voxels.shape[1] < h or start[2] + voxels.shape[2] < w \
+            or any(not start[0] <= k < start[0] + len(voxels) for k in indices):
+        return None
+    return image, voxels, start, values
