@@ -116,6 +116,10 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         # and every prediction, suggestion, accept and export does. One segmentation only, so that this holds one
         # label stack at most.
         self._heldPrediction: tuple | None = None
+        # Whether a job on the worker may be reading the held labels (an export, an evaluation): a write then replaces
+        # them with a changed copy. Else it changes them where they are: the copy took 0.15-0.2 s of the main thread
+        # at each batch of a prediction of 1000 slices of 1024 x 1024.
+        self._heldLent = False
         # Held while the main thread writes the uncertainty volumes' slices and while an export on the worker copies
         # one (SharedSlices), instead of a copy of them all before the export: 13 s for 1000 slices of 1024 x 1024.
         self._uncertaintyLock = threading.Lock()
@@ -136,7 +140,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         self._sceneCloses += 1
         self._accepted.clear()
         self._strokesBackups.clear()
-        self._heldPrediction = None
+        self._hold(None, None)
         self._baselineOf.clear()
 
     # ---------------------------------------------------------------- parameter node
@@ -745,17 +749,22 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         The labels written are held (`_heldPrediction`): the next write, while nothing else changed the segments,
         goes into them instead of reading the whole segmentation back. A slice written into 30 of 1024 x 1024 took
         0.26 s of the main thread with the read, 0.05 s without; on 2 cores a prediction of all 30 written with those
-        reads took 131-132 s where it takes 121 s (bench/RESULTS.md, session 69)."""
+        reads took 131-132 s where it takes 121 s (bench/RESULTS.md, session 69). Into a copy of them only while a job
+        may be reading them (`_heldLent`)."""
         segmentation = self.predictionSegmentation(volume)
         classes = self.classes()
-        labels = self.labelsFromSegmentation(segmentation, volume, classes)
+        held = self._heldPrediction
+        if held is not None and not self._heldLent and held[0] == _heldLabelsKey(segmentation, volume, classes):
+            labels = held[1]
+        else:
+            labels = self.labelsFromSegmentation(segmentation, volume, classes)
+        self._hold(None, None)  # until they are the segments' again
         for k, (sliceLabels, _) in result.items():
             labels[k] = sliceLabels
-        self._heldPrediction = None
         indices = sorted(result)
         self.setLabelsToSegmentation(labels[indices], segmentation, volume, classes, slices=indices,
                                      takeVoxels=voxels.takeLabels if voxels is not None else None)
-        self._heldPrediction = (_heldLabelsKey(segmentation, volume, classes), labels)
+        self._hold(_heldLabelsKey(segmentation, volume, classes), labels)
         uncertaintyNode = stack_nodes.uncertainty_volume(self.scene, volume,
                                                          voxels.uncertainty if voxels is not None else None)
         uncertainty = slicer.util.arrayFromVolume(uncertaintyNode)
@@ -971,7 +980,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
             raise InputError("no prediction yet: predict, then evaluate.")
         classes = self.classes()
         shape = arrays.slice_shape(volume)[1:]
-        prediction = self._predictedLabels(volume, copy=False)
+        prediction = self._predictedLabels(volume, copy=False, lent=True)
         earlier = set(self.unlabeledByCurrentModel(volume)[1])
 
         def readAndScore(onImage):  # worker
@@ -1003,20 +1012,25 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         """Prediction where predicted, painted labels win everywhere they exist."""
         return _paintedWin(self.labelsFromSegmentation(labelSegmentation, volume), self._predictedLabels(volume))
 
-    def _predictedLabels(self, volume, copy: bool = True) -> np.ndarray | None:
+    def _predictedLabels(self, volume, copy: bool = True, lent: bool = False) -> np.ndarray | None:
         """The prediction's labels, None if there is none. They are held (`_heldPrediction`) until the segments change,
         so that a scene opened again reads its prediction once (2-3 s for 1000 slices of 1024 x 1024). `copy=False`:
-        the held labels themselves, to be read only, on any thread: a write replaces them, never changes them."""
+        the held labels themselves, to be read only, on the main thread there and then; `lent`: also on the worker,
+        and as long as the job needs them: the next write then replaces them, and does not change them."""
         prediction = self.predictionSegmentation(volume, create=False)
         if prediction is None:
             return None
         classes = self.classes()
         key = _heldLabelsKey(prediction, volume, classes)
         if self._heldPrediction is None or self._heldPrediction[0] != key:
-            labels = segment_labels.labels_from_segmentation(self.scene, prediction, volume, classes)
-            self._heldPrediction = (key, labels)
+            self._hold(key, segment_labels.labels_from_segmentation(self.scene, prediction, volume, classes))
         labels = self._heldPrediction[1]
+        self._heldLent = self._heldLent or lent
         return labels.copy() if copy else labels
+
+    def _hold(self, key: tuple | None, labels: np.ndarray | None) -> None:
+        self._heldPrediction = None if labels is None else (key, labels)
+        self._heldLent = False
 
     def export(self, volume, labelSegmentation, folder: str, warning: str | None = None,
                waitForCompletion: bool = True, eventCallback: Callable[[SemSegEvent], None] | None = None
@@ -1039,7 +1053,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         classes, names, model = self.classes(), self.imageNames(volume), self.model
         protected = [volume.GetAttribute(SOURCE_ATTRIBUTE) or None]
         strokes = self.labelsFromSegmentation(labelSegmentation, volume)
-        predicted = self._predictedLabels(volume, copy=False)
+        predicted = self._predictedLabels(volume, copy=False, lent=True)
         uncertainty = {}
         uncertaintyNode = volume.GetNodeReference(stack_nodes.ROLE_UNCERTAINTY)  # none if the person deleted it
         if predicted is not None and uncertaintyNode is not None and uncertaintyNode.GetImageData() is not None:
