@@ -217,15 +217,17 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
                 return None
             return None if job.should_stop() else result
 
-        closes = self._sceneCloses
-
-        def finishInThisScene(result):
-            return None if result is None or self._sceneCloses != closes else finish(result)
-
         def describe(p: tuple[int, int]) -> SemSegEvent:
             return SemSegEvent("progress", f"{p[0]} of {p[1]} {what} read", p[0] / p[1] if p[1] else None, p)
 
-        return self._start(name, run, describe, finishInThisScene, waitForCompletion=False, eventCallback=None)
+        return self._start(name, run, describe, self._inThisScene(finish), waitForCompletion=False,
+                           eventCallback=None)
+
+    def _inThisScene(self, finish: Callable[[object], object]) -> Callable[[object], object]:
+        """`finish` for a task's end that is not run (the result is None) when the job gave None (it stopped) or the
+        scene closed since the task began: what was worked out for the old scene's nodes goes into no node."""
+        closes = self._sceneCloses
+        return lambda result: None if result is None or self._sceneCloses != closes else finish(result)
 
     def loadSampleStack(self):
         """The generated sample stack of the engine; returns (volume node, reference folder)."""
@@ -902,11 +904,7 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
                 job.report((len(missing) + len(predicted) + len(suggestions), steps))
             return described, suggestions
 
-        closes = self._sceneCloses
-
         def finish(out):
-            if out is None or self._sceneCloses != closes:
-                return None
             described, suggestions = out
             if described and stack_nodes.in_scene(self.scene, volume):
                 self._cacheSliceDescriptors(volume, described, imagesTime)
@@ -915,7 +913,8 @@ class SemSegLogic(ScriptedLoadableModuleLogic):
         def describe(p: tuple[int, int]) -> SemSegEvent:
             return SemSegEvent("progress", f"step {p[0]} of {p[1]}", p[0] / p[1], p)
 
-        return self._start("suggest", run, describe, finish, waitForCompletion=False, eventCallback=None)
+        return self._start("suggest", run, describe, self._inThisScene(finish), waitForCompletion=False,
+                           eventCallback=None)
 
     def _cachedSliceDescriptors(self, volume) -> dict | None:
         cached = self._sliceDescriptors.get(volume.GetID())

@@ -253,8 +253,8 @@ def suggest_slices(model: SemSegModel, images: np.ndarray, names: list[str], top
     for i, pred in predict_stack(model, images, config):
         means[i] = image_uncertainty(pred.uncertainty, None if labels is None else labels[i] > 0)
         maps[i] = pred.uncertainty
-        ranked = set(rank_by_uncertainty(means, top, groups))
-        maps = {j: m for j, m in maps.items() if j in ranked}
+        still = set(rank_by_uncertainty(means, top, groups))
+        maps = {j: m for j, m in maps.items() if j in still}
     ranked = rank_by_uncertainty(means, top, groups)
     return {
         "images": [
