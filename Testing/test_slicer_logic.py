@@ -23,7 +23,7 @@ from SemSegLib.sample_data import SAMPLE_CLASSES, write_sample_stack  # noqa: E4
 from SemSegLib.simulate import simulate_strokes  # noqa: E402
 from SemSegLib.stack_io import read_stack  # noqa: E402
 from SemSegLib.suggest import image_descriptors, rank_by_uncertainty, spread_groups  # noqa: E402
-from SemSegMRML import arrays, model_node, segment_labels  # noqa: E402
+from SemSegMRML import arrays, logic_training, model_node, parameters, segment_labels, stack_nodes  # noqa: E402
 from SemSegMRML import channels as channels_module  # noqa: E402
 from slicer_scene import make_scene  # noqa: E402
 
@@ -116,7 +116,7 @@ def test_the_panel_s_load_reads_the_images_on_the_worker_and_a_cancel_leaves_the
     assert [e.fraction for e in events] == [0.2, 0.4, 0.6, 0.8, 1.0, 1.0] and events[-1].kind == "done"
     assert events[2].message == "3 of 5 image(s) read"
     assert np.array_equal(slicer.util.arrayFromVolume(volume), images) and volume.GetName() == "stack"
-    assert logic.getParameterNode().GetNodeReference(SemSeg.ROLE_VOLUME) is volume
+    assert logic.getParameterNode().GetNodeReference(parameters.ROLE_VOLUME) is volume
     assert logic.imageNames(volume) == [f"img_{k}" for k in range(1, 6)]
 
     # Cancelled while image 2 is read: nothing enters the scene, and the stack loaded before stays the panel's.
@@ -138,7 +138,7 @@ def test_the_panel_s_load_reads_the_images_on_the_worker_and_a_cancel_leaves_the
     cancelled.set()
     assert task.wait() is None and task.finished
     assert readers == ["img_1.tif", "img_2.tif"] and scene.GetNumberOfNodes() == nodes
-    assert logic.getParameterNode().GetNodeReference(SemSeg.ROLE_VOLUME) is volume
+    assert logic.getParameterNode().GetNodeReference(parameters.ROLE_VOLUME) is volume
     # A file that cannot be read: the worker's error is the reader's, naming the file.
     (tmp_path / "stack" / "img_3.tif").write_bytes(b"not a tiff")
     monkeypatch.setattr(stack_io, "_read_image_and_layout", realRead)
@@ -1013,7 +1013,7 @@ def test_a_second_stack_has_its_own_labels_and_prediction(tmp_path, logic):
     second = logic.loadStack(str(folder / "images"))
     assert (first.GetName(), second.GetName()) == ("images", "images_1")
     # The first stack's strokes are not offered for the second, nor is its prediction shown, accepted or exported.
-    assert logic.getParameterNode().GetNodeReference(SemSeg.ROLE_LABELS) is None
+    assert logic.getParameterNode().GetNodeReference(parameters.ROLE_LABELS) is None
     assert logic.predictionSegmentation(second, create=False) is None and logic.predictedSlices(second) == []
     with pytest.raises(InputError, match="holds the strokes painted on 'images', not on 'images_1'"):
         logic.train(second, labelsOfFirst, iterations=1, **FAST)
@@ -1039,7 +1039,7 @@ def test_a_scene_from_before_the_volume_references_keeps_its_prediction(tmp_path
     logic.predict(volume, "all")
     # As session 58 saved it: the prediction referenced from the parameter node, not from the volume.
     prediction = logic.predictionSegmentation(volume, create=False)
-    volume.SetNodeReferenceID(SemSeg.ROLE_PREDICTION, None)
+    volume.SetNodeReferenceID(stack_nodes.ROLE_PREDICTION, None)
     scene.GetSingletonNode("SemSeg", "vtkMRMLScriptedModuleNode").SetNodeReferenceID("PredictionSegmentation",
                                                                                       prediction.GetID())
     logic.loadStack(str(write_sample_stack(tmp_path / "second", num_images=4, size=(96, 96), seed=4) / "images"))
@@ -1082,7 +1082,7 @@ def test_a_training_shows_its_slice_while_it_runs_then_predicts_it(tmp_path, log
     logic.train(volume, seg, iterations=6, previewSlice=1, previewSeconds=0, eventCallback=on_event, **FAST)
     assert previews == [1, 2, 3, 4, 5, 6]
     assert logic.previewSegmentation(volume, create=False) is None
-    assert logic.scene.GetNodesByName(SemSeg.PREVIEW_NAME).GetNumberOfItems() == 0
+    assert logic.scene.GetNodesByName(stack_nodes.PREVIEW_NAME).GetNumberOfItems() == 0
     # When it ends, the trained model predicts that slice, as Predict would.
     prediction = logic.predictionSegmentation(volume, create=False)
     trained = logic.labelsFromSegmentation(prediction, volume)
@@ -1223,7 +1223,7 @@ def test_training_never_writes_over_a_model_file_the_person_loaded(tmp_path, log
 def test_undo_training_goes_back_through_the_models_the_trainings_replaced(tmp_path, logic, monkeypatch):
     from SemSegLib.model_file import SemSegModel
 
-    monkeypatch.setattr(SemSeg, "TRAININGS_KEPT", 2)
+    monkeypatch.setattr(logic_training, "TRAININGS_KEPT", 2)
     _, volume, seg, _, _ = _sample_scene(tmp_path, logic)
     logic.train(volume, seg, iterations=2, **FAST)
     with pytest.raises(InputError, match="nothing to undo"):
@@ -1277,7 +1277,7 @@ def test_the_strokes_a_training_used_are_kept_and_come_back_in_a_new_scene(tmp_p
     assert logic.classes() == SAMPLE_CLASSES
     assert loaded.slices == [0, 2] and loaded.added == int((labels > 0).sum()) and loaded.differing == 0
     assert np.array_equal(logic.labelsFromSegmentation(loaded.segmentation, again), labels)
-    assert logic.getParameterNode().GetNodeReference(SemSeg.ROLE_LABELS) is loaded.segmentation
+    assert logic.getParameterNode().GetNodeReference(parameters.ROLE_LABELS) is loaded.segmentation
     # A training of the stack loaded again keeps its strokes in a folder of its own: the first stays as it was.
     logic.train(again, loaded.segmentation, iterations=2, **FAST)
     assert logic.strokesBackupFolder(again) != kept and (kept / f"{names[2]}.tif").exists()
@@ -1406,8 +1406,8 @@ def test_saved_and_reloaded_scene_keeps_the_labels(tmp_path, logic, scene):
     node = logic2.getParameterNode()
     assert node.GetParameter("BudgetValue") == "42"
     assert json.loads(node.GetParameter("Classes"))[2]["name"] == "nucleus"
-    volume2 = node.GetNodeReference(SemSeg.ROLE_VOLUME)
-    seg2 = node.GetNodeReference(SemSeg.ROLE_LABELS)
+    volume2 = node.GetNodeReference(parameters.ROLE_VOLUME)
+    seg2 = node.GetNodeReference(parameters.ROLE_LABELS)
     assert logic2.imageNames(volume2) == logic.imageNames(volume)
     assert np.array_equal(logic2.labelsFromSegmentation(seg2, volume2), labels)
     # The prediction comes back with its volume, and the autosaved model with it: slices 2-3 are the model's.
@@ -1564,11 +1564,11 @@ def test_a_saved_scene_carries_its_model(tmp_path, logic, scene):
     logic2 = SemSeg.SemSegLogic(scene2)
     assert logic2.restoreModelFromParameterNode()
     assert logic2.model.signature == logic.model.signature
-    volume2 = logic2.getParameterNode().GetNodeReference(SemSeg.ROLE_VOLUME)
+    volume2 = logic2.getParameterNode().GetNodeReference(parameters.ROLE_VOLUME)
     assert logic2.unlabeledByCurrentModel(volume2) == ([0, 3], [])  # slices 2-3 are this model's
     restored = Path(logic2.getParameterNode().GetParameter("ModelPath"))
     assert restored.is_file() and restored != autosaved  # SemSeg's own file again, which the next training updates
-    seg2 = logic2.getParameterNode().GetNodeReference(SemSeg.ROLE_LABELS)
+    seg2 = logic2.getParameterNode().GetNodeReference(parameters.ROLE_LABELS)
     logic2.train(volume2, seg2, iterations=2, **FAST)
     assert Path(logic2.getParameterNode().GetParameter("ModelPath")) == restored
     assert SemSegModel.load(restored).signature == logic2.model.signature != logic.model.signature

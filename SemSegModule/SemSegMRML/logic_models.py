@@ -1,0 +1,108 @@
+"""The model's files: autosaved after each training, carried in the scene, saved, loaded, restored when a scene is
+opened.
+
+A part of SemSegLogic (SemSegMRML.logic), whose state it shares: the Logic is split by activity so that a
+file does one thing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+from SemSegLib import kept_strokes
+from SemSegLib.atomic import write_bytes_atomic
+from SemSegLib.errors import InputError
+
+from SemSegMRML import arrays, model_node
+
+
+class ModelLogic:
+    """The model's files (a part of SemSegLogic)."""
+
+    def _autosaveModel(self, inScene: bool = True) -> str:
+        """Keep the current model in the scene (`model_node`; if `inScene`: the training's scene is still open) and
+        on disk (parameter ModelPath), so that a reopened scene can continue. Only SemSeg's own autosave file is
+        rewritten: a model file the person loaded (ModelPath too) stays as it was saved. Returns what could not be
+        done ('' if nothing): a full or read-only temporary folder must not lose the training."""
+        node = self.getParameterNode()
+        data = self.model.to_bytes()
+        if inScene:
+            self._carry(data)
+        path = node.GetParameter("ModelPath")
+        try:
+            if not path or Path(path).parent.resolve() != kept_strokes.autosave_folder().resolve():
+                path = str(kept_strokes.new_model_file())
+            write_bytes_atomic(Path(path), data)
+        except OSError as e:
+            self._modelFile = None
+            return f"the model could not be kept in {kept_strokes.autosave_folder()} ({e}): use 'Save model'"
+        node.SetParameter("ModelPath", path)
+        self._modelFile = path
+        return ""
+
+    def _carry(self, data: bytes) -> None:
+        """The current model's file into the scene (`model_node`), so that a saved scene carries it."""
+        model_node.store(self.scene, self.getParameterNode(), data)
+        self._carriedDigest = hashlib.sha1(data).hexdigest()
+
+    def saveModel(self, path: str) -> None:
+        if self.model is None:
+            raise InputError("no model to save: train one first.")
+        self.model.save(path)
+
+    def loadModel(self, path: str, volume=None):
+        """Load a saved model; its classes become the module's classes."""
+        from SemSegLib.model_file import SemSegModel
+
+        model = SemSegModel.load(path)
+        if volume is not None:
+            model.check_stack(arrays.channel_count(volume), volume.GetName())
+        self.model, self.replacedModels = model, []
+        self.setClasses(model.classes)
+        self.getParameterNode().SetParameter("ModelPath", str(path))
+        self._modelFile = str(path)
+        self._carry(Path(path).read_bytes())
+        return model
+
+    def modelDescription(self) -> tuple[str, list[str]]:
+        """The current model in one line and in full (`semseg info`): its classes, images, network, how it predicts
+        and the trainings that made it."""
+        from SemSegLib.model_info import info_lines, info_summary, model_info
+
+        if self.model is None:
+            raise InputError("no model yet: train one or load a saved model.")
+        info = model_info(self.model)
+        return info_summary(info), info_lines(info)
+
+    def restoreModelFromParameterNode(self) -> bool:
+        """After a scene is opened: load the model it carries (`model_node`), when it is not the one this Logic last
+        put into a scene: its predictions are that model's, not those of a model trained since in another scene
+        (`lastRestoreNote` says where that one is kept). A scene that carries no model (saved before SemSeg kept
+        models in scenes) gets the file it names (ModelPath), when there is no model yet."""
+        node = self.getParameterNode()
+        path, carried = node.GetParameter("ModelPath"), model_node.stored(node)
+        if self.model is not None and (carried is None or hashlib.sha1(carried).hexdigest() == self._carriedDigest):
+            return False
+        before = self._modelFile if self.model is not None else None
+        decoded = None  # a file this restore wrote: removed again if it holds no model
+        try:
+            if self.model is not None and before is None:  # the model to replace has no file: it gets one first
+                before = str(kept_strokes.new_model_file())
+                self.model.save(before)
+            if carried is not None and not (path and Path(path).is_file() and Path(path).read_bytes() == carried):
+                path = decoded = str(kept_strokes.new_model_file())
+                write_bytes_atomic(Path(path), carried)
+            if path and Path(path).is_file():
+                self.loadModel(path)
+                self.lastRestoreNote = (f"the model of the opened scene replaced the one you had, which is kept in "
+                                        f"{before}" if before else "")
+                return True
+        except (InputError, OSError, ImportError) as e:  # ImportError: PyTorch not installed yet
+            logging.warning(f"SemSeg: could not restore the model of this scene: {e}")
+            if decoded is not None:
+                Path(decoded).unlink(missing_ok=True)
+        return False
+
+
