@@ -207,7 +207,7 @@ PREVIEW_TIME_SHARE = 0.1
 class TrainPreview:
     """Labels of a few images now and then while a training runs, from the network the training would return if
     it ended then (the weight average): `show(iteration, labels)` gets (M, H, W) class values, on the training's
-    thread (the caller moves them to its own; SemSeg.py writes them into MRML on the main thread).
+    thread (the caller moves them to its own; the Logic (SemSegMRML) writes them into MRML on the main thread).
 
     Why: a first training takes a minute or more on a CPU. A person who watches the map form sees early that a
     class is missing or a stroke went astray, and can cancel and paint instead of waiting. A preview is the

@@ -81,7 +81,7 @@ class SemSegLogic(StackLogic, LabelLogic, TrainingLogic, ModelLogic, PredictionL
         # closes, as the accepts are: a new scene gives its nodes the IDs of the closed one's.
         self._strokesBackups: dict[str, Path] = {}
         # The labels of the prediction segmentation SemSeg last wrote or read, with what they were read or written as
-        # (`_heldLabelsKey`): reading them back from Slicer took 1.2-1.5 s for 100 slices of 1024 x 1024 on the main
+        # (`heldLabelsKey`): reading them back from Slicer took 1.2-1.5 s for 100 slices of 1024 x 1024 on the main
         # thread (session 69; 0.25 s since the segments' labelmaps are read directly, session 71; 0.02 s from here),
         # and every prediction, suggestion, accept and export does. One segmentation only, so that this holds one
         # label stack at most.
@@ -93,7 +93,7 @@ class SemSegLogic(StackLogic, LabelLogic, TrainingLogic, ModelLogic, PredictionL
         # Held while the main thread writes the uncertainty volumes' slices and while an export on the worker copies
         # one (SharedSlices), instead of a copy of them all before the export: 13 s for 1000 slices of 1024 x 1024.
         self._uncertaintyLock = threading.Lock()
-        # Volume ID -> the key (`_heldLabelsKey`) of the label segmentation whose labels its correction baseline holds,
+        # Volume ID -> the key (`heldLabelsKey`) of the label segmentation whose labels its correction baseline holds,
         # with that node's ID and its pixels' modified time: while neither changed, the strokes are read from the
         # baseline, which the scene keeps anyway, instead of from the segments (read after a prediction for its
         # baseline and again for the suggestions: 0.016 s against 0.25 s for 100 slices of 1024 x 1024 labeled all

@@ -65,7 +65,7 @@ class LabelLogic:
         (later classes win on overlap)."""
         self.checkLabels(volume, segmentation)
         classes = classes or self.classes()
-        key = _heldLabelsKey(segmentation, volume, classes)
+        key = heldLabelsKey(segmentation, volume, classes)
         held = self._heldPrediction
         if held is not None and held[0] == key:
             return held[1].copy()  # a copy: callers change what they get
@@ -141,7 +141,7 @@ class LabelLogic:
                              "(or the model trained on them), then load the labels.")
         classes = theirs if adopt else classes
         names = self.imageNames(volume)
-        stack = _shapeOnly(names, arrays.slice_shape(volume)[1:], volume.GetName())
+        stack = shapeOnly(names, arrays.slice_shape(volume)[1:], volume.GetName())
 
         def read(onImage) -> tuple[list[int], np.ndarray]:  # worker
             loaded = read_labels(folder, stack, classes=classes, classes_from="the classes in the panel",
@@ -216,7 +216,7 @@ class LabelLogic:
         classes = self.classes()
         labels = self.labelsFromSegmentation(labelSegmentation, volume, classes)
         added = self._accepted.accept(self.scene, volume, labelSegmentation, sliceIndex, predicted, classes, labels)
-        self._baselineHolds(volume, _heldLabelsKey(labelSegmentation, volume, classes))  # accept wrote `labels` to both
+        self._baselineHolds(volume, heldLabelsKey(labelSegmentation, volume, classes))  # accept wrote `labels` to both
         return added
 
     def canUndoAccept(self, volume) -> bool:
@@ -242,7 +242,7 @@ class LoadedLabels:
     segmentation: object  # the label segmentation they went into
 
 
-def _heldLabelsKey(segmentation, volume, classes: list[ClassInfo]) -> tuple:
+def heldLabelsKey(segmentation, volume, classes: list[ClassInfo]) -> tuple:
     """What labels read from `segmentation` depend on; it changes whenever they may: the segments' content (an import
     of labels and a Segment Editor effect modify their labelmaps, adding or removing a segment the segmentation;
     slicer-core), which segment each class is (a renamed one), and the volume's grid (not its pixels)."""
@@ -258,7 +258,7 @@ def _heldLabelsKey(segmentation, volume, classes: list[ClassInfo]) -> tuple:
             tuple(grid.GetElement(i, j) for i in range(4) for j in range(4)))
 
 
-def _shapeOnly(names: list[str], shape: tuple[int, int], source: str):
+def shapeOnly(names: list[str], shape: tuple[int, int], source: str):
     """An ImageStack of `names` that has the volume's shape and no pixels, for reading label files against."""
     from SemSegLib.stack_io import ImageStack
 

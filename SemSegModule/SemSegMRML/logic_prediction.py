@@ -20,7 +20,7 @@ from SemSegLib.task import PacedWrites, SemSegEvent, SemSegTask
 from SemSegLib.worker import Job
 
 from SemSegMRML import arrays, segment_labels, stack_nodes
-from SemSegMRML.logic_labels import _heldLabelsKey
+from SemSegMRML.logic_labels import heldLabelsKey
 
 
 class PredictionLogic:
@@ -78,7 +78,7 @@ class PredictionLogic:
         config = PredictConfig(tta=tta, device=device)
         imagesTime = volume.GetImageData().GetMTime()
         described, seconds = {}, {}
-        voxels = _PredictionVoxels(volume, self.predictionSegmentation(volume, create=False), self.classes(), indices)
+        voxels = PredictionVoxels(volume, self.predictionSegmentation(volume, create=False), self.classes(), indices)
 
         def run(job: Job):
             voxels.make()
@@ -125,13 +125,13 @@ class PredictionLogic:
             self.lastTimings["predict_seconds_per_slice"] = float(np.mean(list(result.values())))
             if labelSegmentation is not None:
                 classes = self.classes()
-                self._setBaseline(volume, _heldLabelsKey(labelSegmentation, volume, classes),
+                self._setBaseline(volume, heldLabelsKey(labelSegmentation, volume, classes),
                                   lambda: self.labelsFromSegmentation(labelSegmentation, volume, classes))
             return result
 
         return self._start("predict", run, describe, finish, waitForCompletion, eventCallback)
 
-    def _writePrediction(self, volume, result: dict, model, voxels: _PredictionVoxels | None = None) -> None:
+    def _writePrediction(self, volume, result: dict, model, voxels: PredictionVoxels | None = None) -> None:
         """`result`: slice index -> (labels, uncertainty) of `model`'s prediction; `voxels`: those its job made for
         the stack's uncertainty volume and the prediction's segments, where they are yet to be made.
 
@@ -143,7 +143,7 @@ class PredictionLogic:
         segmentation = self.predictionSegmentation(volume)
         classes = self.classes()
         held = self._heldPrediction
-        if held is not None and not self._heldLent and held[0] == _heldLabelsKey(segmentation, volume, classes):
+        if held is not None and not self._heldLent and held[0] == heldLabelsKey(segmentation, volume, classes):
             labels = held[1]
         else:
             labels = self.labelsFromSegmentation(segmentation, volume, classes)
@@ -153,7 +153,7 @@ class PredictionLogic:
         indices = sorted(result)
         self.setLabelsToSegmentation(labels[indices], segmentation, volume, classes, slices=indices,
                                      takeVoxels=voxels.takeLabels if voxels is not None else None)
-        self._hold(_heldLabelsKey(segmentation, volume, classes), labels)
+        self._hold(heldLabelsKey(segmentation, volume, classes), labels)
         uncertaintyNode = stack_nodes.uncertainty_volume(self.scene, volume,
                                                          voxels.uncertainty if voxels is not None else None)
         uncertainty = slicer.util.arrayFromVolume(uncertaintyNode)
@@ -181,11 +181,11 @@ class PredictionLogic:
         if unpredicted:
             one = len(unpredicted) == 1
             parts.append(f"{len(unpredicted)} of {n} slices {'has' if one else 'have'} no prediction "
-                         f"({_slices(unpredicted)}): {'its label map' if one else 'their label maps'} will hold only "
-                         "your strokes, 0 (unlabeled) elsewhere.")
+                         f"({slicesText(unpredicted)}): {'its label map' if one else 'their label maps'} will hold "
+                         "only your strokes, 0 (unlabeled) elsewhere.")
         if earlier:
             parts.append(f"{len(earlier)} {'slice was' if len(earlier) == 1 else 'slices were'} predicted by an "
-                         f"earlier model ({_slices(earlier)}).")
+                         f"earlier model ({slicesText(earlier)}).")
         if parts:
             parts.append("Predict all slices first to label every pixel with the current model.")
         return " ".join(parts)
@@ -203,7 +203,7 @@ class PredictionLogic:
         if prediction is None:
             return None
         classes = self.classes()
-        key = _heldLabelsKey(prediction, volume, classes)
+        key = heldLabelsKey(prediction, volume, classes)
         if self._heldPrediction is None or self._heldPrediction[0] != key:
             self._hold(key, segment_labels.labels_from_segmentation(self.scene, prediction, volume, classes))
         labels = self._heldPrediction[1]
@@ -235,7 +235,7 @@ class _PredictedSlice:
     seconds: float
 
 
-class _PredictionVoxels:
+class PredictionVoxels:
     """The voxels a prediction's first writes need, made on the worker thread by the job whose predictions they take
     (`make()`, before it reports any) when, asked on the main thread, they will be needed: the stack's uncertainty
     volume when it has none yet (filling 4 GB of floats for 1000 slices of 1024 x 1024 took 3-11 s), and the prediction
@@ -264,7 +264,7 @@ class _PredictionVoxels:
         return labels
 
 
-def _slices(indices: list[int], shown: int = 8) -> str:
+def slicesText(indices: list[int], shown: int = 8) -> str:
     """'slices 1, 4, 9' (1-based, as the panel numbers them), at most `shown` of them."""
     listed = ", ".join(str(k + 1) for k in indices[:shown])
     return f"slice{'s' if len(indices) > 1 else ''} {listed}{' ...' if len(indices) > shown else ''}"

@@ -22,8 +22,8 @@ from SemSegLib.worker import Job
 
 from SemSegMRML import arrays, results, stack_nodes
 from SemSegMRML.arrays import SOURCE_ATTRIBUTE
-from SemSegMRML.logic_labels import _shapeOnly
-from SemSegMRML.logic_prediction import _slices
+from SemSegMRML.logic_labels import shapeOnly
+from SemSegMRML.logic_prediction import slicesText
 
 
 class ResultLogic:
@@ -64,7 +64,7 @@ class ResultLogic:
             self.metricsToTable(metrics, tableNode)
             byEarlier = [k for k in scored if k in earlier]
             self.lastEvaluationNote = (f"{len(byEarlier)} of the {len(scored)} slices scored were predicted by an "
-                                       f"earlier model ({_slices(byEarlier)})" if byEarlier else "")
+                                       f"earlier model ({slicesText(byEarlier)})" if byEarlier else "")
             return metrics
 
         return self._startReading("evaluate", readAndScore, "reference map(s)", finish)
@@ -170,7 +170,7 @@ def referenceLabels(path: str, names: list[str], shape: tuple[int, int], classes
 
     indices = list(range(len(names))) if indices is None else list(indices)
     byFile = Path(path).is_dir()  # a label stack file has a page per image: read whole, then picked from
-    labels = read_labels(path, _shapeOnly([names[k] for k in indices] if byFile else names, shape, "the loaded images"),
+    labels = read_labels(path, shapeOnly([names[k] for k in indices] if byFile else names, shape, "the loaded images"),
                          classes=classes, classes_from="the classes in the panel",
                          advice="Use reference maps with the panel's class values, or edit the classes.",
                          on_image=onImage).labels

@@ -19,8 +19,8 @@ from SemSegLib.task import SemSegEvent, SemSegTask
 from SemSegLib.worker import Job
 
 from SemSegMRML import segment_labels, stack_nodes
-from SemSegMRML.logic_labels import _heldLabelsKey
-from SemSegMRML.logic_prediction import _PredictionVoxels
+from SemSegMRML.logic_labels import heldLabelsKey
+from SemSegMRML.logic_prediction import PredictionVoxels
 from SemSegMRML.stack_nodes import PREVIEW_NAME, ROLE_PREVIEW
 
 TRAININGS_KEPT = 5  # models replaced by trainings that undoTraining can go back to
@@ -46,7 +46,7 @@ class TrainingLogic:
         classes = self.classes()
         images = self._imagesToWorkOn(volume)[0]
         labels = self.labelsFromSegmentation(labelSegmentation, volume, classes)
-        labelsKey = _heldLabelsKey(labelSegmentation, volume, classes)
+        labelsKey = heldLabelsKey(labelSegmentation, volume, classes)
         painted = segment_labels.painted_slices(labels)
         if not len(painted):
             raise InputError("nothing is painted yet: paint a few strokes of every class, then train.")
@@ -73,7 +73,7 @@ class TrainingLogic:
 
         predicted = {}
         backup, backupError = self.strokesBackupFolder(volume), []
-        voxels = _PredictionVoxels(volume if previewSlice is not None else None)
+        voxels = PredictionVoxels(volume if previewSlice is not None else None)
 
         def run(job: Job):
             try:  # first, so that the strokes are safe whatever happens to the training
