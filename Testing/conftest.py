@@ -47,3 +47,22 @@ def own_temporary_folder(tmp_path_factory, monkeypatch):
     """What the module keeps in the temporary folder (the autosaved model, the strokes a training used) goes to
     the test's own, not the machine's."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("tmp")))
+
+
+@pytest.fixture
+def scene():
+    """A real MRML scene set up as the Slicer application sets it up (slicer_scene.py); cleared afterwards."""
+    pytest.importorskip("slicer", reason="slicer-core wheel not installed")
+    from slicer_scene import make_scene
+
+    scene, app, logics = make_scene()
+    yield scene
+    scene.Clear(1)
+
+
+@pytest.fixture
+def logic(scene):
+    """SemSegLogic on that scene, as the module's panel makes it (SemSeg.SemSegLogic)."""
+    import SemSeg
+
+    return SemSeg.SemSegLogic(scene)
