@@ -215,6 +215,20 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.editor is not None:
             self._effectFactory.disconnect("effectRegistered(QString)", self._onEffectRegistered)
 
+    def onReload(self) -> None:
+        """Developer mode's Reload. Slicer runs this file again, but the Logic (SemSegMRML) and the engine (SemSegLib)
+        would stay as first imported: they are forgotten, so the reloaded module imports their edited code. The old
+        Logic's worker thread is stopped (after the job it runs, which the widget's cleanup cancels)."""
+        import sys
+
+        if self._task is not None:
+            self._task.cancel()
+        if SemSegLogic._worker is not None:
+            SemSegLogic._worker.shutdown()
+        for name in [n for n in sys.modules if n.split(".")[0] in ("SemSegLib", "SemSegMRML")]:
+            del sys.modules[name]
+        ScriptedLoadableModuleWidget.onReload(self)
+
     def enter(self) -> None:
         self.editor.installKeyboardShortcuts()
         self._selectEditorNode()

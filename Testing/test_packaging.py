@@ -149,3 +149,26 @@ def test_loading_the_module_imports_no_heavy_package():
     code = f"import sys, SemSeg; print([m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], cwd=MODULE, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_developer_reload_imports_the_logic_and_the_engine_afresh(monkeypatch):
+    # Slicer's Reload runs SemSeg.py again; the Logic and the engine live in packages it would keep as first imported.
+    pytest.importorskip("slicer", reason="slicer-core wheel not installed")
+    import types
+
+    import SemSeg
+    from SemSegLib.worker import Worker
+
+    reloaded = []
+    monkeypatch.setattr(SemSeg.ScriptedLoadableModuleWidget, "onReload", lambda self: reloaded.append(self),
+                        raising=False)
+    worker = Worker()
+    monkeypatch.setattr(SemSeg.SemSegLogic, "_worker", worker)
+    ours = {name: module for name, module in sys.modules.items() if name.split(".")[0] in ("SemSegLib", "SemSegMRML")}
+    assert "SemSegMRML.logic" in ours and "SemSegLib.training" in ours
+    widget = types.SimpleNamespace(_task=None)
+    try:
+        SemSeg.SemSegWidget.onReload(widget)
+        assert not [name for name in sys.modules if name in ours] and reloaded == [widget] and not worker.alive
+    finally:
+        sys.modules.update(ours)  # the other tests hold these modules' classes
