@@ -4,6 +4,8 @@ continue, undo, what an error says.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,8 @@ from painted_scene import FAST, sample_scene  # noqa: E402
 from SemSegLib import kept_strokes  # noqa: E402
 from SemSegLib.errors import InputError  # noqa: E402
 from SemSegMRML import logic_training, model_node, stack_nodes  # noqa: E402
+
+MODULE = Path(__file__).resolve().parents[1] / "SemSegModule"
 
 
 def test_cancel_keeps_a_model_and_continue_training_uses_it(tmp_path, logic):
@@ -194,3 +198,35 @@ def test_the_start_chosen_in_the_panel_reaches_the_training(tmp_path, logic):
     assert logic.model.history[-1]["starting_point"]["name"] == "fluorescent-nuclei"
     with pytest.raises(InputError, match="starting point 'none'"):
         logic.train(volume, seg, iterations=2, continueTraining=False, starting_point="fluorescent-nuclei", **FAST)
+
+
+def test_the_first_training_imports_torch_on_the_worker(tmp_path):
+    # The first training of a Slicer session imports torch and the engine: on Slicer's GUI thread that held it
+    # about 2 s (longer with a CUDA build). This process has torch already, so a fresh one shows which thread
+    # imports it first.
+    script = f"""
+import sys, threading
+sys.path[:0] = {[str(MODULE), str(Path(__file__).parent)]!r}
+first = []
+
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" and not first:
+            first.append(threading.current_thread().name)
+
+sys.meta_path.insert(0, Watch())
+from pathlib import Path
+import SemSeg
+from painted_scene import FAST, sample_scene
+from slicer_scene import make_scene
+
+logic = SemSeg.SemSegLogic(make_scene()[0])
+_, volume, seg, _, _ = sample_scene(Path({str(tmp_path)!r}), logic)
+assert not first, first
+task = logic.train(volume, seg, iterations=2, waitForCompletion=False, **FAST)
+task.wait()
+print("first import of torch:", first[0])
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == "first import of torch: SemSegWorker"

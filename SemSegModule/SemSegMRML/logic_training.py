@@ -40,9 +40,6 @@ class TrainingLogic:
         (the network so far, every `previewSeconds`; a "preview" event each time), and predicted with the
         trained model when the training ends (as `predict` would). The preview is removed when it ends.
         """
-        from SemSegLib.prediction import PredictConfig, predict_image
-        from SemSegLib.training import TrainConfig, TrainPreview, train
-
         classes = self.classes()
         images = self._imagesToWorkOn(volume)[0]
         labels = self.labelsFromSegmentation(labelSegmentation, volume, classes)
@@ -65,12 +62,6 @@ class TrainingLogic:
             was = (f"{self.model.in_channels}-channel images" if self.model.in_channels != images.shape[1]
                    else f"the classes {', '.join(c.name for c in self.model.classes)}")
             note = f"a new model, since the current one was trained on {was}"
-        config = TrainConfig(seed=seed, device=device, correction_weight=correctionWeight, **trainOptions)
-        if iterations is not None:  # 0 or less is refused by the engine, not replaced by the default
-            config.iterations, config.seconds = int(iterations), None
-        elif seconds is not None:
-            config.seconds = float(seconds)
-
         predicted = {}
         backup, backupError = self.strokesBackupFolder(volume), []
         voxels = PredictionVoxels(volume if previewSlice is not None else None)
@@ -80,6 +71,16 @@ class TrainingLogic:
                 kept_strokes.keep_strokes(backup, images, names, labels, classes)
             except OSError as e:  # a full or read-only temporary folder must not stop the training
                 backupError.append(f"the strokes could not be kept in {backup} ({e})")
+            # Imported here, on the worker: the first training of a Slicer session imports torch and the engine,
+            # which held Slicer's GUI 1.9-2.4 s on this machine's CPU build of torch, longer with a CUDA build.
+            from SemSegLib.prediction import PredictConfig, predict_image
+            from SemSegLib.training import TrainConfig, TrainPreview, train
+
+            config = TrainConfig(seed=seed, device=device, correction_weight=correctionWeight, **trainOptions)
+            if iterations is not None:  # 0 or less is refused by the engine, not replaced by the default
+                config.iterations, config.seconds = int(iterations), None
+            elif seconds is not None:
+                config.seconds = float(seconds)
             preview = None
             if previewSlice is not None:
                 preview = TrainPreview(images[[previewSlice]],
