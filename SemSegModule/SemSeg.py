@@ -91,6 +91,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._task = None
         self._taskLabel = ""
         self._predictedNote = ""  # shown again once the prediction's suggestions are worked out
+        self._loadingModel = ""  # the file name of the model being loaded
         self._timer = None
         self._suggestions = []
         self._trainedVolume = None
@@ -391,6 +392,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ui.evaluateButton.enabled = volume is not None and not busy
         ui.exportButton.enabled = volume is not None and labels is not None and not busy
         ui.saveModelButton.enabled = hasModel and not busy
+        ui.loadModelButton.enabled = not busy  # a model loaded meanwhile would be replaced by the task's end
         ui.predictFolderButton.enabled = ui.predictStackFileButton.enabled = hasModel and not busy
         ui.nextSliceButton.enabled = bool(self._suggestions)
         if hasModel:
@@ -660,6 +662,8 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.statusLabel.text = (f"{'Cancelled: ' if event.kind == 'cancelled' else ''}{r['images']} label "
                                             f"map(s) written to {r['folder']} ({r['seconds_per_image']:.2f} s per "
                                             "image)")
+        elif self._taskLabel == "Loading the model" and event.data is not None:
+            self.ui.statusLabel.text = f"Loaded the model {self._loadingModel}"
         elif self._taskLabel == "Loading labels" and event.data is not None:
             self._showLoadedLabels(event.data)
         elif self._taskLabel == "Evaluation" and event.data is not None:
@@ -864,10 +868,10 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), "Load model", "", "Model (*.pt)")
         if path:
-            with slicer.util.tryWithErrorDisplay("Loading the model failed.", waitCursor=True):
-                self.logic.loadModel(path, self._volume())
-                self._updateButtons()
-                self.ui.statusLabel.text = f"Loaded the model {Path(path).name}"
+            with slicer.util.tryWithErrorDisplay("Loading the model failed."):
+                # On the worker: the first load of a session imports torch (seconds of a frozen panel otherwise).
+                self._loadingModel = Path(path).name
+                self._startTask(self.logic.startLoadingModel(path, self._volume()), "Loading the model")
 
 
 #

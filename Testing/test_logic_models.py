@@ -4,9 +4,11 @@ the autosave folder's pruning.
 
 from __future__ import annotations
 
+import threading
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 slicer = pytest.importorskip("slicer", reason="slicer-core wheel not installed")
@@ -126,3 +128,31 @@ def test_the_first_logic_of_an_application_prunes_the_autosave_folder(scene, mon
     os.utime(again, (1, 1))
     SemSeg.SemSegLogic(scene)  # once per application: a Logic made later does not look again
     assert again.exists()
+
+
+def test_the_panel_s_load_reads_the_model_on_the_worker_and_refuses_one_the_images_do_not_fit(tmp_path, logic,
+                                                                                                scene, monkeypatch):
+    from SemSegLib import model_file
+    from SemSegLib.classes import ClassInfo
+
+    _, volume, seg, _, _ = sample_scene(tmp_path, logic)
+    logic.train(volume, seg, iterations=2, **FAST)
+    logic.saveModel(str(tmp_path / "mine.pt"))
+    trained = logic.modelDescription()
+    logic.setClasses([ClassInfo(1, "a", (1, 2, 3)), ClassInfo(2, "b", (4, 5, 6))])
+    readers = []
+    realLoad = model_file.SemSegModel.load
+    monkeypatch.setattr(model_file.SemSegModel, "load",
+                        staticmethod(lambda path: readers.append(threading.current_thread().name) or realLoad(path)))
+    task = logic.startLoadingModel(str(tmp_path / "mine.pt"), volume)
+    model = task.wait()
+    assert readers == ["SemSegWorker"] and model is logic.model and logic.modelDescription() == trained
+    assert [c.name for c in logic.classes()] == [c.name for c in model.classes]  # the model's classes, as loadModel
+    node = logic.getParameterNode()
+    assert node.GetParameter("ModelPath") == str(tmp_path / "mine.pt")
+    assert model_node.stored(node) == (tmp_path / "mine.pt").read_bytes()  # a saved scene carries it
+    # A model the images do not fit is refused when the task ends; the current one stays.
+    rgb = logic.volumeFromStack(np.zeros((2, 3, 8, 8), np.uint16), ["x", "y"], rgb=False)
+    with pytest.raises(InputError, match="channel"):
+        logic.startLoadingModel(str(tmp_path / "mine.pt"), rgb).wait()
+    assert logic.model is model

@@ -14,6 +14,7 @@ from pathlib import Path
 from SemSegLib import kept_strokes
 from SemSegLib.atomic import write_bytes_atomic
 from SemSegLib.errors import InputError
+from SemSegLib.task import SemSegEvent, SemSegTask
 
 from SemSegMRML import arrays, model_node
 
@@ -53,17 +54,28 @@ class ModelLogic:
         self.model.save(path)
 
     def loadModel(self, path: str, volume=None):
-        """Load a saved model; its classes become the module's classes."""
-        from SemSegLib.model_file import SemSegModel
+        """Load a saved model, on this thread (a script's, the console's); its classes become the module's classes.
+        The panel uses `startLoadingModel`."""
+        return self._adoptModel(*_readModel(path), path, volume)
 
-        model = SemSegModel.load(path)
+    def startLoadingModel(self, path: str, volume=None) -> SemSegTask:
+        """`loadModel` with the file read and the network built on the worker: poll the task; its result is the model
+        (None if the scene closed meanwhile). Why: the first load of a Slicer session imports torch and MONAI, which
+        held Slicer's GUI 3.5 s on this machine's CPU build of torch, longer with a CUDA build."""
+        return self._start("load model", lambda job: _readModel(path), lambda p: SemSegEvent("progress", str(p)),
+                           self._inThisScene(lambda read: self._adoptModel(*read, path, volume)),
+                           waitForCompletion=False, eventCallback=None)
+
+    def _adoptModel(self, model, data: bytes, path: str, volume=None):
+        """`model`, read from `data` (the file at `path`), becomes the current one; refused if `volume`'s images do
+        not fit it."""
         if volume is not None:
             model.check_stack(arrays.channel_count(volume), volume.GetName())
         self.model, self.replacedModels = model, []
         self.setClasses(model.classes)
         self.getParameterNode().SetParameter("ModelPath", str(path))
         self._modelFile = str(path)
-        self._carry(Path(path).read_bytes())
+        self._carry(data)
         return model
 
     def modelDescription(self) -> tuple[str, list[str]]:
@@ -106,3 +118,8 @@ class ModelLogic:
         return False
 
 
+def _readModel(path: str) -> tuple:
+    """(the model in the file at `path`, the file's bytes, which the scene keeps). No MRML: safe on the worker."""
+    from SemSegLib.model_file import SemSegModel
+
+    return SemSegModel.load(path), Path(path).read_bytes()
