@@ -246,10 +246,19 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.editor.removeViewObservations()
 
     def _restoreModel(self) -> None:
-        """The model the scene carries (`restoreModelFromParameterNode`), said in the status line."""
-        if self.logic.restoreModelFromParameterNode():
-            self.ui.statusLabel.text = ("Loaded the model of this scene"
-                                        + (f"; {self.logic.lastRestoreNote}." if self.logic.lastRestoreNote else "."))
+        """The model the scene carries, read on the worker (`startRestoringModel`; the first model of a session
+        imports torch, seconds of a frozen panel). Read here while another task holds the worker: a training must
+        not hold the scene's model back."""
+        if self._task is None:
+            task = self.logic.startRestoringModel()
+            if task is not None:
+                self._startTask(task, "Loading the scene's model")
+        elif self._taskLabel != "Loading the scene's model" and self.logic.restoreModelFromParameterNode():
+            self._showRestoredModel()
+
+    def _showRestoredModel(self) -> None:
+        self.ui.statusLabel.text = ("Loaded the model of this scene"
+                                    + (f"; {self.logic.lastRestoreNote}." if self.logic.lastRestoreNote else "."))
 
     def onSceneStartClose(self, caller, event) -> None:
         if self._task is not None:
@@ -662,6 +671,8 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.statusLabel.text = (f"{'Cancelled: ' if event.kind == 'cancelled' else ''}{r['images']} label "
                                             f"map(s) written to {r['folder']} ({r['seconds_per_image']:.2f} s per "
                                             "image)")
+        elif self._taskLabel == "Loading the scene's model" and event.data:
+            self._showRestoredModel()
         elif self._taskLabel == "Loading the model" and event.data is not None:
             self.ui.statusLabel.text = f"Loaded the model {self._loadingModel}"
         elif self._taskLabel == "Loading labels" and event.data is not None:

@@ -76,7 +76,16 @@ def test_a_saved_scene_carries_its_model(tmp_path, logic, scene):
     scene2.Clear(1)
 
 
-def test_a_model_node_whose_text_is_not_a_model_s_is_ignored(logic, scene):
+def _restore(logic, where: str) -> bool:
+    """The scene's model restored as a script does (on this thread) or as the panel does (on the worker)."""
+    if where == "here":
+        return logic.restoreModelFromParameterNode()
+    task = logic.startRestoringModel()
+    return task is not None and task.wait()
+
+
+@pytest.mark.parametrize("where", ["here", "on the worker"])
+def test_a_model_node_whose_text_is_not_a_model_s_is_ignored(logic, scene, where):
     node = logic.getParameterNode()
     assert model_node.stored(node) is None
     model_node.store(scene, node, b"\x00model bytes\xff")
@@ -84,13 +93,14 @@ def test_a_model_node_whose_text_is_not_a_model_s_is_ignored(logic, scene):
     text = node.GetNodeReference(model_node.ROLE_MODEL)
     text.SetText("edited by hand: not base64")
     assert model_node.stored(node) is None
-    assert not logic.restoreModelFromParameterNode()  # nothing to restore, and no error
+    assert not _restore(logic, where)  # nothing to restore, and no error
     model_node.store(scene, node, b"base64 all right, but no model")
-    assert not logic.restoreModelFromParameterNode() and logic.model is None
+    assert not _restore(logic, where) and logic.model is None
     assert not list(kept_strokes.autosave_folder().glob("model-*.pt"))  # its decoded bytes are not left behind
 
 
-def test_an_opened_scene_brings_its_model_in_place_of_one_trained_since(tmp_path, logic, scene):
+@pytest.mark.parametrize("where", ["here", "on the worker"])
+def test_an_opened_scene_brings_its_model_in_place_of_one_trained_since(tmp_path, logic, scene, where, monkeypatch):
     # Work on stack A saved; the scene closed, stack B trained; A opened again: A's predictions are A's model's.
     from SemSegLib.model_file import SemSegModel
 
@@ -102,15 +112,20 @@ def test_an_opened_scene_brings_its_model_in_place_of_one_trained_since(tmp_path
     _, volume, seg, _, _ = sample_scene(tmp_path / "b", logic, painted=(1, 3))
     logic.train(volume, seg, iterations=2, continueTraining=False, **FAST)
     model_b = logic.model.signature
-    assert not logic.restoreModelFromParameterNode()  # the scene carries the model the Logic has
+    assert not _restore(logic, where)  # the scene carries the model the Logic has
     scene.Clear(0)
     assert scene.ReadFromMRB(str(tmp_path / "a.mrb"))
-    assert logic.restoreModelFromParameterNode()
+    readers = []
+    realLoad = SemSegModel.load
+    monkeypatch.setattr(SemSegModel, "load",
+                        staticmethod(lambda path: readers.append(threading.current_thread().name) or realLoad(path)))
+    assert _restore(logic, where)
+    assert readers == ["MainThread" if where == "here" else "SemSegWorker"]
     assert logic.model.signature == model_a != model_b
     kept = logic.lastRestoreNote.rsplit(" ", 1)[-1]
     assert logic.lastRestoreNote.startswith("the model of the opened scene replaced the one you had")
     assert SemSegModel.load(kept).signature == model_b  # nothing is lost: the one it replaced is in its file
-    assert not logic.restoreModelFromParameterNode()  # and only once
+    assert not _restore(logic, where)  # and only once
 
 
 def test_the_first_logic_of_an_application_prunes_the_autosave_folder(scene, monkeypatch):

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from SemSegLib import kept_strokes
 from SemSegLib.atomic import write_bytes_atomic
 from SemSegLib.errors import InputError
 from SemSegLib.task import SemSegEvent, SemSegTask
+from SemSegLib.worker import Job
 
 from SemSegMRML import arrays, model_node
 
@@ -92,30 +94,91 @@ class ModelLogic:
         """After a scene is opened: load the model it carries (`model_node`), when it is not the one this Logic last
         put into a scene: its predictions are that model's, not those of a model trained since in another scene
         (`lastRestoreNote` says where that one is kept). A scene that carries no model (saved before SemSeg kept
-        models in scenes) gets the file it names (ModelPath), when there is no model yet."""
+        models in scenes) gets the file it names (ModelPath), when there is no model yet. Read on this thread; the
+        panel uses `startRestoringModel`. Returns whether a model was restored."""
+        plan = self._planRestore()
+        if plan is None:
+            return False
+        try:
+            read = _readModel(plan.path)
+        except RESTORE_ERRORS as e:
+            # Its message, not the error: one held here would keep this frame, and the scene, until the garbage
+            # collector frees them, on whichever thread it runs (it crashed the tests' process).
+            read = str(e)
+        return self._finishRestore(plan, read)
+
+    def startRestoringModel(self) -> SemSegTask | None:
+        """`restoreModelFromParameterNode` with the model read on the worker: None when there is nothing to restore,
+        else a task whose result says whether a model was restored (None if the scene closed meanwhile). Why: the
+        first model of a Slicer session imports torch, which held Slicer's GUI 4.5 s after the scene had opened."""
+        plan = self._planRestore()
+        if plan is None:
+            return None
+
+        def run(job: Job):
+            try:
+                return _readModel(plan.path)
+            except RESTORE_ERRORS as e:  # said as restoreModelFromParameterNode says it, when the task ends
+                return str(e)
+
+        return self._start("restore model", run, lambda p: SemSegEvent("progress", str(p)),
+                           self._inThisScene(lambda read: self._finishRestore(plan, read)),
+                           waitForCompletion=False, eventCallback=None)
+
+    def _planRestore(self) -> _Restore | None:
+        """What a restore loads, and what it first writes: the model it replaces into a file, if that has none, and
+        the model the scene carries into one, if no file holds it. None: nothing to restore (or it could not be
+        written, which is logged)."""
         node = self.getParameterNode()
         path, carried = node.GetParameter("ModelPath"), model_node.stored(node)
         if self.model is not None and (carried is None or hashlib.sha1(carried).hexdigest() == self._carriedDigest):
-            return False
-        before = self._modelFile if self.model is not None else None
-        decoded = None  # a file this restore wrote: removed again if it holds no model
+            return None
+        plan = _Restore(path, None, self._modelFile if self.model is not None else None)
         try:
-            if self.model is not None and before is None:  # the model to replace has no file: it gets one first
-                before = str(kept_strokes.new_model_file())
-                self.model.save(before)
+            if self.model is not None and plan.replaced is None:  # the model to replace has no file: it gets one
+                plan.replaced = str(kept_strokes.new_model_file())
+                self.model.save(plan.replaced)
             if carried is not None and not (path and Path(path).is_file() and Path(path).read_bytes() == carried):
-                path = decoded = str(kept_strokes.new_model_file())
-                write_bytes_atomic(Path(path), carried)
-            if path and Path(path).is_file():
-                self.loadModel(path)
-                self.lastRestoreNote = (f"the model of the opened scene replaced the one you had, which is kept in "
-                                        f"{before}" if before else "")
-                return True
-        except (InputError, OSError, ImportError) as e:  # ImportError: PyTorch not installed yet
-            logging.warning(f"SemSeg: could not restore the model of this scene: {e}")
-            if decoded is not None:
-                Path(decoded).unlink(missing_ok=True)
-        return False
+                plan.path = plan.written = str(kept_strokes.new_model_file())
+                write_bytes_atomic(Path(plan.path), carried)
+        except OSError as e:
+            self._restoreFailed(plan, e)
+            return None
+        return plan if plan.path and Path(plan.path).is_file() else None
+
+    def _finishRestore(self, plan: _Restore, read) -> bool:
+        """`read`: what `_readModel` gave for the plan's file, or what went wrong."""
+        if isinstance(read, str):
+            self._restoreFailed(plan, read)
+            return False
+        try:
+            self._adoptModel(*read, plan.path)
+        except InputError as e:  # classes a panel cannot take
+            self._restoreFailed(plan, e)
+            return False
+        self.lastRestoreNote = (f"the model of the opened scene replaced the one you had, which is kept in "
+                                f"{plan.replaced}" if plan.replaced else "")
+        return True
+
+    @staticmethod
+    def _restoreFailed(plan: _Restore, error: Exception | str) -> None:
+        logging.warning(f"SemSeg: could not restore the model of this scene: {error}")
+        if plan.written is not None:
+            Path(plan.written).unlink(missing_ok=True)
+        return None
+
+
+# ImportError: PyTorch not installed yet.
+RESTORE_ERRORS = (InputError, OSError, ImportError)
+
+
+@dataclass
+class _Restore:
+    """What restoring the scene's model loads (`path`), and the files it wrote first."""
+
+    path: str
+    written: str | None  # the model the scene carries, written by the restore: removed again if it holds no model
+    replaced: str | None  # the file that keeps the model the restore replaces
 
 
 def _readModel(path: str) -> tuple:
