@@ -4,6 +4,8 @@ the autosave folder's pruning.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -171,3 +173,33 @@ def test_the_panel_s_load_reads_the_model_on_the_worker_and_refuses_one_the_imag
     with pytest.raises(InputError, match="channel"):
         logic.startLoadingModel(str(tmp_path / "mine.pt"), rgb).wait()
     assert logic.model is model
+
+
+def test_a_scene_collected_together_with_its_logic_does_not_crash_the_process():
+    # A cycle that holds a scene and its Logic (an error kept with its traceback did) is freed by the garbage
+    # collector; the scene's destructor then called the Logic's observer, which the collector had cleared: a
+    # segmentation fault. In a process of its own, which such a crash would end.
+    root = Path(__file__).resolve().parent
+    script = f"""
+import gc, sys
+sys.path[:0] = {[str(root.parent / "SemSegModule"), str(root)]!r}
+import SemSeg
+from slicer_scene import make_scene
+
+def cycle():
+    scene = make_scene()[0]
+    logic = SemSeg.SemSegLogic(scene)  # made before what holds it: the collector clears its observer first
+
+    class Cycle:
+        pass
+
+    held = Cycle()
+    held.scene, held.logic, held.me = scene, logic, held
+
+for _ in range(3):
+    cycle()
+    gc.collect()
+print("collected")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "collected", done.stderr[-1500:]

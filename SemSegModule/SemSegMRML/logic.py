@@ -103,8 +103,11 @@ class SemSegLogic(StackLogic, LabelLogic, TrainingLogic, ModelLogic, PredictionL
         # A weak reference: a lambda holding the Logic would tie the scene and the Logic in a cycle that only the
         # garbage collector frees, on whichever thread it runs (the training thread too), as the scene dies.
         forget = weakref.WeakMethod(self._forgetScene)
-        self.scene.AddObserver(slicer.vtkMRMLScene.StartCloseEvent,
-                               lambda caller, event: forget() is not None and forget()())
+        tag = self.scene.AddObserver(slicer.vtkMRMLScene.StartCloseEvent,
+                                     lambda caller, event: forget() is not None and forget()())
+        # ...and the observer goes with the Logic. A scene freed by the garbage collector together with its Logic (a
+        # cycle holding both) called it from its destructor after the collector had cleared it: a segmentation fault.
+        weakref.finalize(self, self.scene.RemoveObserver, tag)
 
     def _forgetScene(self) -> None:
         self._sceneCloses += 1
