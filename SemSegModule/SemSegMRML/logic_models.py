@@ -63,7 +63,7 @@ class ModelLogic:
     def startLoadingModel(self, path: str, volume=None) -> SemSegTask:
         """`loadModel` with the file read and the network built on the worker: poll the task; its result is the model
         (None if the scene closed meanwhile). Why: the first load of a Slicer session imports torch and MONAI, which
-        held Slicer's GUI 3.5 s on this machine's CPU build of torch, longer with a CUDA build."""
+        held Slicer's GUI 4.5 s on this machine's CPU build of torch, longer with a CUDA build."""
         return self._start("load model", lambda job: _readModel(path), lambda p: SemSegEvent("progress", str(p)),
                            self._inThisScene(lambda read: self._adoptModel(*read, path, volume)),
                            waitForCompletion=False, eventCallback=None)
@@ -165,7 +165,6 @@ class ModelLogic:
         logging.warning(f"SemSeg: could not restore the model of this scene: {error}")
         if plan.written is not None:
             Path(plan.written).unlink(missing_ok=True)
-        return None
 
 
 # ImportError: PyTorch not installed yet.
