@@ -1005,6 +1005,8 @@ class SemSegTest(ScriptedLoadableModuleTest):
         reopened = SemSegLogic()
         self.assertTrue(reopened.restoreModelFromParameterNode())
         self.assertEqual(reopened.model.signature, logic.model.signature)
+        self._waitForPanel(widget)  # the panel reads the opened scene's model on the worker
+        self.assertEqual(widget.logic.model.signature, logic.model.signature)
         self.delayDisplay("SemSeg loop test passed")
 
     @staticmethod
