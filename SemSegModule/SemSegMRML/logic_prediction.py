@@ -66,14 +66,11 @@ class PredictionLogic:
             raise InputError("no slices to predict (nothing painted yet?).")
         if firstSlice is not None and int(firstSlice) in indices:
             indices = [int(firstSlice)] + [k for k in indices if k != int(firstSlice)]
+        # Slices predicted before whose look is not known (a scene opened again) are described by the where-to-paint
+        # task (`startSuggesting`), which the panel starts when a prediction ends.
         known = self._cachedSliceDescriptors(volume) or {}
-        # Slices predicted before whose look is not known (a scene opened again) are described by this job too:
-        # where to paint next needs every predicted slice's, and 0.3 s each of 1024 x 1024 held the GUI at the end.
-        predicting = set(indices)
-        undescribed = [k for k in self.predictedSlices(volume) if k not in known and k not in predicting]
-        images, positions = self._imagesToWorkOn(volume, indices + undescribed)  # images[positions[j]]: slice j
-        sliceAt = dict(zip(positions, indices + undescribed))
-        toPredict, toDescribe = positions[:len(indices)], positions[len(indices):]
+        images, positions = self._imagesToWorkOn(volume, indices)  # images[positions[j]]: slice indices[j]
+        sliceAt = dict(zip(positions, indices))
         model = self.model
         config = PredictConfig(tta=tta, device=device)
         imagesTime = volume.GetImageData().GetMTime()
@@ -86,17 +83,12 @@ class PredictionLogic:
             # slice looks like (for where to paint) is described after it, not after the last slice: 0.3 s per
             # image of 1024 x 1024, which at the end left a prediction of 100 such slices at 100% for 30 s.
             done = []
-            for j, pred in predict_stack(model, images, config, toPredict, should_stop=job.should_stop):
+            for j, pred in predict_stack(model, images, config, positions, should_stop=job.should_stop):
                 k = sliceAt[j]
                 job.report(_PredictedSlice(k, pred.labels, pred.uncertainty, pred.seconds))
                 done.append(k)
                 if k not in known:
                     described[k] = image_descriptors(images, [j], model.normalization)[j]
-            for count, j in enumerate(toDescribe, start=1):
-                if job.should_stop():
-                    break
-                described[sliceAt[j]] = image_descriptors(images, [j], model.normalization)[j]
-                job.report((count, len(toDescribe)))
             return done
 
         def write(batch: dict) -> None:  # main thread
@@ -105,10 +97,7 @@ class PredictionLogic:
 
         writes = PacedWrites(write, showSeconds)
 
-        def describe(p: _PredictedSlice | tuple[int, int]) -> SemSegEvent:
-            if isinstance(p, tuple):
-                return SemSegEvent("progress", f"{p[0]} of {p[1]} slice(s) predicted before described for where to "
-                                   "paint next", p[0] / p[1], p)
+        def describe(p: _PredictedSlice) -> SemSegEvent:
             seconds[p.index] = p.seconds
             writes.add(p.index, (p.labels, p.uncertainty))
             progress = PredictionProgress(len(seconds), len(indices), p.seconds, writes.written)
