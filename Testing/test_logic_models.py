@@ -168,6 +168,9 @@ def test_the_panel_s_load_reads_the_model_on_the_worker_and_refuses_one_the_imag
     node = logic.getParameterNode()
     assert node.GetParameter("ModelPath") == str(tmp_path / "mine.pt")
     assert model_node.stored(node) == (tmp_path / "mine.pt").read_bytes()  # a saved scene carries it
+    cancelled = logic.startLoadingModel(str(tmp_path / "mine.pt"), volume)
+    cancelled.cancel()  # before the worker reads the file, or after: either way nothing changes
+    assert cancelled.wait() is None and logic.model is model
     # A model the images do not fit is refused when the task ends; the current one stays.
     rgb = logic.volumeFromStack(np.zeros((2, 3, 8, 8), np.uint16), ["x", "y"], rgb=False)
     with pytest.raises(InputError, match="channel"):

@@ -62,9 +62,14 @@ class ModelLogic:
 
     def startLoadingModel(self, path: str, volume=None) -> SemSegTask:
         """`loadModel` with the file read and the network built on the worker: poll the task; its result is the model
-        (None if the scene closed meanwhile). Why: the first load of a Slicer session imports torch and MONAI, which
-        held Slicer's GUI 4.5 s on this machine's CPU build of torch, longer with a CUDA build."""
-        return self._start("load model", lambda job: _readModel(path), lambda p: SemSegEvent("progress", str(p)),
+        (None if cancelled or the scene closed meanwhile). Why: the first load of a Slicer session imports torch and
+        MONAI, which held Slicer's GUI 4.5 s on this machine's CPU build of torch, longer with a CUDA build."""
+
+        def run(job: Job):
+            read = _readModel(path)
+            return None if job.should_stop() else read  # cancelled: the current model stays
+
+        return self._start("load model", run, lambda p: SemSegEvent("progress", str(p)),
                            self._inThisScene(lambda read: self._adoptModel(*read, path, volume)),
                            waitForCompletion=False, eventCallback=None)
 
