@@ -206,3 +206,20 @@ print("collected")
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "collected", done.stderr[-1500:]
+
+
+def test_a_restore_on_the_worker_whose_scene_closes_meanwhile_leaves_no_file(tmp_path, logic, scene):
+    _, volume, seg, _, _ = sample_scene(tmp_path, logic)
+    logic.train(volume, seg, iterations=2, **FAST)
+    assert scene.WriteToMRB(str(tmp_path / "work.mrb"))
+    Path(logic.getParameterNode().GetParameter("ModelPath")).unlink()  # the restore must write the scene's copy
+    scene2, _, _ = make_scene()
+    assert scene2.ReadFromMRB(str(tmp_path / "work.mrb"))
+    logic2 = SemSeg.SemSegLogic(scene2)
+    before = set(kept_strokes.autosave_folder().glob("model-*.pt"))
+    task = logic2.startRestoringModel()
+    assert len(set(kept_strokes.autosave_folder().glob("model-*.pt")) - before) == 1  # written before the reading
+    scene2.Clear(0)
+    assert task.wait() is None and logic2.model is None
+    assert set(kept_strokes.autosave_folder().glob("model-*.pt")) == before
+    scene2.Clear(1)

@@ -126,9 +126,13 @@ class ModelLogic:
             except RESTORE_ERRORS as e:  # said as restoreModelFromParameterNode says it, when the task ends
                 return str(e)
 
+        def ended() -> None:  # the scene closed meanwhile: the file the restore wrote holds no model of a scene
+            if not plan.restored and plan.written is not None:
+                Path(plan.written).unlink(missing_ok=True)
+
         return self._start("restore model", run, lambda p: SemSegEvent("progress", str(p)),
                            self._inThisScene(lambda read: self._finishRestore(plan, read)),
-                           waitForCompletion=False, eventCallback=None)
+                           waitForCompletion=False, eventCallback=None, ended=ended)
 
     def _planRestore(self) -> _Restore | None:
         """What a restore loads, and what it first writes: the model it replaces into a file, if that has none, and
@@ -163,6 +167,7 @@ class ModelLogic:
             return False
         self.lastRestoreNote = (f"the model of the opened scene replaced the one you had, which is kept in "
                                 f"{plan.replaced}" if plan.replaced else "")
+        plan.restored = True
         return True
 
     @staticmethod
@@ -183,6 +188,7 @@ class _Restore:
     path: str
     written: str | None  # the model the scene carries, written by the restore: removed again if it holds no model
     replaced: str | None  # the file that keeps the model the restore replaces
+    restored: bool = False
 
 
 def _readModel(path: str) -> tuple:
