@@ -102,15 +102,7 @@ class ModelLogic:
         models in scenes) gets the file it names (ModelPath), when there is no model yet. Read on this thread; the
         panel uses `startRestoringModel`. Returns whether a model was restored."""
         plan = self._planRestore()
-        if plan is None:
-            return False
-        try:
-            read = _readModel(plan.path)
-        except RESTORE_ERRORS as e:
-            # Its message, not the error: one held here would keep this frame, and the scene, until the garbage
-            # collector frees them, on whichever thread it runs (it crashed the tests' process).
-            read = str(e)
-        return self._finishRestore(plan, read)
+        return False if plan is None else self._finishRestore(plan, _readForRestore(plan.path))
 
     def startRestoringModel(self) -> SemSegTask | None:
         """`restoreModelFromParameterNode` with the model read on the worker: None when there is nothing to restore,
@@ -120,17 +112,12 @@ class ModelLogic:
         if plan is None:
             return None
 
-        def run(job: Job):
-            try:
-                return _readModel(plan.path)
-            except RESTORE_ERRORS as e:  # said as restoreModelFromParameterNode says it, when the task ends
-                return str(e)
-
         def ended() -> None:  # the scene closed meanwhile: the file the restore wrote holds no model of a scene
             if not plan.restored and plan.written is not None:
                 Path(plan.written).unlink(missing_ok=True)
 
-        return self._start("restore model", run, lambda p: SemSegEvent("progress", str(p)),
+        return self._start("restore model", lambda job: _readForRestore(plan.path),
+                           lambda p: SemSegEvent("progress", str(p)),
                            self._inThisScene(lambda read: self._finishRestore(plan, read)),
                            waitForCompletion=False, eventCallback=None, ended=ended)
 
@@ -189,6 +176,16 @@ class _Restore:
     written: str | None  # the model the scene carries, written by the restore: removed again if it holds no model
     replaced: str | None  # the file that keeps the model the restore replaces
     restored: bool = False
+
+
+def _readForRestore(path: str) -> tuple | str:
+    """`_readModel`'s result, or what went wrong. Its message, not the error: one held would keep its traceback's
+    frames, and the Logic and the scene with them, until the garbage collector frees them, on whichever thread it runs
+    (it crashed the tests' process)."""
+    try:
+        return _readModel(path)
+    except RESTORE_ERRORS as e:
+        return str(e)
 
 
 def _readModel(path: str) -> tuple:
