@@ -44,9 +44,11 @@ def disk_stack(tmp_path: Path):
 
 @pytest.fixture(autouse=True)
 def own_temporary_folder(tmp_path_factory, monkeypatch):
-    """What the module keeps in the temporary folder (the autosaved model, the strokes a training used) goes to
-    the test's own, not the machine's."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("tmp")))
+    """What the module keeps in the temporary folder (the autosaved model, the strokes a training used, a scene's
+    cache folder) goes to the test's own, not the machine's; TMPDIR too, for the tests' fresh interpreters."""
+    folder = str(tmp_path_factory.mktemp("tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", folder)
+    monkeypatch.setenv("TMPDIR", folder)
 
 
 @pytest.fixture

@@ -198,6 +198,19 @@ def test_train_keeps_the_classes_of_the_model_it_fine_tunes_and_wants_every_clas
                "--model", d / "x.pt", "--iterations", 1) == 2
     assert "no labeled pixel of class(es) debris" in capsys.readouterr().err
     assert not (d / "x.pt").exists()
+    # One class (a mask of the object alone, or a classes.csv of one row) leaves nothing to tell apart.
+    (d / "objects").mkdir()
+    for f in sorted((d / "reference").glob("*.tif")):
+        tifffile.imwrite(d / "objects" / f.name, (tifffile.imread(f) == 2).astype(np.uint8))
+    assert run("train", "--images", d / "images", "--labels", d / "objects", "--model", d / "x.pt",
+               "--iterations", 1) == 2
+    assert "objects (its largest value): only one class, class 1. A segmentation needs at least two" in (
+        capsys.readouterr().err)
+    write_classes_csv(d / "one.csv", [ClassInfo(1, "disk", (255, 0, 0))])
+    assert run("train", "--images", d / "images", "--labels", d / "objects", "--classes", d / "one.csv",
+               "--model", d / "x.pt", "--iterations", 1) == 2
+    assert "one.csv: only one class, disk." in capsys.readouterr().err
+    assert not (d / "x.pt").exists()
 
 
 def test_bad_input_exits_2_with_a_message(disk_stack, capsys):

@@ -54,6 +54,14 @@ def test_a_budget_weight_or_seed_out_of_range_is_refused_before_training():
             train(images[:, None], labels, default_classes(2), TrainConfig(**{**FAST, **bad}))
 
 
+def test_labels_of_a_single_class_are_refused_before_training():
+    images, refs = disk_task(n=2)
+    labels = sparse_labels(refs, [0])
+    labels[labels == 2] = 0  # the disks' strokes gone: only the background's are left, the one class defined
+    with pytest.raises(InputError, match="needs at least two classes, the labels define 1 .class 1."):
+        train(images[:, None], labels, default_classes(1), TrainConfig(**FAST))
+
+
 def test_a_diverged_training_keeps_no_model(tmp_path, monkeypatch, capsys):
     from SemSegLib import cli, training
     from SemSegLib.errors import TrainingDiverged

@@ -77,6 +77,10 @@ def cmd_train(args: argparse.Namespace) -> None:
                          f"({', '.join(c.name for c in init.classes)}, {args.init}). Fine-tuning keeps each class "
                          "in its place: give the model's classes in the same order, or train a new model without "
                          "--init.")
+    if len(labels.classes) < 2:
+        where = args.classes or (Path(args.labels) / "classes.csv" if named else f"{args.labels} (its largest value)")
+        raise InputError(f"{where}: only one class, {labels.classes[0].name}. A segmentation needs at least two: "
+                         "label the background (or another class) too, as value 2, and name both in classes.csv.")
     missing = [c.name for c in labels.classes if not any((lab == c.value).any() for lab in labels.labels)]
     if missing:
         raise InputError(f"{args.labels}: no labeled pixel of class(es) {', '.join(missing)}. Paint at least one "

@@ -237,6 +237,11 @@ def train(
     if (config.iterations is not None and config.iterations < 1) or (config.iterations is None and config.seconds < 0):
         raise InputError(f"the training budget must be positive (at least 1 iteration, or seconds above 0), got "
                          f"{config.iterations if config.iterations is not None else config.seconds}.")
+    if len(classes) < 2:
+        # One class leaves nothing to tell apart: the loss is 0 from the first step and every pixel gets that class.
+        raise InputError(f"a segmentation needs at least two classes, the labels define {len(classes)} "
+                         f"({', '.join(c.name for c in classes) or 'none'}): paint the background (or another "
+                         "class) too.")
     if config.correction_weight < 0 or config.seed < 0:
         raise InputError(f"the correction weight and the seed must not be negative, got {config.correction_weight} "
                          f"and {config.seed}.")
