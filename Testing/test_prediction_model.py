@@ -130,8 +130,20 @@ def test_model_errors(tmp_path):
     with pytest.raises(InputError, match="3 channel"):
         predict_image(m, np.zeros((3, 32, 32), np.uint8))
     (tmp_path / "bad.pt").write_bytes(b"not a model")
-    with pytest.raises(InputError, match="bad.pt: not a readable SemSeg model"):
+    with pytest.raises(InputError, match="bad.pt: not a readable SemSeg model file: it is not a PyTorch file"):
         SemSegModel.load(tmp_path / "bad.pt")
+    # What torch.load says is not repeated: it advises weights_only=False, which would let the file run code.
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "network.pt")
+    with pytest.raises(InputError, match="network.pt: .* it holds Python objects") as refused:
+        SemSegModel.load(tmp_path / "network.pt")
+    assert "weights_only" not in str(refused.value)
+    m.save(tmp_path / "m.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "m.pt").read_bytes()[:5000])
+    with pytest.raises(InputError, match="cut.pt: .* it is damaged or incomplete"):
+        SemSegModel.load(tmp_path / "cut.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(InputError, match="empty.pt: .* it is empty"):
+        SemSegModel.load(tmp_path / "empty.pt")
     torch.save({"hello": 1}, tmp_path / "other.pt")
     with pytest.raises(InputError, match="not a SemSeg model"):
         SemSegModel.load(tmp_path / "other.pt")

@@ -171,7 +171,8 @@ class SemSegModel:
         try:
             d = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as e:  # noqa: BLE001 - corrupt, truncated, or not a torch file at all
-            raise InputError(f"{path}: not a readable SemSeg model file ({type(e).__name__}: {e}).") from e
+            raise InputError(f"{path}: not a readable SemSeg model file: {_why_unreadable(path, e)} Use a file "
+                             "that SemSeg wrote (Save model, semseg train).") from e
         if not isinstance(d, dict) or d.get("format") != FORMAT_NAME:
             raise InputError(f"{path}: not a SemSeg model file (no '{FORMAT_NAME}' header).")
         if int(d["format_version"]) > FORMAT_VERSION:
@@ -208,6 +209,25 @@ class SemSegModel:
             forest_weight=float(d.get("forest_weight", 0.0)),
             first_network_share=float(d.get("first_network_share", 0.0)),
         )
+
+
+def _why_unreadable(path: Path, error: Exception) -> str:
+    """What torch.load's error means for a person. Not its own words: they advise loading with weights_only=False,
+    which would let the file run code on this computer."""
+    with open(path, "rb") as f:
+        start = f.read(4)
+    if not start:
+        return "it is empty (0 bytes)."
+    zipped = start == b"PK\x03\x04"  # torch.save's container
+    if "Weights only load failed" in str(error):
+        if zipped:
+            return ("it holds Python objects (a whole network, say), and SemSeg reads only weights and numbers, so "
+                    "that opening a file can never run code from it.")
+        return "it is not a PyTorch file."
+    if zipped:
+        return "it is damaged or incomplete (a copy or download that stopped part way?)."
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}{': ' + first[:200] if first else ''}."
 
 
 def _state_dict(network: nn.Module) -> dict[str, torch.Tensor]:
