@@ -346,6 +346,9 @@ def test_classes_csv_roundtrip_and_errors(tmp_path):
     (tmp_path / "bad2.csv").write_text("value,name,r,g,b\n\n1,a,1,2,3\ntwo,b,1,2,3\n")
     with pytest.raises(InputError, match=r"bad2.csv: line 4 \['two', 'b', '1', '2', '3'\] is not 'value,name,r,g,b'"):
         read_classes_csv(tmp_path / "bad2.csv")
+    (tmp_path / "twice.csv").write_text("value,name,r,g,b\n1,cells,1,2,3\n2,class 3,1,2,3\n3,,1,2,3\n")
+    with pytest.raises(InputError, match="twice.csv: the classes of values 2 and 3 are both named 'class 3'"):
+        read_classes_csv(tmp_path / "twice.csv")
     # As spreadsheets save it in many locales: semicolons (a name may hold a comma), or tabs; with or without header.
     (tmp_path / "semicolons.csv").write_text("value;name;r;g;b\n1;collagen;200;10;10\n2;cells, nuclei;1;2;3\n")
     (tmp_path / "tabs.csv").write_text("1\tcollagen\t200\t10\t10\n2\tcells, nuclei\t1\t2\t3\n")

@@ -71,6 +71,12 @@ def read_classes_csv(path: str | Path) -> list[ClassInfo]:
         raise InputError(
             f"{path}: class values must be 1..K with no gaps or repeats (0 means unlabeled); got {values}."
         )
+    for c in classes:
+        same = [d.value for d in classes if d.name == c.name]
+        if len(same) > 1:
+            # Slicer's panel finds each class's pixels by its segment's name, and a model names its classes' maps.
+            raise InputError(f"{path}: the classes of values {' and '.join(map(str, same))} are both named "
+                             f"{c.name!r}. Give each class a name of its own.")
     return sorted(classes, key=lambda c: c.value)
 
 
