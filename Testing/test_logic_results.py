@@ -112,6 +112,12 @@ def test_export_says_which_slices_the_current_model_has_not_labeled(tmp_path, lo
     assert logic.lastTrainNote == ("a new model, since the current one was trained on the classes background, cell, "
                                    "nucleus")
     assert len(logic.model.history) == 1
+    # A segment added in the Segment Editor is not a class: the training says its strokes were not used.
+    segments.AddEmptySegment("", "debris", [0.5, 0.5, 0.5])
+    logic.train(volume, seg, iterations=1, **FAST)
+    assert logic.lastTrainNote == ("not trained on: debris (not a class: add it to the class table to train on its "
+                                   "strokes)")
+    assert logic.trainingSummary(logic.lastTrainResult).endswith(logic.lastTrainNote)
 
 
 def test_a_folder_on_disk_is_segmented_with_the_current_model(tmp_path, logic):

@@ -62,6 +62,11 @@ class TrainingLogic:
             was = (f"{self.model.in_channels}-channel images" if self.model.in_channels != images.shape[1]
                    else f"the classes {', '.join(c.name for c in self.model.classes)}")
             note = f"a new model, since the current one was trained on {was}"
+        others = segment_labels.other_segments(labelSegmentation, classes)
+        if others:  # a segment added in the Segment Editor, not in the class table: its strokes are not read
+            note = "; ".join(filter(None, [note, f"not trained on: {', '.join(others)} (not a class: add "
+                                           f"{'it' if len(others) == 1 else 'them'} to the class table to train "
+                                           f"on {'its' if len(others) == 1 else 'their'} strokes)"]))
         predicted = {}
         backup, backupError = self.strokesBackupFolder(volume), []
         voxels = PredictionVoxels(volume if previewSlice is not None else None)

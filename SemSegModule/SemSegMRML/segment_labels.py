@@ -60,6 +60,12 @@ def segment_ids(segmentation, classes: list[ClassInfo]) -> list[str]:
     return ids
 
 
+def other_segments(segmentation, classes: list[ClassInfo]) -> list[str]:
+    """The names of the segments that are not a class (the labels are read by class name, so these are not)."""
+    seg, names = segmentation.GetSegmentation(), {c.name for c in classes}
+    return [n for n in (seg.GetNthSegment(i).GetName() for i in range(seg.GetNumberOfSegments())) if n not in names]
+
+
 def labels_from_segmentation(scene, segmentation, volume, classes: list[ClassInfo]) -> np.ndarray:
     """Class segments -> (N, H, W) class values on the volume's grid, 0 = unlabeled, k = class k (later classes
     win on overlap); 8-bit for fewer than 256 classes (`label_dtype`), as the engine and the files hold them.
