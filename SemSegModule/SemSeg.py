@@ -977,6 +977,17 @@ class SemSegTest(ScriptedLoadableModuleTest):
         self.assertTrue(widget.ui.nextSliceButton.enabled)
         self.assertTrue(widget.ui.nextSliceButton.text.startswith("Next: slice"), widget.ui.nextSliceButton.text)
         self.assertTrue(widget.ui.statusLabel.text.startswith("Predicted"), widget.ui.statusLabel.text)
+        # The panel's Next goes to the least sure slice; its Accept and Undo accept leave the strokes as they were.
+        first = widget._suggestions[0]
+        widget.onNextSlice()
+        self.assertEqual(widget._currentSlice(), first["slice"])
+        self.assertTrue(widget.ui.statusLabel.text.startswith(f"Slice {first['slice'] + 1}: the numbered points"))
+        painted = logic.labelsFromSegmentation(segmentation, volume)
+        widget.onAccept()
+        self.assertIn("prediction accepted", widget.ui.statusLabel.text)
+        widget.onUndoAccept()
+        self.assertIn("accepted prediction taken back", widget.ui.statusLabel.text)
+        self.assertTrue(np.array_equal(logic.labelsFromSegmentation(segmentation, volume), painted))
         self.assertEqual(logic.exportWarning(volume), "")  # every slice predicted by the current model
         written = logic.export(volume, segmentation, str(folder / "results")).result
         for key in ("labels", "nrrd", "model", "classes"):
@@ -1006,6 +1017,21 @@ class SemSegTest(ScriptedLoadableModuleTest):
         self.assertTrue(reopened.restoreModelFromParameterNode())
         self.assertEqual(reopened.model.signature, logic.model.signature)
         self._waitForPanel(widget)  # the panel reads the opened scene's model on the worker
+        self.assertEqual(widget.logic.model.signature, logic.model.signature)
+        # The panel's Train (20 steps on from the scene's model, on the worker), then its Undo training.
+        self.delayDisplay("Training from the panel")
+        stack = slicer.mrmlScene.GetFirstNodeByName(volume.GetName())  # the sample stack, as the scene reopened it
+        widget.ui.inputVolumeSelector.setCurrentNode(stack)
+        widget.updateParameterNodeFromGUI()
+        self.assertEqual(widget._labels().GetName(), segmentation.GetName())  # its own labels, with the strokes
+        widget.ui.budgetUnitComboBox.currentText = "iterations"
+        widget.ui.budgetSpinBox.value = 20
+        widget.ui.continueCheckBox.checked = True
+        widget.onTrain()
+        self._waitForPanel(widget)
+        self.assertTrue(widget.ui.statusLabel.text.startswith("Trained 20 iterations"), widget.ui.statusLabel.text)
+        self.assertEqual(len(widget.logic.model.history), len(logic.model.history) + 1)
+        widget.onUndoTraining()
         self.assertEqual(widget.logic.model.signature, logic.model.signature)
         self.delayDisplay("SemSeg loop test passed")
 
