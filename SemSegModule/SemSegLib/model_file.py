@@ -214,8 +214,11 @@ class SemSegModel:
 def _why_unreadable(path: Path, error: Exception) -> str:
     """What torch.load's error means for a person. Not its own words: they advise loading with weights_only=False,
     which would let the file run code on this computer."""
-    with open(path, "rb") as f:
-        start = f.read(4)
+    try:
+        with open(path, "rb") as f:
+            start = f.read(4)
+    except OSError as e:
+        return f"it cannot be read ({e.strerror})."
     if not start:
         return "it is empty (0 bytes)."
     zipped = start == b"PK\x03\x04"  # torch.save's container
