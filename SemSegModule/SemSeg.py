@@ -652,7 +652,8 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             volume = event.data
             self._showVolume(volume)
             (n, h, w), c = arrays.slice_shape(volume), arrays.channel_count(volume)
-            self.ui.statusLabel.text = f"Loaded {n} image(s) of {w} x {h}" + (f", {c} channels" if c > 1 else "")
+            self.ui.statusLabel.text = (f"Loaded {n} image(s) of {w} x {h}" + (f", {c} channels" if c > 1 else "")
+                                        + (f"; {self.logic.lastLoadNote}" if self.logic.lastLoadNote else ""))
             self._offerKeptStrokes(volume)
         elif self._taskLabel == "Training" and event.data is not None:
             r = event.data

@@ -133,6 +133,19 @@ def test_the_panel_s_load_reads_the_images_on_the_worker_and_a_cancel_leaves_the
     with pytest.raises(InputError, match=r"img_3.tif: cannot read"):
         logic.startLoadingStack(str(tmp_path / "stack")).wait()
     assert scene.GetNumberOfNodes() == nodes
+    # A stack file of several series (an OME-TIFF's positions): the first is loaded, and the Logic says what was not.
+    assert logic.lastLoadNote == ""
+    with tifffile.TiffWriter(tmp_path / "plate.ome.tif", ome=True) as tif:
+        for position in range(2):
+            tif.write(images + position, metadata={"axes": "ZYX"})
+    plate = logic.startLoadingStack(str(tmp_path / "plate.ome.tif")).wait()
+    assert np.array_equal(slicer.util.arrayFromVolume(plate), images)
+    assert logic.lastLoadNote.startswith("plate.ome.tif holds 2 image series; SemSeg read the first (5 x 6 x 9, ZYX)")
+    logic.loadStack(str(tmp_path / "plate.ome.tif"))
+    assert logic.lastLoadNote.startswith("plate.ome.tif holds 2 image series")
+    write_numbered(tmp_path / "again", images)
+    logic.loadStack(str(tmp_path / "again"))
+    assert logic.lastLoadNote == ""
 
 
 @pytest.mark.parametrize("channels, dtype", [(2, np.uint16), (3, np.uint16), (3, np.uint8), (5, np.uint16)])

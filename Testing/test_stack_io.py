@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image
-from SemSegLib.classes import ClassInfo, read_classes_csv, write_classes_csv
+from SemSegLib import cli
+from SemSegLib.classes import ClassInfo, default_classes, read_classes_csv, write_classes_csv
 from SemSegLib.errors import InputError
 from SemSegLib.lazy_stack import open_stack
+from SemSegLib.model_file import SemSegModel
 from SemSegLib.stack_io import check_output_dir, read_image, read_labels, read_stack, write_tiff
 
 
@@ -121,6 +123,32 @@ def test_a_multipage_tiff_opened_lazily_reads_each_page_when_it_is_used(tmp_path
     assert isinstance(opened.images, LazyPages) and np.array_equal(opened.images[2], planar[2])
     tifffile.imwrite(tmp_path / "one.tif", planar[0], photometric="rgb", planarconfig="separate")
     assert isinstance(open_stack(tmp_path / "one.tif").images, np.ndarray)  # one page, one image: read whole
+
+
+def test_a_stack_file_says_which_of_its_series_were_left_out(tmp_path, capsys):
+    # An OME-TIFF of several positions keeps each as a series; SemSeg reads the first and says what it left out.
+    rng = np.random.default_rng(0)
+    positions = rng.integers(0, 255, (3, 4, 16, 16), dtype=np.uint8)
+    with tifffile.TiffWriter(tmp_path / "plate.ome.tif", ome=True) as tif:
+        for position in positions:
+            tif.write(position, metadata={"axes": "ZYX"})
+    for opened in (open_stack(tmp_path / "plate.ome.tif"), read_stack(tmp_path / "plate.ome.tif")):
+        assert np.array_equal(np.stack([opened.images[i][0] for i in range(len(opened))]), positions[0])
+        assert opened.note.startswith("plate.ome.tif holds 3 image series; SemSeg read the first (4 x 16 x 16, ZYX) "
+                                      "and left out 2: 4 x 16 x 16 (ZYX); 4 x 16 x 16 (ZYX).")
+    with tifffile.TiffWriter(tmp_path / "ragged.tif") as tif:  # pages of two sizes: a series each
+        tif.write(positions[0, 0])
+        tif.write(positions[0, 0, :8])
+    assert "left out 1: 8 x 16 (YX)" in read_stack(tmp_path / "ragged.tif").note
+    assert read_stack(tmp_path / "plate.ome.tif", channel_axis=0).note != ""
+    tifffile.imwrite(tmp_path / "one.tif", positions[0], photometric="minisblack")
+    assert open_stack(tmp_path / "one.tif").note == read_stack(tmp_path / "one.tif").note == ""
+    model = tmp_path / "m.pt"
+    SemSegModel.create(1, default_classes(2), base_width=8, levels=3).save(model)
+    assert cli.main(["predict", "--images", str(tmp_path / "plate.ome.tif"), "--model", str(model), "--out",
+                     str(tmp_path / "maps"), "--device", "cpu"]) == 0
+    assert "warning: plate.ome.tif holds 3 image series" in capsys.readouterr().err
+    assert len(list((tmp_path / "maps").glob("plate*.tif"))) == 4
 
 
 def test_a_tiff_s_axes_say_which_number_the_images_and_which_are_channels(tmp_path):

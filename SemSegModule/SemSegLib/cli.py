@@ -52,6 +52,13 @@ def _parse_indices(text: str | None, n: int) -> list[int]:
     return idx
 
 
+def _told(stack):
+    """The stack, its `note` said first (a stack file's series SemSeg left out)."""
+    if stack.note:
+        print(f"warning: {stack.note}", file=sys.stderr)
+    return stack
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
@@ -61,7 +68,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .stack_io import read_labels
     from .training import TrainConfig, train
 
-    stack = open_stack(args.images, args.channel_axis, one_size=False)  # fields of a collection may differ in size
+    stack = _told(open_stack(args.images, args.channel_axis, one_size=False))  # fields may differ in size
     init = SemSegModel.load(args.init) if args.init else None
     if init is not None:
         init.check_stack(stack.channels, str(args.images))
@@ -202,6 +209,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
                            unsure_pieces=not args.keep_unsure_pieces)
     plan = plan_folder_prediction(model, args.images, args.out, config, args.uncertainty, args.probabilities,
                                   args.overwrite, channel_axis=args.channel_axis)
+    _told(plan.stack)
     with tqdm(total=len(plan.stack), desc="predict", unit="img", file=sys.stderr) as bar:
         times = plan.run(progress=lambda done, total, seconds: bar.update(1))
     into = f"one multi-page TIFF, {plan.out}" if plan.one_file else str(plan.out)
@@ -213,7 +221,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .metrics import evaluate
     from .stack_io import read_labels, reference_maps
 
-    reference = open_stack(args.reference, one_size=False)  # the fields of a collection may differ in size
+    reference = _told(open_stack(args.reference, one_size=False))  # the fields of a collection may differ in size
     ref = reference_maps(reference)
     classes, csv = _reference_classes(args, ref, reference.names)  # the reference's, whatever the prediction holds
     pred = read_labels(args.pred, reference, classes=classes,
@@ -255,7 +263,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     from .simulate import simulate_corrections, simulate_strokes
     from .stack_io import check_output_dir, check_overwrite, label_dtype, read_labels, reference_maps, write_tiff
 
-    reference = open_stack(args.reference, one_size=False)  # as `evaluate`: fields may differ in size
+    reference = _told(open_stack(args.reference, one_size=False))  # as `evaluate`: fields may differ in size
     ref = reference_maps(reference)
     classes, csv = _reference_classes(args, ref, reference.names)
     k = len(classes)
@@ -288,7 +296,7 @@ def cmd_suggest(args: argparse.Namespace) -> None:
     from .suggest import suggest_slices
 
     model = SemSegModel.load(args.model)
-    stack = open_stack(args.images, args.channel_axis, one_size=False)  # as `predict`: one image at a time
+    stack = _told(open_stack(args.images, args.channel_axis, one_size=False))  # as `predict`: an image at a time
     model.check_stack(stack.channels, str(args.images))
     labels = read_labels(args.labels, stack, classes=model.classes, classes_from=f"the model's, {args.model}",
                          advice="Give the labels this model was trained with.").labels if args.labels else None

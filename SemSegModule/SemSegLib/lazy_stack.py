@@ -23,6 +23,7 @@ from .stack_io import (
     _read_spacing,
     check_finite,
     folder_image_shapes,
+    left_out_series,
     read_image,
     read_stack,
     unreadable,
@@ -129,7 +130,7 @@ def open_stack(source: str | Path, channel_axis: int | None = None, one_size: bo
         lazy = _lazy_pages(source) if channel_axis is None and source.suffix.lower() in TIFF_SUFFIXES else None
         if lazy is None:
             return read_stack(source, channel_axis)
-        return ImageStack(lazy[0], lazy[1], str(source), _read_spacing(source))
+        return ImageStack(lazy[0], lazy[1], str(source), _read_spacing(source), note=left_out_series(source))
     files, shapes = folder_image_shapes(source, channel_axis, one_size)
     images = LazyImages(files, shapes, channel_axis)
     return ImageStack(images, [f.stem for f in files], str(source), _read_spacing(files[0]))

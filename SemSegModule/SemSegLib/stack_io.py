@@ -48,6 +48,7 @@ class ImageStack:
     source: str = ""
     spacing: tuple[float, float] = (1.0, 1.0)  # (row, column) pixel size if the files carry one
     rgb: bool = False  # the channels are the red, green and blue of pictures (`TiffLayout.rgb`), as read_stack says
+    note: str = ""  # what the person should know about how the source was read (`left_out_series`)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -111,6 +112,26 @@ def _read_tiff(path: Path, what: str) -> tuple[np.ndarray, str]:
         raise unreadable(path, what, e) from e
 
 
+def left_out_series(path: Path) -> str:
+    """What a stack file holds beyond its first series, which is all SemSeg reads ('' if nothing): an OME-TIFF of
+    several positions, or pages of different sizes, keeps each as a series of its own."""
+    import tifffile
+
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        return ""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = [(tuple(s.shape), s.axes) for s in tif.series]
+    except Exception:  # noqa: BLE001 - the reading itself says what is wrong with the file
+        return ""
+    if len(series) < 2:
+        return ""
+    others = "; ".join(f"{' x '.join(map(str, shape))} ({axes})" for shape, axes in series[1:6])
+    return (f"{path.name} holds {len(series)} image series; SemSeg read the first ({' x '.join(map(str, series[0][0]))}"
+            f", {series[0][1]}) and left out {len(series) - 1}: {others}{' ...' if len(series) > 6 else ''}. Save "
+            "each series as a file of its own (Fiji: Bio-Formats import, then save) to segment it.")
+
+
 def unreadable(path: Path, what: str, error: Exception) -> InputError:
     """What to tell a person whose image file fails to decode: the compression codecs a TIFF needs (tifffile reads
     LZW, JPEG, zstd ... only with imagecodecs, a declared dependency that a hand-made environment may lack), else
@@ -158,6 +179,7 @@ def read_stack(source: str | Path, channel_axis: int | None = None,
     source = Path(source)
     if source.is_file():
         stack = _read_multipage(source, channel_axis)
+        stack.note = left_out_series(source)
         if on_image is not None:
             on_image(len(stack), len(stack))
         return stack

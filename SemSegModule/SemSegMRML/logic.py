@@ -69,6 +69,7 @@ class SemSegLogic(StackLogic, LabelLogic, TrainingLogic, ModelLogic, PredictionL
         self.lastTrainNote = ""  # what the last training did other than asked (shown after it in the panel)
         self.lastEvaluationNote = ""  # what the last evaluation's scores include that the person may not expect
         self.lastRestoreNote = ""  # what the last restored model replaced (restoreModelFromParameterNode)
+        self.lastLoadNote = ""  # what the last loaded stack's file holds that was not loaded (its other series)
         self._modelFile = None  # a file that holds the current model (its autosave, or the file it was loaded from)
         self._carriedDigest = None  # SHA-1 of the model file this Logic last put into a scene (`model_node`)
         self.lastTimings: dict[str, float] = {}

@@ -7,6 +7,7 @@ file does one thing.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +57,9 @@ class StackLogic:
     def _stackVolume(self, stack, pixels, path: str, name: str | None):
         from SemSegLib.stack_io import stack_name
 
+        self.lastLoadNote = stack.note  # the series of a stack file left out, say
+        if stack.note:
+            logging.warning(f"SemSeg: {stack.note}")
         return self._addStackVolume(pixels, stack.names, name or stack_name(path), stack.spacing, str(path))
 
     def _addStackVolume(self, pixels, names: list[str], name: str, spacing: tuple[float, float], source: str):
