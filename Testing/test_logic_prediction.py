@@ -241,14 +241,15 @@ def test_a_cancelled_prediction_keeps_the_slices_it_finished(tmp_path, logic, mo
 
     _, volume, seg, _, _ = sample_scene(tmp_path, logic)
     logic.train(volume, seg, iterations=2, **FAST)
-    predictImage, cancelled, started = prediction.predict_image, threading.Event(), []
+    predictImage, cancelled, secondStarted, started = prediction.predict_image, threading.Event(), threading.Event(), []
 
     def secondWaitsForTheCancel(model, image, *args, **kwargs):
-        # The worker's second slice starts only once the panel has heard of the first and pressed Cancel: then the
-        # prediction stops after it, whatever the machine's speed.
-        if started:
-            assert cancelled.wait(60)
+        # The worker's second slice, once started, waits until the panel has heard of the first and pressed Cancel:
+        # then the prediction stops after it, whatever the machine's speed.
         started.append(image)
+        if len(started) == 2:
+            secondStarted.set()
+            assert cancelled.wait(60)
         return predictImage(model, image, *args, **kwargs)
 
     monkeypatch.setattr(prediction, "predict_image", secondWaitsForTheCancel)
@@ -258,6 +259,8 @@ def test_a_cancelled_prediction_keeps_the_slices_it_finished(tmp_path, logic, mo
     def cancelAfterTheFirst(event):
         kinds.append(event.kind)
         if event.kind == "progress" and event.data.done == 1:
+            # Not before the worker is in the second slice: a Cancel it sees between two slices stops it there.
+            assert secondStarted.wait(60)
             task.cancel()
             cancelled.set()
 
