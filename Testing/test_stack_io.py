@@ -143,6 +143,19 @@ def test_a_stack_file_says_which_of_its_series_were_left_out(tmp_path, capsys):
     assert read_stack(tmp_path / "plate.ome.tif", channel_axis=0).note != ""
     tifffile.imwrite(tmp_path / "one.tif", positions[0], photometric="minisblack")
     assert open_stack(tmp_path / "one.tif").note == read_stack(tmp_path / "one.tif").note == ""
+    # A folder's files of several series: the first of each is read, and the files are named.
+    (tmp_path / "wells").mkdir()
+    for well in ("A1", "A2"):
+        with tifffile.TiffWriter(tmp_path / "wells" / f"{well}.ome.tif", ome=True) as tif:
+            for position in positions[:, 0]:
+                tif.write(position, metadata={"axes": "YX"})
+    tifffile.imwrite(tmp_path / "wells" / "B1.tif", positions[0, 0])
+    for opened in (open_stack(tmp_path / "wells"), read_stack(tmp_path / "wells")):
+        assert len(opened) == 3 and np.array_equal(opened.images[0][0], positions[0, 0])
+        assert opened.note.startswith("2 file(s) of wells hold several image series, and SemSeg read the first of "
+                                      "each: A1.ome.tif (3 series), A2.ome.tif (3 series).")
+    _write(tmp_path / "plain", "a.tif", positions[0, 0])
+    assert open_stack(tmp_path / "plain").note == read_stack(tmp_path / "plain").note == ""
     model = tmp_path / "m.pt"
     SemSegModel.create(1, default_classes(2), base_width=8, levels=3).save(model)
     assert cli.main(["predict", "--images", str(tmp_path / "plate.ome.tif"), "--model", str(model), "--out",

@@ -131,6 +131,6 @@ def open_stack(source: str | Path, channel_axis: int | None = None, one_size: bo
         if lazy is None:
             return read_stack(source, channel_axis)
         return ImageStack(lazy[0], lazy[1], str(source), _read_spacing(source), note=left_out_series(source))
-    files, shapes = folder_image_shapes(source, channel_axis, one_size)
+    files, shapes, note = folder_image_shapes(source, channel_axis, one_size)
     images = LazyImages(files, shapes, channel_axis)
-    return ImageStack(images, [f.stem for f in files], str(source), _read_spacing(files[0]))
+    return ImageStack(images, [f.stem for f in files], str(source), _read_spacing(files[0]), note=note)

@@ -183,7 +183,7 @@ def read_stack(source: str | Path, channel_axis: int | None = None,
         if on_image is not None:
             on_image(len(stack), len(stack))
         return stack
-    files, shapes = folder_image_shapes(source, channel_axis)
+    files, shapes, note = folder_image_shapes(source, channel_axis)
     images, rgb = None, True
     for k, path in enumerate(files):
         image, layout = _read_image_and_layout(path, channel_axis)
@@ -198,7 +198,7 @@ def read_stack(source: str | Path, channel_axis: int | None = None,
         if on_image is not None:
             on_image(k + 1, len(files))
     check_finite(images, [f.name for f in files], source)
-    return ImageStack(images, [f.stem for f in files], str(source), _read_spacing(files[0]), rgb=rgb)
+    return ImageStack(images, [f.stem for f in files], str(source), _read_spacing(files[0]), rgb=rgb, note=note)
 
 
 def stack_name(source: str | Path) -> str:
@@ -213,21 +213,36 @@ def folder_images(source: Path, channel_axis: int | None = None) -> list[Path]:
 
 
 def folder_image_shapes(source: Path, channel_axis: int | None = None,
-                        one_size: bool = True) -> tuple[list[Path], list[tuple[int, int, int]]]:
+                        one_size: bool = True) -> tuple[list[Path], list[tuple[int, int, int]], str]:
     """The image files of a stack folder, in natural order, and their (C, H, W) from their headers: all of one size,
-    or with `one_size=False` all of one channel count (a collection of fields segmented image by image)."""
+    or with `one_size=False` all of one channel count (a collection of fields segmented image by image); and what
+    the person should know about how they are read (`ImageStack.note`: files of several series)."""
     if not source.exists():
         raise InputError(f"{source}: no such file or folder. Give a folder of TIFF/PNG images or a multi-page TIFF.")
     files = list_image_files(source)
     if not files:
         raise InputError(f"{source}: no .tif/.tiff/.png images in this folder.")
-    shapes = [header_shape(f, channel_axis) for f in files]
+    headers = [_header(f, channel_axis) for f in files]
+    shapes = [shape for shape, _ in headers]
     refuse_other_sizes(source, files, shapes, channels_only=not one_size)
-    return files, shapes
+    several = [(f.name, series) for f, (_, series) in zip(files, headers) if series > 1]
+    note = ""
+    if several:
+        listed = ", ".join(f"{name} ({series} series)" for name, series in several[:5])
+        note = (f"{len(several)} file(s) of {source.name} hold several image series, and SemSeg read the first of "
+                f"each: {listed}{' ...' if len(several) > 5 else ''}. Save each series as a file of its own (Fiji: "
+                "Bio-Formats import, then save) to segment it.")
+    return files, shapes, note
 
 
 def header_shape(path: Path, channel_axis: int | None = None) -> tuple[int, int, int]:
     """(C, H, W) of an image file as `read_stack` reads it, from the file's header alone."""
+    return _header(path, channel_axis)[0]
+
+
+def _header(path: Path, channel_axis: int | None = None) -> tuple[tuple[int, int, int], int]:
+    """`header_shape`, and how many image series the file holds (SemSeg reads the first)."""
+    series = 1
     try:
         if path.suffix.lower() == ".png":
             from PIL import Image
@@ -240,12 +255,12 @@ def header_shape(path: Path, channel_axis: int | None = None) -> tuple[int, int,
             import tifffile
 
             with tifffile.TiffFile(path) as tif:
-                shape, axes = tif.series[0].shape, tif.series[0].axes
+                shape, axes, series = tif.series[0].shape, tif.series[0].axes, len(tif.series)
     except Exception as e:  # noqa: BLE001 - any decoder failure means "this file is unreadable"
         raise unreadable(path, "this image", e) from e
     if 0 in shape:
         raise InputError(f"{path}: cannot read this image (no pixel data: the file is empty or corrupt).")
-    return image_file_layout(axes, tuple(shape), path, channel_axis).image_shape(tuple(shape))[1:]
+    return image_file_layout(axes, tuple(shape), path, channel_axis).image_shape(tuple(shape))[1:], series
 
 
 def refuse_other_sizes(source: Path, files: list[Path], shapes: list[tuple[int, int, int]],
