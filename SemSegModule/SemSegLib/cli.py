@@ -53,7 +53,7 @@ def _parse_indices(text: str | None, n: int) -> list[int]:
 
 
 def _told(stack):
-    """The stack, its `note` said first (a stack file's series SemSeg left out)."""
+    """The stack, its `note` said first (the image series SemSeg left out)."""
     if stack.note:
         print(f"warning: {stack.note}", file=sys.stderr)
     return stack
@@ -86,8 +86,9 @@ def cmd_train(args: argparse.Namespace) -> None:
                          "--init.")
     if len(labels.classes) < 2:
         where = args.classes or (Path(args.labels) / "classes.csv" if named else f"{args.labels} (its largest value)")
-        raise InputError(f"{where}: only one class, {labels.classes[0].name}. A segmentation needs at least two: "
-                         "label the background (or another class) too, as value 2, and name both in classes.csv.")
+        named_ones = ", ".join(c.name for c in labels.classes) or "none"
+        raise InputError(f"{where}: only one class, {named_ones}. A segmentation needs at least two: label the "
+                         "background (or another class) too, as value 2, and name both in classes.csv.")
     missing = [c.name for c in labels.classes if not any((lab == c.value).any() for lab in labels.labels)]
     if missing:
         raise InputError(f"{args.labels}: no labeled pixel of class(es) {', '.join(missing)}. Paint at least one "

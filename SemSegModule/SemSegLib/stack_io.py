@@ -235,13 +235,9 @@ def folder_image_shapes(source: Path, channel_axis: int | None = None,
     return files, shapes, note
 
 
-def header_shape(path: Path, channel_axis: int | None = None) -> tuple[int, int, int]:
-    """(C, H, W) of an image file as `read_stack` reads it, from the file's header alone."""
-    return _header(path, channel_axis)[0]
-
-
 def _header(path: Path, channel_axis: int | None = None) -> tuple[tuple[int, int, int], int]:
-    """`header_shape`, and how many image series the file holds (SemSeg reads the first)."""
+    """(C, H, W) of an image file as `read_stack` reads it, from the file's header alone, and how many image series
+    the file holds (SemSeg reads the first)."""
     series = 1
     try:
         if path.suffix.lower() == ".png":
