@@ -72,7 +72,9 @@ class SemSeg(ScriptedLoadableModule):
             '<a href="https://github.com/semseg/SlicerSemSeg#use">Documentation</a>.'
         )
         self.parent.acknowledgementText = (
-            "SemSeg uses PyTorch (through the SlicerPyTorch extension) and MONAI's sliding-window inference."
+            "SemSeg uses PyTorch (through the SlicerPyTorch extension), MONAI (its U-Net and sliding-window "
+            "inference), scikit-learn (the random forest beside the U-Net), scikit-image and SciPy (filters), "
+            "tifffile and pynrrd (files)."
         )
 
 
