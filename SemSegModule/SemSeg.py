@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updatingGUI = False
         self._task = None
         self._taskLabel = ""
+        self._taskEnded = None  # what shows a task's result when it ends, done or cancelled (_startTask)
         self._predictedNote = ""  # shown again once the prediction's suggestions are worked out
         self._loadingModel = ""  # the file name of the model being loaded
         self._timer = None
@@ -254,7 +256,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._task is None:
             task = self.logic.startRestoringModel()
             if task is not None:
-                self._startTask(task, "Loading the scene's model")
+                self._startTask(task, "Loading the scene's model", self._afterRestoringModel)
         elif self._taskLabel != "Loading the scene's model" and self.logic.restoreModelFromParameterNode():
             self._showRestoredModel()
 
@@ -457,7 +459,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not path or not self.ensureDependencies():
             return
         with slicer.util.tryWithErrorDisplay("Failed to load the images."):
-            self._startTask(self.logic.startLoadingStack(path), "Loading")  # read on the worker: see _afterTask
+            self._startTask(self.logic.startLoadingStack(path), "Loading", self._afterLoadingStack)  # on the worker
 
     def _offerKeptStrokes(self, volume) -> None:
         """After a crash the person reloads their images: offer the strokes their last training kept."""
@@ -471,8 +473,9 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                                f"({slices} painted slice(s), {when}) in\n{folder}.\n\nLoad them?"):
             return
         with slicer.util.tryWithErrorDisplay("Failed to load the kept strokes."):
-            # Read on the worker as Load labels reads (see _afterTask), a task started by the loading task's end.
-            self._startTask(self.logic.startLoadingLabels(volume, str(folder), adoptClasses=True), "Loading labels")
+            # Read on the worker as Load labels reads, a task started by the loading task's end.
+            self._startTask(self.logic.startLoadingLabels(volume, str(folder), adoptClasses=True), "Loading labels",
+                            self._afterLoadingLabels)
 
     def onLoadSample(self) -> None:
         if not self.ensureDependencies():
@@ -597,8 +600,8 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _loadLabelsFrom(self, volume, path: str) -> None:
         with slicer.util.tryWithErrorDisplay("Failed to load the labels."):
-            # read on the worker: see _afterTask
-            self._startTask(self.logic.startLoadingLabels(volume, path, self._labels()), "Loading labels")
+            self._startTask(self.logic.startLoadingLabels(volume, path, self._labels()), "Loading labels",
+                            self._afterLoadingLabels)  # read on the worker
 
     def _showLoadedLabels(self, loaded) -> None:
         self.ui.statusLabel.text = (
@@ -610,9 +613,12 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._jumpToSlice(loaded.slices[0])  # show what came in
 
     # ---------------------------------------------------------------- long-running tasks
-    def _startTask(self, task, label) -> None:
+    def _startTask(self, task, label: str, ended: Callable[[SemSegEvent], None]) -> None:
+        """Poll `task` (its `label` leads the status line); `ended(event)` shows its result when it is done or
+        cancelled (not when it failed: then the error is shown)."""
         self._task = task
         self._taskLabel = label
+        self._taskEnded = ended
         self.ui.progressBar.value = 0
         self.ui.statusLabel.text = f"{label}..."
         self._timer.start()
@@ -647,62 +653,82 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if event.kind == "failed":
             slicer.util.errorDisplay(f"{self._taskLabel} failed: {event.message}")
         elif event.kind in ("done", "cancelled"):
-            self._afterTask(event)
+            self._taskEnded(event)
 
-    def _afterTask(self, event: SemSegEvent) -> None:
-        if self._taskLabel == "Loading" and event.data is not None:
-            volume = event.data
-            self._showVolume(volume)
-            (n, h, w), c = arrays.slice_shape(volume), arrays.channel_count(volume)
-            self.ui.statusLabel.text = (f"Loaded {n} image(s) of {w} x {h}" + (f", {c} channels" if c > 1 else "")
-                                        + (f"; {self.logic.lastLoadNote}" if self.logic.lastLoadNote else ""))
-            self._offerKeptStrokes(volume)
-        elif self._taskLabel == "Training" and event.data is not None:
-            r = event.data
-            self.ui.statusLabel.text = self.logic.trainingSummary(r)
-            volume = self._volume()  # the volume trained on, unless the person chose another one meanwhile
-            if self._trainedSlice is not None and event.kind == "done" and volume is self._trainedVolume:
-                self._showPrediction(volume)
-                self.ui.statusLabel.text += f"; slice {self._trainedSlice + 1} predicted"
-            if r.warning:  # too few steps for the seconds given: shown where the person looks, not only in the log
-                slicer.util.warningDisplay(f"Training: {r.warning}")
-        elif self._taskLabel in ("Segmenting a folder", "Segmenting a stack file") and event.data:
-            r = event.data
-            if self._taskLabel == "Segmenting a stack file" and event.kind == "cancelled":
-                self.ui.statusLabel.text = f"Cancelled: {r['folder']} not written (a stack file is written whole)"
-            else:
-                self.ui.statusLabel.text = (f"{'Cancelled: ' if event.kind == 'cancelled' else ''}{r['images']} label "
-                                            f"map(s) written to {r['folder']} ({r['seconds_per_image']:.2f} s per "
-                                            "image)")
-        elif self._taskLabel == "Loading the scene's model" and event.data:
+    def _afterLoadingStack(self, event: SemSegEvent) -> None:
+        volume = event.data
+        if volume is None:  # cancelled
+            return
+        self._showVolume(volume)
+        (n, h, w), c = arrays.slice_shape(volume), arrays.channel_count(volume)
+        self.ui.statusLabel.text = (f"Loaded {n} image(s) of {w} x {h}" + (f", {c} channels" if c > 1 else "")
+                                    + (f"; {self.logic.lastLoadNote}" if self.logic.lastLoadNote else ""))
+        self._offerKeptStrokes(volume)
+
+    def _afterTraining(self, event: SemSegEvent) -> None:
+        r = event.data
+        if r is None:
+            return
+        self.ui.statusLabel.text = self.logic.trainingSummary(r)
+        volume = self._volume()  # the volume trained on, unless the person chose another one meanwhile
+        if self._trainedSlice is not None and event.kind == "done" and volume is self._trainedVolume:
+            self._showPrediction(volume)
+            self.ui.statusLabel.text += f"; slice {self._trainedSlice + 1} predicted"
+        if r.warning:  # too few steps for the seconds given: shown where the person looks, not only in the log
+            slicer.util.warningDisplay(f"Training: {r.warning}")
+
+    def _afterSegmentingOnDisk(self, event: SemSegEvent) -> None:
+        r = event.data
+        if not r:
+            return
+        if self._taskLabel == "Segmenting a stack file" and event.kind == "cancelled":
+            self.ui.statusLabel.text = f"Cancelled: {r['folder']} not written (a stack file is written whole)"
+        else:
+            self.ui.statusLabel.text = (f"{'Cancelled: ' if event.kind == 'cancelled' else ''}{r['images']} label "
+                                        f"map(s) written to {r['folder']} ({r['seconds_per_image']:.2f} s per image)")
+
+    def _afterRestoringModel(self, event: SemSegEvent) -> None:
+        if event.data:
             self._showRestoredModel()
-        elif self._taskLabel == "Loading the model" and event.data is not None:
+
+    def _afterLoadingModel(self, event: SemSegEvent) -> None:
+        if event.data is not None:
             self.ui.statusLabel.text = f"Loaded the model {self._loadingModel}"
-        elif self._taskLabel == "Loading labels" and event.data is not None:
+
+    def _afterLoadingLabels(self, event: SemSegEvent) -> None:
+        if event.data is not None:
             self._showLoadedLabels(event.data)
-        elif self._taskLabel == "Evaluation" and event.data is not None:
+
+    def _afterEvaluating(self, event: SemSegEvent) -> None:
+        if event.data is not None:
             self._showMetrics(event.data)
-        elif self._taskLabel == "Export" and event.data:
+
+    def _afterExporting(self, event: SemSegEvent) -> None:
+        if event.data:
             self.ui.statusLabel.text = f"Exported to {Path(event.data['labels']).parent}"
             slicer.util.infoDisplay("Written:\n" + "\n".join(f"{k}: {v}" for k, v in event.data.items()))
-        elif self._taskLabel == "Prediction" and event.data:
-            volume = self._volume()
-            self._showPrediction(volume)
-            self.logic.markSuggestedRegions(volume, None)  # the regions of the last prediction are stale
-            self._suggestions = []
-            seconds = self.logic.lastTimings.get("predict_seconds_per_slice", 0)
-            self._predictedNote = f"Predicted {len(event.data)} slice(s), {seconds:.2f} s per slice"
-            # Worked out on the worker: 1.6-2.7 s of the GUI for 1000 slices of 1024 x 1024 (bench/RESULTS.md).
-            self._startTask(self.logic.startSuggesting(volume, top=5, labelSegmentation=self._labels()),
-                            "Where to paint next")
-        elif self._taskLabel == "Where to paint next":
-            self._suggestions = event.data or []
-            if self._suggestions:
-                s = self._suggestions[0]
-                self.ui.nextSliceButton.text = f"Next: slice {s['slice'] + 1} (uncertainty {s['mean_uncertainty']:.2f})"
-            else:  # cancelled
-                self.ui.nextSliceButton.text = "Next: (predict again for new suggestions)"
-            self.ui.statusLabel.text = self._predictedNote
+
+    def _afterPredicting(self, event: SemSegEvent) -> None:
+        if not event.data:
+            return
+        volume = self._volume()
+        self._showPrediction(volume)
+        self.logic.markSuggestedRegions(volume, None)  # the regions of the last prediction are stale
+        self._suggestions = []
+        seconds = self.logic.lastTimings.get("predict_seconds_per_slice", 0)
+        self._predictedNote = f"Predicted {len(event.data)} slice(s), {seconds:.2f} s per slice"
+        # Worked out on the worker: 1.6-2.7 s of the GUI for 1000 slices of 1024 x 1024 (bench/RESULTS.md).
+        self._startTask(self.logic.startSuggesting(volume, top=5, labelSegmentation=self._labels()),
+                        "Where to paint next", self._afterSuggesting)
+
+    def _afterSuggesting(self, event: SemSegEvent) -> None:
+        self._suggestions = event.data or []
+        if self._suggestions:
+            s = self._suggestions[0]
+            self.ui.nextSliceButton.text = f"Next: slice {s['slice'] + 1} (uncertainty {s['mean_uncertainty']:.2f})"
+        else:  # cancelled
+            self.ui.nextSliceButton.text = "Next: (predict again for new suggestions)"
+        self.ui.statusLabel.text = self._predictedNote
 
     def _showPrediction(self, volume) -> None:
         self.logic.predictionSegmentation(volume).GetDisplayNode().SetOpacity2DFill(0.4)
@@ -729,7 +755,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 correctionWeight=float(node.GetParameter("CorrectionWeight")),
                 device=node.GetParameter("Device"), starting_point=node.GetParameter("StartingPoint"),
                 previewSlice=self._trainedSlice, waitForCompletion=False)
-            self._startTask(task, "Training")
+            self._startTask(task, "Training", self._afterTraining)
             self.ui.deviceLabel.text = self._deviceDescription(node.GetParameter("Device"))
 
     @staticmethod
@@ -766,7 +792,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                       device=node.GetParameter("Device"), firstSlice=current,
                                       showSeconds=PREDICTION_SHOWN_EVERY, waitForCompletion=False)
             self._predictionShown = False
-            self._startTask(task, "Prediction")
+            self._startTask(task, "Prediction", self._afterPredicting)
 
     def onAccept(self) -> None:
         with slicer.util.tryWithErrorDisplay("Could not accept the prediction.", waitCursor=True):
@@ -802,9 +828,9 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onEvaluate(self) -> None:
         self.updateParameterNodeFromGUI()
         with slicer.util.tryWithErrorDisplay("Evaluation failed."):
-            # read and scored on the worker: see _afterTask
+            # read and scored on the worker
             self._startTask(self.logic.startEvaluating(self._volume(), self.ui.referencePathLineEdit.text.strip()),
-                            "Evaluation")
+                            "Evaluation", self._afterEvaluating)
 
     def _showMetrics(self, metrics) -> None:
         self.ui.metricsLabel.text = (f"mean IoU {metrics.mean_iou:.3f}, mean Dice {metrics.mean_dice:.3f}, "
@@ -826,7 +852,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):
             self._startTask(self.logic.export(self._volume(), self._labels(), folder, warning,
-                                              waitForCompletion=False), "Export")
+                                              waitForCompletion=False), "Export", self._afterExporting)
 
     def onPredictFolder(self) -> None:
         import qt
@@ -865,7 +891,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay("Could not segment the images.", waitCursor=True):
             task = self.logic.predictFolder(images, out, tta=node.GetParameter("TTA") == "true",
                                             device=node.GetParameter("Device"), waitForCompletion=False)
-            self._startTask(task, label)
+            self._startTask(task, label, self._afterSegmentingOnDisk)
 
     def onSaveModel(self) -> None:
         import qt
@@ -885,7 +911,8 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             with slicer.util.tryWithErrorDisplay("Loading the model failed."):
                 # On the worker: the first load of a session imports torch (seconds of a frozen panel otherwise).
                 self._loadingModel = Path(path).name
-                self._startTask(self.logic.startLoadingModel(path, self._volume()), "Loading the model")
+                self._startTask(self.logic.startLoadingModel(path, self._volume()), "Loading the model",
+                                self._afterLoadingModel)
 
 
 #
