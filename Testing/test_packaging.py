@@ -62,6 +62,26 @@ def test_the_widget_uses_only_elements_the_ui_file_defines():
     assert not missing, f"SemSeg.py uses {missing}, which SemSeg.ui does not define"
 
 
+def test_the_widget_calls_only_what_it_and_the_logic_define(logic):
+    # The same for the panel's own methods and attributes and the Logic's: a name that is not there fails only when
+    # the person presses the button that reaches it.
+    import ast
+
+    tree = ast.parse((MODULE / "SemSeg.py").read_text())
+    widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SemSegWidget")
+    attributes = [n for n in ast.walk(widget) if isinstance(n, ast.Attribute)]
+    own = {f.name for f in widget.body if isinstance(f, ast.FunctionDef)}
+    own |= {a.attr for a in attributes if isinstance(a.value, ast.Name) and a.value.id == "self"
+            and isinstance(a.ctx, ast.Store)}
+    inherited = {"layout", "parent", "resourcePath", "addObserver", "removeObserver", "removeObservers"}
+    used = {a.attr for a in attributes if isinstance(a.value, ast.Name) and a.value.id == "self"}
+    assert "_afterTraining" in used and not used - own - inherited, sorted(used - own - inherited)
+    of_logic = {a.attr for a in ast.walk(tree) if isinstance(a, ast.Attribute) and isinstance(a.value, ast.Attribute)
+                and a.value.attr == "logic" and isinstance(a.value.value, ast.Name)}
+    assert "startLoadingStack" in of_logic
+    assert not [name for name in of_logic if not hasattr(logic, name)]
+
+
 def test_the_combo_boxes_offer_what_the_parameter_node_stores():
     widgets = _ui_widgets()
 
