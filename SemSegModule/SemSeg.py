@@ -685,7 +685,8 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = f"Cancelled: {r['folder']} not written (a stack file is written whole)"
         else:
             self.ui.statusLabel.text = (f"{'Cancelled: ' if event.kind == 'cancelled' else ''}{r['images']} label "
-                                        f"map(s) written to {r['folder']} ({r['seconds_per_image']:.2f} s per image)")
+                                        f"map(s) written to {r['folder']} ({r['seconds_per_image']:.2f} s per image)"
+                                        + (f"; {r['note']}" if r["note"] else ""))
 
     def _afterRestoringModel(self, event: SemSegEvent) -> None:
         if event.data:

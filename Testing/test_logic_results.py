@@ -155,6 +155,13 @@ def test_a_folder_on_disk_is_segmented_with_the_current_model(tmp_path, logic):
     task = logic.predictFolder(str(tmp_path / "stack.tif"), str(tmp_path / "stack_labels.tif"))
     assert task.result["images"] == 4 and task.result["folder"] == str(tmp_path / "stack_labels.tif")
     assert np.array_equal(tifffile.imread(tmp_path / "stack_labels.tif"), predicted)
+    assert task.result["note"] == ""
+    # A stack file of two series (an OME-TIFF's two positions): the first is segmented, and the result says so.
+    with tifffile.TiffWriter(tmp_path / "plate.ome.tif", ome=True) as tif:
+        for position in range(2):
+            tif.write(read_stack(images).images[:, 0] + position, metadata={"axes": "ZYX"})
+    task = logic.predictFolder(str(tmp_path / "plate.ome.tif"), str(tmp_path / "plate_labels.tif"))
+    assert task.result["images"] == 4 and task.result["note"].startswith("plate.ome.tif holds 2 image series")
     # Fields of different sizes: refused as a stack to paint on, segmented from disk each at its own size.
     fields = tmp_path / "fields"
     fields.mkdir()

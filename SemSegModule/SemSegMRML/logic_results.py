@@ -132,8 +132,9 @@ class ResultLogic:
         differ in size. An `outputFolder`
         ending in .tif gets one multi-page TIFF instead, a page per image. Refused before anything is written: images
         the model cannot take, an output folder that is the images', files there a prediction did not write. The
-        task's result: {"folder" (or the file), "images" (how many were written), "seconds_per_image"}; a cancelled
-        one keeps the maps it wrote into a folder, and writes no file."""
+        task's result: {"folder" (or the file), "images" (how many were written), "seconds_per_image", "note" (image
+        series the files hold that were left out, `ImageStack.note`; '' if none)}; a cancelled one keeps the maps it
+        wrote into a folder, and writes no file."""
         from SemSegLib.predict_folder import plan_folder_prediction
         from SemSegLib.prediction import PredictConfig
 
@@ -147,7 +148,7 @@ class ResultLogic:
             seconds = plan.run(progress=lambda done, total, s: job.report((done, total, s)),
                                should_stop=job.should_stop)
             return {"folder": str(plan.out), "images": len(seconds),
-                    "seconds_per_image": float(np.mean(seconds)) if seconds else 0.0}
+                    "seconds_per_image": float(np.mean(seconds)) if seconds else 0.0, "note": plan.stack.note}
 
         def describe(p) -> SemSegEvent:
             done, total, seconds = p
