@@ -48,7 +48,7 @@ class ImageStack:
     source: str = ""
     spacing: tuple[float, float] = (1.0, 1.0)  # (row, column) pixel size if the files carry one
     rgb: bool = False  # the channels are the red, green and blue of pictures (`TiffLayout.rgb`), as read_stack says
-    note: str = ""  # what the person should know about how the source was read (`left_out_series`)
+    note: str = ""  # what the person should know about how the source was read: image series left out
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -112,6 +112,10 @@ def _read_tiff(path: Path, what: str) -> tuple[np.ndarray, str]:
         raise unreadable(path, what, e) from e
 
 
+# What to do about image series SemSeg left out (it reads a file's first): the end of every note that names them.
+SERIES_ADVICE = "Save each series as a file of its own (Fiji: Bio-Formats import, then save) to segment it."
+
+
 def left_out_series(path: Path) -> str:
     """What a stack file holds beyond its first series, which is all SemSeg reads ('' if nothing): an OME-TIFF of
     several positions, or pages of different sizes, keeps each as a series of its own."""
@@ -128,8 +132,8 @@ def left_out_series(path: Path) -> str:
         return ""
     others = "; ".join(f"{' x '.join(map(str, shape))} ({axes})" for shape, axes in series[1:6])
     return (f"{path.name} holds {len(series)} image series; SemSeg read the first ({' x '.join(map(str, series[0][0]))}"
-            f", {series[0][1]}) and left out {len(series) - 1}: {others}{' ...' if len(series) > 6 else ''}. Save "
-            "each series as a file of its own (Fiji: Bio-Formats import, then save) to segment it.")
+            f", {series[0][1]}) and left out {len(series) - 1}: {others}{' ...' if len(series) > 6 else ''}. "
+            + SERIES_ADVICE)
 
 
 def unreadable(path: Path, what: str, error: Exception) -> InputError:
@@ -230,8 +234,7 @@ def folder_image_shapes(source: Path, channel_axis: int | None = None,
     if several:
         listed = ", ".join(f"{name} ({series} series)" for name, series in several[:5])
         note = (f"{len(several)} file(s) of {source.name} hold several image series, and SemSeg read the first of "
-                f"each: {listed}{' ...' if len(several) > 5 else ''}. Save each series as a file of its own (Fiji: "
-                "Bio-Formats import, then save) to segment it.")
+                f"each: {listed}{' ...' if len(several) > 5 else ''}. " + SERIES_ADVICE)
     return files, shapes, note
 
 
