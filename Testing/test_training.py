@@ -115,7 +115,8 @@ def test_a_preview_shows_the_averaged_network_while_training_and_changes_nothing
     labels = sparse_labels(refs, [0])
     cfg = TrainConfig(iterations=12, seed=1, **FAST)
     shown = []
-    preview = TrainPreview(images[[1, 2], None], lambda it, labels: shown.append((it, labels)), every_seconds=0)
+    preview = TrainPreview(images[[1, 2], None], lambda it, labels: shown.append((it, labels)), every_seconds=0,
+                           forest=False)
     monkeypatch.setattr(training, "PREVIEW_TIME_SHARE", math.inf)  # a preview after every step
     watched = train(images[:, None], labels, default_classes(2), cfg, preview=preview)
     plain = train(images[:, None], labels, default_classes(2), cfg)
@@ -133,8 +134,55 @@ def test_a_preview_shows_the_averaged_network_while_training_and_changes_nothing
     monkeypatch.undo()
     shown.clear()
     train(images[:, None], labels, default_classes(2), cfg, preview=TrainPreview(images[[1], None],
-          lambda it, labels: shown.append(it), every_seconds=3600))
+          lambda it, labels: shown.append(it), every_seconds=3600, forest=False))
     assert shown == []
+
+
+def test_a_first_training_shows_a_forest_of_the_strokes_before_its_first_step(monkeypatch):
+    from SemSegLib import training
+    from SemSegLib.pixel_forest import PixelForest, smoothed
+
+    images, refs = disk_task(n=3)
+    labels = sparse_labels(refs, [0])
+    cfg = TrainConfig(iterations=6, seed=1, **FAST)
+    shown, said = [], []
+    watched = train(images[:, None], labels, default_classes(2), cfg,
+                    progress=lambda p: said.append(p.message) if p.message and not shown else None,
+                    preview=TrainPreview(images[[1, 2], None], lambda it, labels: shown.append((it, labels)),
+                                         every_seconds=3600))
+    assert said[-1] == "a first map from a random forest of the strokes"  # while it is fitted
+    plain = train(images[:, None], labels, default_classes(2), cfg)
+    assert watched.losses == plain.losses  # the forest changes nothing the training computes
+    assert all(torch.equal(a, b) for a, b in zip(watched.model.network.state_dict().values(),
+                                                 plain.model.network.state_dict().values()))
+    # Before any step, and before the first network's map is due: the forest of the strokes, seeded as the training.
+    assert [it for it, _ in shown] == [0]
+    model = watched.model
+    forest = PixelForest.fit(images[[0], None], labels[[0]], 2, model.normalization, seed=1)
+    expected = [smoothed(forest.probabilities(images[i, None], model.normalization), [], forest.smoothing)
+                for i in (1, 2)]
+    assert np.array_equal(shown[0][1], np.stack([(p.argmax(0) + 1).numpy() for p in expected]))
+    assert shown[0][1].dtype == np.uint8 and (shown[0][1] == refs[[1, 2]]).mean() > 0.9  # a map of the disks already
+    # Then the network's own maps, as without it.
+    shown.clear()
+    monkeypatch.setattr(training, "PREVIEW_TIME_SHARE", math.inf)  # a preview after every step
+    train(images[:, None], labels, default_classes(2), cfg,
+          preview=TrainPreview(images[[1, 2], None], lambda it, labels: shown.append((it, labels)), every_seconds=0))
+    assert [it for it, _ in shown] == list(range(7))
+    final = np.stack([network_labels(model, model.network, images[i, None]) for i in (1, 2)])
+    assert np.array_equal(shown[-1][1], final)
+
+    # A continued training shows the network alone from its first step: its person sees the model's prediction.
+    shown.clear()
+    more = TrainConfig(iterations=2, seed=1, **FAST)
+    train(images[:, None], labels, default_classes(2), more, init_model=model,
+          preview=TrainPreview(images[[1], None], lambda it, labels: shown.append(it), every_seconds=0))
+    assert shown == [1, 2]
+    # No forest in the model, none in the preview.
+    shown.clear()
+    train(images[:, None], labels, default_classes(2), TrainConfig(iterations=2, seed=1, forest_weight=0, **FAST),
+          preview=TrainPreview(images[[1], None], lambda it, labels: shown.append(it), every_seconds=0))
+    assert shown == [1, 2]
 
 
 def test_cancellation_stops_cleanly_and_returns_a_model():

@@ -3,13 +3,14 @@
 The sparse benchmark's strokes (3 painted images, `--strokes` per class) train one first model with the default
 settings and an iteration budget; the training shows two images as it runs (training.TrainPreview, as the
 panel's Train does for the slice in view): the first painted image and the first of the 10 new ones. Per
-preview: seconds since the start, iteration, mean IoU of the preview on each, and the seconds it took. At the
-end: the trained model's own prediction of the same two images (forest, class-prior correction and all), which
-the panel writes when the training ends. The previews do not change the training (an iteration budget gives
-the same weights), so their cost is the time they took.
+preview: seconds since the training was called, iteration (0: the forest of the strokes, before any step), mean
+IoU of the preview on each, and the seconds it took. At the end: the trained model's own prediction of the same
+two images (forest, class-prior correction and all), which the panel writes when the training ends. The previews
+do not change the training (an iteration budget gives the same weights), so their cost is the time they took.
+`--no-forest` shows the network alone, as before session 76; `--both` runs the two one after the other.
 
     python bench/live_preview.py [--data ../shared/data] [--sets isbi2012-em,dsb2018-fluo] [--seed N]
-                                 [--iterations 750] [--every 10]
+                                 [--iterations 750] [--every 10] [--no-forest | --both]
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ sys.path.insert(0, str(HERE))
 from sparse import load_set, make_strokes, split  # noqa: E402
 
 
-def run(folder: Path, seed: int, iterations: int, every: float, strokes: int) -> dict:
+def run(folder: Path, seed: int, iterations: int, every: float, strokes: int, forest: bool) -> dict:
     from SemSegLib import training
     from SemSegLib.metrics import evaluate
     from SemSegLib.prediction import predict_image
@@ -44,15 +45,18 @@ def run(folder: Path, seed: int, iterations: int, every: float, strokes: int) ->
         return evaluate(pred[None], ref[[i]], names).mean_iou
 
     rows, costs = [], []
-    real = training._preview_labels
+    real = {name: getattr(training, name) for name in ("first_map", "network_preview")}
 
-    def timed(*args):
-        t = time.perf_counter()
-        out = real(*args)
-        costs.append(time.perf_counter() - t)
-        return out
+    def timed(real):
+        def call(*args):
+            t = time.perf_counter()
+            out = real(*args)
+            costs.append(time.perf_counter() - t)
+            return out
+        return call
 
-    training._preview_labels = timed
+    for name, function in real.items():
+        setattr(training, name, timed(function))
     start = time.perf_counter()
 
     def show(iteration: int, previews: np.ndarray) -> None:
@@ -62,11 +66,15 @@ def run(folder: Path, seed: int, iterations: int, every: float, strokes: int) ->
         print(json.dumps(rows[-1]), flush=True)
 
     config = training.TrainConfig(seed=seed, iterations=iterations)
-    preview = training.TrainPreview(stack.images[shown], show, every)
-    result = training.train(stack.images, labels, classes, config, names=stack.names, preview=preview)
+    preview = training.TrainPreview(stack.images[shown], show, every, forest)
+    try:
+        result = training.train(stack.images, labels, classes, config, names=stack.names, preview=preview)
+    finally:
+        for name, function in real.items():
+            setattr(training, name, function)
     trained = time.perf_counter() - start
     final = [predict_image(result.model, stack.images[i]) for i in shown]
-    return {"set": folder.name, "seed": seed, "images": {"painted": shown[0], "new": shown[1]},
+    return {"set": folder.name, "seed": seed, "forest_first": forest, "images": {"painted": shown[0], "new": shown[1]},
             "previews": rows, "preview_seconds_total": round(sum(costs), 2), "train_s": round(trained, 1),
             "train_loop_s": round(result.seconds, 1), "predict_shown_s": round(sum(p.seconds for p in final), 2),
             "final_painted_iou": round(iou(final[0].labels, shown[0]), 4),
@@ -81,10 +89,13 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=750)
     ap.add_argument("--every", type=float, default=10.0, help="seconds between previews (the panel's default)")
     ap.add_argument("--strokes", type=int, default=10)
+    ap.add_argument("--no-forest", action="store_true", help="the network alone in every preview (before session 76)")
+    ap.add_argument("--both", action="store_true", help="with the forest, then without, one after the other")
     args = ap.parse_args()
     for name in args.sets.split(","):
-        out = run(Path(args.data) / name, args.seed, args.iterations, args.every, args.strokes)
-        print(json.dumps(out), flush=True)
+        for forest in ([True, False] if args.both else [not args.no_forest]):
+            out = run(Path(args.data) / name, args.seed, args.iterations, args.every, args.strokes, forest)
+            print(json.dumps(out), flush=True)
 
 
 if __name__ == "__main__":

@@ -36,9 +36,9 @@ from .model_file import RoundMember, SemSegModel
 from .normalization import percentile_range
 from .patches import IGNORE, PatchSampler, PatchSource, strong_view
 from .pixel_forest import PixelForest
-from .prediction import PredictConfig, network_labels
 from .starting_points import choose_starting_point
 from .train_config import TrainConfig
+from .train_preview import first_map, network_preview
 from .weight_average import WeightAverage
 
 log = logging.getLogger(__name__)
@@ -69,20 +69,24 @@ PREVIEW_TIME_SHARE = 0.1
 
 @dataclass
 class TrainPreview:
-    """Labels of a few images now and then while a training runs, from the network the training would return if
-    it ended then (the weight average): `show(iteration, labels)` gets (M, H, W) class values, on the training's
-    thread (the caller moves them to its own; the Logic (SemSegMRML) writes them into MRML on the main thread).
+    """Labels of a few images now and then while a training runs: `show(iteration, labels)` gets (M, H, W) class
+    values, on the training's thread (the caller moves them to its own; the Logic (SemSegMRML) writes them into MRML
+    on the main thread).
 
     Why: a first training takes a minute or more on a CPU. A person who watches the map form sees early that a
-    class is missing or a stroke went astray, and can cancel and paint instead of waiting. A preview is the
-    network alone (prediction.network_labels): no forest, and in a first training no class-prior correction yet.
-    It changes nothing the training computes (an iteration budget gives the same weights) and takes at most
-    PREVIEW_TIME_SHARE of its time: the next one waits `every_seconds`, or longer after a slow one.
+    class is missing or a stroke went astray, and can cancel and paint instead of waiting. A first training with a
+    forest (`forest`, and the config's forest weight above 0) shows a random forest of the strokes first, before
+    any step, as iteration 0 (train_preview.py). Then each map is the network the training would return if it
+    ended then (the weight average, prediction.network_labels): no forest, and in a first training no class-prior
+    correction yet. The previews change nothing the training computes (an iteration budget gives the same weights);
+    the network's take at most PREVIEW_TIME_SHARE of the steps' time: the next one waits `every_seconds`, or longer
+    after a slow one.
     """
 
     images: np.ndarray  # (M, C, H, W) raw images
     show: Callable[[int, np.ndarray], None]
     every_seconds: float = 10.0
+    forest: bool = True
 
 
 @dataclass
@@ -250,6 +254,14 @@ def train(
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
 
+    def report(message: str) -> None:  # work before the first step (the start's check, a preview's forest): say so
+        if progress is not None:
+            progress(TrainProgress(0, config.iterations, float("nan"), 0.0, float("nan"), message))
+
+    # Once, for the loss and for the model's thinning; each is its own choice.
+    detected_lines = (detect_line_classes(labels, len(classes))
+                      if config.line_position_weight > 0 or config.thin_line_classes else [])
+    shown_lines = detected_lines if config.thin_line_classes else []  # the model's (`SemSegModel.line_classes`)
     start_choice = None
     if init_model is not None:
         model = copy.deepcopy(init_model)
@@ -268,10 +280,11 @@ def train(
                                     input_filters=config.input_filters,
                                     filter_sigmas=config.filter_sigmas)
 
-        def report(message: str) -> None:  # the start's check predicts a few images: say so while it does
-            if progress is not None:
-                progress(TrainProgress(0, config.iterations, float("nan"), 0.0, float("nan"), message))
-
+        if preview is not None:  # first, before the start's check: seconds before any network could show a map
+            first = first_map(model, preview.images, images, labels, shown_lines, config.seed, config.forest_weight,
+                              preview.forest, report)
+            if first is not None:
+                preview.show(0, first)
         start_choice = choose_starting_point(config.starting_point, images, labels, classes, model.network_config,
                                              device, report)
         if start_choice is not None:
@@ -300,9 +313,6 @@ def train(
     sampler = PatchSampler(source, generator, labeled_fraction, max_scale=config.max_scale,
                            augment=config.augment, focus_fraction=config.correction_focus,
                            elastic_probability=config.elastic_probability)
-    # Once, for the loss and for the model's thinning; each is its own choice.
-    detected_lines = (detect_line_classes(labels, model.num_classes)
-                      if config.line_position_weight > 0 or config.thin_line_classes else [])
     line_classes = detected_lines if config.line_position_weight > 0 else []
     weighted = weighs_classes(labels, config)
     class_weights = (_class_weights(targets, model.num_classes) if weighted
@@ -415,8 +425,8 @@ def train(
             progress(TrainProgress(it, total, smoothed, elapsed, remaining))
         if time.perf_counter() >= next_preview:
             shown = time.perf_counter()
-            preview.show(it, _preview_labels(model, ema.module if ema is not None else net, preview.images,
-                                             init_model, detected_lines if config.thin_line_classes else [], device))
+            preview.show(it, network_preview(model, ema.module if ema is not None else net, preview.images,
+                                             init_model, shown_lines, device))
             took = time.perf_counter() - shown
             next_preview = time.perf_counter() + max(preview.every_seconds, took / PREVIEW_TIME_SHARE)
 
@@ -461,7 +471,7 @@ def train(
         "starting_point": None if start_choice is None else start_choice.to_dict(),
     })
     model.set_labeled_masks(names, labels)
-    model.line_classes = list(detected_lines) if config.thin_line_classes else []
+    model.line_classes = list(shown_lines)
     model.history[-1]["line_classes"] = list(model.line_classes)
     model.log_prior_shift = None
     if config.prior_correction_images > 0:
@@ -507,14 +517,6 @@ def train(
         progress(TrainProgress(it, it, smoothed, seconds, 0.0, "fitting the random forest"))
     attach_forest(model, images, labels, config, device, start=init_model)
     return TrainResult(model, it, seconds, smoothed, cancelled, device.type, losses, warning)
-
-
-def _preview_labels(model: SemSegModel, network: torch.nn.Module, images: np.ndarray,
-                    init_model: SemSegModel | None, line_classes: list[int], device: torch.device) -> np.ndarray:
-    """(M, C, H, W) -> (M, H, W) labels of `network`; a round's with its start's class-prior correction."""
-    shift = init_model.log_prior_shift if init_model is not None else None
-    config = PredictConfig(device=device.type)
-    return np.stack([network_labels(model, network, image, shift, line_classes, config, device) for image in images])
 
 
 def _began_from_a_starting_point(model: SemSegModel) -> bool:

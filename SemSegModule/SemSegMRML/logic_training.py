@@ -103,8 +103,10 @@ class TrainingLogic:
                 if stack_nodes.in_scene(self.scene, volume):
                     self.setLabelsToSegmentation(p.labels[None], self.previewSegmentation(volume), volume, classes,
                                                  slices=[previewSlice])
-                return SemSegEvent("preview", f"slice {previewSlice + 1} shows the network after {p.iteration} "
-                                   "iterations", None, p)
+                # Iteration 0 comes before any step: a first training's forest of the strokes (TrainPreview).
+                shows = (f"the network after {p.iteration} iterations" if p.iteration
+                         else "a random forest of the strokes while the network starts")
+                return SemSegEvent("preview", f"slice {previewSlice + 1} shows {shows}", None, p)
             fraction = p.iteration / p.total_iterations if p.total_iterations else None
             message = p.message or (f"iteration {p.iteration}, loss {p.loss:.3f}, "
                                     f"{p.remaining_seconds:.0f} s left")
