@@ -976,6 +976,7 @@ class SemSegTest(ScriptedLoadableModuleTest):
         logic.train(volume, segmentation, iterations=200, patch_size=64, previewSlice=1, previewSeconds=0.5,
                     waitForCompletion=True, eventCallback=lambda e: previews.append(e) if e.kind == "preview" else None)
         self.assertIsNone(logic.previewSegmentation(volume, create=False))  # taken down when the training ended
+        self.assertEqual(previews[0].data.iteration, 0)  # a first training: the strokes' forest before any step
         self.assertEqual(logic.predictedSlices(volume), [1])  # and predicted by the trained model
         self.delayDisplay(f"Training showed {len(previews)} preview(s); predicting")
         shown = []  # the slices in the prediction node as each slice comes: the one asked for first
