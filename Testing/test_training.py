@@ -680,3 +680,25 @@ def test_training_arrays_keep_the_stack_as_it_came_and_weights_only_for_correcti
         assert np.all(arrays.weights[1][corrected[1] > 0] == dtype(weight))  # the new strokes
         assert np.all(arrays.weights[0][corrected[0] > 0] == 1)  # the old ones
         assert np.all(arrays.weights[corrected[[0, 1, 2]] == 0] == 0)
+
+
+def test_the_first_map_s_forest_reads_a_few_painted_images_spread_over_the_stack(monkeypatch):
+    from SemSegLib import train_preview
+    from SemSegLib.model_file import SemSegModel
+
+    images, refs = disk_task(n=10, size=48)
+    painted = [0, 1, 2, 3, 5, 6, 7, 9]
+    labels = sparse_labels(refs, painted, strokes=2)
+    fitted = []
+    real = train_preview.PixelForest.fit
+    monkeypatch.setattr(train_preview.PixelForest, "fit",
+                        lambda stack, lab, *args: fitted.append(lab) or real(stack, lab, *args))
+    model = SemSegModel.create(1, default_classes(2))
+    maps = train_preview.forest_labels(model, images[[4, 8], None], images[:, None], labels, [], seed=0)
+    assert maps.shape == (2, 48, 48) and set(np.unique(maps)) <= {1, 2}
+    # A first training on many labeled slices does not wait for all of their filters: the first, the last, and
+    # evenly between them, up to FOREST_IMAGES.
+    assert train_preview.FOREST_IMAGES == 6
+    used = [next(i for i in range(10) if np.array_equal(lab, labels[i])) for lab in fitted[0]]
+    assert used == [0, 1, 3, 5, 7, 9]
+    assert train_preview.forest_labels(model, images[[4], None], images[:, None], np.zeros_like(labels), [], 0) is None

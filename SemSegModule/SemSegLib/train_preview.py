@@ -37,10 +37,10 @@ def forest_labels(model: SemSegModel, images: np.ndarray, stack: np.ndarray, lab
     (N, C, H, W) with `labels` (N, H, W), smoothed and its line classes (0-based) thinned as the model's forest is;
     None when nothing is labeled."""
     painted = np.flatnonzero(labels.reshape(len(labels), -1).any(1))
+    if not len(painted):
+        return None
     chosen = painted[np.unique(np.linspace(0, len(painted) - 1, FOREST_IMAGES).round().astype(int))]
     forest = PixelForest.fit(stack[chosen], labels[chosen], model.num_classes, model.normalization, seed)
-    if forest is None:
-        return None
     maps = []
     for image in images:
         prob = smoothed(forest.probabilities(image, model.normalization), line_classes, forest.smoothing)
