@@ -607,7 +607,7 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = (
             f"Labels of {len(loaded.slices)} slice(s) loaded: {loaded.added} pixels added"
             + (f"; {loaded.differing} pixels you painted with another class kept yours" if loaded.differing
-               else "") + ".")
+               else "") + "." + (f" {loaded.note}" if loaded.note else ""))
         self.updateGUIFromParameterNode()
         if loaded.slices and self._currentSlice() not in loaded.slices:
             self._jumpToSlice(loaded.slices[0])  # show what came in

@@ -481,6 +481,13 @@ def test_loaded_labels_fill_only_what_is_not_painted_and_wrong_ones_are_refused(
     (tmp_path / "stack" / "classes.csv").unlink()
     loaded = logic.loadLabels(volume, str(tmp_path / "stack" / "labels.tif"))
     assert loaded.slices == [3] and np.array_equal(logic.labelsFromSegmentation(seg, volume)[3], reference[3])
+    assert loaded.note == ""
+    # A label stack file that holds a second series (pages of another size): the first is read, the rest named.
+    with tifffile.TiffWriter(tmp_path / "stack" / "two.tif") as tif:
+        tif.write(pages, photometric="minisblack")
+        tif.write(pages[0, :8], photometric="minisblack")
+    loaded = logic.loadLabels(volume, str(tmp_path / "stack" / "two.tif"))
+    assert loaded.slices == [3] and loaded.note.startswith("two.tif holds 2 label series; SemSeg read the first")
 
 
 def test_saved_and_reloaded_scene_keeps_the_labels(tmp_path, logic, scene):

@@ -164,6 +164,42 @@ def test_a_stack_file_says_which_of_its_series_were_left_out(tmp_path, capsys):
     assert len(list((tmp_path / "maps").glob("plate*.tif"))) == 4
 
 
+def test_labels_of_several_series_say_which_were_left_out(tmp_path, capsys):
+    # Label files and label stacks of several series: the first is read, as for images, and the rest named.
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (3, 16, 16), dtype=np.uint8)
+    for k, image in enumerate(images):
+        _write(tmp_path / "images", f"img_{k + 1}.tif", image)
+    stack = read_stack(tmp_path / "images")
+    maps = np.ones((3, 16, 16), np.uint8)
+    maps[:, 4:9, 4:9] = 2
+    (tmp_path / "labels").mkdir()
+    with tifffile.TiffWriter(tmp_path / "labels" / "img_1.tif") as tif:  # a thumbnail after the map
+        tif.write(maps[0])
+        tif.write(maps[0, :4, :4])
+    _write(tmp_path / "labels", "img_2.tif", maps[1])
+    read = read_labels(tmp_path / "labels", stack)
+    assert read.labeled_names == ["img_1", "img_2"] and np.array_equal(read.labels[:2], maps[:2])
+    assert read.note == ("1 file(s) of labels hold several label series, and SemSeg read the first of each: "
+                         "img_1.tif (2 series). If the labels are in another series, save that series as the label "
+                         "file.")
+    with tifffile.TiffWriter(tmp_path / "labels.tif") as tif:
+        tif.write(maps, photometric="minisblack")
+        tif.write(maps[0, :4], photometric="minisblack")
+    read = read_labels(tmp_path / "labels.tif", stack)
+    assert np.array_equal(read.labels, maps)
+    assert read.note.startswith("labels.tif holds 2 label series; SemSeg read the first, a page per image, and left "
+                                "out 1.")
+    tifffile.imwrite(tmp_path / "one.tif", maps, photometric="minisblack")
+    assert read_labels(tmp_path / "one.tif", stack).note == ""
+    (tmp_path / "labels" / "img_1.tif").unlink()
+    assert read_labels(tmp_path / "labels", stack).note == ""
+    # The command line says it as a warning.
+    assert cli.main(["train", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels.tif"),
+                     "--model", str(tmp_path / "m.pt"), "--iterations", "1", "--device", "cpu", "--start", "none"]) == 0
+    assert "warning: labels.tif holds 2 label series" in capsys.readouterr().err
+
+
 def test_a_tiff_s_axes_say_which_number_the_images_and_which_are_channels(tmp_path):
     """An OME z-stack of 2 channels is CZYX: 5 images of 2 channels, not 2 images of 5; a Fiji hyperstack TZCYX
     is every (t, z) image; planar RGB is one image. Read whole or page by page, the same images."""
@@ -561,7 +597,7 @@ def test_a_folder_is_read_image_by_image_into_the_stack_with_its_progress(tmp_pa
 
     # The headers say 5x6, then img_2 is read as something else (it was replaced between the two reads).
     real = stack_io._read_file
-    monkeypatch.setattr(stack_io, "_read_file", lambda path: (np.zeros((7, 6), np.uint8), "YX")
+    monkeypatch.setattr(stack_io, "_read_file", lambda path: (np.zeros((7, 6), np.uint8), "YX", 1)
                         if path.name == "img_2.tif" else real(path))
     with pytest.raises(InputError, match=r"img_1.tif is 5x6x1ch but img_2.tif: 7x6x1ch"):
         read_stack(tmp_path)

@@ -52,11 +52,11 @@ def _parse_indices(text: str | None, n: int) -> list[int]:
     return idx
 
 
-def _told(stack):
-    """The stack, its `note` said first (the image series SemSeg left out)."""
-    if stack.note:
-        print(f"warning: {stack.note}", file=sys.stderr)
-    return stack
+def _told(read):
+    """A stack or labels as read (`ImageStack`, `LabelSet`), its `note` said first (the series SemSeg left out)."""
+    if read.note:
+        print(f"warning: {read.note}", file=sys.stderr)
+    return read
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -74,10 +74,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         init.check_stack(stack.channels, str(args.images))
     named = bool(args.classes) or (Path(args.labels) / "classes.csv").exists()
     if init is not None and not named:  # labels without a classes.csv are in the model's classes
-        labels = read_labels(args.labels, stack, classes=init.classes, classes_from=f"the model's, {args.init}",
-                             advice="Fine-tuning keeps the model's classes: train a new model when they change.")
+        labels = _told(read_labels(args.labels, stack, classes=init.classes, classes_from=f"the model's, {args.init}",
+                                   advice="Fine-tuning keeps the model's classes: train a new model when they change."))
     else:
-        labels = read_labels(args.labels, stack, args.classes)
+        labels = _told(read_labels(args.labels, stack, args.classes))
     if init is not None and [c.name for c in labels.classes] != [c.name for c in init.classes]:
         raise InputError(f"{args.classes or Path(args.labels) / 'classes.csv'}: the classes "
                          f"{', '.join(c.name for c in labels.classes)} are not the model's "
@@ -225,9 +225,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     reference = _told(open_stack(args.reference, one_size=False))  # the fields of a collection may differ in size
     ref = reference_maps(reference)
     classes, csv = _reference_classes(args, ref, reference.names)  # the reference's, whatever the prediction holds
-    pred = read_labels(args.pred, reference, classes=classes,
-                       classes_from=str(csv) if csv.exists() else "the reference's values",
-                       advice="Give the folder of label maps that `semseg predict` wrote.").labels
+    pred = _told(read_labels(args.pred, reference, classes=classes,
+                             classes_from=str(csv) if csv.exists() else "the reference's values",
+                             advice="Give the folder of label maps that `semseg predict` wrote.")).labels
     missing = [n for i, n in enumerate(reference.names) if not pred[i].any()]
     if missing:
         raise InputError(f"{args.pred}: no prediction for {', '.join(missing[:5])}"
@@ -273,8 +273,8 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     if args.correct_from:
         if not args.labels:
             raise InputError("--correct-from needs --labels OLD_LABELS_DIR (the strokes to add corrections to).")
-        old = read_labels(args.labels, reference, csv if csv.exists() else None).labels
-        pred = read_labels(args.correct_from, reference, csv if csv.exists() else None).labels
+        old = _told(read_labels(args.labels, reference, csv if csv.exists() else None)).labels
+        pred = _told(read_labels(args.correct_from, reference, csv if csv.exists() else None)).labels
         indices = [i for i in range(len(ref)) if old[i].any()]
         new = {i: simulate_corrections(ref[i], pred[i], old[i], k, args.strokes, rng=rng) for i in indices}
     else:
@@ -299,8 +299,8 @@ def cmd_suggest(args: argparse.Namespace) -> None:
     model = SemSegModel.load(args.model)
     stack = _told(open_stack(args.images, args.channel_axis, one_size=False))  # as `predict`: an image at a time
     model.check_stack(stack.channels, str(args.images))
-    labels = read_labels(args.labels, stack, classes=model.classes, classes_from=f"the model's, {args.model}",
-                         advice="Give the labels this model was trained with.").labels if args.labels else None
+    labels = _told(read_labels(args.labels, stack, classes=model.classes, classes_from=f"the model's, {args.model}",
+                               advice="Give the labels this model was trained with.")).labels if args.labels else None
     result = suggest_slices(model, stack.images, stack.names, top=args.top, config=PredictConfig(device=args.device),
                             spread=not args.no_spread, labels=labels)
     print(json.dumps(result, indent=2))

@@ -81,12 +81,15 @@ class LabelSet:
     labels: LabelMaps
     classes: list[ClassInfo]
     labeled_names: list[str] = field(default_factory=list)
+    note: str = ""  # as `ImageStack.note`: the label series left out of files that hold several
 
 
-def _read_file(path: Path) -> tuple[np.ndarray, str]:
-    """A file's pixels and, for a TIFF, its axes as tifffile names them ('' for a PNG)."""
+def _read_file(path: Path) -> tuple[np.ndarray, str, int]:
+    """A file's pixels (of its first series) and, for a TIFF, its axes as tifffile names them ('' for a PNG), and
+    how many series it holds."""
+    series = 1
     if path.suffix.lower() != ".png":
-        arr, axes = _read_tiff(path, "this image")
+        arr, axes, series = _read_tiff(path, "this image")
     else:
         try:
             from PIL import Image
@@ -98,22 +101,24 @@ def _read_file(path: Path) -> tuple[np.ndarray, str]:
             raise unreadable(path, "this image", e) from e
     if arr.size == 0:
         raise InputError(f"{path}: cannot read this image (no pixel data: the file is empty or corrupt).")
-    return arr, axes
+    return arr, axes, series
 
 
-def _read_tiff(path: Path, what: str) -> tuple[np.ndarray, str]:
-    """The first series of a TIFF and its axes; an InputError saying what is wrong (`unreadable`)."""
+def _read_tiff(path: Path, what: str) -> tuple[np.ndarray, str, int]:
+    """The first series of a TIFF, its axes, and how many series the file holds; an InputError saying what is
+    wrong (`unreadable`)."""
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tif:
-            return tif.series[0].asarray(), tif.series[0].axes
+            return tif.series[0].asarray(), tif.series[0].axes, len(tif.series)
     except Exception as e:  # noqa: BLE001 - any decoder failure means "this file is unreadable"
         raise unreadable(path, what, e) from e
 
 
 # What to do about image series SemSeg left out (it reads a file's first): the end of every note that names them.
 SERIES_ADVICE = "Save each series as a file of its own (Fiji: Bio-Formats import, then save) to segment it."
+LABEL_SERIES_ADVICE = "If the labels are in another series, save that series as the label file."
 
 
 def left_out_series(path: Path) -> str:
@@ -154,7 +159,7 @@ def read_image(path: Path, channel_axis: int | None = None) -> np.ndarray:
 
 
 def _read_image_and_layout(path: Path, channel_axis: int | None = None) -> tuple[np.ndarray, TiffLayout]:
-    arr, axes = _read_file(path)
+    arr, axes, _ = _read_file(path)  # its series were counted from the headers (`folder_image_shapes`)
     layout = image_file_layout(axes, arr.shape, path, channel_axis)
     return layout.images(_check_dtype(arr, path))[0], layout
 
@@ -229,13 +234,19 @@ def folder_image_shapes(source: Path, channel_axis: int | None = None,
     headers = [_header(f, channel_axis) for f in files]
     shapes = [shape for shape, _ in headers]
     refuse_other_sizes(source, files, shapes, channels_only=not one_size)
-    several = [(f.name, series) for f, (_, series) in zip(files, headers) if series > 1]
-    note = ""
-    if several:
-        listed = ", ".join(f"{name} ({series} series)" for name, series in several[:5])
-        note = (f"{len(several)} file(s) of {source.name} hold several image series, and SemSeg read the first of "
-                f"each: {listed}{' ...' if len(several) > 5 else ''}. " + SERIES_ADVICE)
-    return files, shapes, note
+    return files, shapes, several_series_note(source, [(f.name, series) for f, (_, series) in zip(files, headers)])
+
+
+def several_series_note(folder: Path, series: list[tuple[str, int]], what: str = "image",
+                        advice: str = SERIES_ADVICE) -> str:
+    """What to tell about the files of `folder` (name, how many series each holds) that hold several series, of
+    which SemSeg read the first ('' if none does)."""
+    several = [(name, count) for name, count in series if count > 1]
+    if not several:
+        return ""
+    listed = ", ".join(f"{name} ({count} series)" for name, count in several[:5])
+    return (f"{len(several)} file(s) of {folder.name} hold several {what} series, and SemSeg read the first of each: "
+            f"{listed}{' ...' if len(several) > 5 else ''}. " + advice)
 
 
 def _header(path: Path, channel_axis: int | None = None) -> tuple[tuple[int, int, int], int]:
@@ -314,7 +325,7 @@ def _read_spacing(path: Path) -> tuple[float, float]:
 
 
 def _read_multipage(path: Path, channel_axis: int | None) -> ImageStack:
-    arr, axes = _read_tiff(path, "this TIFF")
+    arr, axes, _ = _read_tiff(path, "this TIFF")  # its series are named by `left_out_series`
     arr = _check_dtype(arr, path)
     layout = tiff_layout(axes, arr.shape, path, channel_axis)
     names = layout.names(file_stem(path), axes, arr.shape)
@@ -343,10 +354,10 @@ def read_labels(folder: str | Path, stack: ImageStack, classes_csv: str | Path |
     largest value (`implicit_classes`)."""
     folder = Path(folder)
     if folder.is_dir():
-        labels, found = _label_files(folder, stack, on_image)
+        labels, found, note = _label_files(folder, stack, on_image)
         default_csv = folder / "classes.csv"
     elif folder.is_file() and folder.suffix.lower() in TIFF_SUFFIXES:
-        labels, found = _label_pages(folder, stack)
+        labels, found, note = _label_pages(folder, stack)
         default_csv = folder.parent / "classes.csv"
         if on_image is not None:
             on_image(len(stack), len(stack))
@@ -362,36 +373,37 @@ def read_labels(folder: str | Path, stack: ImageStack, classes_csv: str | Path |
             raise InputError(f"{folder}: the labels contain only 0 (unlabeled). Paint at least one class.")
         classes = implicit_classes(labels, stack.names, folder)
     check_class_values(labels, len(classes), stack.names, folder, classes_from or "the given classes", advice)
-    return LabelSet(labels, classes, found)
+    return LabelSet(labels, classes, found, note)
 
 
 def _label_files(folder: Path, stack: ImageStack,
-                 on_image: Callable[[int, int], None] | None = None) -> tuple[LabelMaps, list[str]]:
+                 on_image: Callable[[int, int], None] | None = None) -> tuple[LabelMaps, list[str], str]:
     """(N, H, W) labels from the files of `folder` named as the images (a list of (H, W) maps when the images
-    differ in size), and the names of the images that have one."""
+    differ in size), the names of the images that have one, and the files of several series (`LabelSet.note`)."""
     n = len(stack)
     if stack.one_size:
         labels = np.zeros((n, *stack.image_size(0)), np.uint16)
     else:
         labels = [np.zeros(stack.image_size(i), np.uint16) for i in range(n)]
-    found = []
+    found, series = [], []
     for i, name in enumerate(stack.names):
         p = _find_label_file(folder, name)
         if p is not None:
-            labels[i][...] = _label_file(p, name, stack.image_size(i))
+            labels[i][...], count = _label_file(p, name, stack.image_size(i))
             found.append(name)
+            series.append((p.name, count))
         if on_image is not None:
             on_image(i + 1, n)
     if not found:
         raise InputError(f"{folder}: no label file matches an image name of {stack.source} "
                          f"(e.g. {stack.names[0]}.tif). Label files must have the same names as the images.")
-    return labels, found
+    return labels, found, several_series_note(folder, series, "label", LABEL_SERIES_ADVICE)
 
 
-def _label_file(p: Path, name: str, size: tuple[int, int]) -> np.ndarray:
-    """The class values of label file `p` for image `name` of `size` (H, W)."""
+def _label_file(p: Path, name: str, size: tuple[int, int]) -> tuple[np.ndarray, int]:
+    """The class values of label file `p` for image `name` of `size` (H, W), and how many series the file holds."""
     h, w = size
-    lab = _read_file(p)[0]
+    lab, _, series = _read_file(p)
     if lab.ndim == 3 and _gray_saved_as_rgb(np.moveaxis(lab, -1, 0)):
         lab = lab[..., 0]
     if lab.ndim == 3 and lab.shape[:2] == (h, w) and lab.shape[-1] in (3, 4):
@@ -401,22 +413,25 @@ def _label_file(p: Path, name: str, size: tuple[int, int]) -> np.ndarray:
     if lab.shape != (h, w):
         raise InputError(f"{p}: label image is {lab.shape} but its image {name} is {h}x{w}. "
                          "A label file must be a 2D image of the same size as its image.")
-    return _label_values(lab, p)
+    return _label_values(lab, p), series
 
 
-def _label_pages(path: Path, stack: ImageStack) -> tuple[np.ndarray, list[str]]:
-    """(N, H, W) labels from the pages of a multi-page TIFF, and the names of the images whose page holds a label."""
+def _label_pages(path: Path, stack: ImageStack) -> tuple[np.ndarray, list[str], str]:
+    """(N, H, W) labels from the pages of a multi-page TIFF, the names of the images whose page holds a label, and
+    what the file holds beyond its first series (`LabelSet.note`)."""
     if not stack.one_size:
         raise InputError(f"{path}: a label stack file holds maps of one size, but the images of {stack.source} "
                          "differ in size. Give a folder of label files named as the images instead.")
-    pages = _read_tiff(path, "this TIFF")[0]
+    pages, _, series = _read_tiff(path, "this TIFF")
     n, _, h, w = stack.shape
     pages = pages[None] if pages.ndim == 2 else pages
     if pages.shape != (n, h, w):
         raise InputError(f"{path}: the label stack has shape {pages.shape}, but there are {n} images of {h}x{w} "
                          f"({stack.source}): a label stack holds one 2D page per image, in the images' order.")
     labels = _label_values(pages, path).astype(np.uint16)
-    return labels, [name for name, lab in zip(stack.names, labels) if lab.any()]
+    note = "" if series < 2 else (f"{path.name} holds {series} label series; SemSeg read the first, a page per image, "
+                                  f"and left out {series - 1}. " + LABEL_SERIES_ADVICE)
+    return labels, [name for name, lab in zip(stack.names, labels) if lab.any()], note
 
 
 LABEL_MAX = 65535  # what a uint16 label map holds

@@ -143,15 +143,15 @@ class LabelLogic:
         names = self.imageNames(volume)
         stack = shapeOnly(names, arrays.slice_shape(volume)[1:], volume.GetName())
 
-        def read(onImage) -> tuple[list[int], np.ndarray]:  # worker
+        def read(onImage) -> tuple[list[int], np.ndarray, str]:  # worker
             loaded = read_labels(folder, stack, classes=classes, classes_from="the classes in the panel",
                                  advice="Load the classes.csv that goes with these labels first.", on_image=onImage)
             position = {name: k for k, name in enumerate(names)}
             indices = [position[name] for name in loaded.labeled_names]
-            return indices, loaded.labels[indices].astype(label_dtype(len(classes)))
+            return indices, loaded.labels[indices].astype(label_dtype(len(classes))), loaded.note
 
         def finish(read) -> LoadedLabels:
-            indices, loaded = read
+            indices, loaded, note = read
             segmentation = labelSegmentation
             if adopt:
                 if self.labelSegmentationOf(volume) is not None:
@@ -166,7 +166,7 @@ class LabelLogic:
             if changed:
                 self.setLabelsToSegmentation(np.where(added, loaded, painted)[changed], segmentation, volume,
                                              slices=[indices[j] for j in changed])
-            return LoadedLabels(indices, int(added.sum()), int(differing.sum()), segmentation)
+            return LoadedLabels(indices, int(added.sum()), int(differing.sum()), segmentation, note)
 
         return self._startReading("load labels", read, "label file(s)", finish)
 
@@ -240,6 +240,7 @@ class LoadedLabels:
     added: int  # pixels labeled that were unlabeled
     differing: int  # pixels painted with another class than the file's, which kept what was painted
     segmentation: object  # the label segmentation they went into
+    note: str = ""  # the label series left out of files that hold several (`LabelSet.note`)
 
 
 def heldLabelsKey(segmentation, volume, classes: list[ClassInfo]) -> tuple:
