@@ -60,6 +60,13 @@ def test_an_evaluation_reads_and_scores_the_predicted_slices_references_on_the_w
     # A label stack file (a page per image) scores the same slices.
     tifffile.imwrite(tmp_path / "reference.tif", reference.astype(np.uint8), photometric="minisblack")
     assert logic.evaluate(volume, str(tmp_path / "reference.tif")).confusion.tolist() == metrics.confusion.tolist()
+    assert logic.lastEvaluationNote == ""
+    # One of several series: the first is scored, and the note names the others.
+    with tifffile.TiffWriter(tmp_path / "two.tif") as tif:
+        tif.write(reference.astype(np.uint8), photometric="minisblack")
+        tif.write(reference[0, :8].astype(np.uint8), photometric="minisblack")
+    assert logic.evaluate(volume, str(tmp_path / "two.tif")).confusion.tolist() == metrics.confusion.tolist()
+    assert logic.lastEvaluationNote.startswith("two.tif holds 2 label series; SemSeg read the first")
 
 
 def test_export_says_which_slices_the_current_model_has_not_labeled(tmp_path, logic, caplog):

@@ -50,21 +50,22 @@ class ResultLogic:
         earlier = set(self.unlabeledByCurrentModel(volume)[1])
 
         def readAndScore(onImage):  # worker
-            reference = referenceLabels(referencePath, names, shape, classes, predicted, onImage)
+            reference, note = referenceLabels(referencePath, names, shape, classes, predicted, onImage)
             have = [j for j in range(len(predicted)) if reference[j].any()]
             if not have:
                 raise InputError(f"{referencePath}: no reference label file matches a predicted slice "
                                  f"(expected names like {names[predicted[0]]}.tif).")
             scored = [predicted[j] for j in have]
             metrics = evaluate([prediction[k] for k in scored], [reference[j] for j in have], [c.name for c in classes])
-            return metrics, scored
+            return metrics, scored, note
 
         def finish(out):
-            metrics, scored = out
+            metrics, scored, note = out
             self.metricsToTable(metrics, tableNode)
             byEarlier = [k for k in scored if k in earlier]
-            self.lastEvaluationNote = (f"{len(byEarlier)} of the {len(scored)} slices scored were predicted by an "
-                                       f"earlier model ({slicesText(byEarlier)})" if byEarlier else "")
+            self.lastEvaluationNote = "; ".join(text for text in [
+                f"{len(byEarlier)} of the {len(scored)} slices scored were predicted by an earlier model "
+                f"({slicesText(byEarlier)})" if byEarlier else "", note] if text)
             return metrics
 
         return self._startReading("evaluate", readAndScore, "reference map(s)", finish)
@@ -163,16 +164,18 @@ def _paintedWin(painted: np.ndarray, predicted: np.ndarray | None) -> np.ndarray
 
 
 def referenceLabels(path: str, names: list[str], shape: tuple[int, int], classes: list[ClassInfo],
-                    indices: list[int] | None = None, onImage: Callable[[int, int], None] | None = None) -> np.ndarray:
+                    indices: list[int] | None = None, onImage: Callable[[int, int], None] | None = None
+                    ) -> tuple[np.ndarray, str]:
     """Reference label maps for the volume's images `indices` (default: all), in their order, matched by file name;
-    missing files are all-zero. A value beyond `classes` (the panel's) is refused: it would drop out of every score
-    unseen. Of a folder only the files of `indices` are read. No MRML: safe on the worker thread."""
+    missing files are all-zero; and the series left out of files that hold several (`LabelSet.note`). A value
+    beyond `classes` (the panel's) is refused: it would drop out of every score unseen. Of a folder only the files
+    of `indices` are read. No MRML: safe on the worker thread."""
     from SemSegLib.stack_io import read_labels
 
     indices = list(range(len(names))) if indices is None else list(indices)
     byFile = Path(path).is_dir()  # a label stack file has a page per image: read whole, then picked from
-    labels = read_labels(path, shapeOnly([names[k] for k in indices] if byFile else names, shape, "the loaded images"),
-                         classes=classes, classes_from="the classes in the panel",
-                         advice="Use reference maps with the panel's class values, or edit the classes.",
-                         on_image=onImage).labels
-    return labels if byFile else labels[indices]
+    read = read_labels(path, shapeOnly([names[k] for k in indices] if byFile else names, shape, "the loaded images"),
+                       classes=classes, classes_from="the classes in the panel",
+                       advice="Use reference maps with the panel's class values, or edit the classes.",
+                       on_image=onImage)
+    return (read.labels if byFile else read.labels[indices]), read.note
