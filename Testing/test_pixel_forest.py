@@ -84,6 +84,26 @@ def test_the_subset_is_drawn_before_the_features_and_only_images_with_a_kept_pix
     assert len(filtered) == len(set(map(int, one.targets))) == 2  # a kept pixel of each class: at most 2 images
 
 
+def test_an_image_in_both_of_the_forest_s_sets_is_filtered_once(monkeypatch):
+    from SemSegLib import pixel_forest
+
+    monkeypatch.setattr(pixel_forest, "TILE_SIZE", 40)  # several tiles an image
+    images, refs = disk_task(n=4)
+    labels = _strokes(refs)
+    labels[2, :3], labels[2, 40:56, 40:56] = refs[2, :3], refs[2, 40:56, 40:56]
+    sure = {0: refs[0], 1: refs[1], 2: refs[2]}  # what the networks are sure of: the painted images and image 1
+    filtered = []
+    real = pixel_forest.feature_tiles
+    monkeypatch.setattr(pixel_forest, "feature_tiles", lambda image, *a: filtered.append(image) or real(image, *a))
+    forest = PixelForest.fit(images[:, None], labels, 2, NORM, seed=3, max_per_class=40, confident=sure)
+    assert [next(i for i in range(4) if np.array_equal(image[0], images[i])) for image in filtered] == [0, 1, 2]
+    # The same pixels as each set's alone, in the same order: the strokes' first, then the sure pixels'.
+    sets = [{0: labels[0], 2: labels[2]}, {i: np.where(labels[i] > 0, 0, s) for i, s in sure.items()}]
+    alone = [pixel_forest._kept_samples(images[:, None], [pixels], NORM, 40, 3)[0] for pixels in sets]
+    assert np.array_equal(forest.samples, np.concatenate([x for x, _ in alone]))
+    assert np.array_equal(forest.targets, np.concatenate([y for _, y in alone]))
+
+
 def test_the_forest_gets_its_share_of_the_average_smoothed_and_the_prior_estimate_sees_the_network_alone():
     images, refs = disk_task(n=2)
     model = SemSegModel.create(1, default_classes(2), base_width=8, levels=3)

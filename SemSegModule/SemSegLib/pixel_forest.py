@@ -104,8 +104,7 @@ class PixelForest:
         if confident is not None:
             sets.append({i: np.where(labels[i] > 0, 0, sure) for i, sure in confident.items()})
         samples, targets = [], []
-        for pixels in sets:
-            x, y = _kept_samples(images, pixels, normalization, max_per_class, seed)
+        for x, y in _kept_samples(images, sets, normalization, max_per_class, seed):
             if len(y):
                 samples.append(x)
                 targets.append(y)
@@ -177,34 +176,60 @@ def smoothed(prob: torch.Tensor, line_classes: list[int], sigma: float) -> torch
     return out
 
 
-def _kept_samples(images: np.ndarray, pixels: dict[int, np.ndarray], normalization: NormalizationConfig,
-                  max_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The features (N, F) and classes (N,) of at most `max_per_class` labeled pixels of each class of `pixels`
-    ((H, W) classes by image index, 0 = none), a seeded subset of them in image, tile and row order.
+def _kept_samples(images: np.ndarray, sets: list[dict[int, np.ndarray]], normalization: NormalizationConfig,
+                  max_per_class: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per set of `sets` ((H, W) classes by image index, 0 = none): the features (N, F) and classes (N,) of at most
+    `max_per_class` labeled pixels of each class, a seeded subset of them in image, tile and row order.
 
     The subset is drawn from the classes alone, before any feature is computed: then only the kept pixels' features
     are held, and images without a kept pixel are not filtered at all. Holding every labeled pixel's features first
     took 84 MB for each fully labeled image of 1024 x 1024 (a slice whose prediction the person accepted), 8 GB for
-    100 of them, to keep 20,000 pixels of each class (bench/RESULTS.md, session 67)."""
-    order = sorted(i for i, image_pixels in pixels.items() if image_pixels.any())
-    if not order:
-        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
+    100 of them, to keep 20,000 pixels of each class (bench/RESULTS.md, session 67). An image in several sets (a
+    painted image's strokes, and the pixels the networks are sure of around them) is filtered once for all of them:
+    its filters took a second at 1024 x 1024 on 2 CPU cores each time (session 76)."""
     tiles = list(_tiles(*images.shape[2:], TILE_SIZE))  # feature_tiles' order
-    labs = {i: [pixels[i][rows, cols] for _, _, rows, cols in tiles] for i in order}
-    classes = np.concatenate([lab[lab > 0] for i in order for lab in labs[i]])  # the labels' type: 1 byte, not 8
-    keep = _subset_per_class(classes, max_per_class, seed)
-    x, offset = [], 0  # offset: the first of an image's (then a tile's) labeled pixels among `classes`
-    for i in order:
-        count = sum(np.count_nonzero(lab) for lab in labs[i])
-        if np.searchsorted(keep, offset) == np.searchsorted(keep, offset + count):  # no kept pixel in this image
-            offset += count
-            continue
-        for lab, (_, _, feats) in zip(labs[i], feature_tiles(images[i], normalization, TILE_SIZE)):
-            where = np.flatnonzero(lab > 0)
-            local = keep[np.searchsorted(keep, offset):np.searchsorted(keep, offset + len(where))] - offset
-            x.append(feats.reshape(-1, feats.shape[-1])[where[local]])
-            offset += len(where)
-    return np.concatenate(x), classes[keep].astype(np.int64)
+    plans = [_SamplePlan.of(pixels, tiles, max_per_class, seed) for pixels in sets]
+    x: list[list[np.ndarray]] = [[] for _ in sets]
+    for i in sorted(set().union(*(plan.filtered for plan in plans))):
+        for t, (_, _, feats) in enumerate(feature_tiles(images[i], normalization, TILE_SIZE)):
+            flat = feats.reshape(-1, feats.shape[-1])
+            for plan, kept in zip(plans, x):
+                if i in plan.filtered:
+                    kept.append(flat[plan.kept_pixels(i, t)])
+    return [(np.concatenate(kept) if kept else np.zeros((0, 0), np.float32), plan.classes[plan.keep].astype(np.int64))
+            for plan, kept in zip(plans, x)]
+
+
+@dataclass
+class _SamplePlan:
+    """Which labeled pixels of one set the forest keeps, found from the classes alone (`_kept_samples`)."""
+
+    labels: dict[int, list[np.ndarray]]  # per image: its classes per tile, in feature_tiles' order
+    offsets: dict[int, list[int]]  # per image: the first of each tile's labeled pixels among `classes`
+    classes: np.ndarray  # every labeled pixel's class, in image, tile and row order
+    keep: np.ndarray  # the kept ones among them, ascending
+    filtered: set[int]  # the images with a kept pixel
+
+    @staticmethod
+    def of(pixels: dict[int, np.ndarray], tiles: list, max_per_class: int, seed: int) -> _SamplePlan:
+        order = sorted(i for i, image_pixels in pixels.items() if image_pixels.any())
+        labels = {i: [pixels[i][rows, cols] for _, _, rows, cols in tiles] for i in order}
+        counts = [np.count_nonzero(lab) for i in order for lab in labels[i]]
+        starts = np.concatenate([[0], np.cumsum(counts)]).astype(int)
+        offsets = {i: starts[k * len(tiles):(k + 1) * len(tiles) + 1].tolist() for k, i in enumerate(order)}
+        classes = (np.concatenate([lab[lab > 0] for i in order for lab in labels[i]]) if order
+                   else np.zeros(0, np.uint16))  # the labels' type: 1 byte, not 8
+        keep = _subset_per_class(classes, max_per_class, seed)
+        filtered = {i for i in order
+                    if np.searchsorted(keep, offsets[i][0]) < np.searchsorted(keep, offsets[i][-1])}
+        return _SamplePlan(labels, offsets, classes, keep, filtered)
+
+    def kept_pixels(self, image: int, tile: int) -> np.ndarray:
+        """The flat indices, within tile `tile` of `image`, of its kept labeled pixels."""
+        where = np.flatnonzero(self.labels[image][tile] > 0)
+        offset = self.offsets[image][tile]
+        return where[self.keep[np.searchsorted(self.keep, offset):np.searchsorted(self.keep, offset + len(where))]
+                     - offset]
 
 
 def _subset_per_class(targets: np.ndarray, max_per_class: int, seed: int) -> np.ndarray:
@@ -213,4 +238,4 @@ def _subset_per_class(targets: np.ndarray, max_per_class: int, seed: int) -> np.
     for c in np.unique(targets):
         idx = np.flatnonzero(targets == c)
         keep.append(idx if len(idx) <= max_per_class else np.sort(rng.choice(idx, max_per_class, replace=False)))
-    return np.sort(np.concatenate(keep))
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
