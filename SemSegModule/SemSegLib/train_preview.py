@@ -1,11 +1,12 @@
 """The maps a training shows while it runs (training.TrainPreview): a first training's first map from a random
 forest of the strokes, before any step; then, now and then, the network as it learns.
 
-Why a forest first: a first training's network needs 10-20 s of steps on 2 CPU cores before its first map. A
-forest of the strokes (ilastik's pixel classifier, pixel_forest.py) is fitted on the painted images and labels
-the shown slice in a second or two, and its map is about as good as the network's first ones (bench/RESULTS.md,
-session 76). It is not the model's forest: that one is fitted after the steps, on the strokes and on what the
-trained networks are sure of (forest_teacher.py). The network's later maps are its own: mixing this forest into
+Why a forest first: a first training's network shows its first map 15-20 s after *Train* on 2 CPU cores (the
+start's check, the arrays, 10 s of steps). A forest of the strokes (ilastik's pixel classifier, pixel_forest.py)
+is fitted on the painted images and labels the shown slice in 2-5 s at 512-696 px, 8 s at 1024 x 1024, and its
+map is about as good as the network's first ones (bench/RESULTS.md, session 76). It is not the model's forest:
+that one is fitted after the steps, on the strokes and on what the trained networks are sure of
+(forest_teacher.py). The network's later maps are its own: mixing this forest into
 them (0.1-0.65 of each pixel's probabilities) gained isbi2012-em's previews up to 0.01 and lost dsb2018-fluo's up
 to 0.02 on one image (session 76).
 
