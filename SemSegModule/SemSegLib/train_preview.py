@@ -6,9 +6,9 @@ start's check, the arrays, 10 s of steps). A forest of the strokes (ilastik's pi
 is fitted on the painted images and labels the shown slice in 2-5 s at 512-696 px, 8 s at 1024 x 1024, and its
 map is about as good as the network's first ones (bench/RESULTS.md, session 76). It is not the model's forest:
 that one is fitted after the steps, on the strokes and on what the trained networks are sure of
-(forest_teacher.py). The network's later maps are its own: mixing this forest into
-them (0.1-0.65 of each pixel's probabilities) gained isbi2012-em's previews up to 0.01 and lost dsb2018-fluo's up
-to 0.02 on one image (session 76).
+(forest_teacher.py). The network's later maps are its own: mixing this forest into them (0.1-0.65 of each
+pixel's probabilities) gained isbi2012-em's previews up to 0.013 and lost dsb2018-fluo's up to 0.023 on one image
+(session 76).
 
 Only a first training shows it: a continued training's person already sees the model's own prediction.
 """
