@@ -7,7 +7,8 @@ preview: seconds since the training was called, iteration (0: the forest of the 
 IoU of the preview on each, and the seconds it took. At the end: the trained model's own prediction of the same
 two images (forest, class-prior correction and all), which the panel writes when the training ends. The previews
 do not change the training (an iteration budget gives the same weights), so their cost is the time they took.
-`--no-forest` shows the network alone, as before session 76; `--both` runs the two one after the other.
+`--no-forest` shows the network alone, as before session 76; `--both` runs the two one after the other, in one
+process (the second starts with everything imported: time a first *Train* with each alone, in a fresh process).
 
     python bench/live_preview.py [--data ../shared/data] [--sets isbi2012-em,dsb2018-fluo] [--seed N]
                                  [--iterations 750] [--every 10] [--no-forest | --both]
