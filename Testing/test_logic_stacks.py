@@ -299,3 +299,22 @@ def test_jobs_read_a_gray_stack_s_own_voxels_and_a_copy_of_other_stacks(tmp_path
     logic.scene.Clear(0)
     del voxels
     assert np.array_equal(view, images)
+
+
+def test_a_loaded_stack_starts_the_imports_and_tasks_that_need_them_wait_for_them_on_the_worker(tmp_path, logic,
+                                                                                                  monkeypatch):
+    from SemSegLib import warm_up
+
+    started, waited = [], []
+    monkeypatch.setattr(warm_up, "start", lambda: started.append(True) or True)
+    monkeypatch.setattr(warm_up, "wait", lambda: waited.append(threading.current_thread().name))
+    folder, volume, seg, _, _ = sample_scene(tmp_path, logic)  # loadStack, on this thread
+    assert started == [True] and waited == []
+    assert logic.startLoadingStack(str(folder / "images")).wait() is not None  # read on the worker
+    assert started == [True, True] and waited == []  # a task that only reads files does not wait
+    logic.loadLabels(volume, str(folder / "reference"))
+    assert waited == []
+    logic.train(volume, seg, iterations=1, **FAST)
+    assert waited == ["SemSegWorker"]  # on the worker, not on the main thread: the GUI never waits for it
+    logic.predict(volume, [0])
+    assert waited == ["SemSegWorker"] * 2

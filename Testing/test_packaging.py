@@ -171,6 +171,30 @@ def test_loading_the_module_imports_no_heavy_package():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_loading_a_stack_starts_a_first_training_s_imports_on_a_thread_of_their_own():
+    # In a fresh interpreter, as in a fresh Slicer: the module loads without them, a stack's loading starts them.
+    pytest.importorskip("slicer", reason="slicer-core wheel not installed")
+    code = f"""
+import sys, tempfile, pathlib
+sys.path.insert(0, {str(ROOT / "Testing")!r})
+import numpy as np, tifffile
+from slicer_scene import make_scene
+import SemSeg
+from SemSegLib import warm_up
+before = [m for m in warm_up.MODULES if m in sys.modules]
+folder = pathlib.Path(tempfile.mkdtemp())
+for k in range(2):
+    tifffile.imwrite(folder / f"img_{{k + 1}}.tif", np.zeros((8, 8), np.uint8))
+scene, app, logics = make_scene()
+SemSeg.SemSegLogic(scene).loadStack(str(folder))
+thread = warm_up._thread
+warm_up.wait()
+print(before, [m for m in warm_up.MODULES if m not in sys.modules], thread.name, thread.daemon, warm_up.start())
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=MODULE, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[] [] SemSeg warm-up True False"  # once per process
+
+
 def test_a_developer_reload_imports_the_logic_and_the_engine_afresh(monkeypatch):
     # Slicer's Reload runs SemSeg.py again; the Logic and the engine live in packages it would keep as first imported.
     pytest.importorskip("slicer", reason="slicer-core wheel not installed")

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import slicer
-from SemSegLib import kept_strokes
+from SemSegLib import kept_strokes, warm_up
 from SemSegLib.classes import ClassInfo, read_classes_csv, write_classes_csv
 from SemSegLib.errors import InputError
 from SemSegLib.task import SemSegEvent, SemSegTask
@@ -179,7 +179,7 @@ class SemSegLogic(StackLogic, LabelLogic, TrainingLogic, ModelLogic, PredictionL
             return SemSegEvent("progress", f"{p[0]} of {p[1]} {what} read", p[0] / p[1] if p[1] else None, p)
 
         return self._start(name, run, describe, self._inThisScene(finish), waitForCompletion=False,
-                           eventCallback=None)
+                           eventCallback=None, imports=False)
 
     def _inThisScene(self, finish: Callable[[object], object]) -> Callable[[object], object]:
         """`finish` for a task's end that is not run (the result is None) when the job gave None (it stopped) or the
@@ -193,8 +193,16 @@ class SemSegLogic(StackLogic, LabelLogic, TrainingLogic, ModelLogic, PredictionL
             cls._worker = Worker()
         return cls._worker
 
-    def _start(self, name: str, function, describe, finish, waitForCompletion: bool, eventCallback, ended=None):
-        task = SemSegTask(self.worker().submit(name, function), describe, finish, ended)
+    def _start(self, name: str, function, describe, finish, waitForCompletion: bool, eventCallback, ended=None,
+               imports: bool = True):
+        """A task running `function(job)` on the worker. One that `imports` torch and the engine first waits on the
+        worker for the imports a stack's loading started (SemSegLib.warm_up); a task that only reads files does not."""
+
+        def run(job: Job):
+            warm_up.wait()
+            return function(job)
+
+        task = SemSegTask(self.worker().submit(name, run if imports else function), describe, finish, ended)
         if waitForCompletion:
             task.wait(eventCallback)
         return task

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from SemSegLib import warm_up
 from SemSegLib.task import SemSegTask
 
 from SemSegMRML import arrays
@@ -60,7 +61,9 @@ class StackLogic:
         self.lastLoadNote = stack.note  # the series of a stack file left out, say
         if stack.note:
             logging.warning(f"SemSeg: {stack.note}")
-        return self._addStackVolume(pixels, stack.names, name or stack_name(path), stack.spacing, str(path))
+        volume = self._addStackVolume(pixels, stack.names, name or stack_name(path), stack.spacing, str(path))
+        warm_up.start()  # a training will follow, its strokes painted meanwhile: its imports start now
+        return volume
 
     def _addStackVolume(self, pixels, names: list[str], name: str, spacing: tuple[float, float], source: str):
         # A unique name: messages that tell two stacks apart name them ("images", "images_1").
