@@ -77,7 +77,8 @@ class TrainingLogic:
             except OSError as e:  # a full or read-only temporary folder must not stop the training
                 backupError.append(f"the strokes could not be kept in {backup} ({e})")
             # Imported here, on the worker: the first training of a Slicer session imports torch and the engine,
-            # which held Slicer's GUI 1.9-2.4 s on this machine's CPU build of torch, longer with a CUDA build.
+            # which held Slicer's GUI 1.9-2.4 s on this machine's CPU build of torch, longer with a CUDA build
+            # (most of it is usually done by then: a stack's loading starts the imports, SemSegLib.warm_up).
             from SemSegLib.prediction import PredictConfig, predict_image
             from SemSegLib.training import TrainConfig, TrainPreview, train
 
