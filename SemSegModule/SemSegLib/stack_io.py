@@ -389,7 +389,8 @@ def _label_files(folder: Path, stack: ImageStack,
     for i, name in enumerate(stack.names):
         p = _find_label_file(folder, name)
         if p is not None:
-            labels[i][...], count = _label_file(p, name, stack.image_size(i))
+            values, count = _label_file(p, name, stack.image_size(i))
+            labels[i][...] = values
             found.append(name)
             series.append((p.name, count))
         if on_image is not None:
