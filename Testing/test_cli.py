@@ -296,6 +296,65 @@ def test_the_channel_axis_of_files_whose_axes_say_nothing_is_the_persons_word(tm
     assert json.loads(capsys.readouterr().out)["images"][0]["name"].startswith("stack_")
 
 
+def test_predict_says_where_to_paint_next_from_its_own_prediction(disk_stack, capsys, monkeypatch):
+    """`predict --suggest` writes what `suggest` prints (the same ranking, regions and painted-over rules) from the
+    prediction it makes for its maps: each image is predicted once, not twice."""
+    from SemSegLib import predict_folder, suggest
+
+    d = disk_stack
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    SemSegModel.create(1, [ClassInfo(1, "background", (0, 0, 0)), ClassInfo(2, "disk", (255, 0, 0))],
+                       base_width=8, levels=2).save(d / "m.pt")
+    reference = read_stack(d / "reference").images[:, 0]
+    (d / "strokes").mkdir()
+    tifffile.imwrite(d / "strokes" / "img_2.tif", np.where(np.arange(96) < 30, reference[1], 0).astype(np.uint8))
+    predicted = []
+    for module in (predict_folder, suggest):
+        monkeypatch.setattr(module, "predict_stack", _counted(module.predict_stack, predicted))
+    assert run("suggest", "--images", d / "images", "--model", d / "m.pt", "--top", 3, "--labels", d / "strokes") == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert len(printed["images"]) == 3 and any(e["regions"] for e in printed["images"])
+    predicted.clear()
+    assert run("predict", "--images", d / "images", "--model", d / "m.pt", "--out", d / "pred", "--suggest",
+               d / "next.json", "--top", 3, "--labels", d / "strokes") == 0
+    assert len(predicted) == 4  # one pass: each image once
+    assert json.loads((d / "next.json").read_text()) == printed
+    assert f"where to paint next written to {d / 'next.json'}: first image" in capsys.readouterr().out
+    assert sorted(p.name for p in (d / "pred").glob("img_*.tif")) == [f"img_{i}.tif" for i in range(1, 5)]
+    # Into one multi-page TIFF, and rerun over its own file; without --labels as suggest without them.
+    assert run("suggest", "--images", d / "images", "--model", d / "m.pt", "--no-spread") == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert run("predict", "--images", d / "images", "--model", d / "m.pt", "--out", d / "maps.tif", "--suggest",
+               d / "next.json", "--no-spread") == 0
+    assert json.loads((d / "next.json").read_text()) == plain and (d / "maps.tif").is_file()
+    # Refused before anything is written: a file that is not SemSeg's suggestions, a name that is not .json, the
+    # suggestion options without --suggest.
+    (d / "notes.json").write_text('{"mine": 1}')
+    capsys.readouterr()
+    assert run("predict", "--images", d / "images", "--model", d / "m.pt", "--out", d / "p2", "--suggest",
+               d / "notes.json") == 2
+    assert "is not where-to-paint suggestions SemSeg wrote" in capsys.readouterr().err
+    assert (d / "notes.json").read_text() == '{"mine": 1}' and not (d / "p2").exists()
+    assert run("predict", "--images", d / "images", "--model", d / "m.pt", "--out", d / "p2", "--suggest",
+               d / "next.txt") == 2
+    assert "name a .json file" in capsys.readouterr().err and not (d / "next.txt").exists()
+    assert run("predict", "--images", d / "images", "--model", d / "m.pt", "--out", d / "p2", "--top", 2) == 2
+    assert "give them with --suggest" in capsys.readouterr().err and not (d / "p2").exists()
+    assert run("predict", "--images", d / "images", "--model", d / "m.pt", "--out", d / "p2", "--suggest",
+               d / "notes.json", "--overwrite") == 0
+    assert set(json.loads((d / "notes.json").read_text())) == {"images", "stack_mean_uncertainty"}
+
+
+def _counted(predict_stack, predicted: list):
+    def counted(*args, **kwargs):
+        for i, pred in predict_stack(*args, **kwargs):
+            predicted.append(i)
+            yield i, pred
+
+    return counted
+
+
 def test_labels_and_predictions_may_be_one_multipage_tiff(disk_stack, capsys):
     d = disk_stack
     reference = read_stack(d / "reference").images[:, 0]

@@ -201,6 +201,7 @@ def _read_into_one_array(stack) -> np.ndarray:
 def cmd_predict(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
+    from .atomic import write_bytes_atomic
     from .model_file import SemSegModel
     from .predict_folder import plan_folder_prediction
     from .prediction import PredictConfig
@@ -208,13 +209,65 @@ def cmd_predict(args: argparse.Namespace) -> None:
     model = SemSegModel.load(args.model)
     config = PredictConfig(tta=args.tta, device=args.device, mixed_precision=not args.float32,
                            unsure_pieces=not args.keep_unsure_pieces)
+    if args.suggest is None and (args.top is not None or args.labels or args.no_spread):
+        raise InputError("--top, --labels and --no-spread say where to paint next: give them with --suggest FILE.json "
+                         "(or leave them out).")
+    if args.suggest is not None:
+        _check_suggestions_file(Path(args.suggest), args.overwrite)
     plan = plan_folder_prediction(model, args.images, args.out, config, args.uncertainty, args.probabilities,
                                   args.overwrite, channel_axis=args.channel_axis)
     _told(plan.stack)
+    ranking = None
+    if args.suggest is not None:  # the labels read before the first map is written
+        ranking = _suggestion_ranking(args, model, plan.stack, 5 if args.top is None else args.top)
     with tqdm(total=len(plan.stack), desc="predict", unit="img", file=sys.stderr) as bar:
-        times = plan.run(progress=lambda done, total, seconds: bar.update(1))
+        times = plan.run(progress=lambda done, total, seconds: bar.update(1),
+                         each=None if ranking is None else lambda i, pred: ranking.add(i, pred.uncertainty))
     into = f"one multi-page TIFF, {plan.out}" if plan.one_file else str(plan.out)
     print(f"{len(times)} label maps written to {into} ({np.mean(times):.2f} s per image)")
+    if ranking is not None:
+        result = ranking.result()
+        write_bytes_atomic(Path(args.suggest), (json.dumps(result, indent=2) + "\n").encode())
+        first = result["images"][0] if result["images"] else None
+        said = f": first image {first['number']}, {first['name']} (uncertainty {first['mean_uncertainty']:.2f})" \
+            if first else ""
+        print(f"where to paint next written to {args.suggest}{said}")
+
+
+def _suggestion_ranking(args: argparse.Namespace, model, stack, top: int):
+    """`suggest`'s ranking of `stack` (`SuggestionRanking`), with the strokes of `--labels` if given."""
+    from .suggest import SuggestionRanking
+
+    return SuggestionRanking.of(model, stack.images, stack.names, top, spread=not args.no_spread,
+                                labels=_painted_labels(args, model, stack))
+
+
+def _painted_labels(args: argparse.Namespace, model, stack) -> np.ndarray | None:
+    """The strokes of `--labels` (where not to send the person), in the model's classes; None without it."""
+    from .stack_io import read_labels
+
+    if not args.labels:
+        return None
+    return _told(read_labels(args.labels, stack, classes=model.classes, classes_from=f"the model's, {args.model}",
+                             advice="Give the labels this model was trained with.")).labels
+
+
+def _check_suggestions_file(path: Path, overwrite: bool) -> None:
+    """`predict --suggest`'s JSON: a .json file (never one of the TIFFs it reads or writes), which replaces only a
+    suggestions file (one `suggest` or `predict --suggest` wrote) unless `overwrite`."""
+    if path.suffix.lower() != ".json" or path.is_dir():
+        raise InputError(f"--suggest {path}: name a .json file for where to paint next (suggestions.json, say).")
+    if path.exists() and not overwrite and not _is_suggestions_file(path):
+        raise InputError(f"--suggest {path}: the file exists and is not where-to-paint suggestions SemSeg wrote; name "
+                         "another file, or add --overwrite to replace it.")
+
+
+def _is_suggestions_file(path: Path) -> bool:
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(content, dict) and {"images", "stack_mean_uncertainty"} <= set(content)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -293,16 +346,13 @@ def cmd_suggest(args: argparse.Namespace) -> None:
     from .lazy_stack import open_stack
     from .model_file import SemSegModel
     from .prediction import PredictConfig
-    from .stack_io import read_labels
     from .suggest import suggest_slices
 
     model = SemSegModel.load(args.model)
     stack = _told(open_stack(args.images, args.channel_axis, one_size=False))  # as `predict`: an image at a time
     model.check_stack(stack.channels, str(args.images))
-    labels = _told(read_labels(args.labels, stack, classes=model.classes, classes_from=f"the model's, {args.model}",
-                               advice="Give the labels this model was trained with.")).labels if args.labels else None
     result = suggest_slices(model, stack.images, stack.names, top=args.top, config=PredictConfig(device=args.device),
-                            spread=not args.no_spread, labels=labels)
+                            spread=not args.no_spread, labels=_painted_labels(args, model, stack))
     print(json.dumps(result, indent=2))
 
 
@@ -439,6 +489,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--keep-unsure-pieces", action="store_true",
                     help="keep the argmax class in pieces the network is unsure of throughout, and in unsure bumps "
                          "of a thin class off its lines (default: they get each pixel's next likeliest class)")
+    pr.add_argument("--suggest", metavar="FILE.json",
+                    help="also work out where to paint next, as `semseg suggest` does, from this prediction (no second "
+                         "pass over the stack), into this JSON file")
+    pr.add_argument("--top", type=_at_least(1), help="with --suggest: how many images (default 5)")
+    pr.add_argument("--labels", help="with --suggest: the strokes painted so far (as suggest's --labels)")
+    pr.add_argument("--no-spread", action="store_true", help="with --suggest: as suggest's --no-spread")
     pr.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     pr.set_defaults(func=cmd_predict)
 

@@ -72,9 +72,11 @@ class FolderPrediction:
         return [self.out / f"{name}{suffix}.tif" for name in self.stack.names for suffix in self.suffixes]
 
     def run(self, progress: Callable[[int, int, float], None] | None = None,
-            should_stop: Callable[[], bool] | None = None) -> list[float]:
+            should_stop: Callable[[], bool] | None = None,
+            each: Callable[[int, Prediction], None] | None = None) -> list[float]:
         """Predict and write each image's maps; returns the seconds each image whose maps were written took. A
-        stopped run keeps the maps of a folder it wrote; a stopped run into one file writes nothing."""
+        stopped run keeps the maps of a folder it wrote; a stopped run into one file writes nothing. `each(i,
+        prediction)` is called with every image's prediction as it comes (`semseg predict --suggest`)."""
         # classes.csv first: a stopped run's maps have it too. One of the same classes is left as it is: it may be
         # the person's, with their colours.
         csv = (self.out.parent if self.one_file else self.out) / "classes.csv"
@@ -82,6 +84,8 @@ class FolderPrediction:
             write_classes_csv(csv, self.model.classes)
         predictions = predict_stack(self.model, self.stack.images, self.config, with_probabilities=self.probabilities,
                                     progress=progress, should_stop=should_stop)
+        if each is not None:
+            predictions = _seen(predictions, each)
         if self.one_file:
             return self._write_stack_files(predictions)
         seconds = []
@@ -125,6 +129,13 @@ class FolderPrediction:
 
 class _Stopped(Exception):
     """A run into one file stopped before its last image: its files are not put in place."""
+
+
+def _seen(predictions: Iterator[tuple[int, Prediction]],
+          each: Callable[[int, Prediction], None]) -> Iterator[tuple[int, Prediction]]:
+    for i, pred in predictions:
+        each(i, pred)
+        yield i, pred
 
 
 def _pages(pred: Prediction, suffixes: list[str]) -> Iterator[tuple[str, np.ndarray]]:

@@ -244,25 +244,51 @@ def suggest_slices(model: SemSegModel, images: np.ndarray, names: list[str], top
     the most uncertain image of each of `top` groups (`spread_groups`, `rank_by_uncertainty`). With `labels`
     (N, H, W, 0 = unlabeled), an image's "mean_uncertainty" leaves out what lies near the person's labels
     (`image_uncertainty`) and no region lies where they painted (`uncertain_regions`)."""
-    # The groups first, so that while the stack is predicted only the maps that can still be suggested are held
-    # (at most `top`): all of them took 4 GB for 1000 images of 1024 x 1024. An image out of the ranking stays
-    # out: a group's best and the best groups' means only grow as images come.
-    groups = spread_groups(image_descriptors(images, None, model.normalization), top) if spread else None
-    maps: dict[int, np.ndarray] = {}
-    means: dict[int, float] = {}
+    ranking = SuggestionRanking.of(model, images, names, top, regions_per_image, spread, labels)
     for i, pred in predict_stack(model, images, config):
-        means[i] = image_uncertainty(pred.uncertainty, None if labels is None else labels[i] > 0)
-        maps[i] = pred.uncertainty
-        still = set(rank_by_uncertainty(means, top, groups))
-        maps = {j: m for j, m in maps.items() if j in still}
-    ranked = rank_by_uncertainty(means, top, groups)
-    return {
-        "images": [
-            {"index": i, "number": i + 1, "name": names[i], "mean_uncertainty": round(means[i], 4),
-             "regions": [asdict(r) for r in uncertain_regions(
-                 maps[i], top=regions_per_image, painted=None if labels is None else labels[i] > 0)]}
-            for i in ranked
-        ],
-        "stack_mean_uncertainty": round(float(np.mean(list(means.values()))), 4),
-    }
+        ranking.add(i, pred.uncertainty)
+    return ranking.result()
 
+
+class SuggestionRanking:
+    """`suggest_slices`' answer gathered one prediction at a time, so that a prediction made for its maps (`semseg
+    predict --suggest`) gives it too, without a second pass over the stack."""
+
+    def __init__(self, names: list[str], top: int, groups: dict[int, int] | None, labels: np.ndarray | None = None,
+                 regions_per_image: int = 3):
+        self.names, self.top, self.groups, self.labels = names, top, groups, labels
+        self.regions_per_image = regions_per_image
+        self.means: dict[int, float] = {}
+        self.maps: dict[int, np.ndarray] = {}
+
+    @staticmethod
+    def of(model: SemSegModel, images: np.ndarray, names: list[str], top: int = 5, regions_per_image: int = 3,
+           spread: bool = True, labels: np.ndarray | None = None) -> SuggestionRanking:
+        # The groups first, so that while the stack is predicted only the maps that can still be suggested are held
+        # (at most `top`): all of them took 4 GB for 1000 images of 1024 x 1024.
+        groups = spread_groups(image_descriptors(images, None, model.normalization), top) if spread else None
+        return SuggestionRanking(names, top, groups, labels, regions_per_image)
+
+    def _painted(self, i: int) -> np.ndarray | None:
+        return None if self.labels is None else self.labels[i] > 0
+
+    def add(self, i: int, uncertainty: np.ndarray) -> None:
+        """Image `i`'s uncertainty map (H, W), as predicted. An image out of the ranking stays out: a group's best and
+        the best groups' means only grow as images come, so its map is let go."""
+        self.means[i] = image_uncertainty(uncertainty, self._painted(i))
+        self.maps[i] = uncertainty
+        still = set(rank_by_uncertainty(self.means, self.top, self.groups))
+        self.maps = {j: m for j, m in self.maps.items() if j in still}
+
+    def result(self) -> dict:
+        """The JSON-able answer: the ranked images with their regions, and the mean uncertainty of all added."""
+        ranked = rank_by_uncertainty(self.means, self.top, self.groups)
+        return {
+            "images": [
+                {"index": i, "number": i + 1, "name": self.names[i], "mean_uncertainty": round(self.means[i], 4),
+                 "regions": [asdict(r) for r in uncertain_regions(self.maps[i], top=self.regions_per_image,
+                                                                  painted=self._painted(i))]}
+                for i in ranked
+            ],
+            "stack_mean_uncertainty": round(float(np.mean(list(self.means.values()))), 4),
+        }
