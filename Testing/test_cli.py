@@ -26,10 +26,15 @@ def test_full_loop_through_the_cli(disk_stack, capsys, monkeypatch):
     from SemSegLib import training
 
     monkeypatch.setattr(training.TrainConfig, "__init__", _fast_init(training.TrainConfig.__init__))
+    capsys.readouterr()
     assert run("train", "--images", d / "images", "--labels", d / "strokes", "--model", d / "m.pt",
                "--iterations", 120, "--device", "cpu") == 0
     assert run("predict", "--images", d / "images", "--model", d / "m.pt", "--out", d / "pred",
                "--uncertainty", "--probabilities") == 0
+    # Not a terminal (a log file): the progress comes as whole lines (log_progress), not tqdm's redraws.
+    log = capsys.readouterr().err
+    assert "\r" not in log and "\ntrain: 1/120 it (1%), " in log and "\ntrain: 120/120 it (100%), " in log
+    assert "\npredict: 4/4 img (100%), " in log
     names = sorted(p.name for p in (d / "pred").iterdir())
     assert "img_3.tif" in names and "img_3_uncertainty.tif" in names and "img_3_probabilities.tif" in names
     assert tifffile.imread(d / "pred" / "img_3_probabilities.tif").shape == (2, 96, 96)

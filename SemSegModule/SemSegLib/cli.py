@@ -60,9 +60,8 @@ def _told(read):
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from tqdm import tqdm
-
     from .lazy_stack import open_stack
+    from .log_progress import progress_bar
     from .model_file import SemSegModel
     from .pixel_forest import LINE_CLASS_WEIGHT
     from .stack_io import read_labels
@@ -110,11 +109,12 @@ def cmd_train(args: argparse.Namespace) -> None:
         config.seconds = args.seconds
     total = config.iterations or int(config.seconds)
     unit = "it" if config.iterations else "s"
-    bar = tqdm(total=total, unit=unit, desc="train", file=sys.stderr, dynamic_ncols=True)
+    bar = progress_bar(total, unit, "train")
 
     def progress(p) -> None:
         bar.n = p.iteration if config.iterations else min(int(p.seconds), total)
-        bar.set_postfix(loss=f"{p.loss:.4f}", it=p.iteration, left=f"{p.remaining_seconds:.0f}s")
+        known = {"left": f"{p.remaining_seconds:.0f}s", "loss": f"{p.loss:.4f}"}  # before the first step: nan
+        bar.set_postfix(it=p.iteration, **{k: v for k, v in known.items() if "nan" not in v})
         if p.message:
             bar.write(p.message)
 
@@ -199,9 +199,8 @@ def _read_into_one_array(stack) -> np.ndarray:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from tqdm import tqdm
-
     from .atomic import write_bytes_atomic
+    from .log_progress import progress_bar
     from .model_file import SemSegModel
     from .predict_folder import plan_folder_prediction
     from .prediction import PredictConfig
@@ -220,7 +219,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     ranking = None
     if args.suggest is not None:  # the labels read before the first map is written
         ranking = _suggestion_ranking(args, model, plan.stack, 5 if args.top is None else args.top)
-    with tqdm(total=len(plan.stack), desc="predict", unit="img", file=sys.stderr) as bar:
+    with progress_bar(len(plan.stack), "img", "predict") as bar:
         times = plan.run(progress=lambda done, total, seconds: bar.update(1),
                          each=None if ranking is None else lambda i, pred: ranking.add(i, pred.uncertainty))
     into = f"one multi-page TIFF, {plan.out}" if plan.one_file else str(plan.out)
