@@ -472,6 +472,10 @@ def test_every_command_has_help():
         out = subprocess.run([sys.executable, "-m", "SemSegLib", command, "--help"], capture_output=True, text=True,
                              cwd=str(__import__("pathlib").Path(cli.__file__).parent.parent))
         assert out.returncode == 0 and "usage: semseg" in out.stdout
+    commands = cli.build_parser()._subparsers._group_actions[0].choices
+    unexplained = [(name, action.option_strings) for name, command in commands.items() for action in command._actions
+                   if not action.help]
+    assert unexplained == []
 
 
 def test_train_reports_its_line_classes_and_forest_and_can_leave_each_out(tmp_path, capsys, monkeypatch):

@@ -427,6 +427,12 @@ FLOAT32_HELP = ("run the network in float32 (default: float16 on CUDA; on a CPU 
                 "bfloat16, which is faster there)")
 
 
+IMAGES_HELP = "folder of images (they may differ in size), or a multi-page TIFF"
+DEVICE_HELP = "auto, cpu, cuda or mps (default auto)"
+SEED_HELP = "of the patches drawn and the network's first weights (default 0): the same seed, the same model"
+REFERENCE_HELP = "folder of reference label maps (same file names as the images; 0 = unlabeled), or a multi-page TIFF"
+REFERENCE_CLASSES_HELP = "classes.csv of the reference (default: one beside the reference, else 1..its largest value)"
+
 CHANNEL_AXIS_HELP = ("the axis of each image file's array (0-based, as tifffile reads it) that holds its channels, "
                      "for files whose axes do not say it; the last two other axes are the image, any other number "
                      "the images")
@@ -449,8 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="training budget in seconds (default 180; it also ends after 750 iterations)")
     budget.add_argument("--iterations", type=_at_least(1), help="training budget in iterations (deterministic)")
     t.add_argument("--classes", help="classes.csv (value,name,r,g,b); default: LABELS/classes.csv or values present")
-    t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
-    t.add_argument("--seed", type=_at_least(0), default=0)
+    t.add_argument("--device", default="auto", help=DEVICE_HELP)
+    t.add_argument("--seed", type=_at_least(0), default=0, help=SEED_HELP)
     t.add_argument("--float32", action="store_true", help=FLOAT32_HELP)
     t.add_argument("--correction-weight", type=_at_least(0, float), default=1.0,
                    help="weight of pixels labeled since the --init model was trained (default 1: see bench/RESULTS.md)")
@@ -472,9 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     pr = sub.add_parser("predict", help="label every pixel of a stack (read one image at a time)")
-    pr.add_argument("--images", required=True)
+    pr.add_argument("--images", required=True, help=IMAGES_HELP)
     pr.add_argument("--channel-axis", type=int, help=CHANNEL_AXIS_HELP)
-    pr.add_argument("--model", required=True)
+    pr.add_argument("--model", required=True, help="the model file (.pt) `semseg train` or the panel wrote")
     pr.add_argument("--out", required=True,
                     help="output folder for <name>.tif label maps, or a .tif file: one multi-page TIFF with a page "
                          "per image, in the images' order (with --uncertainty / --probabilities also "
@@ -483,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--uncertainty", action="store_true", help="also write <name>_uncertainty.tif (0..1)")
     pr.add_argument("--tta", action="store_true",
                     help="flip test-time augmentation: 4 network passes, about 1.4x the time on a CPU")
-    pr.add_argument("--device", default="auto")
+    pr.add_argument("--device", default="auto", help=DEVICE_HELP)
     pr.add_argument("--float32", action="store_true", help=FLOAT32_HELP)
     pr.add_argument("--keep-unsure-pieces", action="store_true",
                     help="keep the argmax class in pieces the network is unsure of throughout, and in unsure bumps "
@@ -499,18 +505,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="compare label maps with a reference")
     e.add_argument("--pred", required=True, help="folder of label maps (same file names), or a multi-page TIFF")
-    e.add_argument("--reference", required=True)
-    e.add_argument("--classes")
-    e.add_argument("--json", action="store_true")
+    e.add_argument("--reference", required=True, help=REFERENCE_HELP)
+    e.add_argument("--classes", help=REFERENCE_CLASSES_HELP)
+    e.add_argument("--json", action="store_true", help="print the scores and the confusion matrix as JSON")
     e.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("simulate", help="simulate brush strokes (or corrections) from reference labels")
-    s.add_argument("--reference", required=True)
-    s.add_argument("--out", required=True)
+    s.add_argument("--reference", required=True, help=REFERENCE_HELP)
+    s.add_argument("--out", required=True, help="folder for the label maps of the strokes (same file names)")
     s.add_argument("--images", help="1-based image numbers, e.g. 1,11,21 (default: 3 evenly spread)")
     s.add_argument("--strokes", type=_at_least(1), default=10, help="strokes per class and image (default 10)")
-    s.add_argument("--seed", type=_at_least(0), default=0)
-    s.add_argument("--classes")
+    s.add_argument("--seed", type=_at_least(0), default=0, help="where the strokes go (default 0)")
+    s.add_argument("--classes", help=REFERENCE_CLASSES_HELP)
     s.add_argument("--correct-from", help="prediction folder (or multi-page TIFF): place correction strokes on its "
                                           "largest errors")
     s.add_argument("--labels", help="the existing strokes (folder or multi-page TIFF) the corrections are added to")
@@ -518,28 +524,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_simulate)
 
     g = sub.add_parser("suggest", help="rank images by uncertainty: where to paint next (JSON)")
-    g.add_argument("--images", required=True)
+    g.add_argument("--images", required=True, help=IMAGES_HELP)
     g.add_argument("--channel-axis", type=int, help=CHANNEL_AXIS_HELP)
-    g.add_argument("--model", required=True)
-    g.add_argument("--top", type=_at_least(1), default=5)
+    g.add_argument("--model", required=True, help="the model file (.pt) `semseg train` or the panel wrote")
+    g.add_argument("--top", type=_at_least(1), default=5, help="how many images to suggest (default 5)")
     g.add_argument("--labels", help="folder of the strokes painted so far: an image's uncertainty leaves out what lies "
                                     "near them, and no region is suggested where they lie")
     g.add_argument("--no-spread", action="store_true",
                    help="the most uncertain images wherever they are (default: the most uncertain of each of TOP "
                         "groups: consecutive parts of an ordered stack, else look-alike images)")
-    g.add_argument("--device", default="auto")
+    g.add_argument("--device", default="auto", help=DEVICE_HELP)
     g.set_defaults(func=cmd_suggest)
 
     i = sub.add_parser("info", help="what a model file holds: classes, images, network, its trainings")
-    i.add_argument("--model", required=True)
-    i.add_argument("--json", action="store_true")
+    i.add_argument("--model", required=True, help="a model file (.pt)")
+    i.add_argument("--json", action="store_true", help="all of it as JSON")
     i.set_defaults(func=cmd_info)
 
     d = sub.add_parser("demo", help="run the whole loop on the bundled sample stack")
     d.add_argument("--out", default="semseg-demo", help="output folder (default ./semseg-demo)")
     d.add_argument("--seconds", type=_at_least(0, float, strictly=True), default=60.0,
                    help="training budget (default 60)")
-    d.add_argument("--seed", type=_at_least(0), default=0)
+    d.add_argument("--seed", type=_at_least(0), default=0, help="of the sample, its strokes and the training")
     d.add_argument("--sample-only", action="store_true", help="only write the sample stack")
     d.set_defaults(func=cmd_demo)
     return p
