@@ -126,8 +126,9 @@ def test_a_preview_shows_the_averaged_network_while_training_and_changes_nothing
     assert [it for it, _ in shown] == list(range(1, 13))
     assert all(lab.shape == (2, *refs[1].shape) and lab.dtype == np.uint8 and set(np.unique(lab)) <= {1, 2}
                for _, lab in shown)
-    # The last preview is the returned network's own labels (the weight average, before any correction).
-    final = np.stack([network_labels(watched.model, watched.model.network, images[i, None]) for i in (1, 2)])
+    # The last preview is the returned network's map (the weight average) as a first training's map is drawn, with
+    # its unsure-piece rules, before the class-prior correction and the forest that come after the steps.
+    final = np.stack([predict_image(_before_the_end(watched.model), images[i, None]).labels for i in (1, 2)])
     assert np.array_equal(shown[-1][1], final)
     assert not np.array_equal(shown[0][1], final)  # the map changed as the network learned
     # A preview waits `every_seconds` from the start: none in a shorter run.
@@ -169,10 +170,11 @@ def test_a_first_training_shows_a_forest_of_the_strokes_before_its_first_step(mo
     train(images[:, None], labels, default_classes(2), cfg,
           preview=TrainPreview(images[[1, 2], None], lambda it, labels: shown.append((it, labels)), every_seconds=0))
     assert [it for it, _ in shown] == list(range(7))
-    final = np.stack([network_labels(model, model.network, images[i, None]) for i in (1, 2)])
+    final = np.stack([predict_image(_before_the_end(model), images[i, None]).labels for i in (1, 2)])
     assert np.array_equal(shown[-1][1], final)
 
-    # A continued training shows the network alone from its first step: its person sees the model's prediction.
+    # A continued training shows no forest of the strokes: its person sees the model's prediction; its maps come from
+    # its first step.
     shown.clear()
     more = TrainConfig(iterations=2, seed=1, **FAST)
     train(images[:, None], labels, default_classes(2), more, init_model=model,
@@ -183,6 +185,46 @@ def test_a_first_training_shows_a_forest_of_the_strokes_before_its_first_step(mo
     train(images[:, None], labels, default_classes(2), TrainConfig(iterations=2, seed=1, forest_weight=0, **FAST),
           preview=TrainPreview(images[[1], None], lambda it, labels: shown.append(it), every_seconds=0))
     assert shown == [1, 2]
+
+
+def _before_the_end(model):
+    """A first training's model as its previews draw it: no class-prior correction, no forest, one training."""
+    from dataclasses import replace
+
+    return replace(model, log_prior_shift=None, forest=None, forest_weight=0.0, history=model.history[:1])
+
+
+def test_a_round_s_preview_is_its_model_with_its_start_s_forest(monkeypatch):
+    """A correction round's preview draws the round's network as the round's model will (averaged with its start's
+    networks, the start's class-prior correction, the rules), with the start's forest, whose probabilities of each
+    shown image are computed once."""
+    from dataclasses import replace
+
+    from SemSegLib import training
+
+    images, refs = disk_task(n=3)
+    labels = sparse_labels(refs, [0])
+    start = train(images[:, None], labels, default_classes(2), TrainConfig(iterations=8, seed=1, **FAST)).model
+    assert start.forest is not None and start.log_prior_shift is not None
+    asked = []
+    real = start.forest.probabilities
+    monkeypatch.setattr(start.forest, "probabilities", lambda *a, **k: asked.append(1) or real(*a, **k))
+    monkeypatch.setattr(training, "PREVIEW_TIME_SHARE", math.inf)  # a preview after every step
+    shown = []
+    more = labels.copy()
+    more[1] = sparse_labels(refs, [1])[1]  # corrections on another image
+    cfg = TrainConfig(iterations=4, seed=2, **FAST)
+    res = train(images[:, None], more, default_classes(2), cfg, init_model=start,
+                preview=TrainPreview(images[[1, 2], None], lambda it, lab: shown.append((it, lab)), every_seconds=0))
+    assert [it for it, _ in shown] == [1, 2, 3, 4] and len(asked) == 2  # once per shown image
+    round_model = res.model
+    assert round_model.earlier_rounds and round_model.forest is not start.forest
+    as_shown = replace(round_model, forest=start.forest, forest_weight=start.forest_weight,
+                       log_prior_shift=start.log_prior_shift)
+    final = np.stack([predict_image(as_shown, images[i, None]).labels for i in (1, 2)])
+    assert np.array_equal(shown[-1][1], final)
+    assert not np.array_equal(final, np.stack([network_labels(round_model, round_model.network, images[i, None],
+                                                              start.log_prior_shift) for i in (1, 2)]))
 
 
 def test_cancellation_stops_cleanly_and_returns_a_model():

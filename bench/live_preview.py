@@ -1,4 +1,4 @@
-"""What a person sees while a first training runs: the preview's mean IoU over time, and what it costs.
+"""What a person sees while a training runs: the preview's mean IoU over time, and what it costs.
 
 The sparse benchmark's strokes (3 painted images, `--strokes` per class) train one first model with the default
 settings and an iteration budget; the training shows two images as it runs (training.TrainPreview, as the
@@ -7,11 +7,13 @@ preview: seconds since the training was called, iteration (0: the forest of the 
 IoU of the preview on each, and the seconds it took. At the end: the trained model's own prediction of the same
 two images (forest, class-prior correction and all), which the panel writes when the training ends. The previews
 do not change the training (an iteration budget gives the same weights), so their cost is the time they took.
-`--no-forest` shows the network alone, as before session 76; `--both` runs the two one after the other, in one
-process (the second starts with everything imported: time a first *Train* with each alone, in a fresh process).
+`--no-forest`: no forest of the strokes first, as before session 76; `--both` runs the two one after the other, in
+one process (the second starts with everything imported: time a first *Train* with each alone, in a fresh process).
+`--round-from M.pt`: instead, the correction round `sparse.py` runs from that first model (its strokes and seed's
+simulated corrections), with the start model's map of the two images as `start_*_iou`.
 
     python bench/live_preview.py [--data ../shared/data] [--sets isbi2012-em,dsb2018-fluo] [--seed N]
-                                 [--iterations 750] [--every 10] [--no-forest | --both]
+                                 [--iterations 750] [--every 10] [--no-forest | --both] [--round-from M.pt]
 """
 
 from __future__ import annotations
@@ -31,10 +33,13 @@ sys.path.insert(0, str(HERE))
 from sparse import load_set, make_strokes, split  # noqa: E402
 
 
-def run(folder: Path, seed: int, iterations: int, every: float, strokes: int, forest: bool) -> dict:
+def run(folder: Path, seed: int, iterations: int, every: float, strokes: int, forest: bool,
+        round_from: str | None = None) -> dict:
     from SemSegLib import training
     from SemSegLib.metrics import evaluate
+    from SemSegLib.model_file import SemSegModel
     from SemSegLib.prediction import predict_image
+    from SemSegLib.simulate import simulate_corrections
 
     stack, ref, classes = load_set(folder)
     labeled, test = split(len(stack.images))
@@ -45,8 +50,19 @@ def run(folder: Path, seed: int, iterations: int, every: float, strokes: int, fo
     def iou(pred: np.ndarray, i: int) -> float:
         return evaluate(pred[None], ref[[i]], names).mean_iou
 
+    init, started = None, {}
+    if round_from:  # sparse.py's correction round
+        init = SemSegModel.load(round_from)
+        rng = np.random.default_rng(seed + 1)
+        for i in labeled:
+            labels[i] = simulate_corrections(ref[i], predict_image(init, stack.images[i]).labels, labels[i],
+                                             len(classes), 5, rng=rng)
+        started = {f"start_{kind}_iou": round(iou(predict_image(init, stack.images[i]).labels, i), 4)
+                   for kind, i in zip(("painted", "new"), shown)}
+
     rows, costs = [], []
-    real = {name: getattr(training, name) for name in ("first_map", "network_preview")}
+    real = {(training, "first_map"): training.first_map,
+            (training.PreviewModel, "labels"): training.PreviewModel.labels}
 
     def timed(real):
         def call(*args):
@@ -56,8 +72,8 @@ def run(folder: Path, seed: int, iterations: int, every: float, strokes: int, fo
             return out
         return call
 
-    for name, function in real.items():
-        setattr(training, name, timed(function))
+    for (owner, name), function in real.items():
+        setattr(owner, name, timed(function))
     start = time.perf_counter()
 
     def show(iteration: int, previews: np.ndarray) -> None:
@@ -69,13 +85,15 @@ def run(folder: Path, seed: int, iterations: int, every: float, strokes: int, fo
     config = training.TrainConfig(seed=seed, iterations=iterations)
     preview = training.TrainPreview(stack.images[shown], show, every, forest)
     try:
-        result = training.train(stack.images, labels, classes, config, names=stack.names, preview=preview)
+        result = training.train(stack.images, labels, classes, config, init_model=init, names=stack.names,
+                                preview=preview)
     finally:
-        for name, function in real.items():
-            setattr(training, name, function)
+        for (owner, name), function in real.items():
+            setattr(owner, name, function)
     trained = time.perf_counter() - start
     final = [predict_image(result.model, stack.images[i]) for i in shown]
-    return {"set": folder.name, "seed": seed, "forest_first": forest, "images": {"painted": shown[0], "new": shown[1]},
+    return {"set": folder.name, "seed": seed, "forest_first": forest, "round_from": round_from, **started,
+            "images": {"painted": shown[0], "new": shown[1]},
             "previews": rows, "preview_seconds_total": round(sum(costs), 2), "train_s": round(trained, 1),
             "train_loop_s": round(result.seconds, 1), "predict_shown_s": round(sum(p.seconds for p in final), 2),
             "final_painted_iou": round(iou(final[0].labels, shown[0]), 4),
@@ -90,12 +108,14 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=750)
     ap.add_argument("--every", type=float, default=10.0, help="seconds between previews (the panel's default)")
     ap.add_argument("--strokes", type=int, default=10)
-    ap.add_argument("--no-forest", action="store_true", help="the network alone in every preview (before session 76)")
+    ap.add_argument("--no-forest", action="store_true", help="no forest of the strokes first (before session 76)")
     ap.add_argument("--both", action="store_true", help="with the forest, then without, one after the other")
+    ap.add_argument("--round-from", help="a first model of the set (one set only): its correction round instead")
     args = ap.parse_args()
     for name in args.sets.split(","):
         for forest in ([True, False] if args.both else [not args.no_forest]):
-            out = run(Path(args.data) / name, args.seed, args.iterations, args.every, args.strokes, forest)
+            out = run(Path(args.data) / name, args.seed, args.iterations, args.every, args.strokes, forest,
+                      args.round_from)
             print(json.dumps(out), flush=True)
 
 

@@ -136,14 +136,17 @@ class PixelForest:
         return torch.from_numpy(out)
 
     def mixed_into(self, networks: torch.Tensor, image: np.ndarray, normalization: NormalizationConfig,
-                   weight: float, line_classes: list[int], window: tuple[slice, slice] | None = None) -> torch.Tensor:
+                   weight: float, line_classes: list[int], window: tuple[slice, slice] | None = None,
+                   probabilities: torch.Tensor | None = None) -> torch.Tensor:
         """(K, H, W) probabilities of the networks (of `window` of the image, if given) with this forest's share:
         `weight`, at most LINE_CLASS_WEIGHT for a line class (0-based), the classes' sum normalized to 1 again.
-        The forest's probabilities are `smoothed` first."""
+        The forest's probabilities (`probabilities`, when the caller has them already) are `smoothed` first."""
         shares = torch.full((self.num_classes, 1, 1), float(weight))
         for c in line_classes:
             shares[c] = min(float(weight), LINE_CLASS_WEIGHT)
-        forest = smoothed(self.probabilities(image, normalization, window), line_classes, self.smoothing)
+        if probabilities is None:
+            probabilities = self.probabilities(image, normalization, window)
+        forest = smoothed(probabilities, line_classes, self.smoothing)
         prob = (1 - shares) * networks + shares * forest
         return prob / prob.sum(0, keepdim=True).clamp_min(1e-8)
 

@@ -91,14 +91,15 @@ def _networks_average(model: SemSegModel, image: np.ndarray, config: PredictConf
 
 
 def _with_forest(model: SemSegModel, image: np.ndarray, networks: torch.Tensor,
-                 window: tuple[slice, slice] | None = None) -> torch.Tensor:
+                 window: tuple[slice, slice] | None = None,
+                 forest_probabilities: torch.Tensor | None = None) -> torch.Tensor:
     """The forest's share, then the thinning: `networks` (of the image's `window`, if given) as every shown or
-    saved prediction has it."""
+    saved prediction has it. `forest_probabilities`: the forest's, when the caller has them already."""
     prob = networks
     if model.forest is not None and model.forest_weight > 0:
         # Before the thinning and the unsure-piece rules: they then act on what both models say.
         prob = model.forest.mixed_into(networks, image, model.normalization, model.forest_weight, model.line_classes,
-                                       window)
+                                       window, forest_probabilities)
     return thin_line_classes(prob, model.line_classes)
 
 
@@ -156,13 +157,16 @@ def network_labels(model: SemSegModel, network: torch.nn.Module, image: np.ndarr
 
 def predict_image(model: SemSegModel, image: np.ndarray, config: PredictConfig | None = None,
                   with_probabilities: bool = False, device: torch.device | None = None,
-                  window: tuple[slice, slice] | None = None) -> Prediction:
+                  window: tuple[slice, slice] | None = None,
+                  forest_probabilities: torch.Tensor | None = None) -> Prediction:
     """(C, H, W) raw image -> its Prediction; with `window` (rows, columns), of that part of the image only,
-    normalized as the whole image (`normalize_image`), for a question about a few pixels of a large image."""
+    normalized as the whole image (`normalize_image`), for a question about a few pixels of a large image.
+    `forest_probabilities`: the model's forest's of this image (`PixelForest.probabilities`), when the caller keeps
+    them (a training's previews, whose forest does not change)."""
     start = time.perf_counter()
     config = config or PredictConfig()
     networks = _networks_average(model, image, config, device, window=window)
-    prob = _with_forest(model, image, networks, window)
+    prob = _with_forest(model, image, networks, window, forest_probabilities)
     labels = (prob.argmax(0) + 1).numpy().astype(label_dtype(model.num_classes))
     uncertainty = normalized_entropy(prob).numpy().astype(np.float32)
     probabilities = prob.numpy()

@@ -1,21 +1,24 @@
 """The maps a training shows while it runs (training.TrainPreview): a first training's first map from a random
-forest of the strokes, before any step; then, now and then, the network as it learns.
+forest of the strokes, before any step; then, now and then, the model with the network as it learns
+(`PreviewModel`).
 
 Why a forest first: a first training's network shows its first map 15-20 s after *Train* on 2 CPU cores (the
 start's check, the arrays, 10 s of steps). A forest of the strokes (ilastik's pixel classifier, pixel_forest.py)
 is fitted on the painted images and labels the shown slice in 2-5 s at 512-696 px, 8 s at 1024 x 1024, and its
 map is about as good as the network's first ones (bench/RESULTS.md, session 76). It is not the model's forest:
 that one is fitted after the steps, on the strokes and on what the trained networks are sure of
-(forest_teacher.py). The network's later maps are its own: mixing this forest into them (0.1-0.65 of each
-pixel's probabilities) gained isbi2012-em's previews up to 0.013 and lost dsb2018-fluo's up to 0.023 on one image
+(forest_teacher.py). The later maps do not mix it in: mixed into the network's maps (0.1-0.65 of each pixel's
+probabilities) it gained isbi2012-em's previews up to 0.013 and lost dsb2018-fluo's up to 0.023 on one image
 (session 76).
 
-Only a first training shows it: a continued training's person already sees the model's own prediction.
+Only a first training shows it: a continued training's person already sees the model's own prediction, and its
+previews have the start's forest (`PreviewModel`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -23,7 +26,7 @@ import torch
 from .line_classes import thin_line_classes
 from .model_file import SemSegModel
 from .pixel_forest import PixelForest, smoothed
-from .prediction import PredictConfig, network_labels
+from .prediction import PredictConfig, predict_image
 from .stack_io import label_dtype
 
 # The forest of the strokes is fitted on at most this many painted images, spread over them: a first training on
@@ -49,12 +52,51 @@ def forest_labels(model: SemSegModel, images: np.ndarray, stack: np.ndarray, lab
     return np.stack(maps).astype(label_dtype(model.num_classes))
 
 
-def network_preview(model: SemSegModel, network: torch.nn.Module, images: np.ndarray,
-                    init_model: SemSegModel | None, line_classes: list[int], device: torch.device) -> np.ndarray:
-    """(M, C, H, W) -> (M, H, W) labels of `network`; a round's with its start's class-prior correction."""
-    shift = init_model.log_prior_shift if init_model is not None else None
-    config = PredictConfig(device=device.type)
-    return np.stack([network_labels(model, network, image, shift, line_classes, config, device) for image in images])
+class PreviewModel:
+    """What a training's previews predict with: the model as it would be if the training ended now, but for what is
+    only made after the steps. A first training's: its network without the class-prior correction (estimated after
+    the steps) and without a forest (fitted after them), with the unsure-piece rules a first training's map gets. A
+    round's: its network and its start's networks, weighted as the round's result will weigh them, the start's
+    class-prior correction and the start's forest (the round's own is fitted after the steps), and the rules a
+    round's map gets; the start forest's probabilities of the shown images are computed once.
+
+    Why: the network alone (sessions 60-76) looked worse than what the person saw before and after. On isbi2012-em
+    a round's previews were 0.018-0.021 below the start's map (mean IoU of a painted and 3 new images; start 0.753,
+    result 0.760) and the model as it would predict is at 0.753-0.756; a first training's were 0.010-0.024 below the
+    same network with the rules (bench/RESULTS.md, session 77).
+    """
+
+    def __init__(self, model: SemSegModel, init_model: SemSegModel | None, line_classes: list[int],
+                 earlier: list | None = None, first_network_share: float = 0.0):
+        if init_model is None:
+            self.model = replace(model, log_prior_shift=None, earlier_rounds=[], first_network_share=0.0,
+                                 line_classes=list(line_classes), forest=None, forest_weight=0.0, history=[])
+        else:
+            # One training more in its history than its start: the rules of a retrained model's map.
+            with_forest = init_model.forest is not None and init_model.forest_weight > 0
+            self.model = replace(model, log_prior_shift=init_model.log_prior_shift, earlier_rounds=list(earlier or []),
+                                 first_network_share=first_network_share, line_classes=list(line_classes),
+                                 forest=init_model.forest if with_forest else None,
+                                 forest_weight=init_model.forest_weight if with_forest else 0.0,
+                                 history=[*init_model.history, {}])
+        self._forest: dict[int, torch.Tensor] = {}  # shown image -> the start forest's probabilities
+
+    def labels(self, network: torch.nn.Module, images: np.ndarray, device: torch.device) -> np.ndarray:
+        """(M, C, H, W) -> (M, H, W) class values of the model with `network` as its own; the network's train/eval
+        mode is left as it was."""
+        model = replace(self.model, network=network)
+        config = PredictConfig(device=device.type)
+        was_training = network.training
+        try:
+            maps = []
+            for j, image in enumerate(images):
+                if model.forest is not None and j not in self._forest:
+                    self._forest[j] = model.forest.probabilities(image, model.normalization)
+                maps.append(predict_image(model, image, config, device=device,
+                                          forest_probabilities=self._forest.get(j)).labels)
+        finally:
+            network.train(was_training)
+        return np.stack(maps)
 
 
 def first_map(model: SemSegModel, images: np.ndarray, stack: np.ndarray, labels: np.ndarray, line_classes: list[int],

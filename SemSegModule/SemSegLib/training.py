@@ -38,7 +38,7 @@ from .patches import IGNORE, PatchSampler, PatchSource, strong_view
 from .pixel_forest import PixelForest
 from .starting_points import choose_starting_point
 from .train_config import TrainConfig
-from .train_preview import first_map, network_preview
+from .train_preview import PreviewModel, first_map
 from .weight_average import WeightAverage
 
 log = logging.getLogger(__name__)
@@ -76,9 +76,10 @@ class TrainPreview:
     Why: a first training takes a minute or more on a CPU. A person who watches the map form sees early that a
     class is missing or a stroke went astray, and can cancel and paint instead of waiting. A first training with a
     forest (`forest`, and the config's forest weight above 0) shows a random forest of the strokes first, before
-    any step, as iteration 0 (train_preview.py). Then each map is the network the training would return if it
-    ended then (the weight average, prediction.network_labels): no forest, and in a first training no class-prior
-    correction yet. The previews change nothing the training computes (an iteration budget gives the same weights);
+    any step, as iteration 0 (train_preview.py). Then each map is the model with the network the training would
+    return if it ended then (the weight average; train_preview.PreviewModel): a first training's without the
+    class-prior correction and the forest that come after the steps, a round's with its start's correction and
+    forest. The previews change nothing the training computes (an iteration budget gives the same weights);
     the network's take at most PREVIEW_TIME_SHARE of the steps' time: the next one waits `every_seconds`, or longer
     after a slow one.
     """
@@ -343,6 +344,8 @@ def train(
     cancelled = False
     it = 0
     next_preview = start + (preview.every_seconds if preview is not None else math.inf)
+    previewed = PreviewModel(model, init_model, shown_lines, *earlier_rounds(model, init_model, config)) \
+        if preview is not None else None
     while True:
         elapsed = time.perf_counter() - start
         if config.iterations is not None:
@@ -425,8 +428,7 @@ def train(
             progress(TrainProgress(it, total, smoothed, elapsed, remaining))
         if time.perf_counter() >= next_preview:
             shown = time.perf_counter()
-            preview.show(it, network_preview(model, ema.module if ema is not None else net, preview.images,
-                                             init_model, shown_lines, device))
+            preview.show(it, previewed.labels(ema.module if ema is not None else net, preview.images, device))
             took = time.perf_counter() - shown
             next_preview = time.perf_counter() + max(preview.every_seconds, took / PREVIEW_TIME_SHARE)
 
@@ -495,20 +497,7 @@ def train(
             model.network.cpu()  # as before the estimate: a returned model does not hold GPU memory
     model.history[-1]["log_prior_shift"] = (None if model.log_prior_shift is None
                                             else [round(float(v), 4) for v in model.log_prior_shift])
-    # `model` is a deep copy of init_model, so its earlier rounds are already this model's own copies.
-    earlier: list[RoundMember] = []
-    if init_model is not None and config.round_networks > 1:
-        start = RoundMember(copy.deepcopy(init_model.network).cpu().eval(), init_model.log_prior_shift)
-        if not init_model.earlier_rounds and _began_from_a_starting_point(init_model):
-            model.first_network_share = config.start_network_share
-        earlier = [start, *model.earlier_rounds]
-        keep = config.round_networks - 1
-        # A first network with a share of its own stays however many rounds follow; the cap drops the next oldest.
-        earlier = (earlier[:keep - 1] + earlier[-1:] if model.first_network_share > 0 and len(earlier) > keep
-                   else earlier[:keep])
-    else:
-        model.first_network_share = 0.0
-    model.earlier_rounds = earlier
+    model.earlier_rounds, model.first_network_share = earlier_rounds(model, init_model, config)
     model.history[-1]["round_networks"] = 1 + len(model.earlier_rounds)
     if model.first_network_share > 0:
         model.history[-1]["first_network_share"] = model.first_network_share
@@ -517,6 +506,24 @@ def train(
         progress(TrainProgress(it, it, smoothed, seconds, 0.0, "fitting the random forest"))
     attach_forest(model, images, labels, config, device, start=init_model)
     return TrainResult(model, it, seconds, smoothed, cancelled, device.type, losses, warning)
+
+
+def earlier_rounds(model: SemSegModel, init_model: SemSegModel | None,
+                   config: TrainConfig) -> tuple[list[RoundMember], float]:
+    """A round's `SemSegModel.earlier_rounds` (its start's network first, then the start's own earlier rounds, at most
+    `config.round_networks` - 1) and `first_network_share`; none and 0 for a first training. `model` is the deep
+    copy of `init_model` the round trains, so its earlier rounds are already its own copies."""
+    if init_model is None or config.round_networks <= 1:
+        return [], 0.0
+    share = model.first_network_share
+    if not init_model.earlier_rounds and _began_from_a_starting_point(init_model):
+        share = config.start_network_share
+    start = RoundMember(copy.deepcopy(init_model.network).cpu().eval(), init_model.log_prior_shift)
+    earlier = [start, *model.earlier_rounds]
+    keep = config.round_networks - 1
+    # A first network with a share of its own stays however many rounds follow; the cap drops the next oldest.
+    earlier = earlier[:keep - 1] + earlier[-1:] if share > 0 and len(earlier) > keep else earlier[:keep]
+    return earlier, share
 
 
 def _began_from_a_starting_point(model: SemSegModel) -> bool:
