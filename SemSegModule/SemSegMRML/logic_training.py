@@ -37,8 +37,9 @@ class TrainingLogic:
         """Train on the painted strokes of all slices that have any. Returns the task (finished if waiting).
 
         `previewSlice`: a slice shown while the training runs, in the 'SemSeg training preview' segmentation
-        (the network so far, every `previewSeconds`; a "preview" event each time), and predicted with the
-        trained model when the training ends (as `predict` would). The preview is removed when it ends.
+        (the model with its network so far, train_preview.PreviewModel, every `previewSeconds`; a "preview" event
+        each time), and predicted with the trained model when the training ends (as `predict` would). The preview
+        is removed when it ends.
         """
         classes = self.classes()
         images = self._imagesToWorkOn(volume)[0]
