@@ -61,9 +61,10 @@ class PreviewModel:
     round's map gets; the start forest's probabilities of the shown images are computed once.
 
     Why: the network alone (sessions 60-76) looked worse than what the person saw before and after. On isbi2012-em
-    a round's previews were 0.018-0.021 below the start's map (mean IoU of a painted and 3 new images; start 0.753,
-    result 0.760) and the model as it would predict is at 0.753-0.756; a first training's were 0.010-0.024 below the
-    same network with the rules (bench/RESULTS.md, session 77).
+    a round's previews were 0.011-0.025 below the start's map (mean IoU of a painted and 3 new images; start 0.753,
+    result 0.760), drawn as the model would draw them 0.753-0.756 (dsb2018-fluo 0.001-0.011 below it; 0.699-0.702,
+    start 0.701); a first training's were 0.006-0.023 below the same network with the rules (dsb2018-fluo level).
+    A preview costs more: at 1024 x 1024 on 2 CPU cores 1-3 s instead of 0.7 s (bench/RESULTS.md, session 77).
     """
 
     def __init__(self, model: SemSegModel, init_model: SemSegModel | None, line_classes: list[int],
