@@ -17,6 +17,7 @@ previews have the start's forest (`PreviewModel`).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from .line_classes import thin_line_classes
-from .model_file import SemSegModel
+from .model_file import RoundMember, SemSegModel
 from .pixel_forest import PixelForest, smoothed
 from .prediction import PredictConfig, predict_image
 from .stack_io import label_dtype
@@ -68,14 +69,17 @@ class PreviewModel:
     """
 
     def __init__(self, model: SemSegModel, init_model: SemSegModel | None, line_classes: list[int],
-                 earlier: list | None = None, first_network_share: float = 0.0):
+                 earlier: list[RoundMember] | None = None, first_network_share: float = 0.0):
         if init_model is None:
             self.model = replace(model, log_prior_shift=None, earlier_rounds=[], first_network_share=0.0,
                                  line_classes=list(line_classes), forest=None, forest_weight=0.0, history=[])
         else:
-            # One training more in its history than its start: the rules of a retrained model's map.
+            # One training more in its history than its start: the rules of a retrained model's map. The earlier
+            # networks are copies: a prediction moves its networks to its device, and the round's result, which
+            # holds the same older rounds, must stay on the CPU.
             with_forest = init_model.forest is not None and init_model.forest_weight > 0
-            self.model = replace(model, log_prior_shift=init_model.log_prior_shift, earlier_rounds=list(earlier or []),
+            earlier = [RoundMember(copy.deepcopy(m.network), m.log_prior_shift) for m in earlier or []]
+            self.model = replace(model, log_prior_shift=init_model.log_prior_shift, earlier_rounds=earlier,
                                  first_network_share=first_network_share, line_classes=list(line_classes),
                                  forest=init_model.forest if with_forest else None,
                                  forest_weight=init_model.forest_weight if with_forest else 0.0,
