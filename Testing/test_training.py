@@ -1,15 +1,17 @@
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from conftest import disk_task
+from SemSegLib.calibration import log_prior_shift
 from SemSegLib.classes import ClassInfo, default_classes
 from SemSegLib.errors import InputError
 from SemSegLib.losses import masked_cross_entropy, pseudo_targets
 from SemSegLib.metrics import evaluate
 from SemSegLib.patches import IGNORE
-from SemSegLib.prediction import PredictConfig, network_labels, predict_image
+from SemSegLib.prediction import PredictConfig, network_labels, predict_image, predict_probabilities
 from SemSegLib.simulate import simulate_strokes
 from SemSegLib.training import (
     TrainConfig,
@@ -114,10 +116,17 @@ def test_a_preview_shows_the_averaged_network_while_training_and_changes_nothing
     images, refs = disk_task(n=3)
     labels = sparse_labels(refs, [0])
     cfg = TrainConfig(iterations=12, seed=1, **FAST)
-    shown = []
+    shown, mixes = [], []
     preview = TrainPreview(images[[1, 2], None], lambda it, labels: shown.append((it, labels)), every_seconds=0,
                            forest=False)
     monkeypatch.setattr(training, "PREVIEW_TIME_SHARE", math.inf)  # a preview after every step
+    real = training.PreviewModel.labels
+
+    def labels_with_mix(self, network, images, device, mix=None):
+        mixes.append(mix)
+        return real(self, network, images, device, mix)
+
+    monkeypatch.setattr(training.PreviewModel, "labels", labels_with_mix)
     watched = train(images[:, None], labels, default_classes(2), cfg, preview=preview)
     plain = train(images[:, None], labels, default_classes(2), cfg)
     assert watched.losses == plain.losses
@@ -127,9 +136,19 @@ def test_a_preview_shows_the_averaged_network_while_training_and_changes_nothing
     assert all(lab.shape == (2, *refs[1].shape) and lab.dtype == np.uint8 and set(np.unique(lab)) <= {1, 2}
                for _, lab in shown)
     # The last preview is the returned network's map (the weight average) as a first training's map is drawn, with
-    # its unsure-piece rules, before the class-prior correction and the forest that come after the steps.
-    final = np.stack([predict_image(_before_the_end(watched.model), images[i, None]).labels for i in (1, 2)])
-    assert np.array_equal(shown[-1][1], final)
+    # its unsure-piece rules, before the forest that comes after the steps, and with a class-prior correction of each
+    # image's own: its mean probabilities against the class mix the loss has seen (the result's: 8 images).
+    seen = np.asarray(watched.model.history[-1]["training_class_pixels"])
+    assert np.allclose(mixes[-1] / mixes[-1].sum(), seen / seen.sum(), atol=1e-4)
+    model = _before_the_end(watched.model)
+    uncorrected = np.stack([predict_image(model, images[i, None]).labels for i in (1, 2)])
+    final = []
+    for i in (1, 2):
+        mean = predict_probabilities(model, images[i, None], prior_shift=False).mean((1, 2)).double().numpy()
+        own = replace(model, log_prior_shift=log_prior_shift(mean, mixes[-1] / mixes[-1].sum()))
+        final.append(predict_image(own, images[i, None]).labels)
+    final = np.stack(final)
+    assert (shown[-1][1] == final).mean() > 0.999 and not np.array_equal(final, uncorrected)
     assert not np.array_equal(shown[0][1], final)  # the map changed as the network learned
     # A preview waits `every_seconds` from the start: none in a shorter run.
     monkeypatch.undo()
@@ -169,9 +188,7 @@ def test_a_first_training_shows_a_forest_of_the_strokes_before_its_first_step(mo
     monkeypatch.setattr(training, "PREVIEW_TIME_SHARE", math.inf)  # a preview after every step
     train(images[:, None], labels, default_classes(2), cfg,
           preview=TrainPreview(images[[1, 2], None], lambda it, labels: shown.append((it, labels)), every_seconds=0))
-    assert [it for it, _ in shown] == list(range(7))
-    final = np.stack([predict_image(_before_the_end(model), images[i, None]).labels for i in (1, 2)])
-    assert np.array_equal(shown[-1][1], final)
+    assert [it for it, _ in shown] == list(range(7))  # (what they draw: the test above)
 
     # A continued training shows no forest of the strokes: its person sees the model's prediction; its maps come from
     # its first step.
@@ -188,9 +205,7 @@ def test_a_first_training_shows_a_forest_of_the_strokes_before_its_first_step(mo
 
 
 def _before_the_end(model):
-    """A first training's model as its previews draw it: no class-prior correction, no forest, one training."""
-    from dataclasses import replace
-
+    """A first training's model before what comes after its steps: no class-prior correction, no forest."""
     return replace(model, log_prior_shift=None, forest=None, forest_weight=0.0, history=model.history[:1])
 
 
@@ -198,8 +213,6 @@ def test_a_round_s_preview_is_its_model_with_its_start_s_forest(monkeypatch):
     """A correction round's preview draws the round's network as the round's model will (averaged with its start's
     networks, the start's class-prior correction, the rules), with the start's forest, whose probabilities of each
     shown image are computed once."""
-    from dataclasses import replace
-
     from SemSegLib import training
 
     images, refs = disk_task(n=3)

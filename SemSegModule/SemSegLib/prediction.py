@@ -166,6 +166,16 @@ def predict_image(model: SemSegModel, image: np.ndarray, config: PredictConfig |
     start = time.perf_counter()
     config = config or PredictConfig()
     networks = _networks_average(model, image, config, device, window=window)
+    return prediction_from(model, image, networks, config, with_probabilities, window, forest_probabilities, start)
+
+
+def prediction_from(model: SemSegModel, image: np.ndarray, networks: torch.Tensor, config: PredictConfig,
+                    with_probabilities: bool = False, window: tuple[slice, slice] | None = None,
+                    forest_probabilities: torch.Tensor | None = None, start: float | None = None) -> Prediction:
+    """`predict_image`'s Prediction from the (K, H, W) probabilities of the networks (of `window` of the image, if
+    given), corrected and averaged as `predict_image` has them: the forest's share, the thinning, the unsure-piece
+    rules; `start`: when the prediction began (its seconds)."""
+    start = time.perf_counter() if start is None else start
     prob = _with_forest(model, image, networks, window, forest_probabilities)
     labels = (prob.argmax(0) + 1).numpy().astype(label_dtype(model.num_classes))
     uncertainty = normalized_entropy(prob).numpy().astype(np.float32)

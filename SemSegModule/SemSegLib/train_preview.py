@@ -18,16 +18,18 @@ previews have the start's forest (`PreviewModel`).
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
 import torch
 
+from .calibration import log_prior_shift
 from .line_classes import thin_line_classes
 from .model_file import RoundMember, SemSegModel
 from .pixel_forest import PixelForest, smoothed
-from .prediction import PredictConfig, predict_image
+from .prediction import PredictConfig, Prediction, predict_image, predict_probabilities, prediction_from
 from .stack_io import label_dtype
 
 # The forest of the strokes is fitted on at most this many painted images, spread over them: a first training on
@@ -55,17 +57,20 @@ def forest_labels(model: SemSegModel, images: np.ndarray, stack: np.ndarray, lab
 
 class PreviewModel:
     """What a training's previews predict with: the model as it would be if the training ended now, but for what is
-    only made after the steps. A first training's: its network without the class-prior correction (estimated after
-    the steps) and without a forest (fitted after them), with the unsure-piece rules a first training's map gets. A
-    round's: its network and its start's networks, weighted as the round's result will weigh them, the start's
-    class-prior correction and the start's forest (the round's own is fitted after the steps), and the rules a
-    round's map gets; the start forest's probabilities of the shown images are computed once.
+    only made after the steps. A first training's: its network without a forest (fitted after the steps), with a
+    class-prior correction of each shown image's own (the result's is estimated on 8 images after the steps) and the
+    unsure-piece rules a first training's map gets. A round's: its network and its start's networks, weighted as
+    the round's result will weigh them, the start's class-prior correction and the start's forest (the round's own
+    is fitted after the steps), and the rules a round's map gets; the start forest's probabilities of the shown
+    images are computed once.
 
     Why: the network alone (sessions 60-76) looked worse than what the person saw before and after. On isbi2012-em
     a round's previews were 0.011-0.025 below the start's map (mean IoU of a painted and 3 new images; start 0.753,
     result 0.760), drawn as the model would draw them 0.753-0.756 (dsb2018-fluo 0.001-0.011 below it; 0.699-0.702,
-    start 0.701); a first training's were 0.006-0.023 below the same network with the rules (dsb2018-fluo level).
-    A preview costs more: at 1024 x 1024 on 2 CPU cores 1-3 s instead of 0.7 s (bench/RESULTS.md, session 77).
+    start 0.701); a first training's were 0.006-0.023 below the same network with the rules (dsb2018-fluo level),
+    and with the image's own correction too 0.011-0.032 (dsb2018-fluo -0.002 to +0.030, 13 of 14 previews up; its
+    last previews 0.700 against the result's 0.701). A preview costs more: at 1024 x 1024 on 2 CPU cores 1-3 s
+    instead of 0.7 s (bench/RESULTS.md, session 77).
     """
 
     def __init__(self, model: SemSegModel, init_model: SemSegModel | None, line_classes: list[int],
@@ -84,17 +89,24 @@ class PreviewModel:
                                  forest=init_model.forest if with_forest else None,
                                  forest_weight=init_model.forest_weight if with_forest else 0.0,
                                  history=[*init_model.history, {}])
+        self.first_training = init_model is None
         self._forest: dict[int, torch.Tensor] = {}  # shown image -> the start forest's probabilities
 
-    def labels(self, network: torch.nn.Module, images: np.ndarray, device: torch.device) -> np.ndarray:
+    def labels(self, network: torch.nn.Module, images: np.ndarray, device: torch.device,
+               training_mix: np.ndarray | None = None) -> np.ndarray:
         """(M, C, H, W) -> (M, H, W) class values of the model with `network` as its own; the network's train/eval
-        mode is left as it was."""
+        mode is left as it was. `training_mix` (a first training's: the class mix its loss has seen so far): each
+        image gets a class-prior correction of its own, from it and the image's mean probabilities
+        (calibration.py), as the result gets one from 8 images after the steps."""
         model = replace(self.model, network=network)
         config = PredictConfig(device=device.type)
         was_training = network.training
         try:
             maps = []
             for j, image in enumerate(images):
+                if self.first_training and training_mix is not None and np.sum(training_mix) > 0:
+                    maps.append(_with_own_prior(model, image, config, device, training_mix).labels)
+                    continue
                 if model.forest is not None and j not in self._forest:
                     self._forest[j] = model.forest.probabilities(image, model.normalization)
                 maps.append(predict_image(model, image, config, device=device,
@@ -102,6 +114,19 @@ class PreviewModel:
         finally:
             network.train(was_training)
         return np.stack(maps)
+
+
+def _with_own_prior(model: SemSegModel, image: np.ndarray, config: PredictConfig, device: torch.device,
+                    training_mix: np.ndarray) -> Prediction:
+    """The Prediction of `model`'s network alone with the class-prior correction of this image: its mean
+    probabilities against `training_mix` (one EM step, calibration.log_prior_shift)."""
+    start = time.perf_counter()
+    networks = predict_probabilities(model, image, config, device, prior_shift=False)
+    shift = log_prior_shift(networks.reshape(model.num_classes, -1).mean(1).double().numpy(),
+                            np.asarray(training_mix, np.float64) / np.sum(training_mix))
+    networks = networks * torch.exp(torch.as_tensor(shift, dtype=networks.dtype))[:, None, None]
+    networks = networks / networks.sum(0, keepdim=True).clamp_min(1e-8)
+    return prediction_from(model, image, networks, config, start=start)
 
 
 def first_map(model: SemSegModel, images: np.ndarray, stack: np.ndarray, labels: np.ndarray, line_classes: list[int],

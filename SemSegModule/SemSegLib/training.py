@@ -78,10 +78,10 @@ class TrainPreview:
     forest (`forest`, and the config's forest weight above 0) shows a random forest of the strokes first, before
     any step, as iteration 0 (train_preview.py). Then each map is the model with the network the training would
     return if it ended then (the weight average; train_preview.PreviewModel): a first training's without the
-    class-prior correction and the forest that come after the steps, a round's with its start's correction and
-    forest. The previews change nothing the training computes (an iteration budget gives the same weights);
-    the network's take at most PREVIEW_TIME_SHARE of the steps' time: the next one waits `every_seconds`, or longer
-    after a slow one.
+    forest that comes after the steps and with a class-prior correction of each shown image's own, a round's with
+    its start's correction and forest. The previews change nothing the training computes (an iteration budget
+    gives the same weights); the network's take at most PREVIEW_TIME_SHARE of the steps' time: the next one waits
+    `every_seconds`, or longer after a slow one.
     """
 
     images: np.ndarray  # (M, C, H, W) raw images
@@ -428,7 +428,8 @@ def train(
             progress(TrainProgress(it, total, smoothed, elapsed, remaining))
         if time.perf_counter() >= next_preview:
             shown = time.perf_counter()
-            preview.show(it, previewed.labels(ema.module if ema is not None else net, preview.images, device))
+            mix = seen_mix.cpu().double().numpy() if init_model is None else None  # a first training's own prior
+            preview.show(it, previewed.labels(ema.module if ema is not None else net, preview.images, device, mix))
             took = time.perf_counter() - shown
             next_preview = time.perf_counter() + max(preview.every_seconds, took / PREVIEW_TIME_SHARE)
 
