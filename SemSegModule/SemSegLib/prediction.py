@@ -17,7 +17,7 @@ import torch
 
 from .devices import autocast_dtype, resolve_device
 from .line_classes import thin_line_classes
-from .model_file import SemSegModel
+from .model_file import RoundMember, SemSegModel
 from .normalization import normalize_image
 from .stack_io import label_dtype
 from .unsure_pieces import reassign_unsure_off_lines, reassign_unsure_pieces
@@ -83,8 +83,24 @@ def _networks_average(model: SemSegModel, image: np.ndarray, config: PredictConf
     x = torch.from_numpy(normalize_image(image, model.normalization, window))[None]
     if not prior_shift:
         return _network_probabilities(model, model.network, None, x, config, device)
+    return _weighted_sum(model, x, config, device, model.round_members())
+
+
+def members_probabilities(model: SemSegModel, image: np.ndarray, members: list[tuple[RoundMember, float]],
+                          config: PredictConfig | None = None, device: torch.device | None = None) -> torch.Tensor:
+    """The weighted sum of some of `model.round_members()`'s corrected probabilities of the (C, H, W) image: a part
+    of what `predict_image` averages, for a caller that keeps the rest (a round's previews: its start's networks do
+    not change while it trains)."""
+    config = config or PredictConfig()
+    device = device or resolve_device(config.device)
+    x = torch.from_numpy(normalize_image(image, model.normalization))[None]
+    return _weighted_sum(model, x, config, device, members)
+
+
+def _weighted_sum(model: SemSegModel, x: torch.Tensor, config: PredictConfig, device: torch.device,
+                  members: list[tuple[RoundMember, float]]) -> torch.Tensor:
     prob = None
-    for member, weight in model.round_members():
+    for member, weight in members:
         p = weight * _network_probabilities(model, member.network, member.log_prior_shift, x, config, device)
         prob = p if prob is None else prob + p
     return prob

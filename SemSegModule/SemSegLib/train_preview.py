@@ -29,7 +29,14 @@ from .calibration import log_prior_shift
 from .line_classes import thin_line_classes
 from .model_file import RoundMember, SemSegModel
 from .pixel_forest import PixelForest, smoothed
-from .prediction import PredictConfig, Prediction, predict_image, predict_probabilities, prediction_from
+from .prediction import (
+    PredictConfig,
+    Prediction,
+    members_probabilities,
+    predict_image,
+    predict_probabilities,
+    prediction_from,
+)
 from .stack_io import label_dtype
 
 # The forest of the strokes is fitted on at most this many painted images, spread over them: a first training on
@@ -61,8 +68,8 @@ class PreviewModel:
     class-prior correction of each shown image's own (the result's is estimated on 8 images after the steps) and the
     unsure-piece rules a first training's map gets. A round's: its network and its start's networks, weighted as
     the round's result will weigh them, the start's class-prior correction and the start's forest (the round's own
-    is fitted after the steps), and the rules a round's map gets; the start forest's probabilities of the shown
-    images are computed once.
+    is fitted after the steps), and the rules a round's map gets; the start networks' share and the start forest's
+    probabilities of the shown images are computed once.
 
     Why: the network alone (sessions 60-76) looked worse than what the person saw before and after. On isbi2012-em
     a round's previews were 0.011-0.025 below the start's map (mean IoU of a painted and 3 new images; start 0.753,
@@ -90,7 +97,9 @@ class PreviewModel:
                                  forest_weight=init_model.forest_weight if with_forest else 0.0,
                                  history=[*init_model.history, {}])
         self.first_training = init_model is None
-        self._forest: dict[int, torch.Tensor] = {}  # shown image -> the start forest's probabilities
+        # Per shown image, what a round's previews keep: its start networks' share, its start forest's probabilities.
+        self._earlier: dict[int, torch.Tensor | None] = {}
+        self._forest: dict[int, torch.Tensor | None] = {}
 
     def labels(self, network: torch.nn.Module, images: np.ndarray, device: torch.device,
                training_mix: np.ndarray | None = None) -> np.ndarray:
@@ -104,16 +113,30 @@ class PreviewModel:
         try:
             maps = []
             for j, image in enumerate(images):
-                if self.first_training and training_mix is not None and np.sum(training_mix) > 0:
+                if not self.first_training:
+                    maps.append(self._round_map(model, j, image, config, device).labels)
+                elif training_mix is not None and np.sum(training_mix) > 0:
                     maps.append(_with_own_prior(model, image, config, device, training_mix).labels)
-                    continue
-                if model.forest is not None and j not in self._forest:
-                    self._forest[j] = model.forest.probabilities(image, model.normalization)
-                maps.append(predict_image(model, image, config, device=device,
-                                          forest_probabilities=self._forest.get(j)).labels)
+                else:
+                    maps.append(predict_image(model, image, config, device=device).labels)
         finally:
             network.train(was_training)
         return np.stack(maps)
+
+    def _round_map(self, model: SemSegModel, j: int, image: np.ndarray, config: PredictConfig,
+                   device: torch.device) -> Prediction:
+        """`predict_image` of a round's model, with what does not change while it trains (its start's networks'
+        share, its start's forest) computed at the first preview of shown image `j` and kept."""
+        members = model.round_members()
+        if j not in self._earlier:
+            self._earlier[j] = members_probabilities(model, image, members[1:], config, device) \
+                if len(members) > 1 else None
+            self._forest[j] = model.forest.probabilities(image, model.normalization) \
+                if model.forest is not None else None
+        networks = members_probabilities(model, image, members[:1], config, device)
+        if self._earlier[j] is not None:
+            networks = networks + self._earlier[j]
+        return prediction_from(model, image, networks, config, forest_probabilities=self._forest[j])
 
 
 def _with_own_prior(model: SemSegModel, image: np.ndarray, config: PredictConfig, device: torch.device,
