@@ -211,17 +211,22 @@ def _before_the_end(model):
 
 def test_a_round_s_preview_is_its_model_with_its_start_s_forest(monkeypatch):
     """A correction round's preview draws the round's network as the round's model will (averaged with its start's
-    networks, the start's class-prior correction, the rules), with the start's forest, whose probabilities of each
-    shown image are computed once."""
+    networks, the start's class-prior correction, the rules), with the start's forest; the start networks' share and
+    its forest's probabilities of each shown image are computed once."""
     from SemSegLib import training
 
     images, refs = disk_task(n=3)
     labels = sparse_labels(refs, [0])
     start = train(images[:, None], labels, default_classes(2), TrainConfig(iterations=8, seed=1, **FAST)).model
     assert start.forest is not None and start.log_prior_shift is not None
-    asked = []
+    asked, passes = [], []
     real = start.forest.probabilities
     monkeypatch.setattr(start.forest, "probabilities", lambda *a, **k: asked.append(1) or real(*a, **k))
+    from SemSegLib import train_preview
+
+    members_probabilities = train_preview.members_probabilities
+    monkeypatch.setattr(train_preview, "members_probabilities",
+                        lambda *a, **k: passes.append(1) or members_probabilities(*a, **k))
     monkeypatch.setattr(training, "PREVIEW_TIME_SHARE", math.inf)  # a preview after every step
     shown = []
     more = labels.copy()
@@ -230,6 +235,7 @@ def test_a_round_s_preview_is_its_model_with_its_start_s_forest(monkeypatch):
     res = train(images[:, None], more, default_classes(2), cfg, init_model=start,
                 preview=TrainPreview(images[[1, 2], None], lambda it, lab: shown.append((it, lab)), every_seconds=0))
     assert [it for it, _ in shown] == [1, 2, 3, 4] and len(asked) == 2  # once per shown image
+    assert len(passes) == 2 + 4 * 2  # the start network's share once per shown image, the round's at every preview
     round_model = res.model
     assert round_model.earlier_rounds and round_model.forest is not start.forest
     as_shown = replace(round_model, forest=start.forest, forest_weight=start.forest_weight,
