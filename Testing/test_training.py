@@ -11,7 +11,7 @@ from SemSegLib.errors import InputError
 from SemSegLib.losses import masked_cross_entropy, pseudo_targets
 from SemSegLib.metrics import evaluate
 from SemSegLib.patches import IGNORE
-from SemSegLib.prediction import PredictConfig, network_labels, predict_image, predict_probabilities
+from SemSegLib.prediction import PredictConfig, predict_image, predict_probabilities
 from SemSegLib.simulate import simulate_strokes
 from SemSegLib.training import (
     TrainConfig,
@@ -242,8 +242,9 @@ def test_a_round_s_preview_is_its_model_with_its_start_s_forest(monkeypatch):
                        log_prior_shift=start.log_prior_shift)
     final = np.stack([predict_image(as_shown, images[i, None]).labels for i in (1, 2)])
     assert np.array_equal(shown[-1][1], final)
-    assert not np.array_equal(final, np.stack([network_labels(round_model, round_model.network, images[i, None],
-                                                              start.log_prior_shift) for i in (1, 2)]))
+    alone = replace(round_model, log_prior_shift=start.log_prior_shift, earlier_rounds=[])  # the preview before
+    assert not np.array_equal(final, np.stack([predict_probabilities(alone, images[i, None], forest=False).argmax(0) + 1
+                                               for i in (1, 2)]))
 
 
 def test_cancellation_stops_cleanly_and_returns_a_model():

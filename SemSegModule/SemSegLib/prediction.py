@@ -153,36 +153,15 @@ def _network_probabilities(model: SemSegModel, network: torch.nn.Module, log_pri
     return prob / prob.sum(0, keepdim=True).clamp_min(1e-8)
 
 
-def network_labels(model: SemSegModel, network: torch.nn.Module, image: np.ndarray,
-                   log_prior_shift: np.ndarray | None = None, line_classes: list[int] | tuple[int, ...] = (),
-                   config: PredictConfig | None = None, device: torch.device | None = None) -> np.ndarray:
-    """(C, H, W) raw image -> (H, W) class values 1..K of one `network` with `model`'s normalization, its line
-    classes (0-based) thinned: what a training shows while it runs (training.TrainPreview), without the forest,
-    the earlier rounds or the unsure-piece rules. The network's train/eval mode is left as it was."""
-    config = config or PredictConfig()
-    device = device or resolve_device(config.device)
-    x = torch.from_numpy(normalize_image(image, model.normalization))[None]
-    was_training = network.training
-    try:
-        prob = _network_probabilities(model, network, log_prior_shift, x, config, device)
-    finally:
-        network.train(was_training)
-    prob = thin_line_classes(prob, list(line_classes))
-    return (prob.argmax(0) + 1).numpy().astype(label_dtype(model.num_classes))
-
-
 def predict_image(model: SemSegModel, image: np.ndarray, config: PredictConfig | None = None,
                   with_probabilities: bool = False, device: torch.device | None = None,
-                  window: tuple[slice, slice] | None = None,
-                  forest_probabilities: torch.Tensor | None = None) -> Prediction:
+                  window: tuple[slice, slice] | None = None) -> Prediction:
     """(C, H, W) raw image -> its Prediction; with `window` (rows, columns), of that part of the image only,
-    normalized as the whole image (`normalize_image`), for a question about a few pixels of a large image.
-    `forest_probabilities`: the model's forest's of this image (`PixelForest.probabilities`), when the caller keeps
-    them (a training's previews, whose forest does not change)."""
+    normalized as the whole image (`normalize_image`), for a question about a few pixels of a large image."""
     start = time.perf_counter()
     config = config or PredictConfig()
     networks = _networks_average(model, image, config, device, window=window)
-    return prediction_from(model, image, networks, config, with_probabilities, window, forest_probabilities, start)
+    return prediction_from(model, image, networks, config, with_probabilities, window, start=start)
 
 
 def prediction_from(model: SemSegModel, image: np.ndarray, networks: torch.Tensor, config: PredictConfig,
@@ -190,7 +169,9 @@ def prediction_from(model: SemSegModel, image: np.ndarray, networks: torch.Tenso
                     forest_probabilities: torch.Tensor | None = None, start: float | None = None) -> Prediction:
     """`predict_image`'s Prediction from the (K, H, W) probabilities of the networks (of `window` of the image, if
     given), corrected and averaged as `predict_image` has them: the forest's share, the thinning, the unsure-piece
-    rules; `start`: when the prediction began (its seconds)."""
+    rules. `forest_probabilities`: the model's forest's of this image (`PixelForest.probabilities`), when the caller
+    keeps them (a round's previews, whose forest does not change); `start`: when the prediction began (its
+    seconds)."""
     start = time.perf_counter() if start is None else start
     prob = _with_forest(model, image, networks, window, forest_probabilities)
     labels = (prob.argmax(0) + 1).numpy().astype(label_dtype(model.num_classes))
