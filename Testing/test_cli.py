@@ -327,12 +327,16 @@ def test_predict_says_where_to_paint_next_from_its_own_prediction(disk_stack, ca
     assert json.loads((d / "next.json").read_text()) == printed
     assert f"where to paint next written to {d / 'next.json'}: first image" in capsys.readouterr().out
     assert sorted(p.name for p in (d / "pred").glob("img_*.tif")) == [f"img_{i}.tif" for i in range(1, 5)]
-    # Into one multi-page TIFF, and rerun over its own file; without --labels as suggest without them.
+    # Into one multi-page TIFF, and rerun over its own file; without --labels as suggest without them; into a folder
+    # not there yet.
     assert run("suggest", "--images", d / "images", "--model", d / "m.pt", "--no-spread") == 0
     plain = json.loads(capsys.readouterr().out)
     assert run("predict", "--images", d / "images", "--model", d / "m.pt", "--out", d / "maps.tif", "--suggest",
                d / "next.json", "--no-spread") == 0
     assert json.loads((d / "next.json").read_text()) == plain and (d / "maps.tif").is_file()
+    assert run("predict", "--images", d / "images", "--model", d / "m.pt", "--out", d / "p3", "--suggest",
+               d / "new" / "next.json", "--no-spread") == 0
+    assert json.loads((d / "new" / "next.json").read_text()) == plain
     # Refused before anything is written: a file that is not SemSeg's suggestions, a name that is not .json, the
     # suggestion options without --suggest.
     (d / "notes.json").write_text('{"mine": 1}')

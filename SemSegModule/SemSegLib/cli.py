@@ -217,8 +217,13 @@ def cmd_predict(args: argparse.Namespace) -> None:
                                   args.overwrite, channel_axis=args.channel_axis)
     _told(plan.stack)
     ranking = None
-    if args.suggest is not None:  # the labels read before the first map is written
+    if args.suggest is not None:  # the labels read, and the JSON's folder made, before the first map is written
         ranking = _suggestion_ranking(args, model, plan.stack, 5 if args.top is None else args.top)
+        try:
+            Path(args.suggest).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"--suggest {args.suggest}: its folder cannot be made ({e.strerror}); name a file in "
+                             "a folder you can write to.") from e
     with progress_bar(len(plan.stack), "img", "predict") as bar:
         times = plan.run(progress=lambda done, total, seconds: bar.update(1),
                          each=None if ranking is None else lambda i, pred: ranking.add(i, pred.uncertainty))
