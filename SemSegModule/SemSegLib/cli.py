@@ -434,6 +434,7 @@ FLOAT32_HELP = ("run the network in float32 (default: float16 on CUDA; on a CPU 
 
 IMAGES_HELP = "folder of images (they may differ in size), or a multi-page TIFF"
 DEVICE_HELP = "auto, cpu, cuda or mps (default auto)"
+MODEL_HELP = "the model file (.pt) `semseg train` or the panel wrote"
 SEED_HELP = "of the patches drawn and the network's first weights (default 0): the same seed, the same model"
 REFERENCE_HELP = "folder of reference label maps (same file names as the images; 0 = unlabeled), or a multi-page TIFF"
 REFERENCE_CLASSES_HELP = "classes.csv of the reference (default: one beside the reference, else 1..its largest value)"
@@ -485,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="label every pixel of a stack (read one image at a time)")
     pr.add_argument("--images", required=True, help=IMAGES_HELP)
     pr.add_argument("--channel-axis", type=int, help=CHANNEL_AXIS_HELP)
-    pr.add_argument("--model", required=True, help="the model file (.pt) `semseg train` or the panel wrote")
+    pr.add_argument("--model", required=True, help=MODEL_HELP)
     pr.add_argument("--out", required=True,
                     help="output folder for <name>.tif label maps, or a .tif file: one multi-page TIFF with a page "
                          "per image, in the images' order (with --uncertainty / --probabilities also "
@@ -531,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("suggest", help="rank images by uncertainty: where to paint next (JSON)")
     g.add_argument("--images", required=True, help=IMAGES_HELP)
     g.add_argument("--channel-axis", type=int, help=CHANNEL_AXIS_HELP)
-    g.add_argument("--model", required=True, help="the model file (.pt) `semseg train` or the panel wrote")
+    g.add_argument("--model", required=True, help=MODEL_HELP)
     g.add_argument("--top", type=_at_least(1), default=5, help="how many images to suggest (default 5)")
     g.add_argument("--labels", help="folder of the strokes painted so far: an image's uncertainty leaves out what lies "
                                     "near them, and no region is suggested where they lie")

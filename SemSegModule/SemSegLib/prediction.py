@@ -147,7 +147,12 @@ def _network_probabilities(model: SemSegModel, network: torch.nn.Module, log_pri
             )
             prob = prob.flip(dims) if dims else prob
             total = prob if total is None else total + prob
-    prob = (total / len(flips))[0]
+    return prior_shifted((total / len(flips))[0], log_prior_shift)
+
+
+def prior_shifted(prob: torch.Tensor, log_prior_shift: np.ndarray | None) -> torch.Tensor:
+    """(K, H, W) probabilities with each class's multiplied by exp(its `log_prior_shift`) (calibration.py; None: as
+    they are), summing to 1 again."""
     if log_prior_shift is not None:
         prob = prob * torch.exp(torch.as_tensor(log_prior_shift, dtype=prob.dtype))[:, None, None]
     return prob / prob.sum(0, keepdim=True).clamp_min(1e-8)

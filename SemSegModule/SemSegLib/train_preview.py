@@ -36,6 +36,7 @@ from .prediction import (
     predict_image,
     predict_probabilities,
     prediction_from,
+    prior_shifted,
 )
 from .stack_io import label_dtype
 
@@ -147,9 +148,7 @@ def _with_own_prior(model: SemSegModel, image: np.ndarray, config: PredictConfig
     networks = predict_probabilities(model, image, config, device, prior_shift=False)
     shift = log_prior_shift(networks.reshape(model.num_classes, -1).mean(1).double().numpy(),
                             np.asarray(training_mix, np.float64) / np.sum(training_mix))
-    networks = networks * torch.exp(torch.as_tensor(shift, dtype=networks.dtype))[:, None, None]
-    networks = networks / networks.sum(0, keepdim=True).clamp_min(1e-8)
-    return prediction_from(model, image, networks, config, start=start)
+    return prediction_from(model, image, prior_shifted(networks, shift), config, start=start)
 
 
 def first_map(model: SemSegModel, images: np.ndarray, stack: np.ndarray, labels: np.ndarray, line_classes: list[int],
