@@ -1,8 +1,10 @@
 """The extension packages what it ships: Slicer installs only the files CMake lists."""
 
 import re
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -216,3 +218,27 @@ def test_a_developer_reload_imports_the_logic_and_the_engine_afresh(monkeypatch)
         assert not [name for name in sys.modules if name in ours] and reloaded == [widget] and not worker.alive
     finally:
         sys.modules.update(ours)  # the other tests hold these modules' classes
+
+
+def test_a_pip_install_carries_the_engine_its_starting_points_and_the_command(tmp_path):
+    # `pip install .` is the headless / cluster install (README). Data files ship only where pyproject.toml says
+    # so, and a wheel without the starting points would fail at the first training, far from the install.
+    setuptools = pytest.importorskip("setuptools", reason="a wheel is built without network from this setuptools")
+    if int(setuptools.__version__.split(".")[0]) < 77:
+        pytest.skip("pyproject.toml needs setuptools >= 77")
+    source = tmp_path / "source"  # built from a copy: a build leaves build/ beside pyproject.toml
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        (source / name).write_bytes((ROOT / name).read_bytes())
+    shutil.copytree(MODULE / "SemSegLib", source / "SemSegModule" / "SemSegLib",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    str(source), "-w", str(tmp_path / "wheel")], check=True, capture_output=True)
+    with zipfile.ZipFile(next((tmp_path / "wheel").glob("semseg-*.whl"))) as wheel:
+        names = set(wheel.namelist())
+        entry_points = next(wheel.read(n).decode() for n in names if n.endswith("entry_points.txt"))
+    shipped = {f"SemSegLib/{p.relative_to(MODULE / 'SemSegLib').as_posix()}"
+               for p in (MODULE / "SemSegLib").rglob("*") if p.suffix in (".py", ".pt")}
+    assert any(n.endswith(".pt") for n in shipped)
+    assert shipped <= names, f"missing from the wheel: {sorted(shipped - names)}"
+    assert re.search(r"^semseg = SemSegLib\.cli:main$", entry_points, re.M)
