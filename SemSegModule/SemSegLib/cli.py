@@ -228,7 +228,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
         times = plan.run(progress=lambda done, total, seconds: bar.update(1),
                          each=None if ranking is None else lambda i, pred: ranking.add(i, pred.uncertainty))
     into = f"one multi-page TIFF, {plan.out}" if plan.one_file else str(plan.out)
-    print(f"{len(times)} label maps written to {into} ({np.mean(times):.2f} s per image)")
+    maps = "1 label map" if len(times) == 1 else f"{len(times)} label maps"
+    print(f"{maps} written to {into} ({np.mean(times):.2f} s per image)")
     if ranking is not None:
         result = ranking.result()
         write_bytes_atomic(Path(args.suggest), (json.dumps(result, indent=2) + "\n").encode())
