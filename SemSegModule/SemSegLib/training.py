@@ -36,7 +36,7 @@ from .model_file import RoundMember, SemSegModel
 from .normalization import percentile_range
 from .patches import IGNORE, PatchSampler, PatchSource, strong_view
 from .pixel_forest import PixelForest
-from .starting_points import choose_starting_point
+from .starting_points import StartChoice, choose_starting_point
 from .train_config import TrainConfig
 from .train_preview import PreviewModel, first_map
 from .weight_average import WeightAverage
@@ -234,22 +234,7 @@ def train(
     training runs (each patch is normalized as it is cut): do not change them meanwhile.
     """
     config = config or TrainConfig()
-    if images.ndim != 4 or labels.shape != (images.shape[0], *images.shape[2:]):
-        raise InputError(f"images {images.shape} and labels {labels.shape} do not line up; expected (N,C,H,W) "
-                         "and (N,H,W).")
-    if config.iterations is None and not config.seconds:
-        raise InputError("give a training budget: iterations or seconds.")
-    if (config.iterations is not None and config.iterations < 1) or (config.iterations is None and config.seconds < 0):
-        raise InputError(f"the training budget must be positive (at least 1 iteration, or seconds above 0), got "
-                         f"{config.iterations if config.iterations is not None else config.seconds}.")
-    if len(classes) < 2:
-        # One class leaves nothing to tell apart: the loss is 0 from the first step and every pixel gets that class.
-        raise InputError(f"a segmentation needs at least two classes, the labels define {len(classes)} "
-                         f"({', '.join(c.name for c in classes) or 'none'}): paint the background (or another "
-                         "class) too.")
-    if config.correction_weight < 0 or config.seed < 0:
-        raise InputError(f"the correction weight and the seed must not be negative, got {config.correction_weight} "
-                         f"and {config.seed}.")
+    _check_training_input(images, labels, classes, config)
     device = resolve_device(config.device)
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
@@ -263,61 +248,20 @@ def train(
     detected_lines = (detect_line_classes(labels, len(classes))
                       if config.line_position_weight > 0 or config.thin_line_classes else [])
     shown_lines = detected_lines if config.thin_line_classes else []  # the model's (`SemSegModel.line_classes`)
-    start_choice = None
-    if init_model is not None:
-        model = copy.deepcopy(init_model)
-        model.check_stack(images.shape[1])
-        if model.num_classes != len(classes):
-            raise InputError(f"the starting model has {model.num_classes} classes but the labels define "
-                             f"{len(classes)}; train a new model when the classes change.")
-        if [c.name for c in model.classes] != [c.name for c in classes]:
-            # A rename would silently give the model's class k another meaning in the file it is saved to.
-            raise InputError(f"the starting model's classes are {', '.join(c.name for c in model.classes)}, the "
-                             f"labels' {', '.join(c.name for c in classes)}: continue with the model's classes, in "
-                             "its order, or train a new model.")
-        model.classes = list(classes)  # the same names; their colors may have changed
-    else:
-        model = SemSegModel.create(images.shape[1], classes, base_width=config.base_width, levels=config.levels,
-                                    input_filters=config.input_filters,
-                                    filter_sigmas=config.filter_sigmas)
-
-        if preview is not None:  # first, before the start's check: seconds before any network could show a map
-            first = first_map(model, preview.images, images, labels, shown_lines, config.seed, config.forest_weight,
-                              preview.forest, report)
-            if first is not None:
-                preview.show(0, first)
-        start_choice = choose_starting_point(config.starting_point, images, labels, classes, model.network_config,
-                                             device, report)
-        if start_choice is not None:
-            model.network = start_choice.network()
+    model, start_choice = _model_to_train(images, labels, classes, config, init_model, preview, shown_lines, device,
+                                          report)
 
     use_pseudo = config.pseudo_label_weight > 0 and (init_model is not None or config.ema_decay > 0)
     # Corrections, once for the whole stack: they get the correction weight and the focused patches.
     corrections = correction_mask
     if init_model is not None and corrections is None:
         corrections = correction_pixels(labels, init_model, names)
-    arrays = prepare_training_arrays(images, labels, model, names, config.correction_weight, corrections,
-                                     all_images=use_pseudo)
-    keep, targets = arrays.keep, arrays.targets
-    largest_crop = int(config.patch_size * max(config.max_scale, 1.0)) + 1
-    focus = None
-    if corrections is not None and config.correction_focus > 0:
-        rows = list(range(len(labels))) if use_pseudo else keep  # the images the arrays hold, in order
-        focus = (corrections[rows] > 0) & (labels[rows] > 0)
-        focus = focus if focus.any() else None
-    raw, targets, weights, focus = PatchSource.pad_to(arrays.images, targets, arrays.weights, largest_crop, focus)
-    source = PatchSource(raw, torch.from_numpy(targets), None if weights is None else torch.from_numpy(weights),
-                         model.num_classes, None if focus is None else torch.from_numpy(focus), arrays.low,
-                         arrays.scale)
-    labeled_fraction = config.finetune_labeled_fraction if init_model is not None else config.labeled_fraction
-    class_quantile = config.finetune_pseudo_label_class_quantile if init_model is not None else 0.0
-    sampler = PatchSampler(source, generator, labeled_fraction, max_scale=config.max_scale,
-                           augment=config.augment, focus_fraction=config.correction_focus,
-                           elastic_probability=config.elastic_probability)
-    line_classes = detected_lines if config.line_position_weight > 0 else []
     weighted = weighs_classes(labels, config)
-    class_weights = (_class_weights(targets, model.num_classes) if weighted
-                     else torch.ones(model.num_classes)).to(device)
+    sampler, kept, class_weights = _patch_sampler(images, labels, model, names, config, corrections, use_pseudo,
+                                                  weighted, generator, fine_tuning=init_model is not None)
+    class_weights = class_weights.to(device)
+    class_quantile = config.finetune_pseudo_label_class_quantile if init_model is not None else 0.0
+    line_classes = detected_lines if config.line_position_weight > 0 else []
 
     net = model.network.to(device)
     net.train()
@@ -416,15 +360,7 @@ def train(
             best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
         if progress is not None:
             elapsed = time.perf_counter() - start
-            if config.iterations is not None:
-                total = config.iterations
-                remaining = elapsed / it * (total - it)
-            else:
-                total = max(it, int(it * config.seconds / max(elapsed, 1e-6)))
-                remaining = max(0.0, config.seconds - elapsed)
-                if cap and total > cap:
-                    total = cap
-                    remaining = elapsed / it * max(0, total - it)
+            total, remaining = _steps_and_seconds_left(it, elapsed, config, cap)
             progress(TrainProgress(it, total, smoothed, elapsed, remaining))
         if time.perf_counter() >= next_preview:
             shown = time.perf_counter()
@@ -435,7 +371,7 @@ def train(
 
     # The training arrays hold every pixel of the stack; what follows (the class-prior estimate, the forest) works
     # image by image and needs none of them, so they do not add to its peak memory.
-    del sampler, source, arrays, raw, targets, weights, focus
+    del sampler
     seconds = time.perf_counter() - start
     # Returned and kept in the history, not logged here: the CLI and the panel show it, and Python's fallback
     # logging handler would print it a second time on the command line.
@@ -444,17 +380,11 @@ def train(
         net.load_state_dict(ema.module.state_dict())
     elif cancelled and best_state is not None:
         net.load_state_dict(best_state)
-    if not all(t.isfinite().all() for t in net.state_dict().values() if t.is_floating_point()):
-        # Such a network predicts one class everywhere; saved, it would look like a model that merely learned badly.
-        raise TrainingDiverged(
-            f"the training diverged: the network's weights became NaN or infinite within {it} steps (last loss "
-            f"{losses[-1] if losses else float('nan'):.4g}), so no model was kept. Train again with the default "
-            "settings; if it happens again, start from random weights (start 'none') or check the images for "
-            "extreme values.")
+    _refuse_diverged(net, it, losses)
     net.eval().cpu()
     model.network = net
     names = names or [f"image_{i}" for i in range(len(labels))]
-    counts = {names[i]: int((labels[i] > 0).sum()) for i in keep}
+    counts = {names[i]: int((labels[i] > 0).sum()) for i in kept}
     seen_pixels = seen_mix.cpu().double().numpy()
     model.history.append({
         "round": len(model.history) + 1,
@@ -480,22 +410,7 @@ def train(
     if config.prior_correction_images > 0:
         if progress is not None:
             progress(TrainProgress(it, it, smoothed, seconds, 0.0, "correcting the class balance"))
-        if init_model is not None:
-            if corrections is not None:
-                model.history[-1]["corrected_class_pixels"] = [int(v) for v in corrected_class_pixels(
-                    init_model, images, labels, corrections, device, config.mixed_precision)]
-            # A weighted (dense) round's loss saw its own labels' mix times the weights, not the strokes' sampling
-            # that the carried correction models: it is estimated afresh from that mix, as a first training's is.
-            # Accepted and corrected predictions of dsb2018-fluo's 3 painted images, 4 seeds: T2 +0.0028 against
-            # carried (4 of 4 up), T1 level (bench/RESULTS.md, session 58).
-            if not weighted:
-                model.log_prior_shift = carried_log_prior_shift(init_model, model.history)
-        if model.log_prior_shift is None:
-            mix = seen_pixels if weighted else learned_class_mix(model.history)
-            model.log_prior_shift = estimate_log_prior_shift(model, images, labels, config.prior_correction_images,
-                                                             device, training_mix=mix,
-                                                             mixed_precision=config.mixed_precision)
-            model.network.cpu()  # as before the estimate: a returned model does not hold GPU memory
+        _correct_class_prior(model, init_model, images, labels, corrections, weighted, seen_pixels, config, device)
     model.history[-1]["log_prior_shift"] = (None if model.log_prior_shift is None
                                             else [round(float(v), 4) for v in model.log_prior_shift])
     model.earlier_rounds, model.first_network_share = earlier_rounds(model, init_model, config)
@@ -507,6 +422,126 @@ def train(
         progress(TrainProgress(it, it, smoothed, seconds, 0.0, "fitting the random forest"))
     attach_forest(model, images, labels, config, device, start=init_model)
     return TrainResult(model, it, seconds, smoothed, cancelled, device.type, losses, warning)
+
+
+def _steps_and_seconds_left(it: int, elapsed: float, config: TrainConfig, cap: int | None) -> tuple[int, float]:
+    """The steps a training will take in all and the seconds it has left, after `it` steps in `elapsed` s."""
+    if config.iterations is not None:
+        return config.iterations, elapsed / it * (config.iterations - it)
+    total = max(it, int(it * config.seconds / max(elapsed, 1e-6)))
+    if cap and total > cap:
+        return cap, elapsed / it * max(0, cap - it)
+    return total, max(0.0, config.seconds - elapsed)
+
+def _check_training_input(images: np.ndarray, labels: np.ndarray, classes: list[ClassInfo],
+                          config: TrainConfig) -> None:
+    """Refuse what no training can use, before any work: shapes, budget, classes, weights."""
+    if images.ndim != 4 or labels.shape != (images.shape[0], *images.shape[2:]):
+        raise InputError(f"images {images.shape} and labels {labels.shape} do not line up; expected (N,C,H,W) "
+                         "and (N,H,W).")
+    if config.iterations is None and not config.seconds:
+        raise InputError("give a training budget: iterations or seconds.")
+    if (config.iterations is not None and config.iterations < 1) or (config.iterations is None and config.seconds < 0):
+        raise InputError(f"the training budget must be positive (at least 1 iteration, or seconds above 0), got "
+                         f"{config.iterations if config.iterations is not None else config.seconds}.")
+    if len(classes) < 2:
+        # One class leaves nothing to tell apart: the loss is 0 from the first step and every pixel gets that class.
+        raise InputError(f"a segmentation needs at least two classes, the labels define {len(classes)} "
+                         f"({', '.join(c.name for c in classes) or 'none'}): paint the background (or another "
+                         "class) too.")
+    if config.correction_weight < 0 or config.seed < 0:
+        raise InputError(f"the correction weight and the seed must not be negative, got {config.correction_weight} "
+                         f"and {config.seed}.")
+
+
+def _refuse_diverged(net: torch.nn.Module, iterations: int, losses: list[float]) -> None:
+    """Such a network predicts one class everywhere; saved, it would look like a model that merely learned badly."""
+    if not all(t.isfinite().all() for t in net.state_dict().values() if t.is_floating_point()):
+        raise TrainingDiverged(
+            f"the training diverged: the network's weights became NaN or infinite within {iterations} steps (last "
+            f"loss {losses[-1] if losses else float('nan'):.4g}), so no model was kept. Train again with the default "
+            "settings; if it happens again, start from random weights (start 'none') or check the images for "
+            "extreme values.")
+
+def _model_to_train(images: np.ndarray, labels: np.ndarray, classes: list[ClassInfo], config: TrainConfig,
+                    init_model: SemSegModel | None, preview: TrainPreview | None, shown_lines: list[int],
+                    device: torch.device, report: Callable[[str], None]) -> tuple[SemSegModel, StartChoice | None]:
+    """A copy of `init_model` to retrain, or a new model (from a shipped starting point where one fits) and the
+    choice made; a first training's preview shows the forest of the strokes first."""
+    start_choice = None
+    if init_model is not None:
+        model = copy.deepcopy(init_model)
+        model.check_stack(images.shape[1])
+        if model.num_classes != len(classes):
+            raise InputError(f"the starting model has {model.num_classes} classes but the labels define "
+                             f"{len(classes)}; train a new model when the classes change.")
+        if [c.name for c in model.classes] != [c.name for c in classes]:
+            # A rename would silently give the model's class k another meaning in the file it is saved to.
+            raise InputError(f"the starting model's classes are {', '.join(c.name for c in model.classes)}, the "
+                             f"labels' {', '.join(c.name for c in classes)}: continue with the model's classes, in "
+                             "its order, or train a new model.")
+        model.classes = list(classes)  # the same names; their colors may have changed
+    else:
+        model = SemSegModel.create(images.shape[1], classes, base_width=config.base_width, levels=config.levels,
+                                    input_filters=config.input_filters, filter_sigmas=config.filter_sigmas)
+        if preview is not None:  # first, before the start's check: seconds before any network could show a map
+            first = first_map(model, preview.images, images, labels, shown_lines, config.seed, config.forest_weight,
+                              preview.forest, report)
+            if first is not None:
+                preview.show(0, first)
+        start_choice = choose_starting_point(config.starting_point, images, labels, classes, model.network_config,
+                                             device, report)
+        if start_choice is not None:
+            model.network = start_choice.network()
+    return model, start_choice
+
+
+def _patch_sampler(images: np.ndarray, labels: np.ndarray, model: SemSegModel, names: list[str] | None,
+                   config: TrainConfig, corrections: np.ndarray | None, use_pseudo: bool, weighted: bool,
+                   generator: torch.Generator, fine_tuning: bool) -> tuple[PatchSampler, list[int], torch.Tensor]:
+    """The training's patches, the images whose labels they hold (in order) and the loss's class weights (ones
+    unless `weighted`). The sampler holds the training arrays: they go with it."""
+    arrays = prepare_training_arrays(images, labels, model, names, config.correction_weight, corrections,
+                                     all_images=use_pseudo)
+    keep, targets = arrays.keep, arrays.targets
+    largest_crop = int(config.patch_size * max(config.max_scale, 1.0)) + 1
+    focus = None
+    if corrections is not None and config.correction_focus > 0:
+        rows = list(range(len(labels))) if use_pseudo else keep  # the images the arrays hold, in order
+        focus = (corrections[rows] > 0) & (labels[rows] > 0)
+        focus = focus if focus.any() else None
+    raw, targets, weights, focus = PatchSource.pad_to(arrays.images, targets, arrays.weights, largest_crop, focus)
+    source = PatchSource(raw, torch.from_numpy(targets), None if weights is None else torch.from_numpy(weights),
+                         model.num_classes, None if focus is None else torch.from_numpy(focus), arrays.low,
+                         arrays.scale)
+    labeled_fraction = config.finetune_labeled_fraction if fine_tuning else config.labeled_fraction
+    sampler = PatchSampler(source, generator, labeled_fraction, max_scale=config.max_scale,
+                           augment=config.augment, focus_fraction=config.correction_focus,
+                           elastic_probability=config.elastic_probability)
+    class_weights = _class_weights(targets, model.num_classes) if weighted else torch.ones(model.num_classes)
+    return sampler, keep, class_weights
+
+
+def _correct_class_prior(model: SemSegModel, init_model: SemSegModel | None, images: np.ndarray, labels: np.ndarray,
+                         corrections: np.ndarray | None, weighted: bool, seen_pixels: np.ndarray,
+                         config: TrainConfig, device: torch.device) -> None:
+    """Set `model.log_prior_shift`: a round carries its start's, a first (or a weighted) training estimates one."""
+    if init_model is not None:
+        if corrections is not None:
+            model.history[-1]["corrected_class_pixels"] = [int(v) for v in corrected_class_pixels(
+                init_model, images, labels, corrections, device, config.mixed_precision)]
+        # A weighted (dense) round's loss saw its own labels' mix times the weights, not the strokes' sampling
+        # that the carried correction models: it is estimated afresh from that mix, as a first training's is.
+        # Accepted and corrected predictions of dsb2018-fluo's 3 painted images, 4 seeds: T2 +0.0028 against
+        # carried (4 of 4 up), T1 level (bench/RESULTS.md, session 58).
+        if not weighted:
+            model.log_prior_shift = carried_log_prior_shift(init_model, model.history)
+    if model.log_prior_shift is None:
+        mix = seen_pixels if weighted else learned_class_mix(model.history)
+        model.log_prior_shift = estimate_log_prior_shift(model, images, labels, config.prior_correction_images,
+                                                         device, training_mix=mix,
+                                                         mixed_precision=config.mixed_precision)
+        model.network.cpu()  # as before the estimate: a returned model does not hold GPU memory
 
 
 def earlier_rounds(model: SemSegModel, init_model: SemSegModel | None,
