@@ -280,6 +280,17 @@ def test_a_seconds_budget_ends_at_the_iteration_cap():
                  TrainConfig(iterations=8, max_iterations=6, **FAST)).iterations == 8
 
 
+def test_the_progress_says_the_steps_and_seconds_a_training_has_left():
+    from SemSegLib.training import _steps_and_seconds_left
+
+    assert _steps_and_seconds_left(25, 5.0, TrainConfig(iterations=100), 750) == (100, 15.0)
+    seconds = TrainConfig(seconds=60)
+    assert _steps_and_seconds_left(10, 2.0, seconds, 750) == (300, 58.0)  # the clock ends it, below the cap
+    total, left = _steps_and_seconds_left(100, 2.0, seconds, 750)  # 3000 steps in 60 s: the cap ends it first
+    assert total == 750 and left == pytest.approx(13.0)
+    assert _steps_and_seconds_left(100, 2.0, seconds, None) == (3000, 58.0)
+
+
 def test_a_seconds_budget_that_ends_after_too_few_steps_says_so(monkeypatch):
     import SemSegLib.training as training
 
