@@ -588,6 +588,8 @@ def test_train_on_fields_of_different_sizes_mirrors_them_to_one_and_learns_each(
     err = capsys.readouterr().err
     assert "training on 3 labeled image(s)" in err
     assert "the images differ in size (72x56 to 96x96): for the training each is mirrored out to 96x96" in err
+    assert run("info", "--model", tmp_path / "m.pt") == 0
+    assert "last trained on fields of 72x56 to 96x96, each mirrored out to 96 x 96" in capsys.readouterr().out
     assert run("predict", "--images", tmp_path / "images", "--model", tmp_path / "m.pt", "--out",
                tmp_path / "pred") == 0
     assert [tifffile.imread(tmp_path / "pred" / f"field_{i + 1}.tif").shape for i in range(4)] == sizes
@@ -636,7 +638,7 @@ def test_train_warns_when_mirroring_makes_the_fields_many_times_their_size(tmp_p
         tifffile.imwrite(tmp_path / f"{name}.tif", rng.integers(0, 255, shape, dtype=np.uint8))
     stack = open_stack(tmp_path, one_size=False)
     labels = [np.zeros(stack.image_size(i), np.uint16) for i in range(len(stack))]
-    images, maps = cli._training_arrays(stack, labels)
+    images, maps, _ = cli._training_arrays(stack, labels)
     assert images.shape == (6, 1, 128, 128) and maps.shape == (6, 128, 128)
     err = capsys.readouterr().err
     assert "mirrored out to 128x128" in err and "holds 5 times the fields' pixels" in err and "cut the largest" in err

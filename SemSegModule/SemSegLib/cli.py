@@ -122,10 +122,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     painted = sum(bool(lab.any()) for lab in labels.labels)  # files of only 0 do not count
     print(f"training on {painted} labeled image(s), {n_labeled} labeled pixels, "
           f"{len(labels.classes)} classes", file=sys.stderr)
-    images, label_maps = _training_arrays(stack, labels.labels)
+    images, label_maps, fields = _training_arrays(stack, labels.labels)
     result = train(images, label_maps, labels.classes, config, init_model=init, names=stack.names,
                    progress=progress)
     bar.close()
+    if fields:  # the model's image size is the mirrored one (its labeled masks are on it): `semseg info` says so
+        result.model.history[-1]["mirrored_fields"] = fields
     replaced = ", replacing the earlier file" if Path(args.model).exists() else ""
     result.model.save(args.model)
     networks = 1 + len(result.model.earlier_rounds)
@@ -159,15 +161,15 @@ def cmd_train(args: argparse.Namespace) -> None:
 MIRRORED_PIXELS_WARNING = 4  # times the fields' own pixels
 
 
-def _training_arrays(stack, labels) -> tuple[np.ndarray, np.ndarray]:
-    """The (N, C, H, W) images and (N, H, W) labels a training samples from; images of different sizes mirrored out
-    to the largest (`mixed_sizes`), which is said."""
+def _training_arrays(stack, labels) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """The (N, C, H, W) images and (N, H, W) labels a training samples from, and for images of different sizes,
+    mirrored out to the largest (`mixed_sizes`, which is said), the range of their own sizes."""
     from .mixed_sizes import mirrored_to_one_size, size_range
 
     if isinstance(stack.images, np.ndarray):  # a stack file read whole
-        return stack.images, labels
+        return stack.images, labels, None
     if stack.one_size:
-        return _read_into_one_array(stack), labels
+        return _read_into_one_array(stack), labels, None
     images = [stack.images[i] for i in range(len(stack))]  # each read (and checked) once
     images, labels = mirrored_to_one_size(images, labels)
     sizes = [stack.image_size(i) for i in range(len(stack))]
@@ -181,7 +183,7 @@ def _training_arrays(stack, labels) -> tuple[np.ndarray, np.ndarray]:
         print(f"warning: mirrored out, the training holds {held / real:.0f} times the fields' pixels ("
               f"{(images.nbytes + labels.nbytes) / 1e9:.1f} GB of images and labels); if memory runs out, cut the "
               "largest fields into pieces of about the others' size", file=sys.stderr)
-    return images, labels
+    return images, labels, size_range(sizes)
 
 
 def _read_into_one_array(stack) -> np.ndarray:

@@ -21,6 +21,7 @@ def model_info(model: SemSegModel) -> dict:
         "classes": [{**c.to_dict(), "line": i in lines} for i, c in enumerate(model.classes)],
         "channels": model.in_channels,
         "trained_image_shape": list(model.image_shape) if model.image_shape else None,
+        "trained_fields": model.history[-1].get("mirrored_fields") if model.history else None,
         "normalization": model.normalization.to_dict(),
         "network": {**model.network_config.to_dict(), "parameters": count_parameters(model.network)},
         "prediction": {
@@ -62,6 +63,9 @@ def info_lines(info: dict) -> list[str]:
     norm = info["normalization"]
     shape = info["trained_image_shape"]
     trained_on = f"; last trained on {shape[0]} x {shape[1]}" if shape else ""
+    if shape and info.get("trained_fields"):
+        fields = info["trained_fields"]
+        trained_on = f"; last trained on fields of {fields}, each mirrored out to {shape[0]} x {shape[1]}"
     net = info["network"]
     filters = (f", multiscale filters ({', '.join(f'{s:g}' for s in net['filter_sigmas'])} px) in front"
                if net.get("input_filters") else "")
