@@ -232,8 +232,9 @@ def test_a_pip_install_carries_the_engine_its_starting_points_and_the_command(tm
         (source / name).write_bytes((ROOT / name).read_bytes())
     shutil.copytree(MODULE / "SemSegLib", source / "SemSegModule" / "SemSegLib",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    str(source), "-w", str(tmp_path / "wheel")], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
+                    "--disable-pip-version-check", str(source), "-w", str(tmp_path / "wheel")],
+                   check=True, capture_output=True)
     with zipfile.ZipFile(next((tmp_path / "wheel").glob("semseg-*.whl"))) as wheel:
         names = set(wheel.namelist())
         entry_points = next(wheel.read(n).decode() for n in names if n.endswith("entry_points.txt"))
