@@ -77,28 +77,20 @@ def predict_probabilities(model: SemSegModel, image: np.ndarray, config: Predict
 def _networks_average(model: SemSegModel, image: np.ndarray, config: PredictConfig | None,
                       device: torch.device | None, prior_shift: bool = True,
                       window: tuple[slice, slice] | None = None) -> torch.Tensor:
-    config = config or PredictConfig()
-    device = device or resolve_device(config.device)
     model.check_stack(image.shape[0])
-    x = torch.from_numpy(normalize_image(image, model.normalization, window))[None]
-    if not prior_shift:
-        return _network_probabilities(model, model.network, None, x, config, device)
-    return _weighted_sum(model, x, config, device, model.round_members())
+    members = model.round_members() if prior_shift else [(RoundMember(model.network), 1.0)]
+    return members_probabilities(model, image, members, config, device, window)
 
 
 def members_probabilities(model: SemSegModel, image: np.ndarray, members: list[tuple[RoundMember, float]],
-                          config: PredictConfig | None = None, device: torch.device | None = None) -> torch.Tensor:
-    """The weighted sum of some of `model.round_members()`'s corrected probabilities of the (C, H, W) image: a part
-    of what `predict_image` averages, for a caller that keeps the rest (a round's previews: its start's networks do
-    not change while it trains)."""
+                          config: PredictConfig | None = None, device: torch.device | None = None,
+                          window: tuple[slice, slice] | None = None) -> torch.Tensor:
+    """The weighted sum of the members' corrected probabilities of the (C, H, W) image (of its `window`, if given):
+    all of `model.round_members()` for a prediction, or a part of them for a caller that keeps the rest (a round's
+    previews: its start's networks do not change while it trains)."""
     config = config or PredictConfig()
     device = device or resolve_device(config.device)
-    x = torch.from_numpy(normalize_image(image, model.normalization))[None]
-    return _weighted_sum(model, x, config, device, members)
-
-
-def _weighted_sum(model: SemSegModel, x: torch.Tensor, config: PredictConfig, device: torch.device,
-                  members: list[tuple[RoundMember, float]]) -> torch.Tensor:
+    x = torch.from_numpy(normalize_image(image, model.normalization, window))[None]
     prob = None
     for member, weight in members:
         p = weight * _network_probabilities(model, member.network, member.log_prior_shift, x, config, device)
