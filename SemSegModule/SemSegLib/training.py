@@ -288,7 +288,9 @@ def train(
     cancelled = False
     it = 0
     next_preview = start + (preview.every_seconds if preview is not None else math.inf)
-    previewed = PreviewModel(model, init_model, shown_lines, *earlier_rounds(model, init_model, config)) \
+    # What the result will average with its network (fixed by its start); a round's previews draw it too.
+    earlier, first_network_share = earlier_rounds(model, init_model, config)
+    previewed = PreviewModel(model, init_model, shown_lines, earlier, first_network_share) \
         if preview is not None else None
     while True:
         elapsed = time.perf_counter() - start
@@ -413,7 +415,7 @@ def train(
         _correct_class_prior(model, init_model, images, labels, corrections, weighted, seen_pixels, config, device)
     model.history[-1]["log_prior_shift"] = (None if model.log_prior_shift is None
                                             else [round(float(v), 4) for v in model.log_prior_shift])
-    model.earlier_rounds, model.first_network_share = earlier_rounds(model, init_model, config)
+    model.earlier_rounds, model.first_network_share = earlier, first_network_share
     model.history[-1]["round_networks"] = 1 + len(model.earlier_rounds)
     if model.first_network_share > 0:
         model.history[-1]["first_network_share"] = model.first_network_share
