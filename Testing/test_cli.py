@@ -417,6 +417,41 @@ def test_evaluate_and_suggest_take_fields_of_different_sizes(tmp_path, capsys):
             assert 0 <= top < bottom <= h and 5 <= left < right <= w  # never where the person painted
 
 
+def test_evaluate_scores_the_images_without_strokes_apart_from_the_painted_ones(tmp_path, capsys):
+    """With the strokes the model was trained with, `evaluate` scores the images new to the model (what the rest of
+    a stack gets) apart from the painted ones, each group pooled over its own pixels."""
+    from SemSegLib.metrics import evaluate
+
+    rng = np.random.default_rng(1)
+    for folder in ("reference", "pred", "strokes", "none"):
+        (tmp_path / folder).mkdir()
+    refs = rng.integers(1, 3, (4, 30, 40)).astype(np.uint8)
+    # The painted images (2 and 4) predicted nearly right, the others often wrong: pooled, the groups differ.
+    wrong = rng.random(refs.shape) < np.array([0.4, 0.05, 0.4, 0.05])[:, None, None]
+    preds = np.where(wrong, 3 - refs, refs).astype(np.uint8)
+    for i in range(4):
+        tifffile.imwrite(tmp_path / "reference" / f"img_{i + 1}.tif", refs[i])
+        tifffile.imwrite(tmp_path / "pred" / f"img_{i + 1}.tif", preds[i])
+        tifffile.imwrite(tmp_path / "none" / f"img_{i + 1}.tif", np.zeros((30, 40), np.uint8))
+    for i in (1, 3):  # a stroke on images 2 and 4; no file for 1 and 3 (unlabeled)
+        tifffile.imwrite(tmp_path / "strokes" / f"img_{i + 1}.tif", np.pad(refs[i, :2, :5], ((0, 28), (0, 35))))
+    evaluate_args = ("evaluate", "--pred", tmp_path / "pred", "--reference", tmp_path / "reference")
+    assert run(*evaluate_args, "--labels", tmp_path / "strokes", "--json") == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["without_strokes"]["images"] == ["img_1", "img_3"]
+    assert scores["with_strokes"]["images"] == ["img_2", "img_4"]
+    for key, idx in (("without_strokes", [0, 2]), ("with_strokes", [1, 3])):
+        expected = evaluate(preds[idx], refs[idx], ["c1", "c2"])
+        assert scores[key]["confusion_matrix"] == expected.confusion.tolist()
+    assert scores["without_strokes"]["mean_iou"] < 0.5 < scores["with_strokes"]["mean_iou"]
+    assert run(*evaluate_args, "--labels", tmp_path / "strokes") == 0
+    text = capsys.readouterr().out
+    assert text.index("2 images without strokes (new to the model):") < text.index("2 images with strokes")
+    # Labels with no stroke on any image are not the training's: said, not scored as "all new".
+    assert run(*evaluate_args, "--labels", tmp_path / "none") == 2
+    assert "no strokes on any image" in capsys.readouterr().err
+
+
 def test_reference_maps_hold_classes_in_any_number_type_and_may_differ_in_size(tmp_path, capsys):
     """`evaluate` and `simulate` read a reference as label files are read: floats of whole numbers (a map saved from
     numpy or Fiji as float32) are its classes, and a map that is not classes is refused naming its file."""

@@ -297,11 +297,37 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"warning: {args.pred}: unlabeled (0) pixels in {', '.join(unlabeled[:5])}"
               f"{' ...' if len(unlabeled) > 5 else ''} count as wrong; predict those images to score them fully.",
               file=sys.stderr)
-    m = evaluate(pred, ref, [c.name for c in classes])
+    names = [c.name for c in classes]
+    if not args.labels:
+        m = evaluate(pred, ref, names)
+        print(json.dumps(m.to_dict(), indent=2) if args.json else m.format_table())
+        return
+    groups = _images_with_and_without_strokes(args, reference, classes)
+    scores = {key: evaluate([pred[i] for i in idx], [ref[i] for i in idx], names) for key, _, idx in groups if idx}
     if args.json:
-        print(json.dumps(m.to_dict(), indent=2))
-    else:
-        print(m.format_table())
+        print(json.dumps({key: {"images": [reference.names[i] for i in idx], **scores[key].to_dict()}
+                          for key, _, idx in groups if idx}, indent=2))
+        return
+    for key, what, idx in groups:
+        print(f"{len(idx)} image{'s' if len(idx) > 1 else ''} {what}:\n{scores[key].format_table()}\n" if idx
+              else f"no image {what}\n")
+
+
+def _images_with_and_without_strokes(args: argparse.Namespace, reference, classes) -> list[tuple[str, str, list[int]]]:
+    """`evaluate --labels`: (JSON key, description, indices) of the images without strokes and of those with.
+    A painted image's score says how well the model gives back what it was shown; the others', how well it does on
+    images new to it (the benchmark's T2), which is what the rest of a stack gets."""
+    from .stack_io import read_labels
+
+    labels = _told(read_labels(args.labels, reference, classes=classes, classes_from="the reference's",
+                               advice="Give the strokes the model was trained with.")).labels
+    painted = [bool(lab.any()) for lab in labels]
+    if not any(painted):
+        raise InputError(f"{args.labels}: no strokes on any image of {args.reference} (the same file names, or a page "
+                         "per image, expected). Give the strokes the model was trained with.")
+    new, shown = [i for i, p in enumerate(painted) if not p], [i for i, p in enumerate(painted) if p]
+    return [("without_strokes", "without strokes (new to the model)", new),
+            ("with_strokes", "with strokes (the model was shown part of them)", shown)]
 
 
 def _reference_classes(args: argparse.Namespace, ref, names: list[str]) -> tuple[list, Path]:
@@ -516,6 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--pred", required=True, help="folder of label maps (same file names), or a multi-page TIFF")
     e.add_argument("--reference", required=True, help=REFERENCE_HELP)
     e.add_argument("--classes", help=REFERENCE_CLASSES_HELP)
+    e.add_argument("--labels", help="the strokes the model was trained with (folder or multi-page TIFF, as train's "
+                                    "--labels): score the images without strokes apart from those with")
     e.add_argument("--json", action="store_true", help="print the scores and the confusion matrix as JSON")
     e.set_defaults(func=cmd_evaluate)
 
