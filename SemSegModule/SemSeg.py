@@ -829,8 +829,9 @@ class SemSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onEvaluate(self) -> None:
         self.updateParameterNodeFromGUI()
         with slicer.util.tryWithErrorDisplay("Evaluation failed."):
-            # read and scored on the worker
-            self._startTask(self.logic.startEvaluating(self._volume(), self.ui.referencePathLineEdit.text.strip()),
+            # read and scored on the worker; the slices without strokes also apart from the painted ones
+            self._startTask(self.logic.startEvaluating(self._volume(), self.ui.referencePathLineEdit.text.strip(),
+                                                       labelSegmentation=self._labels()),
                             "Evaluation", self._afterEvaluating)
 
     def _showMetrics(self, metrics) -> None:
@@ -1002,6 +1003,7 @@ class SemSegTest(ScriptedLoadableModuleTest):
         widget.onEvaluate()
         self._waitForPanel(widget)
         self.assertTrue(widget.ui.metricsLabel.text.startswith(f"mean IoU {metrics.mean_iou:.3f}"))
+        self.assertIn("on the 1 slice without strokes", widget.ui.metricsLabel.text)  # slice 4; 1-3 hold strokes
         # The panel's prediction, then where to paint next, each on the worker, the second started by the first's end.
         widget.logic.model = logic.model
         widget.onPredict()

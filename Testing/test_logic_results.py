@@ -11,7 +11,7 @@ import tifffile
 
 slicer = pytest.importorskip("slicer", reason="slicer-core wheel not installed")
 
-from painted_scene import FAST, sample_scene  # noqa: E402
+from painted_scene import FAST, paint_square, sample_scene  # noqa: E402
 from SemSegLib.classes import ClassInfo, read_classes_csv, write_classes_csv  # noqa: E402
 from SemSegLib.errors import InputError  # noqa: E402
 from SemSegLib.sample_data import SAMPLE_CLASSES  # noqa: E402
@@ -67,6 +67,35 @@ def test_an_evaluation_reads_and_scores_the_predicted_slices_references_on_the_w
         tif.write(reference[0, :8].astype(np.uint8), photometric="minisblack")
     assert logic.evaluate(volume, str(tmp_path / "two.tif")).confusion.tolist() == metrics.confusion.tolist()
     assert logic.lastEvaluationNote.startswith("two.tif holds 2 label series; SemSeg read the first")
+
+
+def test_an_evaluation_given_the_strokes_scores_the_unpainted_slices_apart(tmp_path, logic, scene):
+    """With the label segmentation, the slices without strokes (what the rest of the stack gets) are scored apart
+    from the painted ones, whose scores include what the model was shown; the table keeps every scored slice."""
+    from SemSegLib.metrics import evaluate
+
+    folder, volume, seg, _, reference = sample_scene(tmp_path, logic)  # strokes on slices 1 and 3 (0-based 0, 2)
+    logic.train(volume, seg, iterations=2, **FAST)
+    logic.predict(volume, "all")
+    predicted = logic.labelsFromSegmentation(logic.predictionSegmentation(volume), volume)
+    classNames = [c.name for c in SAMPLE_CLASSES]
+    metrics = logic.evaluate(volume, str(folder / "reference"), labelSegmentation=seg)
+    assert metrics.confusion.tolist() == evaluate(predicted, reference, classNames).confusion.tolist()
+    split = logic.lastEvaluationByStrokes
+    for key, slices in (("without_strokes", [1, 3]), ("with_strokes", [0, 2])):
+        assert split[key].confusion.tolist() == evaluate(predicted[slices], reference[slices], classNames
+                                                         ).confusion.tolist()
+    assert logic.lastEvaluationNote == (f"mean IoU {split['without_strokes'].mean_iou:.3f} on the 2 slices without "
+                                        f"strokes, {split['with_strokes'].mean_iou:.3f} on the 2 with (slices 1, 3)")
+    # Only painted slices scored: said, as their scores include what the model was shown.
+    for k in (1, 3):
+        paint_square(volume, seg, SAMPLE_CLASSES[0].name, k)
+    logic.evaluate(volume, str(folder / "reference"), labelSegmentation=seg)
+    assert list(logic.lastEvaluationByStrokes) == ["with_strokes"]
+    assert logic.lastEvaluationNote.startswith("every slice scored holds strokes (slices 1, 2, 3, 4)")
+    # Without the strokes: no split, as before.
+    logic.evaluate(volume, str(folder / "reference"))
+    assert logic.lastEvaluationByStrokes == {} and logic.lastEvaluationNote == ""
 
 
 def test_export_says_which_slices_the_current_model_has_not_labeled(tmp_path, logic, caplog):

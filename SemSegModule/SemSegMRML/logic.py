@@ -68,6 +68,9 @@ class SemSegLogic(StackLogic, LabelLogic, TrainingLogic, ModelLogic, PredictionL
         self.lastTrainResult = None
         self.lastTrainNote = ""  # what the last training did other than asked (shown after it in the panel)
         self.lastEvaluationNote = ""  # what the last evaluation's scores include that the person may not expect
+        # The last evaluation's scores of the slices without strokes and of those with ("without_strokes",
+        # "with_strokes"; a group with no slice left out), when it was given the label segmentation.
+        self.lastEvaluationByStrokes: dict = {}
         self.lastRestoreNote = ""  # what the last restored model replaced (restoreModelFromParameterNode)
         self.lastLoadNote = ""  # what the last loaded stack's file holds that was not loaded (its other series)
         self._modelFile = None  # a file that holds the current model (its autosave, or the file it was loaded from)

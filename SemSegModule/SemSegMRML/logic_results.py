@@ -20,7 +20,7 @@ from SemSegLib.stack_io import label_dtype
 from SemSegLib.task import SemSegEvent, SemSegTask
 from SemSegLib.worker import Job
 
-from SemSegMRML import arrays, results, stack_nodes
+from SemSegMRML import arrays, results, segment_labels, stack_nodes
 from SemSegMRML.arrays import SOURCE_ATTRIBUTE
 from SemSegMRML.logic_labels import shapeOnly
 from SemSegMRML.logic_prediction import slicesText
@@ -29,15 +29,18 @@ from SemSegMRML.logic_prediction import slicesText
 class ResultLogic:
     """What the person takes away (a part of SemSegLogic)."""
 
-    def evaluate(self, volume, referencePath: str, tableNode=None):
+    def evaluate(self, volume, referencePath: str, tableNode=None, labelSegmentation=None):
         """The prediction against reference label maps (a folder of files named as the images, or a label stack
         file) on the predicted slices that have one: per-class IoU / Dice into a table; returns the metrics. Waits
         for `startEvaluating`."""
-        return self.startEvaluating(volume, referencePath, tableNode).wait()
+        return self.startEvaluating(volume, referencePath, tableNode, labelSegmentation).wait()
 
-    def startEvaluating(self, volume, referencePath: str, tableNode=None) -> SemSegTask:
+    def startEvaluating(self, volume, referencePath: str, tableNode=None, labelSegmentation=None) -> SemSegTask:
         """`evaluate` with the reference read and scored on the worker: poll the task; its result is the metrics
-        (None if cancelled or the scene closed meanwhile). Why: 200 slices of 1024 x 1024 held Slicer's GUI 22 s."""
+        (None if cancelled or the scene closed meanwhile). Why: 200 slices of 1024 x 1024 held Slicer's GUI 22 s.
+        With `labelSegmentation` (the person's strokes) the slices without strokes are also scored apart from the
+        painted ones (`lastEvaluationByStrokes`, and the note): a painted slice's score says how well the model
+        gives back what it was shown, the others' what the rest of the stack gets."""
         from SemSegLib.metrics import evaluate
 
         names = self.imageNames(volume)
@@ -48,6 +51,12 @@ class ResultLogic:
         shape = arrays.slice_shape(volume)[1:]
         prediction = self._predictedLabels(volume, copy=False, lent=True)
         earlier = set(self.unlabeledByCurrentModel(volume)[1])
+        painted = set()
+        if labelSegmentation is not None:
+            strokes = self.labelsFromSegmentation(labelSegmentation, volume)
+            painted = {int(k) for k in segment_labels.painted_slices(strokes)}
+            del strokes  # a whole stack's copy: not kept while the worker reads
+        classNames = [c.name for c in classes]
 
         def readAndScore(onImage):  # worker
             reference, note = referenceLabels(referencePath, names, shape, classes, predicted, onImage)
@@ -56,14 +65,23 @@ class ResultLogic:
                 raise InputError(f"{referencePath}: no reference label file matches a predicted slice "
                                  f"(expected names like {names[predicted[0]]}.tif).")
             scored = [predicted[j] for j in have]
-            metrics = evaluate([prediction[k] for k in scored], [reference[j] for j in have], [c.name for c in classes])
-            return metrics, scored, note
+            metrics = evaluate([prediction[k] for k in scored], [reference[j] for j in have], classNames)
+            byStrokes = {}
+            if labelSegmentation is not None:
+                for key, inGroup in (("without_strokes", False), ("with_strokes", True)):
+                    group = [j for j in have if (predicted[j] in painted) == inGroup]
+                    if group:
+                        byStrokes[key] = evaluate([prediction[predicted[j]] for j in group],
+                                                  [reference[j] for j in group], classNames)
+            return metrics, scored, note, byStrokes
 
         def finish(out):
-            metrics, scored, note = out
+            metrics, scored, note, byStrokes = out
             self.metricsToTable(metrics, tableNode)
+            self.lastEvaluationByStrokes = byStrokes
             byEarlier = [k for k in scored if k in earlier]
             self.lastEvaluationNote = "; ".join(text for text in [
+                _strokesNote(scored, painted, byStrokes) if labelSegmentation is not None else "",
                 f"{len(byEarlier)} of the {len(scored)} slices scored were predicted by an earlier model "
                 f"({slicesText(byEarlier)})" if byEarlier else "", note] if text)
             return metrics
@@ -156,6 +174,20 @@ class ResultLogic:
             return SemSegEvent("progress", f"image {done} of {total} ({seconds:.2f} s)", done / total, p)
 
         return self._start("predict folder", run, describe, lambda result: result, waitForCompletion, eventCallback)
+
+
+def _strokesNote(scored: list[int], painted: set[int], byStrokes: dict) -> str:
+    """What the scores are of, when some scored slices hold the person's strokes ('' when none does)."""
+    shown = [k for k in scored if k in painted]
+    if not shown:
+        return ""
+    if "without_strokes" not in byStrokes:
+        return (f"every slice scored holds strokes ({slicesText(shown)}), so these scores include what the model was "
+                "shown: score slices you did not paint to see what the rest of the stack gets")
+    unpainted = len(scored) - len(shown)
+    return (f"mean IoU {byStrokes['without_strokes'].mean_iou:.3f} on the {unpainted} "
+            f"slice{'s' if unpainted > 1 else ''} without strokes, {byStrokes['with_strokes'].mean_iou:.3f} on the "
+            f"{len(shown)} with ({slicesText(shown)})")
 
 
 def _paintedWin(painted: np.ndarray, predicted: np.ndarray | None) -> np.ndarray:
