@@ -403,6 +403,13 @@ def test_evaluate_and_suggest_take_fields_of_different_sizes(tmp_path, capsys):
     pooled = confusion_matrix(np.concatenate([p.ravel() for p in preds]), np.concatenate([r.ravel() for r in refs]),
                               3)
     assert json.loads(capsys.readouterr().out)["confusion_matrix"] == pooled.tolist()
+    (tmp_path / "strokes" / "f2.tif").unlink()  # field 2 unpainted: scored apart from fields 1 and 3
+    assert run("evaluate", "--pred", tmp_path / "pred", "--reference", tmp_path / "reference", "--json",
+               "--labels", tmp_path / "strokes") == 0
+    split = json.loads(capsys.readouterr().out)
+    assert split["without_strokes"]["images"] == ["f2"]
+    assert split["without_strokes"]["confusion_matrix"] == confusion_matrix(preds[1], refs[1], 3).tolist()
+    tifffile.imwrite(tmp_path / "strokes" / "f2.tif", np.where(np.arange(36) < 5, refs[1], 0).astype(np.uint8))
     torch.manual_seed(0)
     SemSegModel.create(1, [ClassInfo(k, f"c{k}", (k, k, k)) for k in (1, 2, 3)], base_width=8, levels=2).save(
         tmp_path / "m.pt")
