@@ -83,6 +83,7 @@ def test_full_loop_through_the_cli(disk_stack, capsys, monkeypatch):
     assert info["trainings"][1]["labeled_pixels"] == sum(
         int((tifffile.imread(f) > 0).sum()) for f in (d / "strokes2").glob("img_*.tif"))
     assert info["trainings"][1]["labeled_images"] == 2 and info["trained_image_shape"] == [96, 96]
+    assert info["trainings"][1]["labeled_image_names"] == sorted(f.stem for f in (d / "strokes2").glob("img_*.tif"))
     assert info["prediction"]["network_weights"] == [0.5, 0.5]
     assert info["prediction"]["class_prior_correction"] is False  # --no-prior-correction
     assert info["prediction"]["forest_samples"] == len(SemSegModel.load(d / "m2.pt").forest.targets)
@@ -90,6 +91,7 @@ def test_full_loop_through_the_cli(disk_stack, capsys, monkeypatch):
     text = capsys.readouterr().out
     assert "1 background, 2 disk" in text and "training 1 " in text and "training 2" not in text
     assert "120 iterations" in text and "corrected for the stack's class mix" in text
+    assert "labeled pixels on 2 images (img_1, img_2)" in text  # which images it learned from
     assert run("info", "--model", d / "strokes" / "classes.csv") == 2
     assert "not a readable SemSeg model file" in capsys.readouterr().err
     assert run("suggest", "--images", d / "images", "--model", d / "m2.pt", "--top", 2) == 0

@@ -12,6 +12,8 @@ from .model_file import SemSegModel
 from .network import count_parameters
 from .pixel_forest import LINE_CLASS_WEIGHT
 
+SHOWN_NAMES = 5  # image names listed per training in the text (the JSON lists them all)
+
 
 def model_info(model: SemSegModel) -> dict:
     """A JSON-able description of `model` (`semseg info --json`)."""
@@ -49,6 +51,7 @@ def _training(entry: dict) -> dict:
         "cancelled": bool(entry.get("cancelled")),
         "starting_point": start.get("name"),
         "labeled_images": len(labeled),
+        "labeled_image_names": list(labeled),  # which images it learned from: `evaluate --labels` scores the others
         "labeled_pixels": int(sum(labeled.values())),
         "correction_weight": config.get("correction_weight"),
         "dense_labels": bool(entry.get("class_weights")),
@@ -125,6 +128,9 @@ def _training_text(t: dict) -> str:
     if t["starting_point"]:
         text += f", from the pretrained {t['starting_point']} network"
     text += f"; {t['labeled_pixels']:,} labeled pixels on {_count(t['labeled_images'], 'image')}"
+    names = t.get("labeled_image_names") or []
+    if names:
+        text += f" ({', '.join(names[:SHOWN_NAMES])}{' ...' if len(names) > SHOWN_NAMES else ''})"
     if t["dense_labels"]:
         text += " (dense: classes weighted in the loss)"
     if t["round"] and t["round"] > 1 and t["correction_weight"] not in (None, 1, 1.0):
