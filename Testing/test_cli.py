@@ -432,7 +432,7 @@ def test_evaluate_scores_the_images_without_strokes_apart_from_the_painted_ones(
     from SemSegLib.metrics import evaluate
 
     rng = np.random.default_rng(1)
-    for folder in ("reference", "pred", "strokes", "none"):
+    for folder in ("reference", "pred", "strokes", "none", "elsewhere"):
         (tmp_path / folder).mkdir()
     refs = rng.integers(1, 3, (4, 30, 40)).astype(np.uint8)
     # The painted images (2 and 4) predicted nearly right, the others often wrong: pooled, the groups differ.
@@ -456,9 +456,17 @@ def test_evaluate_scores_the_images_without_strokes_apart_from_the_painted_ones(
     assert run(*evaluate_args, "--labels", tmp_path / "strokes") == 0
     text = capsys.readouterr().out
     assert text.index("2 images without strokes (new to the model):") < text.index("2 images with strokes")
-    # Labels with no stroke on any image are not the training's: said, not scored as "all new".
-    assert run(*evaluate_args, "--labels", tmp_path / "none") == 2
-    assert "no strokes on any image" in capsys.readouterr().err
+    # Strokes on none of the images scored (empty maps, or only on images the reference leaves out, as when it was
+    # made for a few test images): every image is new to the model, and it says so.
+    tifffile.imwrite(tmp_path / "elsewhere" / "img_9.tif", np.ones((30, 40), np.uint8))
+    for no_strokes in ("none", "elsewhere"):
+        assert run(*evaluate_args, "--labels", tmp_path / no_strokes, "--json") == 0
+        out = capsys.readouterr()
+        scores = json.loads(out.out)
+        assert list(scores) == ["without_strokes"] and len(scores["without_strokes"]["images"]) == 4
+        assert "every image scored is new to the model" in out.err
+    assert run(*evaluate_args, "--labels", tmp_path / "none") == 0
+    assert "no image with strokes (the model was shown part of them)" in capsys.readouterr().out
 
 
 def test_reference_maps_hold_classes_in_any_number_type_and_may_differ_in_size(tmp_path, capsys):

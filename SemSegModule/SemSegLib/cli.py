@@ -316,15 +316,20 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def _images_with_and_without_strokes(args: argparse.Namespace, reference, classes) -> list[tuple[str, str, list[int]]]:
     """`evaluate --labels`: (JSON key, description, indices) of the images without strokes and of those with.
     A painted image's score says how well the model gives back what it was shown; the others', how well it does on
-    images new to it (the benchmark's T2), which is what the rest of a stack gets."""
-    from .stack_io import read_labels
+    images new to it (the benchmark's T2), which is what the rest of a stack gets. The strokes may all lie on
+    images the reference does not cover (a reference made for a few test images): then every image is new."""
+    from .stack_io import find_label_file, read_labels
 
-    labels = _told(read_labels(args.labels, reference, classes=classes, classes_from="the reference's",
-                               advice="Give the strokes the model was trained with.")).labels
-    painted = [bool(lab.any()) for lab in labels]
+    folder = Path(args.labels)
+    if folder.is_dir() and not any(find_label_file(folder, name) for name in reference.names):
+        painted = [False] * len(reference)
+    else:
+        labels = _told(read_labels(folder, reference, classes=classes, classes_from="the reference's",
+                                   advice="Give the strokes the model was trained with.")).labels
+        painted = [bool(lab.any()) for lab in labels]
     if not any(painted):
-        raise InputError(f"{args.labels}: no strokes on any image of {args.reference} (the same file names, or a page "
-                         "per image, expected). Give the strokes the model was trained with.")
+        print(f"note: no image of {args.reference} has strokes in {args.labels}: every image scored is new to the "
+              "model.", file=sys.stderr)
     new, shown = [i for i, p in enumerate(painted) if not p], [i for i, p in enumerate(painted) if p]
     return [("without_strokes", "without strokes (new to the model)", new),
             ("with_strokes", "with strokes (the model was shown part of them)", shown)]

@@ -334,7 +334,8 @@ def _read_multipage(path: Path, channel_axis: int | None) -> ImageStack:
     return ImageStack(np.ascontiguousarray(arr), names, str(path), _read_spacing(path), rgb=layout.rgb)
 
 
-def _find_label_file(folder: Path, name: str) -> Path | None:
+def find_label_file(folder: Path, name: str) -> Path | None:
+    """The label file of image `name` in `folder` (any image suffix), or None."""
     for suffix in IMAGE_SUFFIXES:
         p = folder / f"{name}{suffix}"
         if p.exists():
@@ -387,7 +388,7 @@ def _label_files(folder: Path, stack: ImageStack,
         labels = [np.zeros(stack.image_size(i), np.uint16) for i in range(n)]
     found, series = [], []
     for i, name in enumerate(stack.names):
-        p = _find_label_file(folder, name)
+        p = find_label_file(folder, name)
         if p is not None:
             values, count = _label_file(p, name, stack.image_size(i))
             labels[i][...] = values
