@@ -41,7 +41,7 @@ class ResultLogic:
         With `labelSegmentation` (the person's strokes) the slices without strokes are also scored apart from the
         painted ones (`lastEvaluationByStrokes`, and the note): a painted slice's score says how well the model
         gives back what it was shown, the others' what the rest of the stack gets."""
-        from SemSegLib.metrics import evaluate
+        from SemSegLib.metrics import Metrics, evaluate
 
         names = self.imageNames(volume)
         predicted = self.predictedSlices(volume)
@@ -65,14 +65,17 @@ class ResultLogic:
                 raise InputError(f"{referencePath}: no reference label file matches a predicted slice "
                                  f"(expected names like {names[predicted[0]]}.tif).")
             scored = [predicted[j] for j in have]
-            metrics = evaluate([prediction[k] for k in scored], [reference[j] for j in have], classNames)
+            if labelSegmentation is None:
+                metrics = evaluate([prediction[k] for k in scored], [reference[j] for j in have], classNames)
+                return metrics, scored, note, {}
             byStrokes = {}
-            if labelSegmentation is not None:
-                for key, inGroup in (("without_strokes", False), ("with_strokes", True)):
-                    group = [j for j in have if (predicted[j] in painted) == inGroup]
-                    if group:
-                        byStrokes[key] = evaluate([prediction[predicted[j]] for j in group],
-                                                  [reference[j] for j in group], classNames)
+            for key, inGroup in (("without_strokes", False), ("with_strokes", True)):
+                group = [j for j in have if (predicted[j] in painted) == inGroup]
+                if group:
+                    byStrokes[key] = evaluate([prediction[predicted[j]] for j in group],
+                                              [reference[j] for j in group], classNames)
+            # The slices scored are the two groups': their counts add up (each slice counted once).
+            metrics = Metrics(sum(m.confusion for m in byStrokes.values()), classNames)
             return metrics, scored, note, byStrokes
 
         def finish(out):
